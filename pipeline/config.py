@@ -1,0 +1,297 @@
+"""Configuration: one YAML file validated into typed, frozen dataclasses.
+
+Unknown keys are errors; ``--set a.b=value`` overrides parse ``value`` as YAML. The resolved config
+is saved with every run (``config.yaml``) and logged to MLflow as flat params.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key, what was expected and what came."""
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and shape of the embedded synthetic world (see ``pipeline.datasets.synthetic``)."""
+
+    n_users: int = 20_000
+    n_items: int = 10_000
+    n_sessions: int = 40_000
+    days: int = 60
+    search_share: float = 0.4
+    list_size: int = 10
+    start: str = "2026-01-01"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which dataset adapter feeds the run, and from where."""
+
+    name: str = "synthetic"
+    path: str | None = None
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Time split: the last ``test_fraction`` of requests is test, the ``valid_fraction`` before it valid."""
+
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Point-in-time statistics: trailing windows (days) on top of the all-history counts."""
+
+    windows_days: tuple[int, ...] = (7,)
+    min_impressions_for_prior: int = 20
+
+
+@dataclass(frozen=True)
+class Item2VecConfig:
+    """gensim skip-gram over sessions of positive events, searched with a faiss index."""
+
+    dims: int = 32
+    window: int = 5
+    negative: int = 5
+    min_count: int = 1
+    epochs: int = 8
+    history: int = 5
+    index_factory: str = "Flat"
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Channels and their quotas in the merged candidate list (channel name → max candidates)."""
+
+    quotas: Mapping[str, int] = field(default_factory=lambda: {"query": 100, "item2vec": 100, "popularity": 100})
+    k: int = 200
+    popularity_half_life_days: float = 7.0
+    item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
+
+
+@dataclass(frozen=True)
+class RankConfig:
+    """The fine ranker: a registered model name and its LightGBM hyperparameters."""
+
+    model: str = "lambdarank"
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 300
+    early_stopping_rounds: int = 30
+    min_data_in_leaf: int = 50
+    feature_fraction: float = 0.9
+    eval_at: int = 10
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """MMR rerank: relevance weight ``mmr_lambda`` in [0, 1], pool size and final list length."""
+
+    mmr_lambda: float = 0.8
+    pool: int = 50
+    k: int = 10
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Cut-offs for the recall metrics (recall@K, hit rate@K)."""
+
+    recall_ks: tuple[int, ...] = (20, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class PromoteConfig:
+    """Registry promotion: the challenger takes ``champion`` only if it beats it by more than ``min_improvement``."""
+
+    enabled: bool = True
+    metric: str = "ndcg_at_10"
+    min_improvement: float = 0.0
+    model_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of one run."""
+
+    seed: int = 42
+    device: str = "auto"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    recall: RecallConfig = field(default_factory=RecallConfig)
+    rank: RankConfig = field(default_factory=RankConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = field(default_factory=PromoteConfig)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML value to ``annotation``, or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping; got {value!r}")
+        return _build(annotation, value, key + ".")
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        seq = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(seq))
+    if origin in (collections.abc.Mapping, dict):
+        _, value_type = typing.get_args(annotation)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping; got {value!r}")
+        return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true or false; got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{key}': expected an integer; got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{key}': expected a number; got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{key}': expected a string; got {value!r}")
+        return value
+    raise AssertionError(f"unsupported config annotation {annotation} at {key}")
+
+
+def _build(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key '{prefix}{unknown[0]}'; known keys here: {sorted(names)}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain nested dicts and lists (YAML/JSON ready)."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, Mapping):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(config)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """Flat ``a.b.c -> value`` view of the config (for MLflow params)."""
+    out: dict[str, Any] = {}
+    for key, value in (to_dict(config) if dataclasses.is_dataclass(config) else config).items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b=value`` into (["a", "b"], value-as-YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value; got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects key=value; got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({exc})") from None
+    return key.strip().split("."), value
+
+
+def load_config(config_file: str | Path | None = None, overrides: list[str] = (), dataset: str | None = None,
+                data_path: str | None = None) -> Config:
+    """Build the run's Config from defaults, an optional YAML file, and ``--set`` overrides.
+
+    Args:
+        config_file: a YAML file whose keys mirror :class:`Config`; None for defaults only.
+        overrides: ``a.b=value`` strings applied after the file.
+        dataset / data_path: the ``--dataset`` / ``--path`` CLI shortcuts for ``dataset.name`` / ``dataset.path``, applied last.
+
+    Raises:
+        ConfigError: unknown key, wrong type, unreadable file.
+    """
+    values: dict[str, Any] = to_dict(Config())
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"config file {config_file}: cannot read ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file}: not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file}: expected a mapping at the top level; got {type(loaded).__name__}")
+        _merge(values, loaded, "")
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = values
+        for depth, key in enumerate(keys[:-1]):
+            if not isinstance(node.get(key), dict):
+                raise ConfigError(f"unknown config key '{'.'.join(keys[: depth + 1])}' in --set {text}")
+            node = node[key]
+        if keys[-1] not in node and not _is_open_mapping(keys):
+            raise ConfigError(f"unknown config key '{'.'.join(keys)}' in --set {text}; known keys here: {sorted(node)}")
+        node[keys[-1]] = value
+    if dataset is not None:
+        values["dataset"]["name"] = dataset
+    if data_path is not None:
+        values["dataset"]["path"] = data_path
+    return _build(Config, values)
+
+
+def _is_open_mapping(keys: list[str]) -> bool:
+    # recall.quotas is the one free-form mapping: new channel names are validated by the recall stage.
+    return keys[:2] == ["recall", "quotas"] and len(keys) == 3
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str) -> None:
+    for key, value in update.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(base)}")
+        # recall.quotas given in a file replaces the default channel set rather than merging into it.
+        if isinstance(base[key], dict) and isinstance(value, Mapping) and prefix + key != "recall.quotas":
+            _merge(base[key], value, f"{prefix}{key}.")
+        else:
+            base[key] = value
+
+
+def config_hash(section: Any) -> str:
+    """A stable hash of a config section (part of a stage's fingerprint)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(to_dict(section) if dataclasses.is_dataclass(section) else section, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

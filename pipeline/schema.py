@@ -1,0 +1,245 @@
+"""The data contract: canonical tables, their column names and Arrow types, and one error type.
+
+Every stage boundary checks its inputs with :func:`validate_table`. A violation raises
+:class:`ContractError`, which names the table, the column, what was expected, what was found and up
+to five offending rows. Inputs are never modified in place: validation returns a new, normalised
+frame (timestamps as ``datetime64[us]``, ids as strings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# Table names.
+EVENTS = "events"
+ITEMS = "items"
+USERS = "users"
+JUDGMENTS = "judgments"
+
+# Column names, used as keyword defaults across the code base so a rename happens in one place.
+TS = "ts"
+USER_ID = "user_id"
+SESSION_ID = "session_id"
+ITEM_ID = "item_id"
+EVENT = "event"
+VALUE = "value"
+REQUEST_ID = "request_id"
+QUERY = "query"
+POSITION = "position"
+TITLE = "title"
+CATEGORY = "category"
+BRAND = "brand"
+PRICE = "price"
+CREATED_AT = "created_at"
+GRADE = "grade"
+
+# Event types, in increasing order of intent; the graded label of a (request, item) pair is the index
+# of the strongest event seen for it (impression 0 < click 1 < cart 2 < purchase 3).
+EVENT_TYPES = ("impression", "click", "cart", "purchase", "rating")
+LABEL_GRADES = {"impression": 0, "click": 1, "cart": 2, "purchase": 3}
+
+# Timestamps outside this range are almost always unit mistakes (seconds read as nanoseconds, ...).
+MIN_TS = pd.Timestamp("1990-01-01")
+MAX_TS = pd.Timestamp("2100-01-01")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    ITEMS: pa.schema(
+        [
+            pa.field(ITEM_ID, pa.string(), nullable=False),
+            pa.field(TITLE, pa.string(), nullable=False),
+            pa.field(CATEGORY, pa.string(), nullable=False),
+            pa.field(BRAND, pa.string()),
+            pa.field(PRICE, pa.float64()),
+            pa.field(CREATED_AT, pa.timestamp("us")),
+        ]
+    ),
+    USERS: pa.schema([pa.field(USER_ID, pa.string(), nullable=False)]),
+    EVENTS: pa.schema(
+        [
+            pa.field(TS, pa.timestamp("us"), nullable=False),
+            pa.field(USER_ID, pa.string(), nullable=False),
+            pa.field(SESSION_ID, pa.string(), nullable=False),
+            pa.field(ITEM_ID, pa.string(), nullable=False),
+            pa.field(EVENT, pa.string(), nullable=False),
+            pa.field(VALUE, pa.float64()),
+            pa.field(REQUEST_ID, pa.string()),
+            pa.field(QUERY, pa.string()),
+            pa.field(POSITION, pa.int32()),
+        ]
+    ),
+    JUDGMENTS: pa.schema(
+        [
+            pa.field(QUERY, pa.string(), nullable=False),
+            pa.field(ITEM_ID, pa.string(), nullable=False),
+            pa.field(GRADE, pa.int32(), nullable=False),
+        ]
+    ),
+}
+
+# Columns a table may omit (filled with nulls); every other contract column is required.
+OPTIONAL_COLUMNS = {
+    ITEMS: {BRAND, PRICE, CREATED_AT},
+    EVENTS: {VALUE, REQUEST_ID, QUERY, POSITION},
+}
+
+
+class ContractError(ValueError):
+    """A table broke the data contract.
+
+    Attributes name what broke so callers (the CLI) can report it without a traceback.
+    """
+
+    def __init__(self, table: str, column: str | None, expected: str, found: str, rows: pd.DataFrame | None = None):
+        self.table, self.column, self.expected, self.found = table, column, expected, found
+        self.rows = rows.head(5) if rows is not None else None
+        where = f"table '{table}'" + (f", column '{column}'" if column else "")
+        message = f"{where}: expected {expected}; found {found}"
+        if self.rows is not None and len(self.rows):
+            with pd.option_context("display.width", 200, "display.max_columns", 12):
+                message += f"\noffending rows (first {len(self.rows)}):\n{self.rows.to_string()}"
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class _Kind:
+    """How a contract column is checked: the Arrow type family it must belong to."""
+
+    name: str
+
+    def accepts(self, dtype: pa.DataType) -> bool:
+        if self.name == "string":
+            if pa.types.is_dictionary(dtype):
+                dtype = dtype.value_type
+            return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+        if self.name == "float":
+            return pa.types.is_floating(dtype) or pa.types.is_integer(dtype) or pa.types.is_null(dtype)
+        if self.name == "int":
+            return pa.types.is_integer(dtype) or pa.types.is_null(dtype)
+        if self.name == "timestamp":
+            # ISO strings are accepted and parsed; anything unparsable is reported row by row.
+            return pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)
+        raise AssertionError(self.name)
+
+
+def _kind(dtype: pa.DataType) -> _Kind:
+    if pa.types.is_string(dtype):
+        return _Kind("string")
+    if pa.types.is_floating(dtype):
+        return _Kind("float")
+    if pa.types.is_integer(dtype):
+        return _Kind("int")
+    if pa.types.is_timestamp(dtype):
+        return _Kind("timestamp")
+    raise AssertionError(dtype)
+
+
+def _arrow_type_of(series: pd.Series) -> pa.DataType:
+    try:
+        return pa.array(series.iloc[:1000], from_pandas=True).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.binary()  # mixed python objects: reported as the wrong type
+
+
+def validate_table(name: str, table: pd.DataFrame | pa.Table) -> pd.DataFrame:
+    """Check ``table`` against the contract of table ``name`` and return a normalised copy.
+
+    Args:
+        name: one of ``items``, ``users``, ``events``, ``judgments``.
+        table: a pandas DataFrame or an Arrow table with at least the contract's required columns;
+            further attribute columns pass through untouched.
+
+    Returns:
+        A new DataFrame: ids as strings, timestamps as ``datetime64[us]``, numeric columns as
+        float64/Int32, optional columns added as nulls when absent.
+
+    Raises:
+        ContractError: the table is empty, a column is missing or mistyped, an id is null, a
+            timestamp is unparsable or out of range, an event type is unknown.
+    """
+    if name not in SCHEMAS:
+        raise ContractError(name, None, f"one of {sorted(SCHEMAS)}", f"unknown table '{name}'")
+    frame = table.to_pandas() if isinstance(table, pa.Table) else table.copy()
+    if len(frame) == 0:
+        raise ContractError(name, None, "at least one row", "an empty table")
+    schema = SCHEMAS[name]
+    optional = OPTIONAL_COLUMNS.get(name, set())
+    for field in schema:
+        col = field.name
+        if col not in frame.columns:
+            if col in optional:
+                frame[col] = pd.Series(None, index=frame.index, dtype=_pandas_dtype(field.type))
+                continue
+            raise ContractError(name, col, f"a column '{col}' of type {field.type}", f"no such column (columns: {list(frame.columns)})")
+        kind = _kind(field.type)
+        found_type = _arrow_type_of(frame[col])
+        if not kind.accepts(found_type):
+            raise ContractError(name, col, f"{kind.name} values ({field.type})", f"type {found_type}", frame[[col]].head(5))
+        if kind.name == "string":
+            if not field.nullable:
+                _check_not_null(name, col, frame)
+            frame[col] = frame[col].astype("str")
+        elif kind.name == "timestamp":
+            frame[col] = _parse_timestamps(name, col, frame, required=not field.nullable)
+        elif kind.name == "float":
+            frame[col] = frame[col].astype("float64")
+        elif kind.name == "int":
+            frame[col] = frame[col].astype("Int32")
+    if name == EVENTS:
+        unknown = ~frame[EVENT].isin(EVENT_TYPES)
+        if unknown.any():
+            raise ContractError(name, EVENT, f"one of {list(EVENT_TYPES)}", f"{int(unknown.sum())} rows with other values", frame[unknown])
+    if name == JUDGMENTS:
+        negative = frame[GRADE] < 0
+        if negative.any():
+            raise ContractError(name, GRADE, "grades >= 0", f"{int(negative.sum())} negative grades", frame[negative])
+    return frame
+
+
+def _pandas_dtype(dtype: pa.DataType) -> str:
+    if pa.types.is_string(dtype):
+        return "str"
+    if pa.types.is_floating(dtype):
+        return "float64"
+    if pa.types.is_integer(dtype):
+        return "Int32"
+    return "datetime64[us]"
+
+
+def _check_not_null(table: str, column: str, frame: pd.DataFrame) -> None:
+    nulls = frame[column].isna() | frame[column].astype("str").str.len().eq(0)
+    if nulls.any():
+        raise ContractError(table, column, "non-null, non-empty ids", f"{int(nulls.sum())} null or empty values", frame[nulls])
+
+
+def _parse_timestamps(table: str, column: str, frame: pd.DataFrame, required: bool) -> pd.Series:
+    raw = frame[column]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        parsed = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
+    else:
+        parsed = pd.to_datetime(raw, errors="coerce", utc=True).dt.tz_convert(None)
+        unparsable = parsed.isna() & raw.notna()
+        if unparsable.any():
+            raise ContractError(table, column, "ISO-8601 timestamps", f"{int(unparsable.sum())} unparsable values", frame[unparsable])
+    parsed = parsed.astype("datetime64[us]")
+    if required and parsed.isna().any():
+        raise ContractError(table, column, "a timestamp on every row", f"{int(parsed.isna().sum())} null timestamps", frame[parsed.isna()])
+    out_of_range = parsed.notna() & ((parsed < MIN_TS) | (parsed >= MAX_TS))
+    if out_of_range.any():
+        raise ContractError(
+            table, column, f"timestamps in [{MIN_TS.date()}, {MAX_TS.date()})", f"{int(out_of_range.sum())} out of range", frame[out_of_range]
+        )
+    return parsed
+
+
+def empty_like_schema(name: str) -> pd.DataFrame:
+    """An empty frame with the contract columns of table ``name`` (used for optional tables)."""
+    return pd.DataFrame({f.name: pd.Series(dtype=_pandas_dtype(f.type)) for f in SCHEMAS[name]})
+
+
+def label_grades(events: pd.Series) -> np.ndarray:
+    """Map event type names to graded labels (impression 0 … purchase 3; others -1)."""
+    return events.map(LABEL_GRADES).fillna(-1).astype(np.int8).to_numpy()
