@@ -1,0 +1,51 @@
+"""Dataset adapters: each turns a published or user format into the tables of the data contract.
+
+An adapter has a ``name``, a one-line ``description``, the ``stages`` it feeds, a cheap
+``fingerprint(config)`` (so an up-to-date run never loads the data) and ``load(config, seed)``
+returning a validated :class:`Dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import pandas as pd
+
+from pipeline.config import DatasetConfig, ConfigError
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Validated contract tables (``items``, ``events``, optional ``users``/``judgments``) plus optional oracle tables."""
+
+    name: str
+    tables: dict[str, pd.DataFrame]
+    oracle: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+class DatasetAdapter(Protocol):
+    name: str
+    description: str
+    stages: tuple[str, ...]
+
+    def fingerprint(self, config: DatasetConfig, seed: int) -> str: ...
+
+    def load(self, config: DatasetConfig, seed: int) -> Dataset: ...
+
+
+def registry() -> dict[str, DatasetAdapter]:
+    """Adapter name → adapter, in the order ``rankpipe datasets`` lists them."""
+    from pipeline.datasets.synthetic_adapter import SyntheticAdapter
+    from pipeline.datasets.tables import TablesAdapter
+
+    adapters = [SyntheticAdapter(), TablesAdapter()]
+    return {a.name: a for a in adapters}
+
+
+def get_adapter(name: str) -> DatasetAdapter:
+    """The adapter registered as ``name``; ConfigError listing the known names otherwise."""
+    adapters = registry()
+    if name not in adapters:
+        raise ConfigError(f"dataset '{name}' is not known; choose one of {sorted(adapters)}")
+    return adapters[name]
