@@ -1,0 +1,1 @@
+"""Point-in-time feature engineering: windowed statistics, smoothing, text match, embeddings."""

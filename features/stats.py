@@ -1,0 +1,148 @@
+"""Point-in-time statistics per entity, declared once and used for training rows and for scoring.
+
+Each :class:`CountGroup` names its entity keys and the event types it counts. :func:`fit_priors`
+fits an empirical-Bayes Beta prior per group on the training period; :func:`build_features` turns
+any (request, item) pairs into features using only events strictly before each request, so the
+same code builds the training set and scores recall candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.pit import SortedEvents, joint_codes, time_frame, to_seconds
+from features.text import item_text, query_coverage, token_matrix
+from pipeline import schema as S
+
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class CountGroup:
+    """Counts of ``events`` per entity ``keys`` (columns of both the history and the pairs)."""
+
+    name: str
+    keys: tuple[str, ...]
+    events: tuple[str, ...] = ("impression", "click")
+    windowed: tuple[str, ...] = ("impression", "click")
+
+
+COUNT_GROUPS = (
+    CountGroup("item", (S.ITEM_ID,), ("impression", "click", "cart", "purchase")),
+    CountGroup("user", (S.USER_ID,), ("impression", "click", "purchase")),
+    CountGroup("query", (S.QUERY,)),
+    CountGroup("query_item", (S.QUERY, S.ITEM_ID)),
+    CountGroup("user_category", (S.USER_ID, S.CATEGORY), windowed=()),
+)
+
+# Rates smoothed with a Beta prior: (name, numerator event, denominator event).
+RATES = (("ctr", "click", "impression"), ("cvr", "purchase", "click"))
+
+
+def enrich_history(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Events with the item's category attached (for user × category counts)."""
+    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
+    out = events[[S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY]].copy()
+    out[S.CATEGORY] = category.reindex(out[S.ITEM_ID]).to_numpy()
+    return out
+
+
+def _group_counts(history: pd.DataFrame, pairs: pd.DataFrame, group: CountGroup, windows_days: tuple[int, ...]) -> dict[str, np.ndarray]:
+    ev_codes, pr_codes = joint_codes([history[k].to_numpy() for k in group.keys], [pairs[k].to_numpy() for k in group.keys])
+    ev_s, pr_s = to_seconds(history[S.TS]), to_seconds(pairs[S.TS])
+    origin, span = time_frame(ev_s, pr_s)
+    kinds = history[S.EVENT].to_numpy()
+    out: dict[str, np.ndarray] = {}
+    for event in group.events:
+        mask = kinds == event
+        index = SortedEvents(ev_codes[mask], ev_s[mask], origin, span)
+        counts = index.count_before(pr_codes, pr_s).astype(np.float32)
+        counts[pr_codes < 0] = np.nan  # no key (e.g. no query on a feed request): unknown, not zero
+        out[f"{group.name}_{event}_n"] = counts
+        if event in group.windowed:
+            for days in windows_days:
+                windowed = index.count_before(pr_codes, pr_s, days * DAY_S).astype(np.float32)
+                windowed[pr_codes < 0] = np.nan
+                out[f"{group.name}_{event}_n_{days}d"] = windowed
+    return out
+
+
+def fit_priors(history: pd.DataFrame, train_end: pd.Timestamp, min_impressions: int) -> pd.DataFrame:
+    """Empirical-Bayes Beta(alpha, beta) prior per (group, rate), by the method of moments.
+
+    Fitted on entity-level rates over events before ``train_end`` among entities with at least
+    ``min_impressions`` denominator events; a weak uniform prior where too few entities qualify.
+
+    Returns:
+        DataFrame with columns group, rate, alpha, beta.
+    """
+    past = history[history[S.TS] < train_end]
+    rows = []
+    for group in COUNT_GROUPS:
+        for rate, num, den in RATES:
+            if num not in group.events or den not in group.events:
+                continue
+            keyed = past.dropna(subset=list(group.keys))
+            counts = keyed[keyed[S.EVENT].isin([num, den])].groupby(list(group.keys) + [S.EVENT], observed=True).size().unstack(fill_value=0)
+            alpha, beta = 1.0, 1.0
+            if num in counts and den in counts:
+                enough = counts[counts[den] >= min_impressions]
+                if len(enough) >= 5:
+                    r = (enough[num] / enough[den]).clip(0, 1)
+                    mean, var = float(r.mean()), float(r.var())
+                    if 0 < mean < 1 and var > 0:
+                        strength = min(max(mean * (1 - mean) / var - 1, 1.0), 1e4)
+                        alpha, beta = mean * strength, (1 - mean) * strength
+            rows.append({"group": group.name, "rate": rate, "alpha": alpha, "beta": beta})
+    return pd.DataFrame(rows)
+
+
+def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFrame, priors: pd.DataFrame,
+                   windows_days: tuple[int, ...]) -> pd.DataFrame:
+    """Point-in-time features for (request, item) pairs.
+
+    Args:
+        pairs: columns ts (the request time), user_id, item_id, query (null for feed requests).
+        history: :func:`enrich_history` output; only rows strictly before each pair's ts are used.
+        items: the items table.
+        priors: :func:`fit_priors` output.
+        windows_days: trailing windows for the windowed counts.
+
+    Returns:
+        A float32 feature frame aligned with ``pairs`` (same index order).
+    """
+    pairs = pairs.reset_index(drop=True)
+    enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
+    item_rows = items.set_index(S.ITEM_ID)
+    enriched[S.CATEGORY] = item_rows[S.CATEGORY].reindex(enriched[S.ITEM_ID]).to_numpy()
+    columns: dict[str, np.ndarray] = {}
+    for group in COUNT_GROUPS:
+        columns.update(_group_counts(history, enriched, group, windows_days))
+    prior = priors.set_index(["group", "rate"])
+    for group in COUNT_GROUPS:
+        for rate, num, den in RATES:
+            if (group.name, rate) in prior.index:
+                a, b = prior.loc[(group.name, rate), ["alpha", "beta"]]
+                columns[f"{group.name}_{rate}"] = ((columns[f"{group.name}_{num}_n"] + a) / (columns[f"{group.name}_{den}_n"] + a + b)).astype(np.float32)
+    columns["item_price"] = item_rows[S.PRICE].reindex(pairs[S.ITEM_ID]).to_numpy(dtype=np.float32, na_value=np.nan)
+    created = item_rows[S.CREATED_AT].reindex(pairs[S.ITEM_ID])
+    columns["item_age_days"] = ((pairs[S.TS].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")).astype(np.float32)
+    columns["is_search"] = pairs[S.QUERY].notna().to_numpy().astype(np.float32)
+    columns["query_coverage"] = _text_match(pairs, items)
+    return pd.DataFrame(columns)
+
+
+def _text_match(pairs: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
+    queries = pd.Series(pairs[S.QUERY].dropna().unique(), dtype="str")
+    if len(queries) == 0:
+        return np.full(len(pairs), np.nan, dtype=np.float32)
+    texts = item_text(items)
+    # Vocabulary over items and queries, so a query word no item has still counts in the denominator.
+    item_tokens, vectorizer = token_matrix(texts, vocabulary_from=pd.concat([texts, queries], ignore_index=True))
+    query_tokens = vectorizer.transform(queries.tolist()).tocsr()
+    query_codes = pd.Index(queries).get_indexer(pairs[S.QUERY])
+    item_codes = pd.Index(items[S.ITEM_ID]).get_indexer(pairs[S.ITEM_ID])
+    return query_coverage(query_codes, np.where(item_codes >= 0, item_codes, 0), query_tokens, item_tokens)
