@@ -1,0 +1,1 @@
+"""Recall channels and ANN indexes, rankers, rerankers and ranking metrics."""

@@ -1,0 +1,170 @@
+"""Ranking metrics over many lists at once, vectorized over rows (no Python loop over groups).
+
+Conventions (shared by every stage and report):
+
+- NDCG@k uses exponential gain ``2**grade - 1`` by default (as LightGBM does) or linear gain
+  (as scikit-learn's ``ndcg_score``); tied scores share the average gain of their block, as in
+  scikit-learn, so a metric never depends on the input order of tied rows.
+- Lists with no relevant row have undefined NDCG/MRR/recall and are left out of the mean.
+- MRR breaks ties pessimistically (a relevant row ranks after tied irrelevant rows).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+
+def _group_codes(groups: np.ndarray | pd.Series) -> tuple[np.ndarray, int]:
+    codes, uniques = pd.factorize(np.asarray(groups))
+    return codes.astype(np.int64), len(uniques)
+
+
+def _positions(sorted_codes: np.ndarray) -> np.ndarray:
+    starts = np.searchsorted(sorted_codes, sorted_codes, side="left")
+    return np.arange(len(sorted_codes)) - starts
+
+
+def _gains(labels: np.ndarray, gain: str) -> np.ndarray:
+    labels = np.asarray(labels, dtype=np.float64)
+    if gain == "exponential":
+        return np.power(2.0, labels) - 1.0
+    if gain == "linear":
+        return labels
+    raise ValueError(f"gain must be 'exponential' or 'linear'. Got {gain!r} instead.")
+
+
+def ndcg_per_group(groups, scores, labels, k: int = 10, gain: str = "exponential") -> np.ndarray:
+    """NDCG@k of each list, in order of first appearance of its group id; NaN for lists with no gain.
+
+    Args:
+        groups: (N,) list ids (any hashable values).
+        scores: (N,) model scores, higher ranks first.
+        labels: (N,) graded relevance >= 0.
+        k: cut-off, >= 1.
+        gain: "exponential" (2**label - 1) or "linear" (label).
+    """
+    if k < 1:
+        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    codes, n = _group_codes(groups)
+    scores = np.asarray(scores, dtype=np.float64)
+    g = _gains(labels, gain)
+    order = np.lexsort((-scores, codes))
+    c, s, gs = codes[order], scores[order], g[order]
+    pos = _positions(c)
+    discount = np.where(pos < k, 1.0 / np.log2(pos + 2.0), 0.0)
+    new_block = np.ones(len(c), dtype=bool)
+    new_block[1:] = (c[1:] != c[:-1]) | (s[1:] != s[:-1])
+    block = np.cumsum(new_block) - 1
+    block_size = np.bincount(block)
+    block_gain = np.bincount(block, weights=gs) / np.maximum(block_size, 1)
+    block_discount = np.bincount(block, weights=discount)
+    block_group = c[new_block]
+    dcg = np.bincount(block_group, weights=block_gain * block_discount, minlength=n)
+
+    ideal_order = np.lexsort((-g, codes))
+    ic, ig = codes[ideal_order], g[ideal_order]
+    ipos = _positions(ic)
+    idcg = np.bincount(ic, weights=np.where(ipos < k, ig / np.log2(ipos + 2.0), 0.0), minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(idcg > 0, dcg / idcg, np.nan)
+
+
+def ndcg_at_k(groups, scores, labels, k: int = 10, gain: str = "exponential") -> float:
+    """Mean NDCG@k over lists that have at least one relevant row (see :func:`ndcg_per_group`)."""
+    values = ndcg_per_group(groups, scores, labels, k, gain)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def mrr_per_group(groups, scores, labels) -> np.ndarray:
+    """Reciprocal rank of the first row with label > 0, per list (NaN when none); ties pessimistic."""
+    codes, n = _group_codes(groups)
+    relevant = np.asarray(labels) > 0
+    order = np.lexsort((relevant, -np.asarray(scores, dtype=np.float64), codes))
+    c, r = codes[order], relevant[order]
+    pos = _positions(c)
+    first = np.full(n, np.inf)
+    np.minimum.at(first, c[r], pos[r])
+    return np.where(np.isfinite(first), 1.0 / (first + 1.0), np.nan)
+
+
+def mrr(groups, scores, labels) -> float:
+    """Mean reciprocal rank over lists with at least one relevant row."""
+    values = mrr_per_group(groups, scores, labels)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+def auc(scores, labels) -> float:
+    """ROC AUC of ``scores`` for ``labels > 0`` versus ``labels == 0`` (ties count one half)."""
+    positive = np.asarray(labels) > 0
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group: str = "request_id",
+                item: str = "item_id", rank: str = "rank") -> tuple[float, float]:
+    """Recall@k and hit rate@k of ranked candidate lists against sets of positive items.
+
+    Args:
+        candidates: one row per (group, item) with a 1-based ``rank`` within its group.
+        positives: one row per relevant (group, item); groups absent here are not scored.
+
+    Returns:
+        (mean recall@k, hit rate@k) over groups with at least one positive.
+    """
+    if k < 1:
+        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    positives = positives[[group, item]].drop_duplicates()
+    if len(positives) == 0:
+        return float("nan"), float("nan")
+    top = candidates.loc[candidates[rank] <= k, [group, item]]
+    hits = positives.merge(top.drop_duplicates(), on=[group, item], how="left", indicator=True)
+    per_group = (hits["_merge"] == "both").groupby(hits[group], observed=True).agg(["sum", "size"])
+    recall = per_group["sum"] / per_group["size"]
+    return float(recall.mean()), float((per_group["sum"] > 0).mean())
+
+
+def _padded_lists(lists: pd.DataFrame, k: int, group: str, item_codes: np.ndarray, position: str) -> tuple[np.ndarray, np.ndarray]:
+    codes, n = _group_codes(lists[group])
+    order = np.lexsort((lists[position].to_numpy(), codes))
+    c, it = codes[order], item_codes[order]
+    pos = _positions(c)
+    keep = pos < k
+    grid = np.full((n, k), -1, dtype=np.int64)  # (L, k) item code per slot, -1 empty
+    grid[c[keep], pos[keep]] = it[keep]
+    return grid, grid >= 0
+
+
+def intra_list_distance(lists: pd.DataFrame, item_vectors: pd.DataFrame | np.ndarray, item_index: pd.Index, k: int = 10,
+                        group: str = "request_id", item: str = "item_id", position: str = "position") -> float:
+    """Mean over lists of the mean pairwise cosine distance (1 - cos) among the top-k items.
+
+    Items without a vector are left out of their list; lists with fewer than two vectors are skipped.
+    """
+    vectors = np.asarray(item_vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    grid, present = _padded_lists(lists, k, group, item_index.get_indexer(lists[item]), position)
+    present &= grid >= 0
+    emb = unit[np.clip(grid, 0, None)] * present[:, :, None]  # (L, k, D)
+    sim = np.einsum("lid,ljd->lij", emb, emb)  # (L, k, k)
+    pair_mask = present[:, :, None] & present[:, None, :] & ~np.eye(k, dtype=bool)[None]  # (L, k, k)
+    n_pairs = pair_mask.sum(axis=(1, 2))
+    distance = ((1.0 - sim) * pair_mask).sum(axis=(1, 2))
+    valid = n_pairs > 0
+    return float((distance[valid] / n_pairs[valid]).mean()) if valid.any() else float("nan")
+
+
+def category_coverage(lists: pd.DataFrame, item_category: pd.Series, k: int = 10, group: str = "request_id",
+                      item: str = "item_id", position: str = "position") -> float:
+    """Mean number of distinct categories among each list's top-k items (``item_category`` indexed by item id)."""
+    codes, _ = pd.factorize(item_category.reindex(lists[item]).to_numpy())
+    grid, present = _padded_lists(lists, k, group, codes.astype(np.int64), position)
+    grid = np.where(present & (grid >= 0), grid, -1)
+    sorted_grid = np.sort(grid, axis=1)
+    distinct = (sorted_grid >= 0) & np.concatenate([np.ones((len(grid), 1), bool), sorted_grid[:, 1:] != sorted_grid[:, :-1]], axis=1)
+    return float(distinct.sum(axis=1).mean())

@@ -1,0 +1,113 @@
+"""Fine rankers behind one estimator contract, and the registry that maps config names to classes.
+
+``fit(X, y, groups, X_valid, y_valid, groups_valid)`` trains with early stopping on the validation
+lists and returns self; ``predict(X)`` scores rows; ``save(dir)``/``load(dir)`` use the model's
+native format (LightGBM text); ``feature_importance()`` gives gain per feature.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+
+def _contiguous(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stable order that makes each group contiguous, and the group sizes in that order."""
+    codes, _ = pd.factorize(np.asarray(groups))
+    order = np.argsort(codes, kind="stable")
+    return order, np.bincount(codes)
+
+
+class LambdaRankRanker:
+    """LightGBM ``lambdarank`` on graded labels; one query group per request."""
+
+    objective = "lambdarank"
+
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 300,
+                 early_stopping_rounds: int = 30, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
+                 eval_at: int = 10, seed: int = 42, progress: bool = True):
+        self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
+        self.early_stopping_rounds, self.min_data_in_leaf, self.feature_fraction = early_stopping_rounds, min_data_in_leaf, feature_fraction
+        self.eval_at, self.seed, self.progress = eval_at, seed, progress
+
+    def _params(self) -> dict:
+        return {
+            "objective": self.objective, "metric": "ndcg", "eval_at": [self.eval_at], "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction, "seed": self.seed, "deterministic": True,
+            "force_col_wise": True, "verbosity": -1,
+        }
+
+    # tqdm's disable=None hides the bar when stderr is not a terminal (CI logs, cron).
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, X_valid: pd.DataFrame | None = None,
+            y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "LambdaRankRanker":
+        if len(X) == 0:
+            raise ValueError("cannot fit a ranker on an empty training set")
+        order, sizes = _contiguous(groups)
+        train = lgb.Dataset(X.iloc[order], label=np.asarray(y)[order], group=sizes, free_raw_data=True)
+        valid_sets, callbacks = [], []
+        if X_valid is not None and len(X_valid):
+            v_order, v_sizes = _contiguous(groups_valid)
+            valid_sets = [lgb.Dataset(X_valid.iloc[v_order], label=np.asarray(y_valid)[v_order], group=v_sizes, reference=train)]
+            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+        bar = tqdm(total=self.n_estimators, desc=f"rank: {self.objective}", unit="tree", disable=None if self.progress else True, leave=False)
+        callbacks.append(lambda env: bar.update(1))
+        try:
+            self.booster_ = lgb.train(self._params(), train, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks)
+        finally:
+            bar.close()
+        self.feature_names_ = list(X.columns)
+        self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if not hasattr(self, "booster_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(...) before predict(...)")
+        missing = [c for c in self.feature_names_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"predict: feature columns {missing} are missing from the input")
+        return self.booster_.predict(X[self.feature_names_], num_iteration=self.best_iteration_)
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature, largest first."""
+        gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
+        return pd.Series(gain, index=self.feature_names_).sort_values(ascending=False)
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``model.txt`` (LightGBM text) and ``ranker.json`` (class, hyperparameters, features)."""
+        directory = Path(directory)
+        self.booster_.save_model(str(directory / "model.txt"), num_iteration=self.best_iteration_)
+        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_}
+        (directory / "ranker.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "LambdaRankRanker":
+        """Rebuild a ranker saved by :meth:`save`."""
+        directory = Path(directory)
+        meta = json.loads((directory / "ranker.json").read_text())
+        ranker = cls(**meta["params"])
+        ranker.booster_ = lgb.Booster(model_file=str(directory / "model.txt"))
+        ranker.feature_names_ = meta["feature_names"]
+        ranker.best_iteration_ = ranker.booster_.current_iteration()
+        return ranker
+
+    def get_params(self) -> dict:
+        """Hyperparameters as passed to ``__init__``."""
+        names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_data_in_leaf",
+                 "feature_fraction", "eval_at", "seed", "progress")
+        return {n: getattr(self, n) for n in names}
+
+
+RANKERS = {"lambdarank": LambdaRankRanker}
+
+
+def make_ranker(name: str, **params) -> LambdaRankRanker:
+    """Instantiate the ranker registered as ``name``."""
+    if name not in RANKERS:
+        raise ValueError(f"rank.model must be one of {sorted(RANKERS)}. Got {name!r} instead.")
+    return RANKERS[name](**params)

@@ -1,0 +1,185 @@
+"""Candidate recall: channels with one contract, and a quota merge.
+
+Every channel follows the estimator contract: ``__init__`` stores hyperparameters, ``fit(train_events,
+items)`` learns state ending in ``_`` and returns self, ``retrieve(requests, k, history)`` returns
+one row per (request_id, item_id) with ``score`` and a 1-based ``rank``. ``requests`` has columns
+request_id, user_id, ts, query; ``history`` holds positive events (user_id, item_id, ts) of all
+time, of which a channel may only use rows strictly before each request.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from features.embeddings import history_vectors
+from features.text import item_text, tfidf_matrix
+from pipeline import schema as S
+from ranking.index import VectorIndex
+
+POSITIVE_EVENTS = ("click", "cart", "purchase")
+
+
+def _check_fitted(model, attribute: str) -> None:
+    if not hasattr(model, attribute):
+        raise RuntimeError(f"{type(model).__name__} is not fitted yet; call fit(...) before retrieve(...)")
+
+
+def _top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
+    """(R, k) score and item-row grids → long frame with rank; -1 item rows (padding) dropped."""
+    r, k = scores.shape
+    valid = item_rows >= 0
+    return pd.DataFrame({
+        S.REQUEST_ID: np.repeat(request_ids, k)[valid.ravel()],
+        S.ITEM_ID: item_ids[item_rows[valid]],
+        "score": scores[valid].astype(np.float32),
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), r)[valid.ravel()],
+    })
+
+
+class PopularityRecall:
+    """The most popular items by time-decayed count of positive events (same list for every request)."""
+
+    def __init__(self, half_life_days: float = 7.0):
+        self.half_life_days = half_life_days
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "PopularityRecall":
+        if self.half_life_days <= 0:
+            raise ValueError(f"half_life_days must be a float in (0, inf). Got {self.half_life_days} instead.")
+        positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)]
+        age_days = (train_events[S.TS].max() - positive[S.TS]) / pd.Timedelta(days=1)
+        weight = np.power(0.5, age_days.to_numpy() / self.half_life_days)
+        scores = pd.Series(weight, index=positive[S.ITEM_ID].to_numpy()).groupby(level=0).sum().sort_values(ascending=False, kind="stable")
+        self.scores_ = scores
+        return self
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        _check_fitted(self, "scores_")
+        top = self.scores_.iloc[:k]
+        n = len(requests)
+        return pd.DataFrame({
+            S.REQUEST_ID: np.repeat(requests[S.REQUEST_ID].to_numpy(), len(top)),
+            S.ITEM_ID: np.tile(top.index.to_numpy(), n),
+            "score": np.tile(top.to_numpy(dtype=np.float32), n),
+            "rank": np.tile(np.arange(1, len(top) + 1, dtype=np.int32), n),
+        })
+
+
+def _stable_hash(text: str) -> int:
+    # gensim seeds each word's initial vector with hashfxn(word + str(seed)); Python's hash() is
+    # salted per process, which would make training irreproducible across runs.
+    return zlib.crc32(text.encode("utf-8"))
+
+
+class Item2VecRecall:
+    """Skip-gram item2vec (gensim) over sessions of positive events; user vector = mean of recent items; faiss search."""
+
+    def __init__(self, dims: int = 32, window: int = 5, negative: int = 5, min_count: int = 1, epochs: int = 8,
+                 history: int = 5, index_factory: str = "Flat", seed: int = 42, device: str = "auto"):
+        self.dims, self.window, self.negative, self.min_count, self.epochs = dims, window, negative, min_count, epochs
+        self.history, self.index_factory, self.seed, self.device = history, index_factory, seed, device
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "Item2VecRecall":
+        from gensim.models import Word2Vec
+
+        positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)].sort_values([S.SESSION_ID, S.TS], kind="stable")
+        positive = positive.drop_duplicates([S.SESSION_ID, S.ITEM_ID])
+        sessions = positive[S.SESSION_ID].to_numpy()
+        boundaries = np.flatnonzero(sessions[1:] != sessions[:-1]) + 1
+        sentences = [chunk.tolist() for chunk in np.split(positive[S.ITEM_ID].to_numpy(dtype=object), boundaries) if len(chunk) > 1]
+        if not sentences:
+            raise ValueError("item2vec needs sessions with at least two positive events in the training split; found none")
+        model = Word2Vec(sentences=sentences, vector_size=self.dims, window=self.window, negative=self.negative, sg=1,
+                         min_count=self.min_count, epochs=self.epochs, seed=self.seed, workers=1, hashfxn=_stable_hash)
+        vectors = model.wv.vectors.astype(np.float32)
+        self.vectors_ = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
+        self.item_index_ = pd.Index(model.wv.index_to_key)
+        self.index_ = VectorIndex(self.index_factory, "ip", self.device).fit(self.vectors_)
+        return self
+
+    def user_vectors(self, requests: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
+        """(R, D) point-in-time user vectors (zero rows for users without history)."""
+        _check_fitted(self, "vectors_")
+        return history_vectors(requests[S.USER_ID].to_numpy(), requests[S.TS], history, self.item_index_, self.vectors_, self.history)
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        _check_fitted(self, "index_")
+        if history is None:
+            raise ValueError("item2vec retrieve needs history: positive events (user_id, item_id, ts)")
+        user_vec = self.user_vectors(requests, history)
+        known = np.linalg.norm(user_vec, axis=1) > 0  # cold users: no candidates from this channel
+        scores, rows = self.index_.search(user_vec[known], k)
+        return _top_k_rows(requests[S.REQUEST_ID].to_numpy()[known], scores, rows, self.item_index_.to_numpy())
+
+
+class QueryRecall:
+    """For search requests: TF-IDF cosine between the query and item text, popularity as a tie-breaker."""
+
+    def __init__(self, popularity_weight: float = 0.05, batch: int = 1024):
+        self.popularity_weight, self.batch = popularity_weight, batch
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "QueryRecall":
+        self.item_ids_ = items[S.ITEM_ID].to_numpy()
+        self.matrix_, self.vectorizer_ = tfidf_matrix(item_text(items))
+        clicks = train_events.loc[train_events[S.EVENT].isin(POSITIVE_EVENTS), S.ITEM_ID].value_counts()
+        log_pop = np.log1p(clicks.reindex(self.item_ids_, fill_value=0).to_numpy(dtype=np.float32))
+        self.prior_ = self.popularity_weight * log_pop / max(float(log_pop.max()), 1.0)
+        return self
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        _check_fitted(self, "matrix_")
+        search = requests[requests[S.QUERY].notna()]
+        queries = pd.Index(search[S.QUERY].unique())
+        k = min(k, len(self.item_ids_))
+        frames = []
+        for start in range(0, len(queries), self.batch):  # batches of distinct queries bound memory
+            block = queries[start : start + self.batch]
+            sims = (self.vectorizer_.transform(block.tolist()) @ self.matrix_.T).toarray() + self.prior_[None, :]  # (Q, I)
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (Q, k)
+            top_scores = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            frames.append(pd.DataFrame({
+                S.QUERY: np.repeat(block.to_numpy(), k),
+                S.ITEM_ID: self.item_ids_[np.take_along_axis(top, order, axis=1)].ravel(),
+                "score": np.take_along_axis(top_scores, order, axis=1).ravel().astype(np.float32),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
+            }))
+        if not frames:
+            return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+        per_query = pd.concat(frames, ignore_index=True)
+        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
+
+
+CHANNELS = {"popularity": PopularityRecall, "item2vec": Item2VecRecall, "query": QueryRecall}
+
+
+def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int) -> pd.DataFrame:
+    """Interleave channels by rank, each capped at its quota; dedupe; keep the first ``k`` per request.
+
+    Channel order in ``quotas`` breaks rank ties. The output keeps, per candidate, the channel that
+    found it first and each channel's score (NaN when that channel did not return it).
+
+    Returns:
+        request_id, item_id, rank (1-based merged rank), channel, ``<channel>_score`` per channel.
+    """
+    frames = []
+    for priority, (name, quota) in enumerate(quotas.items()):
+        found = channel_lists[name]
+        found = found[found["rank"] <= quota].assign(channel=name, priority=priority)
+        frames.append(found)
+    stacked = pd.concat(frames, ignore_index=True)
+    request_codes, _ = pd.factorize(stacked[S.REQUEST_ID])
+    order = np.lexsort((stacked["priority"].to_numpy(), stacked["rank"].to_numpy(), request_codes))
+    stacked = stacked.iloc[order]
+    first = stacked.drop_duplicates([S.REQUEST_ID, S.ITEM_ID], keep="first").copy()
+    first["rank"] = first.groupby(S.REQUEST_ID, sort=False).cumcount().astype(np.int32) + 1
+    merged = first[first["rank"] <= k][[S.REQUEST_ID, S.ITEM_ID, "rank", "channel"]]
+    scores = stacked.pivot_table(index=[S.REQUEST_ID, S.ITEM_ID], columns="channel", values="score", aggfunc="max", observed=True)
+    scores.columns = [f"{c}_score" for c in scores.columns]
+    merged = merged.merge(scores.reset_index(), on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+    for name in quotas:
+        if f"{name}_score" not in merged:
+            merged[f"{name}_score"] = np.float32("nan")
+    return merged.reset_index(drop=True)
