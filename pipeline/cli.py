@@ -1,0 +1,95 @@
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``.
+
+Bad input (data contract or config) exits with code 2 and a message naming the table, column or
+key; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import traceback
+
+from pipeline.config import ConfigError, load_config
+from pipeline.schema import ContractError
+
+EXIT_BAD_INPUT = 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (keys mirror pipeline.config.Config)")
+    parser.add_argument("--dataset", help="dataset adapter name (see `rankpipe datasets`); default synthetic")
+    parser.add_argument("--path", help="where the dataset's files are (directory or URI)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set rank.learning_rate=0.1 (repeatable)")
+    parser.add_argument("--workdir", default="rankpipe-work", help="where runs/ and the MLflow store live (default ./rankpipe-work)")
+    parser.add_argument("--run-id", help="run id; re-running an existing id skips what is up to date and resumes the rest")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rankpipe`` argument parser."""
+    parser = argparse.ArgumentParser(prog="rankpipe", description="Offline multi-stage ranking pipeline: prepare → features → recall → rank → rerank → evaluate → promote.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole funnel (default: the embedded synthetic world)")
+    _common(run)
+    stage = sub.add_parser("stage", help="run the funnel up to and including one stage")
+    from pipeline.runner import STAGE_NAMES
+
+    stage.add_argument("name", choices=STAGE_NAMES)
+    _common(stage)
+    sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
+    return parser
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def print_summary(summary) -> None:
+    """Metrics table, run directory and MLflow run id."""
+    keys = sorted(summary.metrics)
+    width = max((len(k) for k in keys), default=10)
+    print(f"{'metric':<{width}}  value")
+    for key in keys:
+        print(f"{key:<{width}}  {_format(summary.metrics[key])}")
+    print(f"\nrun directory: {summary.run_dir}")
+    print(f"metrics:       {summary.run_dir / 'metrics.json'}")
+    if summary.mlflow_run_id:
+        print(f"MLflow run:    {summary.mlflow_run_id}" + (f" ({summary.tracking_uri})" if summary.tracking_uri else ""))
+    if summary.skipped and not summary.executed:
+        print("every stage was up to date: nothing ran")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rankpipe`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if args.command == "datasets":
+        from pipeline.datasets import registry
+
+        for name, adapter in registry().items():
+            print(f"{name:<10} {adapter.description}\n{'':<10} stages: {', '.join(adapter.stages)}")
+        return 0
+    try:
+        from pipeline.runner import Runner
+
+        config = load_config(args.config, args.overrides, dataset=args.dataset, data_path=args.path)
+        runner = Runner(config, args.workdir, args.run_id, progress=not args.quiet)
+        summary = runner.run(until=args.name if args.command == "stage" else None)
+    except (ContractError, ConfigError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print_summary(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The runner: stage graph, fingerprints, atomic stage outputs, skip/resume, tracking.
+
+A run lives in ``<workdir>/runs/<run_id>/``: ``config.yaml``, one directory per stage holding its
+tables as Parquet, its models in native formats and ``_SUCCESS.json`` (fingerprint, metrics,
+timing), and ``metrics.json`` (all ``stage.metric`` values). A stage's fingerprint hashes the code,
+its config sections and its upstream fingerprints (the dataset's for ``prepare``); a stage whose
+``_SUCCESS.json`` carries the same fingerprint is skipped, so a crashed run resumes at the stage that
+failed. A stage writes into a temporary directory renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import stages as stage_functions
+from pipeline.config import Config, config_hash, flatten, save_config
+from pipeline.datasets import get_adapter
+
+PACKAGES = ("pipeline", "features", "ranking", "generative")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A node of the stage graph: its upstream stages and the config sections it reads."""
+
+    name: str
+    needs: tuple[str, ...]
+    config_keys: tuple[str, ...]
+
+
+STAGES = (
+    StageSpec("prepare", (), ("split",)),
+    StageSpec("features", ("prepare",), ("features", "split")),
+    StageSpec("recall", ("prepare",), ("recall", "evaluate.recall_ks", "seed", "device")),
+    StageSpec("rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
+    StageSpec("rerank", ("rank", "recall"), ("rerank",)),
+    StageSpec("evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
+    StageSpec("promote", ("rank",), ("promote", "dataset.name")),
+)
+STAGE_NAMES = tuple(s.name for s in STAGES)
+
+
+def code_version() -> str:
+    """Hash of every source file of the rankpipe packages: any code change invalidates stage outputs."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _section(config: Config, dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+@dataclass
+class RunSummary:
+    """What a run did and where it left things."""
+
+    run_id: str
+    run_dir: Path
+    metrics: dict[str, Any]
+    executed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+
+
+class Runner:
+    """Runs the stage graph for one config into ``<workdir>/runs/<run_id>``."""
+
+    def __init__(self, config: Config, workdir: str | Path = "rankpipe-work", run_id: str | None = None,
+                 progress: bool = True, track: bool = True):
+        self.config = config
+        self.workdir = Path(workdir)
+        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.run_dir = self.workdir / "runs" / self.run_id
+        self.progress, self.track = progress, track
+        self._cache: dict[tuple[str, str], pd.DataFrame] = {}
+        self._dataset = None
+
+    # ------------------------------------------------------------------------------ planning
+    def fingerprints(self) -> dict[str, str]:
+        """Fingerprint of every stage's output under the current code, config and data."""
+        adapter = get_adapter(self.config.dataset.name)
+        code = code_version()
+        out: dict[str, str] = {}
+        for spec in STAGES:
+            parts = {"stage": spec.name, "code": code, "config": {k: config_hash(_section(self.config, k)) for k in spec.config_keys},
+                     "upstream": {n: out[n] for n in spec.needs}}
+            if spec.name == "prepare":
+                parts["dataset"] = [self.config.dataset.name, adapter.fingerprint(self.config.dataset, self.config.seed)]
+            out[spec.name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+        return out
+
+    def _done(self, stage: str) -> dict[str, Any] | None:
+        marker = self.run_dir / stage / "_SUCCESS.json"
+        return json.loads(marker.read_text()) if marker.exists() else None
+
+    # ------------------------------------------------------------------------------ IO
+    def load_table(self, stage: str, name: str) -> pd.DataFrame:
+        """An upstream table, from memory if produced in this process, else from its Parquet file."""
+        key = (stage, name)
+        if key not in self._cache:
+            path = self.run_dir / stage / f"{name}.parquet"
+            if not path.exists():
+                raise KeyError(f"{stage}.{name}")
+            self._cache[key] = pq.read_table(path).to_pandas()
+        return self._cache[key]
+
+    def model_dir(self, stage: str, name: str) -> Path:
+        return self.run_dir / stage / name
+
+    def _write_stage(self, stage: str, result: stage_functions.StageResult, fingerprint: str, seconds: float) -> None:
+        final = self.run_dir / stage
+        tmp = self.run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        try:
+            for name, table in result.tables.items():
+                pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / f"{name}.parquet")
+            for name, model in result.models.items():
+                (tmp / name).mkdir()
+                model.save(tmp / name)
+            marker = {"stage": stage, "fingerprint": fingerprint, "seconds": round(seconds, 3),
+                      "metrics": {k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in result.metrics.items()},
+                      "tables": sorted(result.tables), "models": sorted(result.models)}
+            (tmp / "_SUCCESS.json").write_text(json.dumps(marker, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)  # atomic on one filesystem: a stage directory is either complete or absent
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _say(self, text: str) -> None:
+        if self.progress:
+            print(text, file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------------------ running
+    def run(self, until: str | None = None) -> RunSummary:
+        """Run (or skip) every stage up to ``until`` (default: all). Returns the summary.
+
+        Raises:
+            ContractError / ConfigError: bad input; raised before anything is written.
+        """
+        if until is not None and until not in STAGE_NAMES:
+            raise ValueError(f"stage must be one of {list(STAGE_NAMES)}. Got {until!r} instead.")
+        wanted = STAGE_NAMES[: STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
+        fingerprints = self.fingerprints()
+        todo = [s for s in wanted if (self._done(s) or {}).get("fingerprint") != fingerprints[s]]
+        summary = RunSummary(self.run_id, self.run_dir, {})
+        if not todo:
+            summary.skipped = list(wanted)
+            for stage in wanted:
+                self._say(f"  {stage:<9} skipped (up to date)")
+            summary.metrics = self._collect_metrics(wanted)
+            summary.mlflow_run_id = self._read_mlflow_id()
+            return summary
+
+        if "prepare" in todo:
+            # Load and validate before creating anything: bad input leaves no trace.
+            adapter = get_adapter(self.config.dataset.name)
+            started = time.perf_counter()
+            self._dataset = adapter.load(self.config.dataset, self.config.seed)
+            self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.run_dir / "config.yaml")
+        tracker = None
+        if self.track:
+            from pipeline.tracking import Tracker
+
+            tracker = Tracker(self.workdir)
+            summary.tracking_uri = tracker.tracking_uri
+            summary.mlflow_run_id = tracker.start(f"{self.config.dataset.name}:{self.run_id}", self._read_mlflow_id(), flatten(self.config))
+            (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
+        ok = False
+        try:
+            for index, stage in enumerate(wanted, 1):
+                if stage not in todo:
+                    summary.skipped.append(stage)
+                    self._say(f"  {stage:<9} skipped (up to date)")
+                    continue
+                self._execute(stage, fingerprints[stage], tracker, f"[{index}/{len(wanted)}]")
+                summary.executed.append(stage)
+            summary.metrics = self._collect_metrics(wanted)
+            (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
+            if tracker is not None:
+                tracker.log_metrics(summary.metrics)
+                tracker.log_artifact(self.run_dir / "metrics.json")
+                tracker.log_artifact(self.run_dir / "config.yaml")
+            ok = True
+        finally:
+            if tracker is not None:
+                tracker.end(ok)
+        return summary
+
+    def _execute(self, stage: str, fingerprint: str, tracker, counter: str) -> None:
+        self._say(f"{counter} {stage} ...")
+        fn = getattr(stage_functions, stage)
+        extras = {"registry": tracker} if tracker is not None else {}
+        if stage == "promote" and tracker is None:
+            raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
+        inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset, extras)
+        started = time.perf_counter()
+        context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
+        with context:
+            result = fn(inputs, self.config)
+            seconds = time.perf_counter() - started
+            self._write_stage(stage, result, fingerprint, seconds)
+            for name, table in result.tables.items():
+                self._cache[(stage, name)] = table
+            if tracker is not None:
+                tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
+                for name in result.models:
+                    tracker.log_artifact(self.run_dir / stage / name, f"{stage}/{name}")
+        self._say(f"  {stage:<9} done in {seconds:.1f}s")
+
+    def _table_metrics(self, stage: str) -> dict[str, float]:
+        if stage != "evaluate":
+            return {}
+        table = self.load_table("evaluate", "metrics")
+        return dict(zip(table["metric"], table["value"]))
+
+    def _collect_metrics(self, stages: tuple[str, ...]) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        for stage in stages:
+            marker = self._done(stage) or {}
+            metrics.update({f"{stage}.{k}": v for k, v in marker.get("metrics", {}).items()})
+        if "evaluate" in stages and (self.run_dir / "evaluate" / "metrics.parquet").exists():
+            metrics.update(self._table_metrics("evaluate"))
+        return metrics
+
+    def _read_mlflow_id(self) -> str | None:
+        path = self.run_dir / "mlflow.json"
+        return json.loads(path.read_text())["run_id"] if path.exists() else None

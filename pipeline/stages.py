@@ -1,0 +1,354 @@
+"""The funnel's stages. Each is a pure function from input tables and a frozen config to a
+:class:`StageResult` (output tables, metrics, models); the runner does IO, caching and tracking.
+
+Tables passed between stages (``stage.table``):
+
+- ``prepare.requests``: request_id, user_id, session_id, ts, query, split (train/valid/test)
+- ``prepare.labels``: request_id, item_id, grade (0 impression … 3 purchase), position
+- ``prepare.events`` / ``prepare.items``: the validated contract tables (events are the history)
+- ``features.logged``: labels of every split joined with point-in-time features
+- ``features.priors``: the Beta priors of the smoothed rates
+- ``recall.candidates`` (merged), ``recall.channels`` (each channel's own list), ``recall.item_vectors``
+- ``rank.test_logged``: test impressions with features and the ranker's score
+- ``rank.candidates``: test candidates with the ranker's score
+- ``rerank.lists``: the final lists
+- ``evaluate.metrics``: every metric as (name, value)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from features.stats import build_features, enrich_history, fit_priors
+from pipeline import schema as S
+from pipeline.config import Config
+from ranking import metrics as M
+from ranking.recall import CHANNELS, POSITIVE_EVENTS, Item2VecRecall, PopularityRecall, QueryRecall, merge_candidates
+from ranking.rankers import make_ranker
+from ranking.rerank import mmr_rerank
+
+SPLITS = ("train", "valid", "test")
+ID_COLUMNS = [S.REQUEST_ID, S.ITEM_ID]
+PAIR_CONTEXT = [S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.TS]
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back to the runner."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # name -> object with save(directory)
+
+
+@dataclass
+class StageInputs:
+    """Lazy access to upstream outputs: ``inputs.table("prepare", "requests")``."""
+
+    load_table: Callable[[str, str], pd.DataFrame]
+    model_dir: Callable[[str, str], Any]
+    dataset: Any = None  # the loaded Dataset, for prepare only
+    extras: Mapping[str, Any] = field(default_factory=dict)  # e.g. the registry, for promote
+
+    def table(self, stage: str, name: str) -> pd.DataFrame:
+        return self.load_table(stage, name)
+
+
+# --------------------------------------------------------------------------------------- prepare
+def prepare(inputs: StageInputs, config: Config) -> StageResult:
+    """Split requests by time (whole requests on one side) and derive graded labels per (request, item)."""
+    dataset = inputs.dataset
+    events = dataset.tables[S.EVENTS]
+    items = dataset.tables[S.ITEMS]
+    in_request = events[events[S.REQUEST_ID].notna()]
+    if in_request.empty:
+        raise S.ContractError(S.EVENTS, S.REQUEST_ID, "request ids on the events shown in lists", "no event with a request_id")
+    known = events[S.ITEM_ID].isin(items[S.ITEM_ID])
+    if not known.all():
+        raise S.ContractError(S.EVENTS, S.ITEM_ID, "item ids present in the items table", f"{int((~known).sum())} events with unknown items", events[~known])
+
+    first = in_request.sort_values(S.TS, kind="stable").drop_duplicates(S.REQUEST_ID)
+    requests = first[[S.REQUEST_ID, S.USER_ID, S.SESSION_ID, S.TS, S.QUERY]].reset_index(drop=True)
+    n = len(requests)
+    n_test = int(round(n * config.split.test_fraction))
+    n_valid = int(round(n * config.split.valid_fraction))
+    if n - n_test - n_valid < 1 or n_test < 1:
+        raise S.ContractError(S.EVENTS, S.REQUEST_ID, "enough requests for a train/valid/test split", f"{n} requests")
+    split = np.full(n, "train", dtype=object)
+    split[n - n_test - n_valid : n - n_test] = "valid"
+    split[n - n_test :] = "test"
+    requests["split"] = pd.Series(split, dtype="str")
+
+    graded = in_request[in_request[S.EVENT].isin(list(S.LABEL_GRADES))]
+    labels = graded.assign(grade=S.label_grades(graded[S.EVENT])).groupby(ID_COLUMNS, sort=False, observed=True).agg(
+        grade=("grade", "max"), position=(S.POSITION, "min")).reset_index()
+    labels["grade"] = labels["grade"].astype(np.int8)
+
+    tables = {"requests": requests, "labels": labels, "events": events, "items": items}
+    tables.update(dataset.oracle)
+    metrics = {"n_events": len(events), "n_items": len(items), "n_requests": n,
+               **{f"n_{s}_requests": int((requests["split"] == s).sum()) for s in SPLITS}}
+    return StageResult(tables, metrics)
+
+
+def _train_end(requests: pd.DataFrame) -> pd.Timestamp:
+    return requests.loc[requests["split"] != "train", S.TS].min()
+
+
+def _pairs(labels_or_candidates: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
+    return labels_or_candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS, "split"]], on=S.REQUEST_ID, how="inner")
+
+
+# -------------------------------------------------------------------------------------- features
+def features(inputs: StageInputs, config: Config) -> StageResult:
+    """Point-in-time statistics for every logged (request, item) pair, with priors fitted on train."""
+    requests, labels = inputs.table("prepare", "requests"), inputs.table("prepare", "labels")
+    events, items = inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    history = enrich_history(events, items)
+    priors = fit_priors(history, _train_end(requests), config.features.min_impressions_for_prior)
+    pairs = _pairs(labels, requests)
+    feats = build_features(pairs, history, items, priors, config.features.windows_days)
+    logged = pd.concat([pairs[[S.REQUEST_ID, S.ITEM_ID, "split", "grade"]].reset_index(drop=True), feats], axis=1)
+    return StageResult({"logged": logged, "priors": priors}, {"n_rows": len(logged), "n_features": feats.shape[1]})
+
+
+# ---------------------------------------------------------------------------------------- recall
+def _positive_history(events: pd.DataFrame) -> pd.DataFrame:
+    return events.loc[events[S.EVENT].isin(POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID, S.TS]]
+
+
+def make_channels(config: Config) -> dict[str, Any]:
+    """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
+    unknown = sorted(set(config.recall.quotas) - set(CHANNELS))
+    if unknown:
+        raise ValueError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
+    i2v = config.recall.item2vec
+    built = {
+        "popularity": lambda: PopularityRecall(config.recall.popularity_half_life_days),
+        "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
+                                           i2v.index_factory, config.seed, config.device),
+        "query": lambda: QueryRecall(),
+    }
+    return {name: built[name]() for name in config.recall.quotas}
+
+
+def recall(inputs: StageInputs, config: Config) -> StageResult:
+    """Fit every channel on the train period, retrieve for test requests, merge with quotas."""
+    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    train_events = events[events[S.TS] < _train_end(requests)]
+    test_requests = requests[requests["split"] == "test"]
+    history = _positive_history(events)
+    channels = make_channels(config)
+    lists, timings = {}, {}
+    for name, channel in channels.items():
+        started = time.perf_counter()
+        channel.fit(train_events, items)
+        lists[name] = channel.retrieve(test_requests, max(config.recall.k, max(config.evaluate.recall_ks)), history)
+        timings[f"{name}_seconds"] = time.perf_counter() - started
+    merged = merge_candidates(lists, dict(config.recall.quotas), config.recall.k)
+    channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
+    tables = {"candidates": merged, "channels": channel_lists}
+    models = {}
+    if "item2vec" in channels:
+        i2v = channels["item2vec"]
+        vectors = pd.DataFrame(i2v.vectors_, columns=[f"v{j}" for j in range(i2v.vectors_.shape[1])])
+        vectors.insert(0, S.ITEM_ID, pd.Series(i2v.item_index_.to_numpy(), dtype="str"))
+        tables["item_vectors"] = vectors
+        models["item2vec_index"] = i2v.index_
+    metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings}
+    return StageResult(tables, metrics, models)
+
+
+def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
+    """(item id index, (I, D) float32 matrix) from a ``recall.item_vectors`` table."""
+    return pd.Index(table[S.ITEM_ID].to_numpy()), table.drop(columns=[S.ITEM_ID]).to_numpy(dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------ rank
+def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
+                               item_index: pd.Index, vectors: np.ndarray, n_last: int) -> pd.DataFrame:
+    """Add ``emb_sim``: cosine between the user's point-in-time item2vec taste and the item."""
+    from features.embeddings import history_vectors
+
+    req = pairs.drop_duplicates(S.REQUEST_ID)
+    user_vec = history_vectors(req[S.USER_ID].to_numpy(), req[S.TS], history, item_index, vectors, n_last)  # (R, D)
+    req_row = pd.Index(req[S.REQUEST_ID]).get_indexer(pairs[S.REQUEST_ID])
+    item_row = item_index.get_indexer(pairs[S.ITEM_ID])
+    sim = np.einsum("nd,nd->n", user_vec[req_row], vectors[np.clip(item_row, 0, None)])  # (N,)
+    has = (item_row >= 0) & (np.linalg.norm(user_vec, axis=1)[req_row] > 0)
+    return feats.assign(emb_sim=np.where(has, sim, np.nan).astype(np.float32))
+
+
+def rank(inputs: StageInputs, config: Config) -> StageResult:
+    """Train the ranker on logged train lists (early stopping on valid); score test lists and test candidates."""
+    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    logged, priors = inputs.table("features", "logged"), inputs.table("features", "priors")
+    candidates = inputs.table("recall", "candidates")
+    item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
+    history = _positive_history(events)
+    n_last = config.recall.item2vec.history
+
+    logged_pairs = logged[[S.REQUEST_ID, S.ITEM_ID]].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
+    logged = _with_embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
+    feature_names = [c for c in logged.columns if c not in (S.REQUEST_ID, S.ITEM_ID, "split", "grade")]
+    # Lists without any positive carry no ranking signal for lambdarank.
+    has_positive = logged.groupby(S.REQUEST_ID, sort=False)["grade"].transform("max") > 0
+    train = logged[(logged["split"] == "train") & has_positive]
+    valid = logged[(logged["split"] == "valid") & has_positive]
+    rc = config.rank
+    ranker = make_ranker(rc.model, num_leaves=rc.num_leaves, learning_rate=rc.learning_rate, n_estimators=rc.n_estimators,
+                         early_stopping_rounds=rc.early_stopping_rounds, min_data_in_leaf=rc.min_data_in_leaf,
+                         feature_fraction=rc.feature_fraction, eval_at=rc.eval_at, seed=config.seed)
+    started = time.perf_counter()
+    ranker.fit(train[feature_names], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
+               valid[feature_names], valid["grade"].to_numpy(), valid[S.REQUEST_ID].to_numpy())
+    train_seconds = time.perf_counter() - started
+
+    test = logged[logged["split"] == "test"].reset_index(drop=True)
+    test_logged = test.assign(score=ranker.predict(test[feature_names]).astype(np.float64))
+    test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
+
+    cand_pairs = _pairs(candidates, requests)
+    cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features.windows_days)
+    cand_feats = _with_embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
+    scored = cand_pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, "rank", "channel"]].reset_index(drop=True)
+    scored["score"] = ranker.predict(cand_feats[feature_names]).astype(np.float64)
+
+    importance = ranker.feature_importance()
+    metrics = {"train_rows": len(train), "train_seconds": train_seconds, "best_iteration": ranker.best_iteration_,
+               "valid_ndcg_at_10": M.ndcg_at_k(valid[S.REQUEST_ID], ranker.predict(valid[feature_names]), valid["grade"], 10)}
+    tables = {"test_logged": test_logged, "candidates": scored,
+              "importance": importance.rename_axis("feature").reset_index(name="gain")}
+    return StageResult(tables, metrics, {"ranker": ranker})
+
+
+# ---------------------------------------------------------------------------------------- rerank
+def rerank(inputs: StageInputs, config: Config) -> StageResult:
+    """MMR over item2vec embeddings on each test request's ranked candidates."""
+    scored = inputs.table("rank", "candidates")
+    item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
+    rc = config.rerank
+    lists = mmr_rerank(scored, item_index, vectors, rc.mmr_lambda, rc.pool, rc.k)
+    return StageResult({"lists": lists}, {"lists": float(lists[S.REQUEST_ID].nunique())})
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def _oracle(inputs: StageInputs) -> Callable[[pd.DataFrame], np.ndarray] | None:
+    """True relevance for (user_id, query, item_id) rows when the dataset knows it (the synthetic world)."""
+    try:
+        tables = [inputs.table("prepare", n) for n in ("oracle_users", "oracle_items", "oracle_queries")]
+    except KeyError:
+        return None
+    from pipeline.datasets.synthetic import true_relevance
+
+    return lambda pairs: true_relevance(*tables, pairs)
+
+
+def _top_lists(scored: pd.DataFrame, k: int) -> pd.DataFrame:
+    ordered = scored.sort_values([S.REQUEST_ID, "score"], ascending=[True, False], kind="stable")
+    ordered = ordered.assign(position=ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1)
+    return ordered[ordered["position"] <= k]
+
+
+def evaluate(inputs: StageInputs, config: Config) -> StageResult:
+    """Metrics of every stage on the test split, keyed ``stage.metric``."""
+    requests, labels, items = inputs.table("prepare", "requests"), inputs.table("prepare", "labels"), inputs.table("prepare", "items")
+    test_ids = requests.loc[requests["split"] == "test", S.REQUEST_ID]
+    test_labels = labels[labels[S.REQUEST_ID].isin(test_ids)]
+    positives = test_labels[test_labels["grade"] > 0]
+    oracle = _oracle(inputs)
+    out: dict[str, float] = {}
+
+    # recall: each channel's own list and the merged list
+    channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
+    for k in config.evaluate.recall_ks:
+        for name, found in channels.groupby("channel", sort=True):
+            out[f"recall.{name}.recall_at_{k}"], out[f"recall.{name}.hit_rate_at_{k}"] = M.recall_at_k(found, positives, k)
+        out[f"recall.recall_at_{k}"], out[f"recall.hit_rate_at_{k}"] = M.recall_at_k(merged, positives, k)
+        out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
+    out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
+
+    # rank: re-rank the logged test lists
+    logged = inputs.table("rank", "test_logged")
+    groups, grades = logged[S.REQUEST_ID], logged["grade"]
+    out["rank.ndcg_at_10"] = M.ndcg_at_k(groups, logged["score"], grades, 10)
+    out["rank.mrr"] = M.mrr(groups, logged["score"], grades)
+    out["rank.auc"] = M.auc(logged["score"], grades)
+    out["rank.popularity_ndcg_at_10"] = M.ndcg_at_k(groups, logged["item_click_n"].fillna(0), grades, 10)
+    if oracle is not None:
+        # Scored against the world's true relevance (linear gain = click probability if examined),
+        # free of the position bias and click noise in the logged labels.
+        truth = oracle(logged)
+        out["rank.oracle_ndcg_at_10"] = M.ndcg_at_k(groups, logged["score"], truth, 10, gain="linear")
+        out["rank.popularity_oracle_ndcg_at_10"] = M.ndcg_at_k(groups, logged["item_click_n"].fillna(0), truth, 10, gain="linear")
+        # The truth's own order scored on the logged labels: below 1 (and possibly below popularity)
+        # because clicks were drawn at positions the logging policy chose.
+        out["rank.truth_order_ndcg_at_10"] = M.ndcg_at_k(groups, truth, grades, 10)
+
+    # rerank: the final lists against the rank stage's own top-k, both scored on the logged labels
+    item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
+    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
+    k = config.rerank.k
+    final = inputs.table("rerank", "lists")
+    ranked = _top_lists(inputs.table("rank", "candidates"), k)
+    for prefix, lists in (("rerank", final), ("rerank.before", ranked)):
+        judged = lists.merge(test_labels[[S.REQUEST_ID, S.ITEM_ID, "grade"]], on=ID_COLUMNS, how="left").fillna({"grade": 0})
+        judged = judged[judged[S.REQUEST_ID].isin(positives[S.REQUEST_ID])]
+        out[f"{prefix}.ndcg_at_{k}"] = M.ndcg_at_k(judged[S.REQUEST_ID], -judged["position"], judged["grade"], k)
+        out[f"{prefix}.ild_at_{k}"] = M.intra_list_distance(lists, vectors, item_index, k)
+        out[f"{prefix}.category_coverage_at_{k}"] = M.category_coverage(lists, category, k)
+        if oracle is not None:
+            context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
+            out[f"{prefix}.true_relevance_at_{k}"] = float(np.nanmean(oracle(context)))
+    table = pd.DataFrame({"metric": list(out), "value": [float(v) for v in out.values()]})
+    return StageResult({"metrics": table}, {})
+
+
+# --------------------------------------------------------------------------------------- promote
+def decide_promotion(challenger: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
+    """The promotion gate: a first model always wins; later ones must beat the champion by more than ``min_improvement``."""
+    if champion is None:
+        return True, "no champion yet"
+    if not np.isfinite(challenger):
+        return False, "challenger metric is not finite"
+    if challenger > champion + min_improvement:
+        return True, f"challenger {challenger:.4f} > champion {champion:.4f} + {min_improvement}"
+    return False, f"challenger {challenger:.4f} <= champion {champion:.4f} + {min_improvement}"
+
+
+def promote(inputs: StageInputs, config: Config) -> StageResult:
+    """Register the ranker; move alias ``champion`` only if it beats the champion on this test split.
+
+    The champion is re-scored on this run's test lists (same split, same labels), so the comparison
+    never trusts a number measured on other data.
+    """
+    registry = inputs.extras["registry"]
+    logged = inputs.table("rank", "test_logged")
+    metric = config.promote.metric
+    if metric != "ndcg_at_10":
+        raise ValueError(f"promote.metric must be 'ndcg_at_10'. Got {metric!r} instead.")
+    challenger = M.ndcg_at_k(logged[S.REQUEST_ID], logged["score"], logged["grade"], 10)
+    name = config.promote.model_name or f"rankpipe-{config.dataset.name}"
+    champion_ranker = registry.load_champion(name)
+    champion_score, note = None, ""
+    if champion_ranker is not None:
+        missing = [c for c in champion_ranker.feature_names_ if c not in logged.columns]
+        if missing:
+            note = f"champion needs features {missing[:3]} this run does not compute; kept it"
+            champion_score = float("inf")
+        else:
+            champion_score = M.ndcg_at_k(logged[S.REQUEST_ID], champion_ranker.predict(logged), logged["grade"], 10)
+    promoted, reason = decide_promotion(challenger, champion_score, config.promote.min_improvement)
+    version = registry.register(name, inputs.model_dir("rank", "ranker"), promoted,
+                                {"test_ndcg_at_10": f"{challenger:.6f}", "decision": note or reason})
+    metrics = {"promoted": promoted, "challenger_ndcg_at_10": challenger, "version": version}
+    if champion_score is not None and np.isfinite(champion_score):
+        metrics["champion_ndcg_at_10"] = champion_score
+    decision = pd.DataFrame([{"model_name": name, "version": int(version), "promoted": promoted, "reason": note or reason,
+                              "challenger_ndcg_at_10": challenger, "champion_ndcg_at_10": champion_score}])
+    return StageResult({"decision": decision}, metrics)

@@ -1,0 +1,113 @@
+"""MLflow tracking and model registry for pipeline runs.
+
+One parent run per pipeline run (resumed, not duplicated, when the same run id is run again) and a
+nested run per executed stage. ``MLFLOW_TRACKING_URI`` wins when set; otherwise a SQLite store
+``<workdir>/mlflow.db`` with artifacts under ``<workdir>/mlartifacts`` (never ``./mlruns``).
+MLflow is imported lazily: an up-to-date run that executes nothing never pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+EXPERIMENT = "rankpipe"
+_METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
+
+
+def metric_name(name: str) -> str:
+    """MLflow-safe metric name (``@`` and other symbols become ``_``)."""
+    return _METRIC_NAME.sub("_", name)
+
+
+def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Metrics MLflow can store: finite numbers, booleans as 0/1."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
+            out[metric_name(key)] = float(value)
+    return out
+
+
+class Tracker:
+    """Thin wrapper over MLflow's fluent API and client, bound to one work directory."""
+
+    def __init__(self, workdir: Path):
+        import mlflow
+
+        self.mlflow = mlflow
+        workdir = Path(workdir).resolve()
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        self.tracking_uri = uri
+        experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+        if experiment is None:
+            location = (workdir / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+            experiment_id = mlflow.create_experiment(EXPERIMENT, artifact_location=location)
+        else:
+            experiment_id = experiment.experiment_id
+        self.experiment_id = experiment_id
+        self.client = mlflow.MlflowClient()
+
+    def start(self, run_name: str, existing_run_id: str | None, params: dict[str, Any]) -> str:
+        """Open the parent run (resuming ``existing_run_id`` if given) and log params once."""
+        if existing_run_id:
+            run = self.mlflow.start_run(run_id=existing_run_id)
+        else:
+            run = self.mlflow.start_run(run_name=run_name, experiment_id=self.experiment_id)
+            self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        return run.info.run_id
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A nested run for one stage; failed if the block raises."""
+        with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.experiment_id):
+            yield
+
+    def log_metrics(self, metrics: dict[str, Any]) -> None:
+        values = numeric_metrics(metrics)
+        if values:
+            self.mlflow.log_metrics(values)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_dir():
+            self.mlflow.log_artifacts(str(path), artifact_path)
+        else:
+            self.mlflow.log_artifact(str(path), artifact_path)
+
+    def end(self, ok: bool) -> None:
+        self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
+
+    # ------------------------------------------------------------------------------ registry
+    def load_champion(self, name: str):
+        """The ranker behind ``name@champion``, or None when there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        from ranking.rankers import LambdaRankRanker
+
+        try:
+            self.client.get_model_version_by_alias(name, "champion")
+        except MlflowException:
+            return None
+        booster = self.mlflow.lightgbm.load_model(f"models:/{name}@champion")
+        ranker = LambdaRankRanker()
+        ranker.booster_, ranker.feature_names_ = booster, booster.feature_name()
+        ranker.best_iteration_ = booster.current_iteration()
+        return ranker
+
+    def register(self, name: str, ranker_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
+        """Log the ranker (LightGBM native format) as a new version of ``name``; set its alias."""
+        import lightgbm
+
+        booster = lightgbm.Booster(model_file=str(Path(ranker_dir) / "model.txt"))
+        info = self.mlflow.lightgbm.log_model(booster, name="ranker", pip_requirements=[f"lightgbm=={lightgbm.__version__}"])
+        version = self.mlflow.register_model(info.model_uri, name)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version.version, key, value)
+        self.client.set_registered_model_alias(name, "champion" if promoted else "challenger", version.version)
+        return int(version.version)
