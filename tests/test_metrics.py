@@ -1,0 +1,136 @@
+"""Ranking metrics against scikit-learn, slow per-list references, and properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import ndcg_score, roc_auc_score
+
+from ranking import metrics as M
+
+
+def _lists(seed: int, n_lists: int = 30, max_len: int = 12, ties: bool = True):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, max_len, n_lists)
+    groups = np.repeat(np.arange(n_lists), sizes)
+    scores = rng.integers(0, 4, len(groups)).astype(float) if ties else rng.normal(size=len(groups))
+    labels = rng.integers(0, 4, len(groups))
+    perm = rng.permutation(len(groups))  # rows of a list need not be contiguous
+    return groups[perm], scores[perm], labels[perm]
+
+
+def _slow_dcg(labels_in_order, k, gain):
+    g = [(2.0**l - 1.0) if gain == "exponential" else float(l) for l in labels_in_order]
+    return sum(v / math.log2(i + 2) for i, v in enumerate(g[:k]))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ndcg_matches_sklearn_with_ties(k, seed):
+    groups, scores, labels = _lists(seed)
+    ours = M.ndcg_per_group(groups, scores, labels, k=k, gain="linear")
+    order = pd.unique(groups)
+    for pos, g in enumerate(order):
+        m = groups == g
+        if labels[m].sum() == 0:
+            assert math.isnan(ours[pos])
+            continue
+        expected = ndcg_score([labels[m]], [scores[m]], k=k)
+        assert ours[pos] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_exponential_ndcg_matches_slow_reference_without_ties(seed):
+    groups, scores, labels = _lists(seed, ties=False)
+    ours = M.ndcg_per_group(groups, scores, labels, k=5)
+    for pos, g in enumerate(pd.unique(groups)):
+        m = groups == g
+        ranked = labels[m][np.argsort(-scores[m])]
+        ideal = np.sort(labels[m])[::-1]
+        idcg = _slow_dcg(ideal, 5, "exponential")
+        expected = _slow_dcg(ranked, 5, "exponential") / idcg if idcg > 0 else float("nan")
+        assert (math.isnan(ours[pos]) and math.isnan(expected)) or ours[pos] == pytest.approx(expected)
+
+
+def test_ndcg_hand_computed():
+    # one list: scores order items b, a, c; labels a=3, b=0, c=1; exponential gains 7, 0, 1
+    dcg = 0 / math.log2(2) + 7 / math.log2(3) + 1 / math.log2(4)
+    idcg = 7 / math.log2(2) + 1 / math.log2(3)
+    value = M.ndcg_at_k(["q", "q", "q"], [0.5, 0.9, 0.1], [3, 0, 1], k=10)
+    assert value == pytest.approx(dcg / idcg)
+
+
+def test_ndcg_rejects_bad_k():
+    with pytest.raises(ValueError, match="k must be"):
+        M.ndcg_at_k([1], [1.0], [1], k=0)
+
+
+list_strategy = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=15)
+
+
+@given(list_strategy, st.integers(1, 10))
+@settings(max_examples=200, deadline=None)
+def test_ndcg_properties(rows, k):
+    labels = np.array([r[0] for r in rows])
+    scores = np.array([r[1] for r in rows], dtype=float)
+    groups = np.zeros(len(rows), dtype=int)
+    value = M.ndcg_per_group(groups, scores, labels, k=k)[0]
+    if labels.sum() == 0:
+        assert math.isnan(value)
+        return
+    assert 0.0 <= value <= 1.0 + 1e-12
+    assert M.ndcg_per_group(groups, labels.astype(float), labels, k=k)[0] == pytest.approx(1.0)  # ideal order
+    perm = np.random.default_rng(len(rows)).permutation(len(rows))  # tied rows in another order
+    assert M.ndcg_per_group(groups[perm], scores[perm], labels[perm], k=k)[0] == pytest.approx(value)
+
+
+def _slow_mrr(groups, scores, labels):
+    out = []
+    for g in pd.unique(groups):
+        m = groups == g
+        rows = sorted(zip(-scores[m], labels[m] > 0), key=lambda r: (r[0], r[1]))  # pessimistic ties
+        hits = [i for i, (_, rel) in enumerate(rows) if rel]
+        if hits:
+            out.append(1.0 / (hits[0] + 1))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("seed", [0, 5, 6])
+def test_mrr_matches_slow_reference(seed):
+    groups, scores, labels = _lists(seed)
+    assert M.mrr(groups, scores, labels) == pytest.approx(_slow_mrr(groups, scores, labels))
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_auc_matches_sklearn(seed):
+    _, scores, labels = _lists(seed)
+    assert M.auc(scores, labels) == pytest.approx(roc_auc_score(labels > 0, scores))
+    assert math.isnan(M.auc([0.1, 0.2], [0, 0]))
+
+
+def test_recall_at_k_reference():
+    candidates = pd.DataFrame({"request_id": ["a"] * 4 + ["b"] * 2, "item_id": ["x", "y", "z", "w", "x", "y"], "rank": [1, 2, 3, 4, 1, 2]})
+    positives = pd.DataFrame({"request_id": ["a", "a", "b", "c"], "item_id": ["z", "q", "y", "x"]})
+    recall, hit = M.recall_at_k(candidates, positives, k=3)
+    # a: 1 of 2 found; b: 1 of 1; c: no candidates, 0 of 1
+    assert recall == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert hit == pytest.approx(2 / 3)
+    assert M.recall_at_k(candidates, positives, k=1)[0] == pytest.approx(0.0)
+
+
+def test_intra_list_distance_and_coverage_reference():
+    vectors = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    index = pd.Index(["a", "b", "c"])
+    lists = pd.DataFrame({"request_id": [1, 1, 1, 2, 2], "item_id": ["a", "b", "c", "a", "a"], "position": [1, 2, 3, 1, 2]})
+    c = 1 / math.sqrt(2)
+    list1 = ((1 - 0) + (1 - c) + (1 - c)) / 3  # pairs ab, ac, bc
+    list2 = 0.0
+    assert M.intra_list_distance(lists, vectors, index, k=3) == pytest.approx((list1 + list2) / 2, abs=1e-6)
+    category = pd.Series({"a": "x", "b": "y", "c": "x"})
+    assert M.category_coverage(lists, category, k=3) == pytest.approx((2 + 1) / 2)
+    assert M.category_coverage(lists, category, k=1) == pytest.approx(1.0)

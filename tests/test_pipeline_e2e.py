@@ -1,0 +1,82 @@
+"""The whole funnel on a small synthetic world: quality, MLflow, skipping, promotion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.runner import STAGE_NAMES, Runner
+from tests.conftest import SMALL_WORLD
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = ["recall.recall_at_100", "rank.ndcg_at_10", "rank.popularity_ndcg_at_10", "rank.oracle_ndcg_at_10",
+                 "rank.auc", "rerank.ndcg_at_10", "rerank.ild_at_10", "promote.promoted"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("work")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        config = load_config(None, SMALL_WORLD)
+        summary = Runner(config, workdir, "first", progress=False).run()
+        yield config, workdir, summary
+
+
+def test_metrics_json_has_every_required_key(first_run):
+    _, _, summary = first_run
+    on_disk = json.loads((summary.run_dir / "metrics.json").read_text())
+    for key in REQUIRED_KEYS:
+        assert key in on_disk, key
+    assert on_disk["promote.promoted"] is True
+    assert summary.executed == list(STAGE_NAMES)
+
+
+def test_ranker_beats_popularity_and_item2vec_beats_random(first_run):
+    m = first_run[2].metrics
+    assert m["rank.ndcg_at_10"] > m["rank.popularity_ndcg_at_10"]
+    assert m["rank.oracle_ndcg_at_10"] > m["rank.popularity_oracle_ndcg_at_10"]
+    assert m["recall.item2vec.recall_at_100"] > 2 * m["recall.random_recall_at_100"]
+    assert m["recall.recall_at_100"] >= max(m[f"recall.{c}.recall_at_100"] for c in ("popularity", "item2vec", "query"))
+    assert m["rerank.ild_at_10"] >= m["rerank.before.ild_at_10"]  # MMR trades relevance for diversity, never less diverse
+
+
+def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
+    import mlflow
+
+    _, workdir, summary = first_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    parent = client.get_run(summary.mlflow_run_id)
+    assert parent.data.metrics["rank.ndcg_at_10"] == pytest.approx(summary.metrics["rank.ndcg_at_10"])
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(STAGE_NAMES)
+    champion = client.get_model_version_by_alias("rankpipe-synthetic", "champion")
+    assert int(champion.version) == 1
+    assert (workdir / "mlartifacts").is_dir()  # artifacts inside the work dir, not ./mlruns
+
+
+def test_identical_rerun_skips_everything(first_run):
+    config, workdir, summary = first_run
+    again = Runner(config, workdir, "first", progress=False).run()
+    assert again.executed == [] and again.skipped == list(STAGE_NAMES)
+    assert again.metrics == summary.metrics
+    assert again.mlflow_run_id == summary.mlflow_run_id
+
+
+def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, monkeypatch):
+    import mlflow
+
+    config, workdir, _ = first_run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # A deliberately weaker ranker (one tiny tree) must not take the alias.
+    weaker = load_config(None, SMALL_WORLD + ["rank.n_estimators=1", "rank.num_leaves=2"])
+    summary = Runner(weaker, workdir, "weaker", progress=False).run()
+    assert summary.metrics["promote.promoted"] is False
+    assert summary.metrics["promote.champion_ndcg_at_10"] > summary.metrics["promote.challenger_ndcg_at_10"]
+    assert summary.executed == list(STAGE_NAMES)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "champion").version) == 1
+    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "challenger").version) == 2

@@ -1,0 +1,152 @@
+"""Recall channels, quota merge, the faiss index, the ranker contract and MMR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import schema as S
+from pipeline.config import SyntheticConfig
+from pipeline.datasets.synthetic import generate
+from ranking.index import VectorIndex
+from ranking.rankers import RANKERS, make_ranker
+from ranking.recall import CHANNELS, POSITIVE_EVENTS, merge_candidates
+from ranking.rerank import mmr_rerank
+
+
+@pytest.fixture(scope="module")
+def world():
+    w = generate(SyntheticConfig(n_users=800, n_items=400, n_sessions=3000, days=15), seed=21)
+    events = w.events
+    cut = events[S.TS].quantile(0.8)
+    requests = events[events[S.TS] >= cut].drop_duplicates(S.REQUEST_ID)[[S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY]].head(300)
+    history = events.loc[events[S.EVENT].isin(POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID, S.TS]]
+    return events[events[S.TS] < cut], w.items, requests, history
+
+
+@pytest.mark.parametrize("name", sorted(CHANNELS))
+def test_channel_contract(name, world):
+    train, items, requests, history = world
+    channel = CHANNELS[name]()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        channel.retrieve(requests, 10, history)
+    assert channel.fit(train, items) is channel
+    out = channel.retrieve(requests, 10, history)
+    again = CHANNELS[name]().fit(train, items).retrieve(requests, 10, history)
+    pd.testing.assert_frame_equal(out.reset_index(drop=True), again.reset_index(drop=True))  # deterministic
+    assert set(out.columns) >= {S.REQUEST_ID, S.ITEM_ID, "score", "rank"}
+    assert out.groupby(S.REQUEST_ID).size().max() <= 10
+    assert not out.duplicated([S.REQUEST_ID, S.ITEM_ID]).any()
+    assert set(out[S.REQUEST_ID]) <= set(requests[S.REQUEST_ID])
+    ranks_sorted = out.sort_values([S.REQUEST_ID, "rank"]).groupby(S.REQUEST_ID)["score"].apply(lambda s: s.is_monotonic_decreasing)
+    assert ranks_sorted.all()
+    if name == "query":  # feed requests get nothing from the query channel
+        assert set(out[S.REQUEST_ID]) <= set(requests.loc[requests[S.QUERY].notna(), S.REQUEST_ID])
+
+
+def test_item2vec_cold_user_falls_back_to_no_candidates(world):
+    train, items, requests, history = world
+    channel = CHANNELS["item2vec"]().fit(train, items)
+    cold = requests.head(3).assign(user_id="never-seen")
+    assert channel.retrieve(cold, 10, history).empty
+
+
+def test_merge_respects_quotas_dedupes_and_keeps_channel_scores():
+    a = pd.DataFrame({S.REQUEST_ID: ["r"] * 3, S.ITEM_ID: ["x", "y", "z"], "score": [3.0, 2.0, 1.0], "rank": [1, 2, 3]})
+    b = pd.DataFrame({S.REQUEST_ID: ["r"] * 3, S.ITEM_ID: ["y", "w", "v"], "score": [0.9, 0.8, 0.7], "rank": [1, 2, 3]})
+    merged = merge_candidates({"a": a, "b": b}, {"a": 2, "b": 3}, k=10)
+    # interleaved by rank: a's x and b's y (rank 1), then b's w (a's y is a repeat), then b's v; a's z is over quota
+    assert merged[S.ITEM_ID].tolist() == ["x", "y", "w", "v"]
+    assert merged["rank"].tolist() == [1, 2, 3, 4]
+    y = merged.set_index(S.ITEM_ID).loc["y"]
+    assert y["channel"] == "b" and y["a_score"] == 2.0 and y["b_score"] == 0.9
+    assert merge_candidates({"a": a, "b": b}, {"a": 2, "b": 3}, k=2)[S.ITEM_ID].tolist() == ["x", "y"]
+
+
+def test_index_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 16)).astype(np.float32)
+    index = VectorIndex("Flat", "ip", "cpu").fit(vectors)
+    scores, ids = index.search(vectors[:5], 3)
+    assert (ids[:, 0] == np.argmax(vectors[:5] @ vectors.T, axis=1)).all()
+    index.save(tmp_path)
+    loaded = VectorIndex.load(tmp_path, device="cpu")
+    np.testing.assert_array_equal(loaded.search(vectors[:5], 3)[1], ids)
+    with pytest.raises(ValueError, match="factory"):
+        VectorIndex("NotAnIndex").fit(vectors)
+
+
+def _ltr_data(seed):
+    rng = np.random.default_rng(seed)
+    n_groups, size = 120, 8
+    X = pd.DataFrame(rng.normal(size=(n_groups * size, 4)), columns=list("abcd"))
+    y = np.clip(np.round(X["a"] + 0.5 * rng.normal(size=len(X)) + 1), 0, 3).astype(int)
+    return X, y.to_numpy(), np.repeat(np.arange(n_groups), size)
+
+
+@pytest.mark.parametrize("name", sorted(RANKERS))
+def test_ranker_contract(name, tmp_path):
+    X, y, g = _ltr_data(0)
+    Xv, yv, gv = _ltr_data(1)
+    ranker = make_ranker(name, n_estimators=30, min_data_in_leaf=5, progress=False)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ranker.predict(X)
+    assert ranker.fit(X, y, g, Xv, yv, gv) is ranker
+    scores = ranker.predict(Xv)
+    assert scores.shape == (len(Xv),)
+    again = make_ranker(name, n_estimators=30, min_data_in_leaf=5, progress=False).fit(X, y, g, Xv, yv, gv)
+    np.testing.assert_array_equal(again.predict(Xv), scores)  # deterministic with a seed
+    ranker.save(tmp_path)
+    loaded = type(ranker).load(tmp_path)
+    np.testing.assert_allclose(loaded.predict(Xv), scores, rtol=0, atol=1e-12)
+    assert ranker.feature_importance().index[0] == "a"  # the only informative feature
+    with pytest.raises(ValueError, match="missing"):
+        ranker.predict(Xv.drop(columns=["b"]))
+    with pytest.raises(ValueError, match="rank.model"):
+        make_ranker("nope")
+
+
+def _scored(seed, n_requests=20, n_items=30):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({S.REQUEST_ID: np.repeat([f"r{i}" for i in range(n_requests)], n_items),
+                         S.ITEM_ID: np.tile([f"i{j}" for j in range(n_items)], n_requests),
+                         "score": rng.normal(size=n_requests * n_items)})
+
+
+def test_mmr_with_lambda_one_keeps_the_ranker_order():
+    scored = _scored(0)
+    vectors = np.random.default_rng(1).normal(size=(30, 8)).astype(np.float32)
+    index = pd.Index([f"i{j}" for j in range(30)])
+    out = mmr_rerank(scored, index, vectors, mmr_lambda=1.0, pool=20, k=10)
+    top = scored.sort_values([S.REQUEST_ID, "score"], ascending=[True, False]).groupby(S.REQUEST_ID).head(10)
+    ours = out.sort_values([S.REQUEST_ID, "position"], kind="stable")
+    assert ours[S.ITEM_ID].tolist() == top[S.ITEM_ID].tolist()
+
+
+@given(st.floats(0.0, 1.0), st.integers(1, 10), st.integers(0, 50))
+@settings(max_examples=40, deadline=None)
+def test_mmr_lists_are_valid(mmr_lambda, k, seed):
+    scored = _scored(seed, n_requests=5, n_items=12)
+    scored = scored[scored.index % 7 != 3]  # uneven list lengths
+    vectors = np.random.default_rng(seed).normal(size=(12, 4)).astype(np.float32)
+    index = pd.Index([f"i{j}" for j in range(6)])  # half the items have no vector
+    out = mmr_rerank(scored, index, vectors[:6], mmr_lambda=mmr_lambda, pool=12, k=k)
+    assert not out.duplicated([S.REQUEST_ID, S.ITEM_ID]).any()
+    sizes = out.groupby(S.REQUEST_ID).size()
+    available = scored.groupby(S.REQUEST_ID).size()
+    assert (sizes == np.minimum(available.loc[sizes.index], k)).all()
+    assert out.merge(scored, on=[S.REQUEST_ID, S.ITEM_ID]).shape[0] == len(out)  # only candidates
+
+
+def test_mmr_increases_diversity_on_clustered_items():
+    # items 0-4 are near-copies with the best scores; items 5-9 are distinct
+    vectors = np.vstack([np.tile([1.0, 0, 0, 0], (5, 1)), np.eye(4)[[1, 2, 3, 1, 2]] + 0.01]).astype(np.float32)
+    index = pd.Index([f"i{j}" for j in range(10)])
+    scored = pd.DataFrame({S.REQUEST_ID: "r", S.ITEM_ID: index, "score": np.linspace(1, 0.5, 10)})
+    plain = mmr_rerank(scored, index, vectors, 1.0, 10, 4)[S.ITEM_ID].tolist()
+    diverse = mmr_rerank(scored, index, vectors, 0.5, 10, 4)[S.ITEM_ID].tolist()
+    assert plain == ["i0", "i1", "i2", "i3"]
+    assert len(set(diverse) & {"i0", "i1", "i2", "i3", "i4"}) == 1
