@@ -1,0 +1,158 @@
+"""Time each stage of ``rankpipe run`` on the default world against the same work done bare.
+
+Three measurements in one process, on the same generated world:
+
+1. rankpipe: the runner, as ``rankpipe run`` does it (validation, Parquet per stage, fingerprints,
+   MLflow parent + nested runs, registry).
+2. bare: the same computations wired by hand in memory: the world generated, then the stage
+   functions called directly with tables passed as Python objects (no validation, no IO, no
+   tracking).
+3. library: the calls to gensim (Word2Vec), faiss (flat search) and LightGBM (train + predict)
+   made directly on the same inputs, to show how much of each stage is library time.
+
+Prints a table, then as its LAST line one JSON object with ``total_s`` (rankpipe's wall time) and
+``overhead_ratio`` (rankpipe total / bare total).
+
+Usage: python benchmarks/bench_pipeline.py [--set key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from pipeline import schema as S  # noqa: E402
+from pipeline import stages  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.datasets import Dataset  # noqa: E402
+from pipeline.datasets.synthetic import generate  # noqa: E402
+from pipeline.runner import STAGE_NAMES, Runner  # noqa: E402
+
+
+class _NoRegistry:
+    """Stands in for MLflow in the bare path: the promotion decision without the registry."""
+
+    def load_champion(self, name):
+        return None
+
+    def register(self, name, ranker_dir, promoted, tags):
+        return 1
+
+
+def run_rankpipe(config, workdir: Path) -> tuple[float, dict[str, float]]:
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    started = time.perf_counter()
+    summary = Runner(config, workdir, "bench", progress=False).run()
+    total = time.perf_counter() - started
+    per_stage = {s: json.loads((summary.run_dir / s / "_SUCCESS.json").read_text())["seconds"] for s in STAGE_NAMES}
+    return total, per_stage
+
+
+def run_bare(config) -> tuple[float, dict[str, float], dict]:
+    started = time.perf_counter()
+    world = generate(config.dataset.synthetic, seed=config.seed)
+    dataset = Dataset("synthetic", {S.EVENTS: world.events, S.ITEMS: world.items, S.USERS: world.users},
+                      {"oracle_items": world.oracle_items, "oracle_users": world.oracle_users, "oracle_queries": world.oracle_queries})
+    per_stage = {"dataset": time.perf_counter() - started}
+    tables: dict[tuple[str, str], pd.DataFrame] = {}
+    models: dict[tuple[str, str], object] = {}
+    tmp = Path(tempfile.mkdtemp())
+
+    def model_dir(stage, name):
+        # promote reads the ranker from disk in both paths; the bare path saves just that one model.
+        path = tmp / stage / name
+        if not path.exists():
+            path.mkdir(parents=True)
+            models[(stage, name)].save(path)
+        return path
+
+    inputs = stages.StageInputs(lambda st, n: tables[(st, n)], model_dir, dataset, {"registry": _NoRegistry()})
+    for stage in STAGE_NAMES:
+        t = time.perf_counter()
+        result = getattr(stages, stage)(inputs, config)
+        tables.update({(stage, n): df for n, df in result.tables.items()})
+        models.update({(stage, n): m for n, m in result.models.items()})
+        per_stage[stage] = time.perf_counter() - t
+    return time.perf_counter() - started, per_stage, {"tables": tables, "models": models}
+
+
+def run_library(config, state) -> dict[str, float]:
+    """gensim, faiss and LightGBM called directly on the inputs the stages built."""
+    import faiss
+    import lightgbm as lgb
+    from gensim.models import Word2Vec
+
+    from ranking.recall import POSITIVE_EVENTS, _stable_hash
+
+    tables = state["tables"]
+    requests, events = tables[("prepare", "requests")], tables[("prepare", "events")]
+    train_events = events[events[S.TS] < requests.loc[requests["split"] != "train", S.TS].min()]
+    positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)].sort_values([S.SESSION_ID, S.TS], kind="stable")
+    positive = positive.drop_duplicates([S.SESSION_ID, S.ITEM_ID])
+    sentences = [g.tolist() for g in np.split(positive[S.ITEM_ID].to_numpy(dtype=object),
+                                               np.flatnonzero(positive[S.SESSION_ID].to_numpy()[1:] != positive[S.SESSION_ID].to_numpy()[:-1]) + 1) if len(g) > 1]
+    i2v = config.recall.item2vec
+    out = {}
+    t = time.perf_counter()
+    model = Word2Vec(sentences, vector_size=i2v.dims, window=i2v.window, negative=i2v.negative, sg=1, min_count=i2v.min_count,
+                     epochs=i2v.epochs, seed=config.seed, workers=1, hashfxn=_stable_hash)
+    out["gensim Word2Vec"] = time.perf_counter() - t
+    vectors = model.wv.vectors / np.linalg.norm(model.wv.vectors, axis=1, keepdims=True)
+    queries = vectors[np.random.default_rng(0).integers(0, len(vectors), int((requests["split"] == "test").sum()))]
+    t = time.perf_counter()
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors.astype(np.float32))
+    index.search(queries.astype(np.float32), config.recall.k)
+    out["faiss flat search"] = time.perf_counter() - t
+
+    ranker = state["models"][("rank", "ranker")]
+    logged = tables[("features", "logged")]
+    names = [n for n in ranker.feature_names_ if n in logged.columns]
+    train = logged[logged["split"] == "train"]
+    keep = train.groupby(S.REQUEST_ID, sort=False)["grade"].transform("max") > 0
+    train = train[keep]
+    codes, _ = pd.factorize(train[S.REQUEST_ID])
+    order = np.argsort(codes, kind="stable")
+    t = time.perf_counter()
+    booster = lgb.train(ranker._params(), lgb.Dataset(train[names].iloc[order], train["grade"].to_numpy()[order], group=np.bincount(codes)),
+                        num_boost_round=ranker.best_iteration_)
+    booster.predict(tables[("rank", "candidates")].assign(**{n: 0.0 for n in names})[names])
+    out["lightgbm train+predict"] = time.perf_counter() - t
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    config = load_config(None, args.overrides)
+    with tempfile.TemporaryDirectory() as workdir:
+        bare_total, bare_stages, state = run_bare(config)
+        library = run_library(config, state)
+        del state
+        rp_total, rp_stages = run_rankpipe(config, Path(workdir))
+    print(f"{'stage':<12}{'rankpipe s':>12}{'bare s':>10}{'ratio':>8}")
+    for stage in STAGE_NAMES:
+        print(f"{stage:<12}{rp_stages[stage]:>12.2f}{bare_stages[stage]:>10.2f}{rp_stages[stage] / bare_stages[stage]:>8.2f}")
+    other = rp_total - sum(rp_stages.values())
+    print(f"{'dataset+run':<12}{other:>12.2f}{bare_stages['dataset']:>10.2f}   (generation, validation, MLflow set-up, config)")
+    print(f"{'total':<12}{rp_total:>12.2f}{bare_total:>10.2f}{rp_total / bare_total:>8.2f}")
+    print("\nlibrary calls on the same inputs:")
+    for name, seconds in library.items():
+        print(f"  {name:<24}{seconds:>8.2f} s")
+    print(json.dumps({"total_s": round(rp_total, 2), "bare_total_s": round(bare_total, 2), "overhead_ratio": round(rp_total / bare_total, 3),
+                      **{f"library_{k.split()[0]}_s": round(v, 2) for k, v in library.items()}}))
+
+
+if __name__ == "__main__":
+    main()
