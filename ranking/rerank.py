@@ -41,7 +41,7 @@ def mmr_rerank(scored: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndar
     present = slot_row >= 0
     rel = np.where(present, scores[np.clip(slot_row, 0, None)], np.nan)  # (R, P)
     lo, hi = np.nanmin(rel, axis=1, keepdims=True), np.nanmax(rel, axis=1, keepdims=True)
-    rel = np.where(present, (rel - lo) / np.where(hi > lo, hi - lo, 1.0), -np.inf)
+    rel = np.where(present, (rel - lo) / np.where(hi > lo, hi - lo, 1.0), 0.0)  # empty slots are masked below
 
     vec_rows = item_index.get_indexer(scored[S.ITEM_ID].to_numpy()[np.clip(slot_row, 0, None)].ravel()).reshape(n, pool)
     has_vec = present & (vec_rows >= 0)
