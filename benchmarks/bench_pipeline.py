@@ -92,20 +92,16 @@ def run_library(config, state) -> dict[str, float]:
     import lightgbm as lgb
     from gensim.models import Word2Vec
 
-    from ranking.recall import POSITIVE_EVENTS, _stable_hash
+    from ranking.recall import session_sentences, stable_hash
 
     tables = state["tables"]
     requests, events = tables[("prepare", "requests")], tables[("prepare", "events")]
-    train_events = events[events[S.TS] < requests.loc[requests["split"] != "train", S.TS].min()]
-    positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)].sort_values([S.SESSION_ID, S.TS], kind="stable")
-    positive = positive.drop_duplicates([S.SESSION_ID, S.ITEM_ID])
-    sentences = [g.tolist() for g in np.split(positive[S.ITEM_ID].to_numpy(dtype=object),
-                                               np.flatnonzero(positive[S.SESSION_ID].to_numpy()[1:] != positive[S.SESSION_ID].to_numpy()[:-1]) + 1) if len(g) > 1]
+    sentences = session_sentences(events[events[S.TS] < requests.loc[requests["split"] != "train", S.TS].min()])
     i2v = config.recall.item2vec
     out = {}
     t = time.perf_counter()
     model = Word2Vec(sentences, vector_size=i2v.dims, window=i2v.window, negative=i2v.negative, sg=1, min_count=i2v.min_count,
-                     epochs=i2v.epochs, seed=config.seed, workers=1, hashfxn=_stable_hash)
+                     epochs=i2v.epochs, seed=config.seed, workers=1, hashfxn=stable_hash)
     out["gensim Word2Vec"] = time.perf_counter() - t
     vectors = model.wv.vectors / np.linalg.norm(model.wv.vectors, axis=1, keepdims=True)
     queries = vectors[np.random.default_rng(0).integers(0, len(vectors), int((requests["split"] == "test").sum()))]

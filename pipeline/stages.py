@@ -193,7 +193,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     history = _positive_history(events)
     n_last = config.recall.item2vec.history
 
-    logged_pairs = logged[[S.REQUEST_ID, S.ITEM_ID]].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
+    logged_pairs = _pairs(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)
     logged = _with_embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
     feature_names = [c for c in logged.columns if c not in (S.REQUEST_ID, S.ITEM_ID, "split", "grade")]
     # Lists without any positive carry no ranking signal for lambdarank.

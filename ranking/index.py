@@ -11,6 +11,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from ranking import check_fitted
+
 INDEX_FILE = "index.faiss"
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 
@@ -51,8 +53,7 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, row ids) per query row; ids -1 where fewer than k exist."""
-        if not hasattr(self, "index_"):
-            raise RuntimeError("VectorIndex is not fitted yet; call fit(vectors) first")
+        check_fitted(self, "index_", "search")
         k = min(k, self.index_.ntotal)
         return self.index_.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ranking import check_fitted
+
 
 def _contiguous(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Stable order that makes each group contiguous, and the group sizes in that order."""
@@ -66,8 +68,7 @@ class LambdaRankRanker:
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        if not hasattr(self, "booster_"):
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(...) before predict(...)")
+        check_fitted(self, "booster_", "predict")
         missing = [c for c in self.feature_names_ if c not in X.columns]
         if missing:
             raise ValueError(f"predict: feature columns {missing} are missing from the input")

@@ -17,14 +17,10 @@ import pandas as pd
 from features.embeddings import history_vectors
 from features.text import item_text, tfidf_matrix
 from pipeline import schema as S
+from ranking import check_fitted
 from ranking.index import VectorIndex
 
 POSITIVE_EVENTS = ("click", "cart", "purchase")
-
-
-def _check_fitted(model, attribute: str) -> None:
-    if not hasattr(model, attribute):
-        raise RuntimeError(f"{type(model).__name__} is not fitted yet; call fit(...) before retrieve(...)")
 
 
 def _top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
@@ -56,7 +52,7 @@ class PopularityRecall:
         return self
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
-        _check_fitted(self, "scores_")
+        check_fitted(self, "scores_", "retrieve")
         top = self.scores_.iloc[:k]
         n = len(requests)
         return pd.DataFrame({
@@ -67,7 +63,16 @@ class PopularityRecall:
         })
 
 
-def _stable_hash(text: str) -> int:
+def session_sentences(events: pd.DataFrame) -> list[list[str]]:
+    """Each session's positive items in time order (first occurrence only); sessions of one item dropped."""
+    positive = events[events[S.EVENT].isin(POSITIVE_EVENTS)].sort_values([S.SESSION_ID, S.TS], kind="stable")
+    positive = positive.drop_duplicates([S.SESSION_ID, S.ITEM_ID])
+    sessions = positive[S.SESSION_ID].to_numpy()
+    boundaries = np.flatnonzero(sessions[1:] != sessions[:-1]) + 1
+    return [chunk.tolist() for chunk in np.split(positive[S.ITEM_ID].to_numpy(dtype=object), boundaries) if len(chunk) > 1]
+
+
+def stable_hash(text: str) -> int:
     # gensim seeds each word's initial vector with hashfxn(word + str(seed)); Python's hash() is
     # salted per process, which would make training irreproducible across runs.
     return zlib.crc32(text.encode("utf-8"))
@@ -84,15 +89,11 @@ class Item2VecRecall:
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "Item2VecRecall":
         from gensim.models import Word2Vec
 
-        positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)].sort_values([S.SESSION_ID, S.TS], kind="stable")
-        positive = positive.drop_duplicates([S.SESSION_ID, S.ITEM_ID])
-        sessions = positive[S.SESSION_ID].to_numpy()
-        boundaries = np.flatnonzero(sessions[1:] != sessions[:-1]) + 1
-        sentences = [chunk.tolist() for chunk in np.split(positive[S.ITEM_ID].to_numpy(dtype=object), boundaries) if len(chunk) > 1]
+        sentences = session_sentences(train_events)
         if not sentences:
             raise ValueError("item2vec needs sessions with at least two positive events in the training split; found none")
         model = Word2Vec(sentences=sentences, vector_size=self.dims, window=self.window, negative=self.negative, sg=1,
-                         min_count=self.min_count, epochs=self.epochs, seed=self.seed, workers=1, hashfxn=_stable_hash)
+                         min_count=self.min_count, epochs=self.epochs, seed=self.seed, workers=1, hashfxn=stable_hash)
         vectors = model.wv.vectors.astype(np.float32)
         self.vectors_ = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
         self.item_index_ = pd.Index(model.wv.index_to_key)
@@ -101,11 +102,11 @@ class Item2VecRecall:
 
     def user_vectors(self, requests: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
         """(R, D) point-in-time user vectors (zero rows for users without history)."""
-        _check_fitted(self, "vectors_")
+        check_fitted(self, "vectors_", "user_vectors")
         return history_vectors(requests[S.USER_ID].to_numpy(), requests[S.TS], history, self.item_index_, self.vectors_, self.history)
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
-        _check_fitted(self, "index_")
+        check_fitted(self, "index_", "retrieve")
         if history is None:
             raise ValueError("item2vec retrieve needs history: positive events (user_id, item_id, ts)")
         user_vec = self.user_vectors(requests, history)
@@ -129,7 +130,7 @@ class QueryRecall:
         return self
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
-        _check_fitted(self, "matrix_")
+        check_fitted(self, "matrix_", "retrieve")
         search = requests[requests[S.QUERY].notna()]
         queries = pd.Index(search[S.QUERY].unique())
         k = min(k, len(self.item_ids_))
