@@ -1,6 +1,7 @@
 """Time each stage of ``rankpipe run`` on the default world against the same work done bare.
 
-Three measurements in one process, on the same generated world:
+Three measurements in one benchmark run, on the same generated world, each path in a fresh
+subprocess so neither inherits the other's heap or caches:
 
 1. rankpipe: the runner, as ``rankpipe run`` does it (validation, Parquet per stage, fingerprints,
    MLflow parent + nested runs, registry).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,27 +129,44 @@ def run_library(config, state) -> dict[str, float]:
     return out
 
 
+def _child(mode: str, overrides: list[str]) -> dict:
+    """Run one path in a fresh interpreter; it prints one JSON line."""
+    cmd = [sys.executable, __file__, "--mode", mode] + [a for o in overrides for a in ("--set", o)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--mode", choices=["rankpipe", "bare"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = load_config(None, args.overrides)
-    with tempfile.TemporaryDirectory() as workdir:
-        bare_total, bare_stages, state = run_bare(config)
-        library = run_library(config, state)
-        del state
-        rp_total, rp_stages = run_rankpipe(config, Path(workdir))
+    if args.mode == "bare":
+        total, stages_s, state = run_bare(config)
+        print(json.dumps({"total": total, "stages": stages_s, "library": run_library(config, state)}))
+        return
+    if args.mode == "rankpipe":
+        with tempfile.TemporaryDirectory() as workdir:
+            total, stages_s = run_rankpipe(config, Path(workdir))
+        print(json.dumps({"total": total, "stages": stages_s}))
+        return
+
+    bare, rankpipe = _child("bare", args.overrides), _child("rankpipe", args.overrides)
+    rp_total, rp_stages, bare_total, bare_stages = rankpipe["total"], rankpipe["stages"], bare["total"], bare["stages"]
     print(f"{'stage':<12}{'rankpipe s':>12}{'bare s':>10}{'ratio':>8}")
     for stage in STAGE_NAMES:
         print(f"{stage:<12}{rp_stages[stage]:>12.2f}{bare_stages[stage]:>10.2f}{rp_stages[stage] / bare_stages[stage]:>8.2f}")
     other = rp_total - sum(rp_stages.values())
-    print(f"{'dataset+run':<12}{other:>12.2f}{bare_stages['dataset']:>10.2f}   (generation, validation, MLflow set-up, config)")
+    print(f"{'dataset+run':<12}{other:>12.2f}{bare_stages['dataset']:>10.2f}   (generation, validation, writes, MLflow, config)")
     print(f"{'total':<12}{rp_total:>12.2f}{bare_total:>10.2f}{rp_total / bare_total:>8.2f}")
     print("\nlibrary calls on the same inputs:")
-    for name, seconds in library.items():
+    for name, seconds in bare["library"].items():
         print(f"  {name:<24}{seconds:>8.2f} s")
     print(json.dumps({"total_s": round(rp_total, 2), "bare_total_s": round(bare_total, 2), "overhead_ratio": round(rp_total / bare_total, 3),
-                      **{f"library_{k.split()[0]}_s": round(v, 2) for k, v in library.items()}}))
+                      **{f"library_{k.split()[0]}_s": round(v, 2) for k, v in bare["library"].items()}}))
 
 
 if __name__ == "__main__":

@@ -6,17 +6,25 @@ timing), and ``metrics.json`` (all ``stage.metric`` values). A stage's fingerpri
 its config sections and its upstream fingerprints (the dataset's for ``prepare``); a stage whose
 ``_SUCCESS.json`` carries the same fingerprint is skipped, so a crashed run resumes at the stage that
 failed. A stage writes into a temporary directory renamed into place only when complete.
+
+Writing a stage's outputs overlaps the next stage's computation (one writer thread; pyarrow
+releases the GIL while encoding), and MLflow is imported in the background while the dataset is
+generated and validated; a stage that needs files on disk waits for them, and a run never ends
+(or fails) with a write still pending.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import threading
 import json
 import shutil
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,6 +104,7 @@ class Runner:
         self.run_dir = self.workdir / "runs" / self.run_id
         self.progress, self.track = progress, track
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
+        self._pending: dict[str, Future] = {}
         self._dataset = None
 
     # ------------------------------------------------------------------------------ planning
@@ -121,6 +130,7 @@ class Runner:
         """An upstream table, from memory if produced in this process, else from its Parquet file."""
         key = (stage, name)
         if key not in self._cache:
+            self._wait(stage)
             path = self.run_dir / stage / f"{name}.parquet"
             if not path.exists():
                 raise KeyError(f"{stage}.{name}")
@@ -128,7 +138,16 @@ class Runner:
         return self._cache[key]
 
     def model_dir(self, stage: str, name: str) -> Path:
+        """Where ``stage`` saved model ``name`` (waits until that stage's outputs are on disk)."""
+        self._wait(stage)
         return self.run_dir / stage / name
+
+    def _wait(self, stage: str | None = None) -> None:
+        """Block until the pending writes of ``stage`` (or of every stage) are done; re-raise their errors."""
+        for name in [stage] if stage else list(self._pending):
+            future = self._pending.pop(name, None)
+            if future is not None:
+                future.result()
 
     def _write_stage(self, stage: str, result: stage_functions.StageResult, fingerprint: str, seconds: float) -> None:
         final = self.run_dir / stage
@@ -176,12 +195,20 @@ class Runner:
             summary.mlflow_run_id = self._read_mlflow_id()
             return summary
 
+        importer = None
+        if self.track:
+            # Importing MLflow takes seconds; do it while the data loads. The store itself is only
+            # opened after validation, so bad input still leaves nothing behind.
+            importer = threading.Thread(target=importlib.import_module, args=("pipeline.tracking",), daemon=True)
+            importer.start()
         if "prepare" in todo:
             # Load and validate before creating anything: bad input leaves no trace.
             adapter = get_adapter(self.config.dataset.name)
             started = time.perf_counter()
             self._dataset = adapter.load(self.config.dataset, self.config.seed)
             self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
+        if importer is not None:
+            importer.join()
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
@@ -194,6 +221,7 @@ class Runner:
             summary.mlflow_run_id = tracker.start(f"{self.config.dataset.name}:{self.run_id}", self._read_mlflow_id(), flatten(self.config))
             (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
         ok = False
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankpipe-writer")
         try:
             for index, stage in enumerate(wanted, 1):
                 if stage not in todo:
@@ -202,6 +230,11 @@ class Runner:
                     continue
                 self._execute(stage, fingerprints[stage], tracker, f"[{index}/{len(wanted)}]")
                 summary.executed.append(stage)
+            self._wait()
+            if tracker is not None:
+                for stage in summary.executed:
+                    for name in (self._done(stage) or {}).get("models", []):
+                        tracker.log_artifact(self.run_dir / stage / name, f"{stage}/{name}")
             summary.metrics = self._collect_metrics(wanted)
             (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
             if tracker is not None:
@@ -210,8 +243,12 @@ class Runner:
                 tracker.log_artifact(self.run_dir / "config.yaml")
             ok = True
         finally:
-            if tracker is not None:
-                tracker.end(ok)
+            try:
+                self._wait()  # a failed stage still leaves the stages before it complete on disk
+            finally:
+                self._writer.shutdown(wait=True)
+                if tracker is not None:
+                    tracker.end(ok)
         return summary
 
     def _execute(self, stage: str, fingerprint: str, tracker, counter: str) -> None:
@@ -226,13 +263,11 @@ class Runner:
         with context:
             result = fn(inputs, self.config)
             seconds = time.perf_counter() - started
-            self._write_stage(stage, result, fingerprint, seconds)
             for name, table in result.tables.items():
                 self._cache[(stage, name)] = table
+            self._pending[stage] = self._writer.submit(self._write_stage, stage, result, fingerprint, seconds)
             if tracker is not None:
                 tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
-                for name in result.models:
-                    tracker.log_artifact(self.run_dir / stage / name, f"{stage}/{name}")
         self._say(f"  {stage:<9} done in {seconds:.1f}s")
 
     def _table_metrics(self, stage: str) -> dict[str, float]:
