@@ -342,13 +342,17 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
             note = f"champion needs features {missing[:3]} this run does not compute; kept it"
             champion_score = float("inf")
         else:
-            champion_score = M.ndcg_at_k(logged[S.REQUEST_ID], champion_ranker.predict(logged), logged["grade"], 10)
+            champion_per_request = M.ndcg_per_group(logged[S.REQUEST_ID], champion_ranker.predict(logged), logged["grade"], 10)
+            champion_score = float(np.nanmean(champion_per_request))
+            challenger_per_request = M.ndcg_per_group(logged[S.REQUEST_ID], logged["score"], logged["grade"], 10)
+            # Logged beside the gate so a reader can tell a real win from noise on this split.
+            delta, low, high = M.paired_bootstrap_ci(challenger_per_request, champion_per_request, seed=config.seed)
     promoted, reason = decide_promotion(challenger, champion_score, config.promote.min_improvement)
     version = registry.register(name, inputs.model_dir("rank", "ranker"), promoted,
                                 {"test_ndcg_at_10": f"{challenger:.6f}", "decision": note or reason})
     metrics = {"promoted": promoted, "challenger_ndcg_at_10": challenger, "version": version}
     if champion_score is not None and np.isfinite(champion_score):
-        metrics["champion_ndcg_at_10"] = champion_score
+        metrics.update(champion_ndcg_at_10=champion_score, delta_ndcg_at_10=delta, delta_ci95_low=low, delta_ci95_high=high)
     decision = pd.DataFrame([{"model_name": name, "version": int(version), "promoted": promoted, "reason": note or reason,
                               "challenger_ndcg_at_10": challenger, "champion_ndcg_at_10": champion_score}])
     return StageResult({"decision": decision}, metrics)

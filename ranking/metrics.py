@@ -168,3 +168,19 @@ def category_coverage(lists: pd.DataFrame, item_category: pd.Series, k: int = 10
     sorted_grid = np.sort(grid, axis=1)
     distinct = (sorted_grid >= 0) & np.concatenate([np.ones((len(grid), 1), bool), sorted_grid[:, 1:] != sorted_grid[:, :-1]], axis=1)
     return float(distinct.sum(axis=1).mean())
+
+
+def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over paired units (e.g. per-request NDCG) and its bootstrap percentile interval.
+
+    Pairs where either value is NaN are dropped. Returns (mean difference, low, high).
+    """
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff = diff[np.isfinite(diff)]
+    if len(diff) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_resamples, len(diff)))].mean(axis=1)  # (B,)
+    tail = (1.0 - level) / 2.0
+    return float(diff.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))

@@ -134,3 +134,14 @@ def test_intra_list_distance_and_coverage_reference():
     category = pd.Series({"a": "x", "b": "y", "c": "x"})
     assert M.category_coverage(lists, category, k=3) == pytest.approx((2 + 1) / 2)
     assert M.category_coverage(lists, category, k=1) == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_ci_covers_the_mean_and_excludes_zero_for_a_clear_win():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 1, 400)
+    a = b + 0.05 + rng.normal(0, 0.02, 400)
+    a[3] = np.nan  # dropped pair
+    mean, low, high = M.paired_bootstrap_ci(a, b, seed=1)
+    assert low < mean < high and low > 0
+    same_mean, same_low, same_high = M.paired_bootstrap_ci(b, b)
+    assert same_mean == 0 and same_low == 0 and same_high == 0

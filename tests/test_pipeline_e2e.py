@@ -75,7 +75,9 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     weaker = load_config(None, SMALL_WORLD + ["rank.n_estimators=1", "rank.num_leaves=2"])
     summary = Runner(weaker, workdir, "weaker", progress=False).run()
     assert summary.metrics["promote.promoted"] is False
-    assert summary.metrics["promote.champion_ndcg_at_10"] > summary.metrics["promote.challenger_ndcg_at_10"]
+    m = summary.metrics
+    assert m["promote.champion_ndcg_at_10"] > m["promote.challenger_ndcg_at_10"]
+    assert m["promote.delta_ci95_low"] <= m["promote.delta_ndcg_at_10"] <= m["promote.delta_ci95_high"] < 0
     assert summary.executed == list(STAGE_NAMES)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     assert int(client.get_model_version_by_alias("rankpipe-synthetic", "champion").version) == 1
