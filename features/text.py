@@ -36,9 +36,16 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
+TEXT_ATTRIBUTES = ("tags", "description")
+
+
 def item_text(items: pd.DataFrame) -> pd.Series:
-    """The searchable text of each item: title and category path words."""
-    return items["title"].fillna("") + " " + items["category"].fillna("").str.replace(">", " ", regex=False)
+    """The searchable text of each item: title, category path words, and ``tags``/``description`` when the catalogue has them."""
+    text = items["title"].fillna("") + " " + items["category"].fillna("").str.replace(">", " ", regex=False)
+    for column in TEXT_ATTRIBUTES:
+        if column in items:
+            text = text + " " + items[column].fillna("")
+    return text
 
 
 def token_matrix(texts: pd.Series, vocabulary_from: pd.Series | None = None) -> tuple[sp.csr_matrix, CountVectorizer]:

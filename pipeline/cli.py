@@ -36,9 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole funnel (default: the embedded synthetic world)")
     _common(run)
     stage = sub.add_parser("stage", help="run the funnel up to and including one stage")
-    from pipeline.runner import STAGE_NAMES
-
-    stage.add_argument("name", choices=STAGE_NAMES)
+    stage.add_argument("name", help="a stage of the dataset's graph (see `rankpipe datasets`), e.g. rank")
     _common(stage)
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     return parser

@@ -41,6 +41,7 @@ class DatasetConfig:
 
     name: str = "synthetic"
     path: str | None = None
+    rating_threshold: float = 4.0  # a rating event at or above this counts as a positive (a click)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -77,9 +78,10 @@ class Item2VecConfig:
 class RecallConfig:
     """Channels and their quotas in the merged candidate list (channel name → max candidates)."""
 
-    quotas: Mapping[str, int] = field(default_factory=lambda: {"query": 100, "item2vec": 100, "popularity": 100})
+    quotas: Mapping[str, int] = field(default_factory=lambda: {"query": 100, "itemcf": 100, "item2vec": 100, "popularity": 100})
     k: int = 200
     popularity_half_life_days: float = 7.0
+    itemcf_half_life_days: float = 30.0
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
 
 
@@ -95,6 +97,7 @@ class RankConfig:
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
     eval_at: int = 10
+    refit: bool = True  # after early stopping picks the tree count, refit on train + valid
 
 
 @dataclass(frozen=True)

@@ -36,30 +36,14 @@ import pyarrow.parquet as pq
 
 from pipeline import stages as stage_functions
 from pipeline.config import Config, config_hash, flatten, save_config
+from pipeline.config import ConfigError
 from pipeline.datasets import get_adapter
+from pipeline.graphs import FUNNEL_STAGES, names
 
 PACKAGES = ("pipeline", "features", "ranking", "generative")
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    """A node of the stage graph: its upstream stages and the config sections it reads."""
-
-    name: str
-    needs: tuple[str, ...]
-    config_keys: tuple[str, ...]
-
-
-STAGES = (
-    StageSpec("prepare", (), ("split",)),
-    StageSpec("features", ("prepare",), ("features", "split")),
-    StageSpec("recall", ("prepare",), ("recall", "evaluate.recall_ks", "seed", "device")),
-    StageSpec("rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
-    StageSpec("rerank", ("rank", "recall"), ("rerank",)),
-    StageSpec("evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
-    StageSpec("promote", ("rank",), ("promote", "dataset.name")),
-)
-STAGE_NAMES = tuple(s.name for s in STAGES)
+STAGE_NAMES = FUNNEL_STAGES  # the full funnel, for callers that run the default graph
 
 
 def code_version() -> str:
@@ -106,18 +90,19 @@ class Runner:
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
         self._pending: dict[str, Future] = {}
         self._dataset = None
+        self.adapter = get_adapter(config.dataset.name)
+        self.graph = self.adapter.graph
 
     # ------------------------------------------------------------------------------ planning
     def fingerprints(self) -> dict[str, str]:
         """Fingerprint of every stage's output under the current code, config and data."""
-        adapter = get_adapter(self.config.dataset.name)
         code = code_version()
         out: dict[str, str] = {}
-        for spec in STAGES:
+        for spec in self.graph:
             parts = {"stage": spec.name, "code": code, "config": {k: config_hash(_section(self.config, k)) for k in spec.config_keys},
                      "upstream": {n: out[n] for n in spec.needs}}
             if spec.name == "prepare":
-                parts["dataset"] = [self.config.dataset.name, adapter.fingerprint(self.config.dataset, self.config.seed)]
+                parts["dataset"] = [self.config.dataset.name, self.adapter.fingerprint(self.config.dataset, self.config.seed)]
             out[spec.name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
         return out
 
@@ -181,9 +166,10 @@ class Runner:
         Raises:
             ContractError / ConfigError: bad input; raised before anything is written.
         """
-        if until is not None and until not in STAGE_NAMES:
-            raise ValueError(f"stage must be one of {list(STAGE_NAMES)}. Got {until!r} instead.")
-        wanted = STAGE_NAMES[: STAGE_NAMES.index(until) + 1] if until else STAGE_NAMES
+        stage_names = names(self.graph)
+        if until is not None and until not in stage_names:
+            raise ConfigError(f"dataset '{self.config.dataset.name}' runs the stages {list(stage_names)}; there is no stage {until!r}")
+        wanted = stage_names[: stage_names.index(until) + 1] if until else stage_names
         fingerprints = self.fingerprints()
         todo = [s for s in wanted if (self._done(s) or {}).get("fingerprint") != fingerprints[s]]
         summary = RunSummary(self.run_id, self.run_dir, {})
@@ -203,9 +189,8 @@ class Runner:
             importer.start()
         if "prepare" in todo:
             # Load and validate before creating anything: bad input leaves no trace.
-            adapter = get_adapter(self.config.dataset.name)
             started = time.perf_counter()
-            self._dataset = adapter.load(self.config.dataset, self.config.seed)
+            self._dataset = self.adapter.load(self.config.dataset, self.config.seed)
             self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
         if importer is not None:
             importer.join()
@@ -228,7 +213,8 @@ class Runner:
                     summary.skipped.append(stage)
                     self._say(f"  {stage:<9} skipped (up to date)")
                     continue
-                self._execute(stage, fingerprints[stage], tracker, f"[{index}/{len(wanted)}]")
+                spec = next(s for s in self.graph if s.name == stage)
+                self._execute(spec, fingerprints[stage], tracker, f"[{index}/{len(wanted)}]")
                 summary.executed.append(stage)
             self._wait()
             if tracker is not None:
@@ -251,9 +237,10 @@ class Runner:
                     tracker.end(ok)
         return summary
 
-    def _execute(self, stage: str, fingerprint: str, tracker, counter: str) -> None:
+    def _execute(self, spec, fingerprint: str, tracker, counter: str) -> None:
+        stage = spec.name
         self._say(f"{counter} {stage} ...")
-        fn = getattr(stage_functions, stage)
+        fn = getattr(stage_functions, spec.function)
         extras = {"registry": tracker} if tracker is not None else {}
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")

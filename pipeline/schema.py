@@ -19,6 +19,7 @@ EVENTS = "events"
 ITEMS = "items"
 USERS = "users"
 JUDGMENTS = "judgments"
+QUERIES = "queries"
 
 # Column names, used as keyword defaults across the code base so a rename happens in one place.
 TS = "ts"
@@ -36,15 +37,17 @@ BRAND = "brand"
 PRICE = "price"
 CREATED_AT = "created_at"
 GRADE = "grade"
+SOURCE = "source"
 
 # Event types, in increasing order of intent; the graded label of a (request, item) pair is the index
 # of the strongest event seen for it (impression 0 < click 1 < cart 2 < purchase 3).
 EVENT_TYPES = ("impression", "click", "cart", "purchase", "rating")
 LABEL_GRADES = {"impression": 0, "click": 1, "cart": 2, "purchase": 3}
 
-# Timestamps outside this range are almost always unit mistakes (seconds read as nanoseconds, ...).
-MIN_TS = pd.Timestamp("1990-01-01")
+# Timestamps outside these ranges are almost always unit mistakes (seconds read as nanoseconds land
+# on 1970-01-01). An item can be older than any log (a film from 1902), an event cannot.
 MAX_TS = pd.Timestamp("2100-01-01")
+MIN_TS = {TS: pd.Timestamp("1971-01-01"), CREATED_AT: pd.Timestamp("1800-01-01")}
 
 SCHEMAS: dict[str, pa.Schema] = {
     ITEMS: pa.schema(
@@ -78,12 +81,22 @@ SCHEMAS: dict[str, pa.Schema] = {
             pa.field(GRADE, pa.int32(), nullable=False),
         ]
     ),
+    # A query log for suggestion: one row per issued query (ts/user when the source has them).
+    QUERIES: pa.schema(
+        [
+            pa.field(QUERY, pa.string(), nullable=False),
+            pa.field(TS, pa.timestamp("us")),
+            pa.field(USER_ID, pa.string()),
+            pa.field(SOURCE, pa.string()),
+        ]
+    ),
 }
 
 # Columns a table may omit (filled with nulls); every other contract column is required.
 OPTIONAL_COLUMNS = {
     ITEMS: {BRAND, PRICE, CREATED_AT},
     EVENTS: {VALUE, REQUEST_ID, QUERY, POSITION},
+    QUERIES: {TS, USER_ID, SOURCE},
 }
 
 
@@ -95,6 +108,9 @@ class ContractError(ValueError):
 
     def __init__(self, table: str, column: str | None, expected: str, found: str, rows: pd.DataFrame | None = None):
         self.table, self.column, self.expected, self.found = table, column, expected, found
+        if rows is not None and column in rows.columns and len(rows.columns) > 3:
+            # Ids say which rows; the offending column says why. Wide text columns would drown both.
+            rows = rows[[c for c in rows.columns if c.endswith("_id") and c != column][:2] + [column]]
         self.rows = rows.head(5) if rows is not None else None
         where = f"table '{table}'" + (f", column '{column}'" if column else "")
         message = f"{where}: expected {expected}; found {found}"
@@ -148,7 +164,7 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table) -> pd.DataFrame:
     """Check ``table`` against the contract of table ``name`` and return a normalised copy.
 
     Args:
-        name: one of ``items``, ``users``, ``events``, ``judgments``.
+        name: one of ``items``, ``users``, ``events``, ``judgments``, ``queries``.
         table: a pandas DataFrame or an Arrow table with at least the contract's required columns;
             further attribute columns pass through untouched.
 
@@ -227,10 +243,11 @@ def _parse_timestamps(table: str, column: str, frame: pd.DataFrame, required: bo
     parsed = parsed.astype("datetime64[us]")
     if required and parsed.isna().any():
         raise ContractError(table, column, "a timestamp on every row", f"{int(parsed.isna().sum())} null timestamps", frame[parsed.isna()])
-    out_of_range = parsed.notna() & ((parsed < MIN_TS) | (parsed >= MAX_TS))
+    low = MIN_TS.get(column, MIN_TS[TS])
+    out_of_range = parsed.notna() & ((parsed < low) | (parsed >= MAX_TS))
     if out_of_range.any():
         raise ContractError(
-            table, column, f"timestamps in [{MIN_TS.date()}, {MAX_TS.date()})", f"{int(out_of_range.sum())} out of range", frame[out_of_range]
+            table, column, f"timestamps in [{low.date()}, {MAX_TS.date()})", f"{int(out_of_range.sum())} out of range", frame[out_of_range]
         )
     return parsed
 

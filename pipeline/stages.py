@@ -26,9 +26,9 @@ import pandas as pd
 
 from features.stats import build_features, enrich_history, fit_priors
 from pipeline import schema as S
-from pipeline.config import Config
+from pipeline.config import Config, to_dict
 from ranking import metrics as M
-from ranking.recall import CHANNELS, POSITIVE_EVENTS, Item2VecRecall, PopularityRecall, QueryRecall, merge_candidates
+from ranking.recall import CHANNELS, POSITIVE_EVENTS, Item2VecRecall, ItemCFRecall, PopularityRecall, QueryRecall, merge_candidates
 from ranking.rankers import make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -60,10 +60,28 @@ class StageInputs:
 
 
 # --------------------------------------------------------------------------------------- prepare
+def interactions_from_ratings(events: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Events in funnel terms: each ``rating`` becomes an impression, plus a click when its value >= ``threshold``.
+
+    Explicit feedback then flows through the same labels (a rated item is a shown item; a liked
+    one a positive), features and recall channels as implicit feedback. Other events pass through.
+    """
+    is_rating = (events[S.EVENT] == "rating").to_numpy()
+    if not is_rating.any():
+        return events
+    ratings = events[is_rating]
+    if ratings[S.VALUE].isna().any():
+        missing = ratings[ratings[S.VALUE].isna()]
+        raise S.ContractError(S.EVENTS, S.VALUE, "a rating value on every rating event", f"{len(missing)} ratings without a value", missing)
+    liked = ratings[ratings[S.VALUE] >= threshold]
+    out = pd.concat([events[~is_rating], ratings.assign(**{S.EVENT: "impression"}), liked.assign(**{S.EVENT: "click"})], ignore_index=True)
+    return out.sort_values(S.TS, kind="stable").reset_index(drop=True)
+
+
 def prepare(inputs: StageInputs, config: Config) -> StageResult:
     """Split requests by time (whole requests on one side) and derive graded labels per (request, item)."""
     dataset = inputs.dataset
-    events = dataset.tables[S.EVENTS]
+    events = interactions_from_ratings(dataset.tables[S.EVENTS], config.dataset.rating_threshold)
     items = dataset.tables[S.ITEMS]
     in_request = events[events[S.REQUEST_ID].notna()]
     if in_request.empty:
@@ -133,6 +151,7 @@ def make_channels(config: Config) -> dict[str, Any]:
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
                                            i2v.index_factory, config.seed, config.device),
         "query": lambda: QueryRecall(),
+        "itemcf": lambda: ItemCFRecall(half_life_days=config.recall.itemcf_half_life_days),
     }
     return {name: built[name]() for name in config.recall.quotas}
 
@@ -170,6 +189,12 @@ def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ rank
+def ranker_from_config(config: Config):
+    """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters."""
+    params = {k: v for k, v in to_dict(config.rank).items() if k != "model"}
+    return make_ranker(config.rank.model, seed=config.seed, **params)
+
+
 def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
                                item_index: pd.Index, vectors: np.ndarray, n_last: int) -> pd.DataFrame:
     """Add ``emb_sim``: cosine between the user's point-in-time item2vec taste and the item."""
@@ -200,10 +225,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     has_positive = logged.groupby(S.REQUEST_ID, sort=False)["grade"].transform("max") > 0
     train = logged[(logged["split"] == "train") & has_positive]
     valid = logged[(logged["split"] == "valid") & has_positive]
-    rc = config.rank
-    ranker = make_ranker(rc.model, num_leaves=rc.num_leaves, learning_rate=rc.learning_rate, n_estimators=rc.n_estimators,
-                         early_stopping_rounds=rc.early_stopping_rounds, min_data_in_leaf=rc.min_data_in_leaf,
-                         feature_fraction=rc.feature_fraction, eval_at=rc.eval_at, seed=config.seed)
+    ranker = ranker_from_config(config)
     started = time.perf_counter()
     ranker.fit(train[feature_names], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
                valid[feature_names], valid["grade"].to_numpy(), valid[S.REQUEST_ID].to_numpy())
@@ -220,8 +242,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     scored["score"] = ranker.predict(cand_feats[feature_names]).astype(np.float64)
 
     importance = ranker.feature_importance()
-    metrics = {"train_rows": len(train), "train_seconds": train_seconds, "best_iteration": ranker.best_iteration_,
-               "valid_ndcg_at_10": M.ndcg_at_k(valid[S.REQUEST_ID], ranker.predict(valid[feature_names]), valid["grade"], 10)}
+    metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,
+               f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
     tables = {"test_logged": test_logged, "candidates": scored,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})
@@ -356,3 +378,70 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
     decision = pd.DataFrame([{"model_name": name, "version": int(version), "promoted": promoted, "reason": note or reason,
                               "challenger_ndcg_at_10": challenger, "champion_ndcg_at_10": champion_score}])
     return StageResult({"decision": decision}, metrics)
+
+
+# ------------------------------------------------------------------------- prepare-only datasets
+def prepare_tables(inputs: StageInputs, config: Config) -> StageResult:
+    """Store a dataset's validated tables as they are (catalogues, query lists, fixtures) for the stages that read them."""
+    tables = {**inputs.dataset.tables, **inputs.dataset.oracle}
+    return StageResult(dict(tables), {f"n_{name}": len(table) for name, table in tables.items()})
+
+
+# ---------------------------------------------------------------------------- learning to rank
+LTR_ID, LTR_LABEL = "qid", "label"
+
+
+def prepare_ltr(inputs: StageInputs, config: Config) -> StageResult:
+    """Train/valid/test lists of a ready feature table: the file's own valid split, else a seeded
+    ``split.valid_fraction`` of the training queries; the test file stays the test split."""
+    tables = inputs.dataset.tables
+    train = tables["ltr_train"].copy()
+    if "ltr_valid" in tables:
+        valid = tables["ltr_valid"]
+        train["split"], valid = "train", valid.assign(split="valid")
+        train = pd.concat([train, valid], ignore_index=True)
+    else:
+        qids = train[LTR_ID].unique()
+        rng = np.random.default_rng(config.seed)
+        n_valid = max(1, int(round(len(qids) * config.split.valid_fraction)))
+        held_out = rng.choice(qids, size=n_valid, replace=False)
+        train["split"] = np.where(train[LTR_ID].isin(held_out), "valid", "train")
+    test = tables["ltr_test"].assign(split="test")
+    metrics = {f"n_{split}_queries": int(frame.loc[frame["split"] == split, LTR_ID].nunique())
+               for split, frame in (("train", train), ("valid", train), ("test", test))}
+    return StageResult({"train": train, "test": test}, metrics)
+
+
+def _as_lists(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rename an LTR table to the funnel's list columns (request_id, item_id, grade)."""
+    out = frame.rename(columns={LTR_LABEL: "grade"})
+    out.insert(0, S.REQUEST_ID, frame[LTR_ID].astype("str"))
+    out.insert(1, S.ITEM_ID, pd.Series(np.arange(len(frame)), index=frame.index).astype("str"))
+    return out.drop(columns=[LTR_ID])
+
+
+def rank_ltr(inputs: StageInputs, config: Config) -> StageResult:
+    """Fit the configured ranker on the training lists (early stopping on valid) and score the test file."""
+    data = inputs.table("prepare", "train")
+    test = _as_lists(inputs.table("prepare", "test"))
+    feature_names = [c for c in data.columns if c.startswith("f_")]
+    train, valid = data[data["split"] == "train"], data[data["split"] == "valid"]
+    ranker = ranker_from_config(config)
+    started = time.perf_counter()
+    ranker.fit(train[feature_names], train[LTR_LABEL].to_numpy(), train[LTR_ID].to_numpy(),
+               valid[feature_names], valid[LTR_LABEL].to_numpy(), valid[LTR_ID].to_numpy())
+    test_logged = test.assign(score=ranker.predict(test[feature_names]).astype(np.float64))
+    importance = ranker.feature_importance()
+    metrics = {"train_rows": len(train), "train_seconds": time.perf_counter() - started, "trees": ranker.best_iteration_,
+               f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
+    return StageResult({"test_logged": test_logged, "importance": importance.rename_axis("feature").reset_index(name="gain")},
+                       metrics, {"ranker": ranker})
+
+
+def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
+    """NDCG@{1,3,5,10}, MRR and AUC of the ranker on the test file's lists."""
+    logged = inputs.table("rank", "test_logged")
+    groups, scores, grades = logged[S.REQUEST_ID], logged["score"], logged["grade"]
+    out = {f"rank.ndcg_at_{k}": M.ndcg_at_k(groups, scores, grades, k) for k in (1, 3, 5, 10)}
+    out.update({"rank.mrr": M.mrr(groups, scores, grades), "rank.auc": M.auc(scores, grades)})
+    return StageResult({"metrics": pd.DataFrame({"metric": list(out), "value": list(out.values())})}, {})

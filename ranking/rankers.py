@@ -26,16 +26,20 @@ def _contiguous(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class LambdaRankRanker:
-    """LightGBM ``lambdarank`` on graded labels; one query group per request."""
+    """LightGBM ``lambdarank`` on graded labels; one query group per request.
+
+    With validation lists, early stopping picks the number of trees (``valid_score_`` is the
+    validation NDCG at that point) and, when ``refit``, the model is then refit on train + valid.
+    """
 
     objective = "lambdarank"
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 300,
                  early_stopping_rounds: int = 30, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
-                 eval_at: int = 10, seed: int = 42, progress: bool = True):
+                 eval_at: int = 10, refit: bool = True, seed: int = 42, progress: bool = True):
         self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
         self.early_stopping_rounds, self.min_data_in_leaf, self.feature_fraction = early_stopping_rounds, min_data_in_leaf, feature_fraction
-        self.eval_at, self.seed, self.progress = eval_at, seed, progress
+        self.eval_at, self.refit, self.seed, self.progress = eval_at, refit, seed, progress
 
     def _params(self) -> dict:
         return {
@@ -65,6 +69,17 @@ class LambdaRankRanker:
             bar.close()
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
+        self.valid_score_ = float(self.booster_.best_score["valid_0"][f"ndcg@{self.eval_at}"]) if valid_sets else float("nan")
+        if self.refit and valid_sets:
+            # Early stopping only chose the number of trees; refit on train + valid so the valid
+            # lists also teach the model, with trees scaled to the larger set (round counts grow
+            # roughly with the data a booster sees).
+            n_train, n_valid = len(sizes), len(v_sizes)
+            rounds = max(1, int(round(self.best_iteration_ * (n_train + n_valid) / n_train)))
+            both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
+            labels = np.concatenate([np.asarray(y)[order], np.asarray(y_valid)[v_order]])
+            self.booster_ = lgb.train(self._params(), lgb.Dataset(both, label=labels, group=np.concatenate([sizes, v_sizes])), num_boost_round=rounds)
+            self.best_iteration_ = rounds
         return self
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
@@ -100,7 +115,7 @@ class LambdaRankRanker:
     def get_params(self) -> dict:
         """Hyperparameters as passed to ``__init__``."""
         names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_data_in_leaf",
-                 "feature_fraction", "eval_at", "seed", "progress")
+                 "feature_fraction", "eval_at", "refit", "seed", "progress")
         return {n: getattr(self, n) for n in names}
 
 

@@ -1,6 +1,6 @@
 """Dataset adapters: each turns a published or user format into the tables of the data contract.
 
-An adapter has a ``name``, a one-line ``description``, the ``stages`` it feeds, a cheap
+An adapter has a ``name``, a one-line ``description``, the ``graph`` of stages it feeds (``stages``: their names), a cheap
 ``fingerprint(config)`` (so an up-to-date run never loads the data) and ``load(config, seed)``
 returning a validated :class:`Dataset`.
 """
@@ -27,6 +27,7 @@ class Dataset:
 class DatasetAdapter(Protocol):
     name: str
     description: str
+    graph: tuple  # of pipeline.graphs.StageSpec
     stages: tuple[str, ...]
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str: ...
@@ -36,10 +37,15 @@ class DatasetAdapter(Protocol):
 
 def registry() -> dict[str, DatasetAdapter]:
     """Adapter name → adapter, in the order ``rankpipe datasets`` lists them."""
+    from pipeline.datasets.catalog import CatalogAdapter
+    from pipeline.datasets.letor import LetorAdapter
+    from pipeline.datasets.movielens import MovieLensAdapter
+    from pipeline.datasets.otto import OttoAdapter
+    from pipeline.datasets.queries import QueriesAdapter
     from pipeline.datasets.synthetic_adapter import SyntheticAdapter
     from pipeline.datasets.tables import TablesAdapter
 
-    adapters = [SyntheticAdapter(), TablesAdapter()]
+    adapters = [SyntheticAdapter(), TablesAdapter(), MovieLensAdapter(), LetorAdapter(), OttoAdapter(), CatalogAdapter(), QueriesAdapter()]
     return {a.name: a for a in adapters}
 
 

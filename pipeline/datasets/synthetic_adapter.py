@@ -9,8 +9,8 @@ from pipeline import schema as S
 from pipeline.config import DatasetConfig, to_dict
 from pipeline.datasets import Dataset
 from pipeline.datasets.synthetic import generate
+from pipeline.graphs import FUNNEL, names
 
-FUNNEL_STAGES = ("prepare", "features", "recall", "rank", "rerank", "evaluate", "promote")
 
 
 class SyntheticAdapter:
@@ -18,7 +18,8 @@ class SyntheticAdapter:
 
     name = "synthetic"
     description = "embedded synthetic e-commerce world with oracle relevance (default)"
-    stages = FUNNEL_STAGES
+    graph = FUNNEL
+    stages = names(FUNNEL)
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str:
         """Hash of the generator's parameters and seed: the world is a pure function of them."""

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from pipeline import schema as S
 from pipeline.config import ConfigError, DatasetConfig
 from pipeline.datasets import Dataset
-from pipeline.datasets.synthetic_adapter import FUNNEL_STAGES
+from pipeline.graphs import FUNNEL, names
 
 REQUIRED = (S.EVENTS, S.ITEMS)
 OPTIONAL = (S.USERS, S.JUDGMENTS)
@@ -35,7 +35,8 @@ class TablesAdapter:
 
     name = "tables"
     description = "your own logs: a directory or URI of events/items[/users/judgments].parquet"
-    stages = FUNNEL_STAGES
+    graph = FUNNEL
+    stages = names(FUNNEL)
 
     def _infos(self, config: DatasetConfig) -> tuple[pafs.FileSystem, str, dict[str, pafs.FileInfo]]:
         fs, root = _filesystem(config.path)

@@ -1,0 +1,48 @@
+"""Stage graphs: which stage functions run, in what order, on what inputs, for a kind of dataset.
+
+A dataset adapter names its graph: event logs feed the whole funnel; a ready LTR feature table
+enters at the rank stage; catalogues, query lists and fixtures are validated and stored for the
+stages that read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A node of a stage graph: its name, the function in ``pipeline.stages`` that computes it,
+    its upstream stages and the config sections in its fingerprint."""
+
+    name: str
+    function: str
+    needs: tuple[str, ...]
+    config_keys: tuple[str, ...]
+
+
+FUNNEL = (
+    StageSpec("prepare", "prepare", (), ("split", "dataset.rating_threshold")),
+    StageSpec("features", "features", ("prepare",), ("features", "split")),
+    StageSpec("recall", "recall", ("prepare",), ("recall", "evaluate.recall_ks", "seed", "device")),
+    StageSpec("rank", "rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
+    StageSpec("rerank", "rerank", ("rank", "recall"), ("rerank",)),
+    StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
+    StageSpec("promote", "promote", ("rank",), ("promote", "dataset.name")),
+)
+
+LEARNING_TO_RANK = (
+    StageSpec("prepare", "prepare_ltr", (), ("split", "seed")),
+    StageSpec("rank", "rank_ltr", ("prepare",), ("rank", "seed")),
+    StageSpec("evaluate", "evaluate_ltr", ("rank",), ()),
+    StageSpec("promote", "promote", ("rank",), ("promote", "dataset.name")),
+)
+
+TABLES_ONLY = (StageSpec("prepare", "prepare_tables", (), ()),)
+
+FUNNEL_STAGES = tuple(s.name for s in FUNNEL)
+
+
+def names(graph: tuple[StageSpec, ...]) -> tuple[str, ...]:
+    """Stage names of a graph, in run order."""
+    return tuple(s.name for s in graph)
