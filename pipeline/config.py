@@ -76,12 +76,14 @@ class Item2VecConfig:
 
 @dataclass(frozen=True)
 class RecallConfig:
-    """Channels and their quotas in the merged candidate list (channel name → max candidates)."""
+    """Channels, their quotas (channel name → max candidates) and how their lists are merged."""
 
     quotas: Mapping[str, int] = field(default_factory=lambda: {"query": 100, "itemcf": 100, "item2vec": 100, "popularity": 100})
     k: int = 200
     popularity_half_life_days: float = 7.0
     itemcf_half_life_days: float = 30.0
+    merge: str = "calibrated"  # or "interleave": round-robin by rank
+    calibration_requests: int = 2000  # validation requests sampled to measure each channel's hit rate per rank
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
 
 
@@ -244,7 +246,22 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
     Raises:
         ConfigError: unknown key, wrong type, unreadable file.
     """
+    values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=())
+    # A dataset may bring its own defaults (MovieLens spans 20 years: decay in years, not days);
+    # they sit under the user's file and --set, which always win.
+    from pipeline.datasets import registry
+
+    adapter = registry().get(values["dataset"]["name"])
+    defaults = tuple(getattr(adapter, "config_defaults", ()))
+    if defaults:
+        values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=defaults)
+    return _build(Config, values)
+
+
+def _resolve(config_file, overrides, dataset, data_path, adapter_defaults: tuple[str, ...]) -> dict[str, Any]:
     values: dict[str, Any] = to_dict(Config())
+    for text in adapter_defaults:
+        _apply_override(values, text)
     if config_file is not None:
         try:
             loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
@@ -256,20 +273,24 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
             raise ConfigError(f"config file {config_file}: expected a mapping at the top level; got {type(loaded).__name__}")
         _merge(values, loaded, "")
     for text in overrides:
-        keys, value = parse_override(text)
-        node = values
-        for depth, key in enumerate(keys[:-1]):
-            if not isinstance(node.get(key), dict):
-                raise ConfigError(f"unknown config key '{'.'.join(keys[: depth + 1])}' in --set {text}")
-            node = node[key]
-        if keys[-1] not in node and not _is_open_mapping(keys):
-            raise ConfigError(f"unknown config key '{'.'.join(keys)}' in --set {text}; known keys here: {sorted(node)}")
-        node[keys[-1]] = value
+        _apply_override(values, text)
     if dataset is not None:
         values["dataset"]["name"] = dataset
     if data_path is not None:
         values["dataset"]["path"] = data_path
-    return _build(Config, values)
+    return values
+
+
+def _apply_override(values: dict[str, Any], text: str) -> None:
+    keys, value = parse_override(text)
+    node = values
+    for depth, key in enumerate(keys[:-1]):
+        if not isinstance(node.get(key), dict):
+            raise ConfigError(f"unknown config key '{'.'.join(keys[: depth + 1])}' in --set {text}")
+        node = node[key]
+    if keys[-1] not in node and not _is_open_mapping(keys):
+        raise ConfigError(f"unknown config key '{'.'.join(keys)}' in --set {text}; known keys here: {sorted(node)}")
+    node[keys[-1]] = value
 
 
 def _is_open_mapping(keys: list[str]) -> bool:
