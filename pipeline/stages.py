@@ -28,7 +28,8 @@ from features.stats import build_features, enrich_history, fit_priors
 from pipeline import schema as S
 from pipeline.config import Config, to_dict
 from ranking import metrics as M
-from ranking.recall import CHANNELS, POSITIVE_EVENTS, Item2VecRecall, ItemCFRecall, PopularityRecall, QueryRecall, merge_candidates
+from ranking.recall import (CHANNELS, POSITIVE_EVENTS, Item2VecRecall, ItemCFRecall, PopularityRecall, QueryRecall,
+                            channel_hit_rates, merge_candidates)
 from ranking.rankers import make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -142,6 +143,8 @@ def _positive_history(events: pd.DataFrame) -> pd.DataFrame:
 
 def make_channels(config: Config) -> dict[str, Any]:
     """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
+    if config.recall.merge not in ("calibrated", "interleave"):
+        raise ValueError(f"recall.merge must be 'calibrated' or 'interleave'. Got {config.recall.merge!r} instead.")
     unknown = sorted(set(config.recall.quotas) - set(CHANNELS))
     if unknown:
         raise ValueError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
@@ -157,21 +160,40 @@ def make_channels(config: Config) -> dict[str, Any]:
 
 
 def recall(inputs: StageInputs, config: Config) -> StageResult:
-    """Fit every channel on the train period, retrieve for test requests, merge with quotas."""
+    """Fit every channel on the train period, retrieve for test requests, merge with quotas.
+
+    With ``recall.merge: calibrated`` the channels also retrieve for a sample of validation
+    requests; how often each channel's candidates at each rank turn out positive there orders the
+    merged lists (see :func:`ranking.recall.merge_candidates`).
+    """
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     train_events = events[events[S.TS] < _train_end(requests)]
     test_requests = requests[requests["split"] == "test"]
+    valid_requests = requests[requests["split"] == "valid"]
+    if len(valid_requests) > config.recall.calibration_requests:
+        valid_requests = valid_requests.sample(config.recall.calibration_requests, random_state=config.seed)
+    calibrate = config.recall.merge == "calibrated" and len(valid_requests) > 0
     history = _positive_history(events)
     channels = make_channels(config)
-    lists, timings = {}, {}
+    depth = max(config.recall.k, max(config.evaluate.recall_ks))
+    lists, held_out, timings = {}, {}, {}
     for name, channel in channels.items():
         started = time.perf_counter()
         channel.fit(train_events, items)
-        lists[name] = channel.retrieve(test_requests, max(config.recall.k, max(config.evaluate.recall_ks)), history)
+        lists[name] = channel.retrieve(test_requests, depth, history)
+        if calibrate:
+            held_out[name] = channel.retrieve(valid_requests, config.recall.quotas[name], history)
         timings[f"{name}_seconds"] = time.perf_counter() - started
-    merged = merge_candidates(lists, dict(config.recall.quotas), config.recall.k)
+    hit_rates = None
+    if calibrate:
+        labels = inputs.table("prepare", "labels")
+        valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels["grade"] > 0)]
+        hit_rates = channel_hit_rates(held_out, valid_positives)
+    merged = merge_candidates(lists, dict(config.recall.quotas), config.recall.k, hit_rates)
     channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
     tables = {"candidates": merged, "channels": channel_lists}
+    if hit_rates is not None:
+        tables["calibration"] = hit_rates
     models = {}
     if "item2vec" in channels:
         i2v = channels["item2vec"]

@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 
 from features.embeddings import history_vectors
 from features.text import item_text, tfidf_matrix
@@ -233,14 +234,64 @@ def _keep_top_per_row(matrix, k: int):
 CHANNELS = {"popularity": PopularityRecall, "itemcf": ItemCFRecall, "item2vec": Item2VecRecall, "query": QueryRecall}
 
 
-def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int) -> pd.DataFrame:
-    """Interleave channels by rank, each capped at its quota; dedupe; keep the first ``k`` per request.
+def rank_bucket(rank: np.ndarray) -> np.ndarray:
+    """log2 buckets of 1-based ranks: 1 → 0, 2-3 → 1, 4-7 → 2, …"""
+    return np.floor(np.log2(np.maximum(np.asarray(rank), 1))).astype(np.int16)
 
-    Channel order in ``quotas`` breaks rank ties. The output keeps, per candidate, the channel that
-    found it first and each channel's score (NaN when that channel did not return it).
+
+def channel_hit_rates(channel_lists: dict[str, pd.DataFrame], positives: pd.DataFrame, prior_strength: float = 50.0,
+                      credible_low: float = 0.1) -> pd.DataFrame:
+    """How often each channel's candidate at each rank bucket is a positive, on held-out requests.
+
+    Each bucket's rate has a Beta posterior centred on the channel's overall rate (a prior of
+    ``prior_strength`` pseudo-trials); ``hit_rate`` is its ``credible_low`` quantile, made
+    non-increasing with depth so a sparse deep bucket never outranks the channel's own head.
+
+    Args:
+        channel_lists: channel name → its retrieved lists (request_id, item_id, rank) for the held-out requests.
+        positives: (request_id, item_id) positives of those requests.
 
     Returns:
-        request_id, item_id, rank (1-based merged rank), channel, ``<channel>_score`` per channel.
+        channel, bucket, hits, trials, hit_rate.
+    """
+    positive_keys = positives[[S.REQUEST_ID, S.ITEM_ID]].drop_duplicates().assign(_hit=1)
+    frames = []
+    for name, found in channel_lists.items():
+        if found.empty:
+            continue
+        judged = found[[S.REQUEST_ID, S.ITEM_ID, "rank"]].merge(positive_keys, on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+        judged["bucket"] = rank_bucket(judged["rank"].to_numpy())
+        stats = judged.groupby("bucket")["_hit"].agg(hits="sum", trials="size").reset_index()
+        frames.append(stats.assign(channel=name))
+    if not frames:
+        return pd.DataFrame({"channel": pd.Series(dtype="str"), "bucket": pd.Series(dtype=np.int16), "hits": [], "trials": [], "hit_rate": []})
+    table = pd.concat(frames, ignore_index=True)
+    # A thin bucket shrinks toward its own channel's overall rate: a weak channel's sparse deep
+    # buckets must not borrow the strong channels' hits.
+    by_channel = table.groupby("channel")[["hits", "trials"]].transform("sum")
+    channel_rate = (by_channel["hits"] + 1) / (by_channel["trials"] + 2)  # Laplace: a channel with no hits still has a proper prior
+    alpha = table["hits"] + prior_strength * channel_rate
+    beta = table["trials"] - table["hits"] + prior_strength * (1 - channel_rate)
+    # The merge ranks by a lower credible bound, not the mean: a candidate from a well-measured
+    # channel is only displaced by one whose advantage the held-out data actually shows.
+    table["hit_rate"] = scipy.stats.beta.ppf(credible_low, alpha, beta)
+    table = table.sort_values(["channel", "bucket"])
+    table["hit_rate"] = table.groupby("channel")["hit_rate"].cummin()
+    return table[["channel", "bucket", "hits", "trials", "hit_rate"]].reset_index(drop=True)
+
+
+def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int,
+                     hit_rates: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Merge channel lists (each capped at its quota), dedupe, keep the first ``k`` per request.
+
+    With ``hit_rates`` (see :func:`channel_hit_rates`), a candidate's merge score is the chance
+    that at least one channel that found it is right, ``1 - prod(1 - p(channel, rank))``, and
+    lists are ordered by it: channels that find more positives on held-out requests get more of
+    the head. Without, channels are interleaved by rank. Channel order in ``quotas`` breaks ties.
+
+    Returns:
+        request_id, item_id, rank (1-based merged rank), channel (the strongest channel that found
+        it), merge_score, ``<channel>_score`` per channel (NaN when that channel did not return it).
     """
     frames = []
     for priority, (name, quota) in enumerate(quotas.items()):
@@ -248,12 +299,26 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
         found = found[found["rank"] <= quota].assign(channel=name, priority=priority)
         frames.append(found)
     stacked = pd.concat(frames, ignore_index=True)
+    if hit_rates is not None and len(hit_rates):
+        lookup = hit_rates.set_index(["channel", "bucket"])["hit_rate"]
+        keys = pd.MultiIndex.from_arrays([stacked["channel"].to_numpy(), rank_bucket(stacked["rank"].to_numpy())])
+        p = lookup.reindex(keys).to_numpy(dtype=np.float64)
+        p = np.nan_to_num(p, nan=0.0)  # a channel never seen on held-out requests earns no head slots
+        stacked["_p"] = p
+        # log P(every channel that found it is wrong), summed per candidate
+        log_all_wrong = pd.Series(np.log1p(-np.clip(p, 0.0, 1.0 - 1e-9)), index=stacked.index)
+        total = log_all_wrong.groupby([stacked[S.REQUEST_ID], stacked[S.ITEM_ID]], sort=False).transform("sum").to_numpy()
+        stacked["merge_score"] = 1.0 - np.exp(total)
+        key_first, key_second = -stacked["merge_score"].to_numpy(), -stacked["_p"].to_numpy()
+    else:
+        stacked["merge_score"] = np.nan
+        key_first, key_second = stacked["rank"].to_numpy(), np.zeros(len(stacked))
     request_codes, _ = pd.factorize(stacked[S.REQUEST_ID])
-    order = np.lexsort((stacked["priority"].to_numpy(), stacked["rank"].to_numpy(), request_codes))
+    order = np.lexsort((stacked["priority"].to_numpy(), stacked["rank"].to_numpy(), key_second, key_first, request_codes))
     stacked = stacked.iloc[order]
     first = stacked.drop_duplicates([S.REQUEST_ID, S.ITEM_ID], keep="first").copy()
     first["rank"] = first.groupby(S.REQUEST_ID, sort=False).cumcount().astype(np.int32) + 1
-    merged = first[first["rank"] <= k][[S.REQUEST_ID, S.ITEM_ID, "rank", "channel"]]
+    merged = first[first["rank"] <= k][[S.REQUEST_ID, S.ITEM_ID, "rank", "channel", "merge_score"]]
     scores = stacked.pivot_table(index=[S.REQUEST_ID, S.ITEM_ID], columns="channel", values="score", aggfunc="max", observed=True)
     scores.columns = [f"{c}_score" for c in scores.columns]
     merged = merged.merge(scores.reset_index(), on=[S.REQUEST_ID, S.ITEM_ID], how="left")

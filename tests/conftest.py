@@ -1,8 +1,7 @@
-"""Shared fixtures: a small synthetic world config and the location of ../shared/data."""
+"""Shared fixtures: a small synthetic world config."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,3 @@ SMALL_WORLD = [
 def small_config():
     """Config of the small test world."""
     return load_config(None, SMALL_WORLD)
-
-
-def shared_data_dir() -> Path | None:
-    """``$RANKPIPE_SHARED_DATA`` or ``../shared/data`` beside the repo; None when absent."""
-    candidate = Path(os.environ.get("RANKPIPE_SHARED_DATA", REPO.parent / "shared" / "data"))
-    return candidate if candidate.is_dir() else None

@@ -150,3 +150,28 @@ def test_mmr_increases_diversity_on_clustered_items():
     diverse = mmr_rerank(scored, index, vectors, 0.5, 10, 4)[S.ITEM_ID].tolist()
     assert plain == ["i0", "i1", "i2", "i3"]
     assert len(set(diverse) & {"i0", "i1", "i2", "i3", "i4"}) == 1
+
+
+def test_calibrated_merge_gives_the_head_to_the_channel_that_hits():
+    from ranking.recall import channel_hit_rates
+
+    strong = pd.DataFrame({S.REQUEST_ID: ["v"] * 4, S.ITEM_ID: ["a", "b", "c", "d"], "rank": [1, 2, 3, 4]})
+    weak = pd.DataFrame({S.REQUEST_ID: ["v"] * 4, S.ITEM_ID: ["w", "x", "y", "z"], "rank": [1, 2, 3, 4]})
+    held_out = {"strong": pd.concat([strong.assign(request_id=f"v{i}") for i in range(200)]),
+                "weak": pd.concat([weak.assign(request_id=f"v{i}") for i in range(200)])}
+    positives = pd.DataFrame({S.REQUEST_ID: [f"v{i}" for i in range(200)], S.ITEM_ID: ["a"] * 100 + ["b"] * 100})
+    rates = channel_hit_rates(held_out, positives)
+    by = rates.set_index(["channel", "bucket"])["hit_rate"]
+    assert by[("strong", 0)] > by[("weak", 0)]
+    assert rates.groupby("channel")["hit_rate"].apply(lambda r: r.is_monotonic_decreasing).all()
+
+    test_lists = {
+        "weak": pd.DataFrame({S.REQUEST_ID: "t", S.ITEM_ID: ["w", "x", "s"], "score": [3.0, 2.0, 1.0], "rank": [1, 2, 3]}),
+        "strong": pd.DataFrame({S.REQUEST_ID: "t", S.ITEM_ID: ["p", "q", "s"], "score": [3.0, 2.0, 1.0], "rank": [1, 2, 3]}),
+    }
+    merged = merge_candidates(test_lists, {"weak": 3, "strong": 3}, k=5, hit_rates=rates)
+    assert merged[S.ITEM_ID].tolist()[:2] == ["p", "q"]  # the strong channel's head, though "weak" comes first in quotas
+    assert merged["merge_score"].is_monotonic_decreasing
+    s = merged.set_index(S.ITEM_ID).loc["s"]
+    assert s["weak_score"] == 1.0 and s["strong_score"] == 1.0  # found by both, scores from both kept
+    assert len(merged) == 5

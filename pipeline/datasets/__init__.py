@@ -7,7 +7,9 @@ returning a validated :class:`Dataset`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
@@ -55,3 +57,10 @@ def get_adapter(name: str) -> DatasetAdapter:
     if name not in adapters:
         raise ConfigError(f"dataset '{name}' is not known; choose one of {sorted(adapters)}")
     return adapters[name]
+
+
+def shared_data_dir() -> Path | None:
+    """The team's real datasets: ``$RANKPIPE_SHARED_DATA``, else ``../shared/data`` beside the repository; None when absent."""
+    repo = Path(__file__).resolve().parents[2]
+    candidate = Path(os.environ.get("RANKPIPE_SHARED_DATA", repo.parent / "shared" / "data"))
+    return candidate if candidate.is_dir() else None

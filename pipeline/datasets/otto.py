@@ -49,6 +49,9 @@ def read_sessions(path: Path) -> pd.DataFrame:
             if not {"session", "events"} <= set(record) or not isinstance(record["events"], list):
                 raise S.ContractError(path.name, None, "records with 'session' and a list of 'events'", f"keys {sorted(record)} in record {number}") from None
         raise S.ContractError(path.name, None, "events with aid, ts and type", str(exc).splitlines()[0]) from None
+    if sessions.null_count or events.null_count:
+        first = int(np.flatnonzero(np.asarray(sessions.is_null()) | np.asarray(events.is_null()))[0]) + 1
+        raise S.ContractError(path.name, None, "records with 'session' and a list of 'events'", f"a record without them: record {first}")
     frame = pd.DataFrame({"session": np.asarray(sessions.take(parent)), "aid": aid.to_numpy(zero_copy_only=False),
                           "ts": ts.to_numpy(zero_copy_only=False), "type": kind.to_numpy(zero_copy_only=False)})
     frame["_record"] = np.asarray(parent) + 1
