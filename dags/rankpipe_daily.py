@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-STAGES = ("prepare", "features", "recall", "rank", "rerank", "evaluate", "promote")
+from pipeline.graphs import FUNNEL_STAGES
 
 
 @task
@@ -51,7 +51,7 @@ def run_stage(stage: str, params: dict | None = None, ds_nodash: str | None = No
 )
 def rankpipe_daily():
     previous = None
-    for stage in STAGES:
+    for stage in FUNNEL_STAGES:
         current = run_stage.override(task_id=stage)(stage)
         if previous is not None:
             previous >> current

@@ -166,6 +166,7 @@ class Runner:
         Raises:
             ContractError / ConfigError: bad input; raised before anything is written.
         """
+        stage_functions.check_config(self.config)
         stage_names = names(self.graph)
         if until is not None and until not in stage_names:
             raise ConfigError(f"dataset '{self.config.dataset.name}' runs the stages {list(stage_names)}; there is no stage {until!r}")

@@ -26,11 +26,11 @@ import pandas as pd
 
 from features.stats import build_features, enrich_history, fit_priors
 from pipeline import schema as S
-from pipeline.config import Config, to_dict
+from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
 from ranking.recall import (CHANNELS, POSITIVE_EVENTS, Item2VecRecall, ItemCFRecall, PopularityRecall, QueryRecall,
                             channel_hit_rates, merge_candidates)
-from ranking.rankers import make_ranker
+from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
 SPLITS = ("train", "valid", "test")
@@ -141,13 +141,22 @@ def _positive_history(events: pd.DataFrame) -> pd.DataFrame:
     return events.loc[events[S.EVENT].isin(POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID, S.TS]]
 
 
-def make_channels(config: Config) -> dict[str, Any]:
-    """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
+def check_config(config: Config) -> None:
+    """Config errors that only the stages can judge, raised before the run writes anything."""
     if config.recall.merge not in ("calibrated", "interleave"):
-        raise ValueError(f"recall.merge must be 'calibrated' or 'interleave'. Got {config.recall.merge!r} instead.")
+        raise ConfigError(f"recall.merge must be 'calibrated' or 'interleave'. Got {config.recall.merge!r} instead.")
     unknown = sorted(set(config.recall.quotas) - set(CHANNELS))
     if unknown:
-        raise ValueError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
+        raise ConfigError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
+    if "item2vec" not in config.recall.quotas:
+        raise ConfigError("recall.quotas must keep 'item2vec': the ranker's emb_sim feature and the MMR rerank use its embeddings")
+    if config.rank.model not in RANKERS:
+        raise ConfigError(f"rank.model must be one of {sorted(RANKERS)}. Got {config.rank.model!r} instead.")
+
+
+def make_channels(config: Config) -> dict[str, Any]:
+    """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
+    check_config(config)
     i2v = config.recall.item2vec
     built = {
         "popularity": lambda: PopularityRecall(config.recall.popularity_half_life_days),

@@ -73,3 +73,14 @@ def test_datasets_listing(capsys):
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "synthetic" in out and "tables" in out
+
+
+def test_recall_config_errors_exit_2(tmp_path, capsys):
+    work = str(tmp_path / "w")
+    assert main(["run", "--workdir", work, "--set", "recall.quotas.nope=5"]) == 2
+    assert "unknown channel(s) ['nope']" in capsys.readouterr().err
+    assert main(["run", "--workdir", work, "--set", "recall.merge=best"]) == 2
+    assert "recall.merge must be" in capsys.readouterr().err
+    assert main(["run", "--workdir", work, "--set", "rank.model=nope"]) == 2
+    assert "rank.model must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # refused before anything was written
