@@ -24,6 +24,11 @@ from ranking.index import VectorIndex
 POSITIVE_EVENTS = ("click", "cart", "purchase")
 
 
+def _empty_lists() -> pd.DataFrame:
+    """A channel's output when it has nothing to return."""
+    return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+
+
 def _top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
     """(R, k) score and item-row grids → long frame with rank; -1 item rows (padding) dropped."""
     r, k = scores.shape
@@ -149,7 +154,7 @@ class QueryRecall:
                 "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
             }))
         if not frames:
-            return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+            return _empty_lists()
         per_query = pd.concat(frames, ignore_index=True)
         return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
 
@@ -215,7 +220,7 @@ class ItemCFRecall:
             top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
             frames.append(_top_k_rows(ids[start : start + self.batch], top_scores, np.where(top_scores > 0, top, -1), self.item_index_.to_numpy()))
         if not frames:
-            return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+            return _empty_lists()
         return pd.concat(frames, ignore_index=True)
 
 
