@@ -59,6 +59,8 @@ def print_summary(summary) -> None:
         print(f"{key:<{width}}  {_format(summary.metrics[key])}")
     print(f"\nrun directory: {summary.run_dir}")
     print(f"metrics:       {summary.run_dir / 'metrics.json'}")
+    if summary.report is not None:
+        print(f"report:        {summary.report}")
     if summary.mlflow_run_id:
         print(f"MLflow run:    {summary.mlflow_run_id}" + (f" ({summary.tracking_uri})" if summary.tracking_uri else ""))
     if summary.skipped and not summary.executed:

@@ -76,6 +76,12 @@ class RunSummary:
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
 
+    @property
+    def report(self) -> Path | None:
+        """The evaluation report of the run, when the evaluate stage wrote one."""
+        path = self.run_dir / "evaluate" / "report.md"
+        return path if path.exists() else None
+
 
 class Runner:
     """Runs the stage graph for one config into ``<workdir>/runs/<run_id>``."""
@@ -144,9 +150,11 @@ class Runner:
             for name, model in result.models.items():
                 (tmp / name).mkdir()
                 model.save(tmp / name)
+            for name, content in result.files.items():
+                (tmp / name).write_bytes(content)
             marker = {"stage": stage, "fingerprint": fingerprint, "seconds": round(seconds, 3),
                       "metrics": {k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in result.metrics.items()},
-                      "tables": sorted(result.tables), "models": sorted(result.models)}
+                      "tables": sorted(result.tables), "models": sorted(result.models), "files": sorted(result.files)}
             (tmp / "_SUCCESS.json").write_text(json.dumps(marker, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -220,8 +228,9 @@ class Runner:
             self._wait()
             if tracker is not None:
                 for stage in summary.executed:
-                    for name in (self._done(stage) or {}).get("models", []):
-                        tracker.log_artifact(self.run_dir / stage / name, f"{stage}/{name}")
+                    marker = self._done(stage) or {}
+                    for name in marker.get("models", []) + marker.get("files", []):
+                        tracker.log_artifact(self.run_dir / stage / name, f"{stage}" if name in marker.get("files", []) else f"{stage}/{name}")
             summary.metrics = self._collect_metrics(wanted)
             (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
             if tracker is not None:

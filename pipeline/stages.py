@@ -45,6 +45,7 @@ class StageResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)  # name -> object with save(directory)
+    files: dict[str, bytes] = field(default_factory=dict)  # name -> content (reports, plots)
 
 
 @dataclass
@@ -358,8 +359,17 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         if oracle is not None:
             context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
             out[f"{prefix}.true_relevance_at_{k}"] = float(np.nanmean(oracle(context)))
-    table = pd.DataFrame({"metric": list(out), "value": [float(v) for v in out.values()]})
-    return StageResult({"metrics": table}, {})
+    return _evaluation_result(out, inputs, config)
+
+
+def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config) -> StageResult:
+    """The evaluate stage's output: the metrics table and the report (Markdown + figure)."""
+    from pipeline.report import PLOT_FILE, build_report
+
+    metrics = {k: float(v) for k, v in metrics.items()}
+    text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"))
+    table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
+    return StageResult({"metrics": table}, {}, files={"report.md": text.encode(), PLOT_FILE: figure})
 
 
 # --------------------------------------------------------------------------------------- promote
@@ -475,4 +485,4 @@ def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
     groups, scores, grades = logged[S.REQUEST_ID], logged["score"], logged["grade"]
     out = {f"rank.ndcg_at_{k}": M.ndcg_at_k(groups, scores, grades, k) for k in (1, 3, 5, 10)}
     out.update({"rank.mrr": M.mrr(groups, scores, grades), "rank.auc": M.auc(scores, grades)})
-    return StageResult({"metrics": pd.DataFrame({"metric": list(out), "value": list(out.values())})}, {})
+    return _evaluation_result(out, inputs, config)

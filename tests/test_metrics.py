@@ -145,3 +145,4 @@ def test_paired_bootstrap_ci_covers_the_mean_and_excludes_zero_for_a_clear_win()
     assert low < mean < high and low > 0
     same_mean, same_low, same_high = M.paired_bootstrap_ci(b, b)
     assert same_mean == 0 and same_low == 0 and same_high == 0
+

@@ -82,3 +82,16 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     assert int(client.get_model_version_by_alias("rankpipe-synthetic", "champion").version) == 1
     assert int(client.get_model_version_by_alias("rankpipe-synthetic", "challenger").version) == 2
+
+
+def test_report_is_written_and_logged(first_run):
+    import mlflow
+
+    _, workdir, summary = first_run
+    assert summary.report is not None
+    text = summary.report.read_text()
+    assert "| merged |" in text and "| random |" in text and "rank.ndcg_at_10" in text
+    assert (summary.run_dir / "evaluate" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "evaluate")}
+    assert {"evaluate/report.md", "evaluate/report.png"} <= logged

@@ -1,0 +1,94 @@
+"""The evaluation report: a Markdown page and one figure, built from a run's metrics.
+
+Pure functions (metrics in, text and PNG bytes out); the runner writes them into the evaluate
+stage's directory and logs them to MLflow.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pandas as pd
+
+PLOT_FILE = "report.png"
+
+
+def _fmt(value: float) -> str:
+    return "–" if value is None or value != value else f"{value:.4f}"
+
+
+def recall_table(metrics: dict[str, float]) -> pd.DataFrame:
+    """Channel × K recall (rows: channels, then ``merged`` and ``random``)."""
+    rows: dict[str, dict[int, float]] = {}
+    for key, value in metrics.items():
+        match = re.fullmatch(r"recall\.(?:(\w+)\.)?recall_at_(\d+)", key)
+        if match:
+            rows.setdefault(match.group(1) or "merged", {})[int(match.group(2))] = value
+        match = re.fullmatch(r"recall\.random_recall_at_(\d+)", key)
+        if match:
+            rows.setdefault("random", {})[int(match.group(1))] = value
+    table = pd.DataFrame(rows).T.sort_index(axis=1)
+    order = sorted(i for i in table.index if i not in ("merged", "random")) + [i for i in ("merged", "random") if i in table.index]
+    return table.loc[order]
+
+
+def _figure(metrics: dict[str, float], importance: pd.DataFrame) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in batch jobs
+    import matplotlib.pyplot as plt
+
+    recall = recall_table(metrics)
+    panels = (1 if len(recall) else 0) + 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
+    axes = list(axes)
+    if len(recall):
+        ax = axes.pop(0)
+        for name, row in recall.iterrows():
+            ax.plot(row.index, row.values, marker="o", linestyle="--" if name == "random" else "-", linewidth=2.5 if name == "merged" else 1.5, label=name)
+        ax.set(xscale="log", xlabel="K (candidates)", ylabel="recall@K", title="Recall by channel")
+        ax.set_xticks(list(recall.columns), [str(k) for k in recall.columns])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    ax = axes.pop(0)
+    if "rank.popularity_ndcg_at_10" in metrics:  # a funnel run: the ranker beside its baselines
+        pairs = (("ranker\n(clicks)", "rank.ndcg_at_10"), ("popularity\n(clicks)", "rank.popularity_ndcg_at_10"),
+                 ("ranker\n(truth)", "rank.oracle_ndcg_at_10"), ("popularity\n(truth)", "rank.popularity_oracle_ndcg_at_10"))
+    else:  # a ready feature table: the ranker at each cut-off
+        pairs = tuple((f"NDCG@{k}", f"rank.ndcg_at_{k}") for k in (1, 3, 5, 10))
+    bars = {label: metrics[key] for label, key in pairs if key in metrics}
+    ax.bar(list(bars), list(bars.values()), color=["#3b6ea8", "#a0a0a0", "#2f8f5b", "#c0c0c0"][: len(bars)])
+    for i, v in enumerate(bars.values()):
+        ax.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
+    ax.set(ylim=(0, 1.05), ylabel="NDCG", title="Ranking quality (test lists)")
+    ax.tick_params(axis="x", labelsize=8)
+    ax = axes.pop(0)
+    top = importance.head(15).iloc[::-1]
+    ax.barh(top["feature"], top["gain"] / max(top["gain"].sum(), 1e-12), color="#3b6ea8")
+    ax.set(xlabel="share of gain (top 15)", title="Ranker feature importance")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame) -> tuple[str, bytes]:
+    """(Markdown text, PNG bytes) for a run's metrics and the ranker's feature importance."""
+    lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
+    recall = recall_table(metrics)
+    if len(recall):
+        lines += ["## Recall (share of a test request's positives in the top K)", "",
+                  "| channel | " + " | ".join(f"@{k}" for k in recall.columns) + " |",
+                  "| --- |" + " --- |" * len(recall.columns)]
+        lines += [f"| {name} | " + " | ".join(_fmt(v) for v in row.values) + " |" for name, row in recall.iterrows()]
+        lines.append("")
+    lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
+    lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]
+    total = max(float(importance["gain"].sum()), 1e-12)
+    lines += [f"| {r.feature} | {r.gain / total:.3f} |" for r in importance.head(15).itertuples()]
+    return "\n".join(lines) + "\n", _figure(metrics, importance)
