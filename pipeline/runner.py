@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
-import threading
 import json
 import shutil
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -35,8 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import stages as stage_functions
-from pipeline.config import Config, config_hash, flatten, save_config
-from pipeline.config import ConfigError
+from pipeline.config import Config, ConfigError, config_hash, flatten, save_config
 from pipeline.datasets import get_adapter
 from pipeline.graphs import FUNNEL_STAGES, names
 
