@@ -1,0 +1,167 @@
+"""Point-in-time windowed statistics: rankpipe's engine against a straightforward pandas implementation.
+
+The statistics are every count group of ``features.stats.COUNT_GROUPS`` (item, user, query,
+query×item, user×category; impressions, clicks, carts, purchases) over all history and over
+trailing windows of 1, 7 and 30 days, for every logged impression of the synthetic world, each
+counting only events strictly before the request.
+
+- rankpipe: one sort and two binary searches per (key, event, window) (``features.pit``).
+- pandas: per (key, event), the cumulative count of each key's events, joined to the requests
+  with ``merge_asof`` at t and at t − window (merge + groupby per window).
+
+Both engines run in fresh processes on the same Parquet input (timestamps at whole seconds) at
+1M and 10M events; the 1M outputs are compared for equality. Prints a table (time, peak memory,
+rows/s) and, as its LAST line, one JSON object with ``speedup_vs_pandas`` (at 10M),
+``growth_10x`` (rankpipe's time at 10M / at 1M) and ``peak_mem_ratio`` (rankpipe's peak RSS at 10M
+over the input's Arrow size).
+
+Usage: python benchmarks/bench_features.py [--sizes 1,10] (millions of events, roughly)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from features.stats import COUNT_GROUPS, DAY_S, _group_counts, enrich_history  # noqa: E402
+from pipeline import schema as S  # noqa: E402
+from pipeline.config import SyntheticConfig  # noqa: E402
+from pipeline.datasets.synthetic import generate  # noqa: E402
+
+WINDOWS = (1, 7, 30)
+COLUMNS = [S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY, S.CATEGORY]
+
+
+def world_config(millions: float) -> SyntheticConfig:
+    """A world of about ``millions`` × 1M events (the default world has ~1.1M)."""
+    base = SyntheticConfig()
+    scale = millions
+    return SyntheticConfig(n_users=int(base.n_users * scale), n_items=int(base.n_items * scale), n_sessions=int(base.n_sessions * scale / 1.13))
+
+
+def write_input(millions: float, directory: Path) -> tuple[Path, int, int]:
+    """Generate, keep the columns the statistics read, floor times to seconds, write Parquet."""
+    world = generate(world_config(millions), seed=7)
+    history = enrich_history(world.events, world.items)[COLUMNS]
+    history[S.TS] = history[S.TS].dt.floor("s")
+    path = directory / f"events_{millions:g}m.parquet"
+    table = pa.Table.from_pandas(history, preserve_index=False)
+    pq.write_table(table, path)
+    return path, len(history), table.nbytes
+
+
+def load(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    history = pq.read_table(path).to_pandas()
+    requests = history.loc[history[S.EVENT] == "impression", [S.TS, S.USER_ID, S.ITEM_ID, S.QUERY, S.CATEGORY]].reset_index(drop=True)
+    return history, requests
+
+
+def rankpipe_engine(history: pd.DataFrame, requests: pd.DataFrame) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for group in COUNT_GROUPS:
+        out.update(_group_counts(history, requests, group, WINDOWS))
+    return out
+
+
+def pandas_engine(history: pd.DataFrame, requests: pd.DataFrame) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for group in COUNT_GROUPS:
+        keys = list(group.keys)
+        known = requests[keys].notna().all(axis=1).to_numpy()
+        queries = requests.loc[known, keys + [S.TS]].assign(_row=np.flatnonzero(known)).sort_values(S.TS, kind="stable")
+        for event in group.events:
+            events = history.loc[(history[S.EVENT] == event), keys + [S.TS]].dropna(subset=keys).sort_values(S.TS, kind="stable")
+            events["_cum"] = events.groupby(keys, sort=False).cumcount() + 1
+            cutoffs = [(f"{group.name}_{event}_n", None)]
+            if event in group.windowed:
+                cutoffs += [(f"{group.name}_{event}_n_{d}d", d) for d in WINDOWS]
+            at_t = pd.merge_asof(queries, events, on=S.TS, by=keys, allow_exact_matches=False)["_cum"].fillna(0).to_numpy()
+            for name, days in cutoffs:
+                values = at_t
+                if days is not None:
+                    earlier = queries.assign(**{S.TS: queries[S.TS] - pd.Timedelta(seconds=days * DAY_S)})
+                    before_window = pd.merge_asof(earlier, events, on=S.TS, by=keys, allow_exact_matches=False)["_cum"].fillna(0).to_numpy()
+                    values = at_t - before_window
+                column = np.full(len(requests), np.nan, dtype=np.float32)
+                column[queries["_row"].to_numpy()] = values
+                out[name] = column
+    return out
+
+
+def child(engine: str, path: Path, check: Path | None) -> None:
+    history, requests = load(path)
+    started = time.perf_counter()
+    result = (rankpipe_engine if engine == "rankpipe" else pandas_engine)(history, requests)
+    seconds = time.perf_counter() - started
+    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+    if check is not None:
+        np.savez(check, **result)
+    print(json.dumps({"seconds": seconds, "peak_gb": peak_gb, "rows": len(requests), "columns": len(result)}))
+
+
+def run_child(engine: str, path: Path, check: Path | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child", engine, "--input", str(path)] + (["--check", str(check)] if check else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{engine} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1,10", help="comma-separated sizes in millions of events")
+    parser.add_argument("--child", choices=["rankpipe", "pandas"], help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--check", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.input, args.check)
+        return
+    sizes = [float(s) for s in args.sizes.split(",")]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for millions in sizes:
+            path, n_events, arrow_bytes = write_input(millions, tmp)
+            check = millions == sizes[0]
+            ours = run_child("rankpipe", path, tmp / "ours.npz" if check else None)
+            theirs = run_child("pandas", path, tmp / "theirs.npz" if check else None)
+            if check:
+                a, b = np.load(tmp / "ours.npz"), np.load(tmp / "theirs.npz")
+                mismatched = [k for k in a.files if not np.array_equal(a[k], b[k], equal_nan=True)]
+                if mismatched:
+                    raise SystemExit(f"engines disagree on {mismatched}")
+                print(f"outputs identical at {millions:g}M: {len(a.files)} statistics")
+            results[millions] = {"events": n_events, "arrow_gb": arrow_bytes / 1e9, "rankpipe": ours, "pandas": theirs}
+    print(f"{'events':>10} {'engine':<9} {'seconds':>8} {'peak GB':>8} {'rows/s':>11} {'stats':>6}")
+    for millions, r in results.items():
+        for engine in ("rankpipe", "pandas"):
+            e = r[engine]
+            print(f"{r['events']:>10,} {engine:<9} {e['seconds']:>8.2f} {e['peak_gb']:>8.2f} {e['rows'] / e['seconds']:>11,.0f} {e['columns']:>6}")
+        print(f"{'':>10} input Arrow size {r['arrow_gb']:.2f} GB")
+    big, small = results[max(sizes)], results[min(sizes)]
+    summary = {
+        "speedup_vs_pandas": round(big["pandas"]["seconds"] / big["rankpipe"]["seconds"], 2),
+        "growth_10x": round(big["rankpipe"]["seconds"] / small["rankpipe"]["seconds"], 2),
+        "peak_mem_ratio": round(big["rankpipe"]["peak_gb"] / big["arrow_gb"], 2),
+        "rankpipe_seconds_at_max": round(big["rankpipe"]["seconds"], 2),
+        "pandas_seconds_at_max": round(big["pandas"]["seconds"], 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
