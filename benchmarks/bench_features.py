@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from features.stats import COUNT_GROUPS, DAY_S, _group_counts, enrich_history  # noqa: E402
+from features.stats import COUNT_GROUPS, DAY_S, count_features, enrich_history  # noqa: E402
 from pipeline import schema as S  # noqa: E402
 from pipeline.config import SyntheticConfig  # noqa: E402
 from pipeline.datasets.synthetic import generate  # noqa: E402
@@ -70,10 +70,7 @@ def load(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def rankpipe_engine(history: pd.DataFrame, requests: pd.DataFrame) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for group in COUNT_GROUPS:
-        out.update(_group_counts(history, requests, group, WINDOWS))
-    return out
+    return count_features(history, requests, WINDOWS)
 
 
 def pandas_engine(history: pd.DataFrame, requests: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, 
     item_row = item_row[item_row >= 0]
     if len(history) == 0 or len(request_users) == 0:
         return out
-    ev_code, rq_code = joint_codes([history["user_id"].to_numpy()], [np.asarray(request_users)])
+    ev_code, rq_code = joint_codes([history["user_id"]], [pd.Series(np.asarray(request_users))])
     ev_s, rq_s = to_seconds(history["ts"]), to_seconds(request_ts)
     origin, span = time_frame(ev_s, rq_s)
     combined = ev_code * span + (ev_s - origin)

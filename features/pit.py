@@ -19,11 +19,12 @@ def to_seconds(ts: pd.Series | np.ndarray) -> np.ndarray:
     return np.floor_divide(values, 1_000_000)
 
 
-def joint_codes(event_keys: list[np.ndarray], query_keys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def joint_codes(event_keys: list, query_keys: list) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes for composite keys, shared between events and queries.
 
     Args:
-        event_keys / query_keys: one array per key column (same column order in both).
+        event_keys / query_keys: one Series (or array) per key column, same column order in both.
+            Arrow-backed string Series are factorized without converting to Python objects.
 
     Returns:
         (event codes, query codes) as int64; -1 where any key part is null.
@@ -32,13 +33,36 @@ def joint_codes(event_keys: list[np.ndarray], query_keys: list[np.ndarray]) -> t
     combined = None
     null = None
     for ev, qu in zip(event_keys, query_keys):
-        codes, uniques = pd.factorize(np.concatenate([np.asarray(ev, dtype=object), np.asarray(qu, dtype=object)]), use_na_sentinel=True)
-        codes = codes.astype(np.int64)
+        both = pd.concat([pd.Series(ev), pd.Series(qu)], ignore_index=True)
+        codes, uniques = pd.factorize(both, use_na_sentinel=True)
+        codes = np.asarray(codes, dtype=np.int64)
         null = codes < 0 if null is None else null | (codes < 0)
         combined = codes if combined is None else combined * (len(uniques) + 1) + codes
-    combined, _ = pd.factorize(combined)
+    if len(event_keys) > 1:
+        combined, _ = pd.factorize(combined)  # dense codes keep code * span within int64
     combined = np.where(null, -1, combined).astype(np.int64)
     return combined[:n_events], combined[n_events:]
+
+
+class SortedQueries:
+    """Query rows sorted once by (key code, second): searching sorted needles walks memory in order,
+    which is several times faster than searching the same needles in their original order."""
+
+    def __init__(self, codes: np.ndarray, seconds: np.ndarray, origin: int, span: int):
+        self.valid = codes >= 0
+        self.origin, self.span = origin, span
+        rel = np.clip(seconds - origin, 0, span - 1)
+        keyed = np.where(self.valid, codes, 0) * span + rel
+        self.order = np.argsort(keyed, kind="stable")
+        self.keyed = keyed[self.order]  # sorted
+        self.base = (np.where(self.valid, codes, 0) * span)[self.order]  # sorted-order start of each query's key
+
+    def scatter(self, sorted_values: np.ndarray, fill: float = 0) -> np.ndarray:
+        """Values computed in sorted order → original order; invalid (null-key) queries get ``fill``."""
+        out = np.empty(len(self.order), dtype=sorted_values.dtype)
+        out[self.order] = sorted_values
+        out[~self.valid] = fill
+        return out
 
 
 class SortedEvents:
@@ -51,13 +75,16 @@ class SortedEvents:
 
     def count_before(self, codes: np.ndarray, seconds: np.ndarray, window_s: int | None = None) -> np.ndarray:
         """Events with the same code in ``[t - window_s, t)`` (or ``(-inf, t)``), per query; -1 codes get 0."""
-        valid = codes >= 0
-        safe = np.where(valid, codes, 0)
-        rel = np.clip(seconds - self.origin, 0, self.span - 1)
-        hi = np.searchsorted(self.combined, safe * self.span + rel, side="left")
-        low_t = np.zeros_like(rel) if window_s is None else np.clip(rel - window_s, 0, None)
-        lo = np.searchsorted(self.combined, safe * self.span + low_t, side="left")
-        return np.where(valid, hi - lo, 0)
+        return self.counts_sorted(SortedQueries(codes, seconds, self.origin, self.span), (window_s,))[0]
+
+    def counts_sorted(self, queries: "SortedQueries", windows_s: tuple[int | None, ...]) -> list[np.ndarray]:
+        """:meth:`count_before` for several windows (None: all history) over queries sorted once."""
+        hi = np.searchsorted(self.combined, queries.keyed, side="left")  # the same for every window
+        out = []
+        for window_s in windows_s:
+            low = queries.base if window_s is None else np.maximum(queries.keyed - window_s, queries.base)  # never below the key's own start
+            out.append(queries.scatter(hi - np.searchsorted(self.combined, low, side="left")))
+        return out
 
 
 def time_frame(*seconds: np.ndarray) -> tuple[int, int]:

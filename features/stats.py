@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.pit import SortedEvents, joint_codes, time_frame, to_seconds
+from features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
 from features.text import item_text, query_coverage, token_matrix
 from pipeline import schema as S
 
@@ -50,23 +50,34 @@ def enrich_history(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _group_counts(history: pd.DataFrame, pairs: pd.DataFrame, group: CountGroup, windows_days: tuple[int, ...]) -> dict[str, np.ndarray]:
-    ev_codes, pr_codes = joint_codes([history[k].to_numpy() for k in group.keys], [pairs[k].to_numpy() for k in group.keys])
+def count_features(history: pd.DataFrame, pairs: pd.DataFrame, windows_days: tuple[int, ...],
+                   groups: tuple[CountGroup, ...] = COUNT_GROUPS) -> dict[str, np.ndarray]:
+    """Every count of every group for ``pairs`` (see :func:`build_features`), float32, NaN where a key is null."""
     ev_s, pr_s = to_seconds(history[S.TS]), to_seconds(pairs[S.TS])
-    origin, span = time_frame(ev_s, pr_s)
-    kinds = history[S.EVENT].to_numpy()
+    frame = time_frame(ev_s, pr_s)
+    wanted = {e for g in groups for e in g.events}
+    masks = {e: (history[S.EVENT] == e).to_numpy(dtype=bool, na_value=False) for e in wanted}  # Arrow compares, no objects
+    out: dict[str, np.ndarray] = {}
+    for group in groups:
+        out.update(_group_counts(history, pairs, group, windows_days, ev_s, pr_s, frame, masks))
+    return out
+
+
+def _group_counts(history: pd.DataFrame, pairs: pd.DataFrame, group: CountGroup, windows_days: tuple[int, ...],
+                  ev_s: np.ndarray, pr_s: np.ndarray, frame: tuple[int, int], masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    ev_codes, pr_codes = joint_codes([history[k] for k in group.keys], [pairs[k] for k in group.keys])
+    origin, span = frame
+    queries = SortedQueries(pr_codes, pr_s, origin, span)  # sorted once, reused by every count below
+    unknown = pr_codes < 0  # no key (e.g. no query on a feed request): unknown, not zero
     out: dict[str, np.ndarray] = {}
     for event in group.events:
-        mask = kinds == event
+        mask = masks[event]
         index = SortedEvents(ev_codes[mask], ev_s[mask], origin, span)
-        counts = index.count_before(pr_codes, pr_s).astype(np.float32)
-        counts[pr_codes < 0] = np.nan  # no key (e.g. no query on a feed request): unknown, not zero
-        out[f"{group.name}_{event}_n"] = counts
-        if event in group.windowed:
-            for days in windows_days:
-                windowed = index.count_before(pr_codes, pr_s, days * DAY_S).astype(np.float32)
-                windowed[pr_codes < 0] = np.nan
-                out[f"{group.name}_{event}_n_{days}d"] = windowed
+        days = (None,) + (windows_days if event in group.windowed else ())
+        for d, counts in zip(days, index.counts_sorted(queries, tuple(None if d is None else d * DAY_S for d in days))):
+            counts = counts.astype(np.float32)
+            counts[unknown] = np.nan
+            out[f"{group.name}_{event}_n" + ("" if d is None else f"_{d}d")] = counts
     return out
 
 
@@ -118,9 +129,7 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
     item_rows = items.set_index(S.ITEM_ID)
     enriched[S.CATEGORY] = item_rows[S.CATEGORY].reindex(enriched[S.ITEM_ID]).to_numpy()
-    columns: dict[str, np.ndarray] = {}
-    for group in COUNT_GROUPS:
-        columns.update(_group_counts(history, enriched, group, windows_days))
+    columns = count_features(history, enriched, windows_days)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:
         for rate, num, den in RATES:
