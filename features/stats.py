@@ -155,3 +155,31 @@ def _text_match(pairs: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
     query_codes = pd.Index(queries).get_indexer(pairs[S.QUERY])
     item_codes = pd.Index(items[S.ITEM_ID]).get_indexer(pairs[S.ITEM_ID])
     return query_coverage(query_codes, np.where(item_codes >= 0, item_codes, 0), query_tokens, item_tokens)
+
+
+# Features that come from outside the count groups, by the group an ablation drops them as.
+OTHER_GROUPS = {"item_attributes": ("item_price", "item_age_days"), "context": ("is_search",), "text_match": ("query_coverage",),
+                "embedding": ("emb_sim",)}
+
+
+def feature_groups(columns: list[str], windows_days: tuple[int, ...]) -> dict[str, list[str]]:
+    """Which feature group each column belongs to, from the same specs that build them.
+
+    Names are generated from :data:`COUNT_GROUPS` (not matched by prefix: ``query_`` must not
+    swallow ``query_item_``); columns no spec produces form their own group.
+    """
+    owner: dict[str, str] = {}
+    for group in COUNT_GROUPS:
+        for event in group.events:
+            owner[f"{group.name}_{event}_n"] = group.name
+            if event in group.windowed:
+                owner.update({f"{group.name}_{event}_n_{d}d": group.name for d in windows_days})
+        for rate, num, den in RATES:
+            if num in group.events and den in group.events:
+                owner[f"{group.name}_{rate}"] = group.name
+    for name, members in OTHER_GROUPS.items():
+        owner.update({c: name for c in members})
+    groups: dict[str, list[str]] = {}
+    for column in columns:
+        groups.setdefault(owner.get(column, column), []).append(column)
+    return groups

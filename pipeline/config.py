@@ -100,6 +100,7 @@ class RankConfig:
     feature_fraction: float = 0.9
     eval_at: int = 10
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid
+    ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from features.stats import build_features, enrich_history, fit_priors
+from features.stats import build_features, enrich_history, feature_groups, fit_priors
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
@@ -221,10 +221,29 @@ def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------ rank
-def ranker_from_config(config: Config):
-    """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters."""
-    params = {k: v for k, v in to_dict(config.rank).items() if k != "model"}
-    return make_ranker(config.rank.model, seed=config.seed, **params)
+def ranker_from_config(config: Config, **overrides):
+    """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters (``overrides`` win)."""
+    params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation")}
+    return make_ranker(config.rank.model, **{"seed": config.seed, **params, **overrides})
+
+
+def feature_ablation(config: Config, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,
+                     groups: dict[str, list[str]], full_ndcg: float) -> dict[str, float]:
+    """Test NDCG@10 of the ranker retrained without each feature group, and the change from the full model.
+
+    Returns ``ablation.<group>.ndcg_at_10`` and ``ablation.<group>.delta`` (negative: the group helps).
+    """
+    features = [c for cols in groups.values() for c in cols]
+    out: dict[str, float] = {}
+    for name, dropped in groups.items():
+        kept = [c for c in features if c not in dropped]
+        ranker = ranker_from_config(config, progress=False)
+        ranker.fit(train[kept], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
+                   valid[kept], valid["grade"].to_numpy(), valid[S.REQUEST_ID].to_numpy())
+        ndcg = M.ndcg_at_k(test[S.REQUEST_ID], ranker.predict(test[kept]), test["grade"], 10)
+        out[f"ablation.{name}.ndcg_at_10"] = ndcg
+        out[f"ablation.{name}.delta"] = ndcg - full_ndcg
+    return out
 
 
 def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
@@ -276,6 +295,10 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     importance = ranker.feature_importance()
     metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,
                f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
+    if config.rank.ablation:
+        groups = feature_groups(feature_names, config.features.windows_days)
+        full = M.ndcg_at_k(test_logged[S.REQUEST_ID], test_logged["score"], test_logged["grade"], 10)
+        metrics.update(feature_ablation(config, train, valid, test, groups, full))
     tables = {"test_logged": test_logged, "candidates": scored,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})

@@ -120,3 +120,14 @@ def test_tokenize_english_and_chinese():
     assert tokenize("红色衬衫") == ["红", "色", "衬", "衫", "红色", "色衬", "衬衫"]
     assert tokenize("ＲＥＤ shirt") == ["red", "shirt"]  # full-width folded
     assert tokenize("") == []
+
+
+def test_feature_groups_follow_the_specs_not_name_prefixes():
+    from features.stats import feature_groups
+
+    columns = ["query_click_n", "query_ctr", "query_item_click_n_7d", "query_item_ctr", "query_coverage", "item_price", "emb_sim", "mystery"]
+    groups = feature_groups(columns, (7,))
+    assert groups["query"] == ["query_click_n", "query_ctr"]
+    assert groups["query_item"] == ["query_item_click_n_7d", "query_item_ctr"]
+    assert groups["text_match"] == ["query_coverage"] and groups["item_attributes"] == ["item_price"]
+    assert groups["embedding"] == ["emb_sim"] and groups["mystery"] == ["mystery"]

@@ -175,3 +175,25 @@ def test_calibrated_merge_gives_the_head_to_the_channel_that_hits():
     s = merged.set_index(S.ITEM_ID).loc["s"]
     assert s["weak_score"] == 1.0 and s["strong_score"] == 1.0  # found by both, scores from both kept
     assert len(merged) == 5
+
+
+def test_feature_ablation_finds_the_informative_group():
+    from pipeline.config import load_config
+    from pipeline.stages import feature_ablation, ranker_from_config
+    from ranking.metrics import ndcg_at_k
+
+    def lists(seed):
+        X, y, g = _ltr_data(seed)
+        return X.assign(grade=y, request_id=g.astype(str))
+
+    train, valid, test = lists(0), lists(1), lists(2)
+    config = load_config(None, ["rank.n_estimators=30", "rank.min_data_in_leaf=5"])
+    groups = {"signal": ["a"], "noise": ["b", "c", "d"]}
+    names = ["a", "b", "c", "d"]
+    ranker = ranker_from_config(config, progress=False).fit(train[names], train["grade"].to_numpy(), train["request_id"].to_numpy(),
+                                                            valid[names], valid["grade"].to_numpy(), valid["request_id"].to_numpy())
+    full = ndcg_at_k(test["request_id"], ranker.predict(test[names]), test["grade"], 10)
+    out = feature_ablation(config, train, valid, test, groups, full)
+    assert out["ablation.noise.ndcg_at_10"] - out["ablation.noise.delta"] == pytest.approx(full)
+    assert out["ablation.signal.delta"] < -0.05  # dropping the only informative feature hurts
+    assert out["ablation.signal.delta"] < out["ablation.noise.delta"]
