@@ -94,11 +94,7 @@ class Tracker:
             self.client.get_model_version_by_alias(name, "champion")
         except MlflowException:
             return None
-        booster = self.mlflow.lightgbm.load_model(f"models:/{name}@champion")
-        ranker = LambdaRankRanker()
-        ranker.booster_, ranker.feature_names_ = booster, booster.feature_name()
-        ranker.best_iteration_ = booster.current_iteration()
-        return ranker
+        return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(f"models:/{name}@champion"))
 
     def register(self, name: str, ranker_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
         """Log the ranker (LightGBM native format) as a new version of ``name``; set its alias."""

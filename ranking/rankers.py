@@ -106,10 +106,16 @@ class LambdaRankRanker:
         """Rebuild a ranker saved by :meth:`save`."""
         directory = Path(directory)
         meta = json.loads((directory / "ranker.json").read_text())
-        ranker = cls(**meta["params"])
-        ranker.booster_ = lgb.Booster(model_file=str(directory / "model.txt"))
-        ranker.feature_names_ = meta["feature_names"]
-        ranker.best_iteration_ = ranker.booster_.current_iteration()
+        booster = lgb.Booster(model_file=str(directory / "model.txt"))
+        return cls.from_booster(booster, meta["feature_names"], **meta["params"])
+
+    @classmethod
+    def from_booster(cls, booster: lgb.Booster, feature_names: list[str] | None = None, **params) -> "LambdaRankRanker":
+        """A fitted ranker around a trained booster (every tree used; features default to the booster's own names)."""
+        ranker = cls(**params)
+        ranker.booster_ = booster
+        ranker.feature_names_ = list(feature_names) if feature_names is not None else booster.feature_name()
+        ranker.best_iteration_ = booster.current_iteration()
         return ranker
 
     def get_params(self) -> dict:
