@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.pit import joint_codes, time_frame, to_seconds
+from features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
 
 
 def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, history: pd.DataFrame,
@@ -35,15 +35,11 @@ def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, 
     ev_code, rq_code = joint_codes([history["user_id"]], [pd.Series(np.asarray(request_users))])
     ev_s, rq_s = to_seconds(history["ts"]), to_seconds(request_ts)
     origin, span = time_frame(ev_s, rq_s)
-    combined = ev_code * span + (ev_s - origin)
-    order = np.argsort(combined, kind="stable")
-    combined, item_row = combined[order], item_row[order]
-    safe = np.where(rq_code >= 0, rq_code, 0)
-    end = np.searchsorted(combined, safe * span + (rq_s - origin), side="left")  # (R,)
-    start = np.searchsorted(combined, safe * span, side="left")  # (R,)
+    events = SortedEvents(ev_code, ev_s, origin, span, payload=item_row)
+    start, end = events.bounds(SortedQueries(rq_code, rq_s, origin, span))  # (R,), (R,)
     idx = end[:, None] - np.arange(1, n_last + 1)[None, :]  # (R, N)
-    valid = (idx >= start[:, None]) & (rq_code >= 0)[:, None]  # (R, N)
-    return np.where(valid, item_row[np.clip(idx, 0, len(item_row) - 1)], -1)
+    valid = idx >= start[:, None]  # (R, N); null users have start = end = 0
+    return np.where(valid, events.payload[np.clip(idx, 0, len(events.payload) - 1)], -1)
 
 
 def history_vectors(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, history: pd.DataFrame,

@@ -66,12 +66,28 @@ class SortedQueries:
 
 
 class SortedEvents:
-    """Events of one kind, sorted by (key code, second), ready for point-in-time counts."""
+    """Events of one kind, sorted by (key code, second), ready for point-in-time counts.
 
-    def __init__(self, codes: np.ndarray, seconds: np.ndarray, origin: int, span: int):
+    ``payload`` (optional, one value per event, e.g. the item each event touched) is kept in the
+    same sorted order, so the events a query's :meth:`bounds` span can be read back.
+    """
+
+    def __init__(self, codes: np.ndarray, seconds: np.ndarray, origin: int, span: int, payload: np.ndarray | None = None):
         valid = codes >= 0
         self.origin, self.span = origin, span
-        self.combined = np.sort(codes[valid] * span + (seconds[valid] - origin))
+        keyed = codes[valid] * span + (seconds[valid] - origin)
+        if payload is None:
+            self.combined, self.payload = np.sort(keyed), None  # counts need no order: plain sort is faster
+        else:
+            order = np.argsort(keyed, kind="stable")  # ties keep input order
+            self.combined, self.payload = keyed[order], np.asarray(payload)[valid][order]
+
+    def bounds(self, queries: "SortedQueries") -> tuple[np.ndarray, np.ndarray]:
+        """Per query, in the queries' original order: [lo, hi) indexes of its key's events strictly before
+        its time (lo = hi = 0 for a null key)."""
+        hi = np.searchsorted(self.combined, queries.keyed, side="left")
+        lo = np.searchsorted(self.combined, queries.base, side="left")
+        return queries.scatter(lo), queries.scatter(hi)
 
     def count_before(self, codes: np.ndarray, seconds: np.ndarray, window_s: int | None = None) -> np.ndarray:
         """Events with the same code in ``[t - window_s, t)`` (or ``(-inf, t)``), per query; -1 codes get 0."""
