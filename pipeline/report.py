@@ -76,8 +76,10 @@ def _figure(metrics: dict[str, float], importance: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame) -> tuple[str, bytes]:
-    """(Markdown text, PNG bytes) for a run's metrics and the ranker's feature importance."""
+def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame,
+                 selection: pd.DataFrame | None = None) -> tuple[str, bytes]:
+    """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance and, when
+    feature selection ran, the features it dropped and why."""
     lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
     recall = recall_table(metrics)
     if len(recall):
@@ -91,4 +93,7 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]
     total = max(float(importance["gain"].sum()), 1e-12)
     lines += [f"| {r.feature} | {r.gain / total:.3f} |" for r in importance.head(15).itertuples()]
+    if selection is not None and len(selection):
+        lines += ["", f"## Feature selection: {len(selection)} dropped", "", "| feature | reason | detail |", "| --- | --- | --- |"]
+        lines += [f"| {r.feature} | {r.reason} | {r.detail} |" for r in selection.itertuples()]
     return "\n".join(lines) + "\n", _figure(metrics, importance)

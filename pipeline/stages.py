@@ -24,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from features.stats import build_features, enrich_history, feature_groups, fit_priors
+from features.stats import build_features, enrich_history, feature_groups, fit_position_ctr, fit_priors
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
@@ -131,10 +131,12 @@ def features(inputs: StageInputs, config: Config) -> StageResult:
     events, items = inputs.table("prepare", "events"), inputs.table("prepare", "items")
     history = enrich_history(events, items)
     priors = fit_priors(history, _train_end(requests), config.features.min_impressions_for_prior)
+    position_ctr = fit_position_ctr(history, _train_end(requests))
     pairs = _pairs(labels, requests)
-    feats = build_features(pairs, history, items, priors, config.features.windows_days)
+    feats = build_features(pairs, history, items, priors, config.features, position_ctr)
     logged = pd.concat([pairs[[S.REQUEST_ID, S.ITEM_ID, "split", "grade"]].reset_index(drop=True), feats], axis=1)
-    return StageResult({"logged": logged, "priors": priors}, {"n_rows": len(logged), "n_features": feats.shape[1]})
+    return StageResult({"logged": logged, "priors": priors, "position_ctr": position_ctr},
+                       {"n_rows": len(logged), "n_features": feats.shape[1]})
 
 
 # ---------------------------------------------------------------------------------------- recall
@@ -223,7 +225,7 @@ def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 # ------------------------------------------------------------------------------------------ rank
 def ranker_from_config(config: Config, **overrides):
     """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters (``overrides`` win)."""
-    params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation")}
+    params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation") and not k.startswith("selection")}
     return make_ranker(config.rank.model, **{"seed": config.seed, **params, **overrides})
 
 
@@ -246,6 +248,20 @@ def feature_ablation(config: Config, train: pd.DataFrame, valid: pd.DataFrame, t
     return out
 
 
+def _select_features(config: Config, train: pd.DataFrame, feature_names: list[str]) -> tuple[list[str], pd.DataFrame]:
+    """:func:`ranking.selection.select_features` on the training lists, with the configured ranker
+    (no early stopping: the selection fits see train only)."""
+    from ranking.selection import select_features
+
+    groups = train[S.REQUEST_ID].to_numpy()
+
+    def fit_gain(X: pd.DataFrame, y: np.ndarray) -> pd.Series:
+        return ranker_from_config(config, progress=False, refit=False).fit(X, y, groups).feature_importance()
+
+    return select_features(train[feature_names], train["grade"].to_numpy(), groups, fit_gain,
+                           config.rank.selection_correlation, config.rank.selection_null_runs, config.seed)
+
+
 def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
                                item_index: pd.Index, vectors: np.ndarray, n_last: int) -> pd.DataFrame:
     """Add ``emb_sim``: cosine between the user's point-in-time item2vec taste and the item."""
@@ -264,6 +280,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     """Train the ranker on logged train lists (early stopping on valid); score test lists and test candidates."""
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     logged, priors = inputs.table("features", "logged"), inputs.table("features", "priors")
+    position_ctr = inputs.table("features", "position_ctr")
     candidates = inputs.table("recall", "candidates")
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
     history = _positive_history(events)
@@ -276,6 +293,9 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     has_positive = logged.groupby(S.REQUEST_ID, sort=False)["grade"].transform("max") > 0
     train = logged[(logged["split"] == "train") & has_positive]
     valid = logged[(logged["split"] == "valid") & has_positive]
+    selection = pd.DataFrame({c: pd.Series(dtype="str") for c in ("feature", "reason", "detail")})
+    if config.rank.selection:
+        feature_names, selection = _select_features(config, train, feature_names)
     ranker = ranker_from_config(config)
     started = time.perf_counter()
     ranker.fit(train[feature_names], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
@@ -287,7 +307,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
 
     cand_pairs = _pairs(candidates, requests)
-    cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features.windows_days)
+    cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features, position_ctr)
     cand_feats = _with_embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
     scored = cand_pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, "rank", "channel"]].reset_index(drop=True)
     scored["score"] = ranker.predict(cand_feats[feature_names]).astype(np.float64)
@@ -296,10 +316,11 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,
                f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
     if config.rank.ablation:
-        groups = feature_groups(feature_names, config.features.windows_days)
+        groups = feature_groups(feature_names, config.features)
         full = M.ndcg_at_k(test_logged[S.REQUEST_ID], test_logged["score"], test_logged["grade"], 10)
         metrics.update(feature_ablation(config, train, valid, test, groups, full))
-    tables = {"test_logged": test_logged, "candidates": scored,
+    metrics.update({"n_features": len(feature_names), "n_features_dropped": len(selection)})
+    tables = {"test_logged": test_logged, "candidates": scored, "selection": selection,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})
 
@@ -390,7 +411,8 @@ def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: C
     from pipeline.report import PLOT_FILE, build_report
 
     metrics = {k: float(v) for k, v in metrics.items()}
-    text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"))
+    selection = inputs.table("rank", "selection")
+    text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"), selection)
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     return StageResult({"metrics": table}, {}, files={"report.md": text.encode(), PLOT_FILE: figure})
 
@@ -498,7 +520,8 @@ def rank_ltr(inputs: StageInputs, config: Config) -> StageResult:
     importance = ranker.feature_importance()
     metrics = {"train_rows": len(train), "train_seconds": time.perf_counter() - started, "trees": ranker.best_iteration_,
                f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
-    return StageResult({"test_logged": test_logged, "importance": importance.rename_axis("feature").reset_index(name="gain")},
+    return StageResult({"test_logged": test_logged, "importance": importance.rename_axis("feature").reset_index(name="gain"),
+                        "selection": pd.DataFrame({c: pd.Series(dtype="str") for c in ("feature", "reason", "detail")})},
                        metrics, {"ranker": ranker})
 
 
