@@ -236,6 +236,6 @@ def encoder_from_dict(data: dict):
     kind = data.pop("type", None)
     if kind not in ENCODERS:
         raise ValueError(f"unknown encoder type {kind!r}; known: {sorted(ENCODERS)}")
-    if kind == "FillMissing" and data.get("policy") == "keep" and data.get("fill") is None and "policy" in data:
-        data["fill"] = np.nan
+    if kind == "FillMissing" and data.get("policy") == "keep" and data.get("fill") is None:
+        data["fill"] = np.nan  # JSON has no NaN: to_dict wrote keep's NaN fill as null
     return ENCODERS[kind](**data)

@@ -56,16 +56,20 @@ def column_codes(event_values, request_values) -> tuple[np.ndarray, np.ndarray, 
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _slot(key, mask):
+def _find(keys, key, mask):
+    """The slot holding ``key`` in an open-addressing table, or the empty slot (-1) where it would go."""
     h = key * -7046029254386353131  # Fibonacci hashing (2^64 / golden ratio, as int64); wraps by design
-    return (h ^ (h >> 29)) & mask
+    slot = (h ^ (h >> 29)) & mask
+    while keys[slot] != -1 and keys[slot] != key:
+        slot = (slot + 1) & mask
+    return slot
 
 
 @numba.njit(cache=True, nogil=True)
 def _dense_pairs(first, second, width, table_bits):
     """Dense codes for (first, second) pairs by open addressing; -1 where either part is -1.
 
-    Returns (codes, keys of the table slots, slot of each code) so later lookups reuse the table.
+    Returns (codes, the table's keys, the table's codes, number of codes), so lookups reuse the table.
     """
     mask = (1 << table_bits) - 1
     keys = np.full(1 << table_bits, -1, dtype=np.int64)
@@ -77,9 +81,7 @@ def _dense_pairs(first, second, width, table_bits):
             out[i] = -1
             continue
         key = first[i] * width + second[i]
-        slot = _slot(key, mask)
-        while keys[slot] != -1 and keys[slot] != key:
-            slot = (slot + 1) & mask
+        slot = _find(keys, key, mask)
         if keys[slot] == -1:
             keys[slot] = key
             values[slot] = n
@@ -98,9 +100,7 @@ def _lookup_pairs(first, second, width, keys, values, spare):
             out[i] = -1
             continue
         key = first[i] * width + second[i]
-        slot = _slot(key, mask)
-        while keys[slot] != -1 and keys[slot] != key:
-            slot = (slot + 1) & mask
+        slot = _find(keys, key, mask)
         out[i] = values[slot] if keys[slot] == key else spare
     return out
 
