@@ -18,10 +18,17 @@ from tqdm.auto import tqdm
 from ranking import check_fitted
 
 
-def _contiguous(groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stable order that makes each group contiguous, and the group sizes in that order."""
+def _contiguous(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """An order that makes each group contiguous, rows shuffled within their group, and the group sizes.
+
+    LightGBM breaks ties in scores by row order, both in lambdarank's gradients and in its NDCG
+    metric. Logged lists arrive in the order they were shown, so without the shuffle tied rows
+    would be ranked by their logged position: a one-tree model full of ties would look excellent
+    on validation (position predicts clicks) and early stopping would keep it.
+    """
     codes, _ = pd.factorize(np.asarray(groups))
-    order = np.argsort(codes, kind="stable")
+    shuffle = np.random.default_rng(seed).permutation(len(codes))
+    order = np.lexsort((shuffle, codes))
     return order, np.bincount(codes)
 
 
@@ -54,11 +61,11 @@ class LambdaRankRanker:
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "LambdaRankRanker":
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
-        order, sizes = _contiguous(groups)
+        order, sizes = _contiguous(groups, self.seed)
         train = lgb.Dataset(X.iloc[order], label=np.asarray(y)[order], group=sizes, free_raw_data=True)
         valid_sets, callbacks = [], []
         if X_valid is not None and len(X_valid):
-            v_order, v_sizes = _contiguous(groups_valid)
+            v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
             valid_sets = [lgb.Dataset(X_valid.iloc[v_order], label=np.asarray(y_valid)[v_order], group=v_sizes, reference=train)]
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
         bar = tqdm(total=self.n_estimators, desc=f"rank: {self.objective}", unit="tree", disable=None if self.progress else True, leave=False)
