@@ -23,6 +23,7 @@ from pipeline import schema as S
 from pipeline.config import FeaturesConfig
 
 DAY_S = 86_400
+TOP_CATEGORY = "category_top"  # derived key: the first level of the item's category path (``top>mid>leaf``)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ COUNT_GROUPS = (
     CountGroup("query", (S.QUERY,)),
     CountGroup("query_item", (S.QUERY, S.ITEM_ID), coec=True),
     CountGroup("user_category", (S.USER_ID, S.CATEGORY), windowed=(), recency=("click",)),
+    # The category path's first level: a user who likes shirts leans to t-shirts too, and with a
+    # few sessions per user the leaf counts are mostly zero where the top level already knows.
+    CountGroup("user_top_category", (S.USER_ID, TOP_CATEGORY), windowed=(), recency=("click",)),
 )
 
 # Rates smoothed with a Beta prior: (name, numerator event, denominator event).
@@ -63,12 +67,22 @@ _TYPE_SLOTS = np.array([[0, EXPECTED_CLICK], [1, -1], [2, -1], [3, -1]], dtype=n
 _SLOT_WEIGHTED = np.array([False, False, False, False, True])
 
 
+def item_keys(items: pd.DataFrame) -> pd.DataFrame:
+    """The item-level keys of the count groups (category and its top level), indexed by item id."""
+    keys = items.set_index(S.ITEM_ID)[[S.CATEGORY]]
+    return keys.assign(**{TOP_CATEGORY: keys[S.CATEGORY].str.split(">", n=1).str[0]})
+
+
+def _attach_item_keys(frame: pd.DataFrame, keys: pd.DataFrame) -> None:
+    for column in keys.columns:  # an item missing from the catalogue gets null keys, hence zero counts
+        frame[column] = keys[column].reindex(frame[S.ITEM_ID]).to_numpy()
+
+
 def enrich_history(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Events with the item's category attached (for user × category counts), in time order."""
-    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
+    """Events with the item's keys attached (for user × category counts, :func:`item_keys`), in time order."""
     columns = [S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY] + ([S.POSITION] if S.POSITION in events else [])
     out = events[columns].copy()
-    out[S.CATEGORY] = category.reindex(out[S.ITEM_ID]).to_numpy()
+    _attach_item_keys(out, item_keys(items))
     if not out[S.TS].is_monotonic_increasing:
         out = out.sort_values(S.TS, kind="stable", ignore_index=True)
     return out
@@ -278,7 +292,7 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     pairs = pairs.reset_index(drop=True)
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
     item_rows = items.set_index(S.ITEM_ID)
-    enriched[S.CATEGORY] = item_rows[S.CATEGORY].reindex(enriched[S.ITEM_ID]).to_numpy()
+    _attach_item_keys(enriched, item_keys(items))
     columns = count_features(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:

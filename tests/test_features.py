@@ -148,8 +148,8 @@ def test_fit_priors_recovers_the_mean_rate():
         clicks = rng.binomial(n, ctr)
         rows += [(BASE, "u", f"i{item}", "impression", None)] * n + [(BASE, "u", f"i{item}", "click", None)] * clicks
     events = pd.DataFrame(rows, columns=[S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY])
-    events[S.CATEGORY] = "c"
-    priors = fit_priors(events, BASE + pd.Timedelta(days=1), 20).set_index(["group", "rate"])
+    items = pd.DataFrame({S.ITEM_ID: [f"i{item}" for item in range(50)], S.CATEGORY: "c>d"})
+    priors = fit_priors(enrich_history(events, items), BASE + pd.Timedelta(days=1), 20).set_index(["group", "rate"])
     a, b = priors.loc[("item", "ctr"), ["alpha", "beta"]]
     assert a / (a + b) == pytest.approx(0.1, abs=0.02)
 
