@@ -239,3 +239,69 @@ def encoder_from_dict(data: dict):
     if kind == "FillMissing" and data.get("policy") == "keep" and data.get("fill") is None:
         data["fill"] = np.nan  # JSON has no NaN: to_dict wrote keep's NaN fill as null
     return ENCODERS[kind](**data)
+
+
+@dataclass
+class NumericPreprocessor:
+    """Numeric feature columns → a model-ready float32 matrix, every step fitted on train.
+
+    Per column, in order: the declared missing policy (:class:`FillMissing`; ``indicator`` adds a
+    ``<name>_missing`` column), outlier clipping at train quantiles (:class:`Clip`) and, with
+    ``standardize``, (x − mean) / std (:class:`Standardize`). GBDTs need none of it (they split
+    on NaN and are invariant to monotone maps); neural models need all of it.
+
+    ``policies`` maps each column to a policy of :data:`MISSING_POLICIES` (see
+    :func:`features.stats.missing_policies` for the specs' declarations).
+    """
+
+    policies: dict[str, str]
+    standardize: bool = True
+    steps: dict[str, list[dict]] = field(default_factory=dict)
+
+    def fit(self, frame: pd.DataFrame) -> "NumericPreprocessor":
+        missing = [c for c in self.policies if c not in frame.columns]
+        if missing:
+            raise ValueError(f"NumericPreprocessor.fit: columns {missing} are declared but absent from the training frame")
+        self.steps = {}
+        for column, policy in self.policies.items():
+            x = FillMissing(policy).fit(frame[column])
+            filled = x.transform(frame[column])
+            clip = Clip().fit(filled)
+            chain = [x, clip] + ([Standardize().fit(clip.transform(filled))] if self.standardize else [])
+            self.steps[column] = [encoder_to_dict(step) for step in chain]
+        return self
+
+    @property
+    def output_columns(self) -> list[str]:
+        """Names of the transformed columns, in output order."""
+        return list(self.policies) + [f"{c}_missing" for c, p in self.policies.items() if p == "indicator"]
+
+    def transform(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The transformed frame (float32, columns :attr:`output_columns`, same index as ``frame``)."""
+        if not self.steps:
+            raise RuntimeError("NumericPreprocessor is not fitted: call fit() on the training rows first")
+        missing = [c for c in self.policies if c not in frame.columns]
+        if missing:
+            raise ValueError(f"NumericPreprocessor.transform: columns {missing} are missing from the input")
+        out: dict[str, np.ndarray] = {}
+        for column, chain in self.steps.items():
+            x = frame[column]
+            for step in chain:
+                x = encoder_from_dict(step).transform(x)
+            out[column] = x
+        for column, policy in self.policies.items():
+            if policy == "indicator":
+                out[f"{column}_missing"] = FillMissing().indicator(frame[column])
+        return pd.DataFrame(out, index=frame.index).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        """JSON-safe state (reload with :meth:`from_dict`)."""
+        return {"policies": self.policies, "standardize": self.standardize, "steps": self.steps}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NumericPreprocessor":
+        """Rebuild a preprocessor saved by :meth:`to_dict`; each step is rebuilt by :func:`encoder_from_dict`."""
+        for chain in data["steps"].values():
+            for step in chain:
+                encoder_from_dict(step)  # refuse unknown types at load time, not at first transform
+        return cls(dict(data["policies"]), bool(data["standardize"]), {k: list(v) for k, v in data["steps"].items()})

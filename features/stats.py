@@ -351,6 +351,31 @@ def embed_texts(texts: list[str]) -> np.ndarray:
 OTHER_GROUPS = {"item_attributes": ("item_price", "item_age_days"), "context": ("is_search",), "text_match": ("query_coverage", "bm25"), "dense_text": ("dense_sim",),
                 "embedding": ("emb_sim",)}
 
+# What a missing value means, declared per kind of feature (policies of features.encoders.FillMissing):
+# a count whose key is null (a query count on a feed request) counts nothing; "days since" is
+# missing when the event never happened, which is information, so it gets a flag; a rate or an
+# attribute of an unknown key takes train's median; a text match without a query matches nothing.
+STATISTIC_POLICY = {"total": "zero", "window": "zero", "decay": "zero", "since": "indicator"}
+RATE_POLICY = "median"
+OTHER_POLICIES = {"item_price": "median", "item_age_days": "median", "is_search": "zero", "query_coverage": "zero", "bm25": "zero",
+                  "dense_sim": "zero", "emb_sim": "zero"}
+UNDECLARED_POLICY = "indicator"  # a column no spec declares: keep the information that it was missing
+
+
+def _declared(config: FeaturesConfig) -> dict[str, tuple[str, str]]:
+    """Every column the specs produce → (its group, its missing policy)."""
+    out: dict[str, tuple[str, str]] = {}
+    for group in COUNT_GROUPS:
+        out.update({name: (group.name, STATISTIC_POLICY[kind]) for name, kind, *_ in statistic_columns(group, config.windows_days, config.half_lives_days)})
+        for rate, num, den in RATES:
+            if num in group.events and den in group.events:
+                out[f"{group.name}_{rate}"] = (group.name, RATE_POLICY)
+        if group.coec:
+            out[f"{group.name}_coec"] = (group.name, RATE_POLICY)
+    for name, members in OTHER_GROUPS.items():
+        out.update({c: (name, OTHER_POLICIES[c]) for c in members})
+    return out
+
 
 def feature_groups(columns: list[str], config: FeaturesConfig) -> dict[str, list[str]]:
     """Which feature group each column belongs to, from the same specs that build them.
@@ -358,17 +383,14 @@ def feature_groups(columns: list[str], config: FeaturesConfig) -> dict[str, list
     Names are generated from :data:`COUNT_GROUPS` (not matched by prefix: ``query_`` must not
     swallow ``query_item_``); columns no spec produces form their own group.
     """
-    owner: dict[str, str] = {}
-    for group in COUNT_GROUPS:
-        owner.update({name: group.name for name, *_ in statistic_columns(group, config.windows_days, config.half_lives_days)})
-        for rate, num, den in RATES:
-            if num in group.events and den in group.events:
-                owner[f"{group.name}_{rate}"] = group.name
-        if group.coec:
-            owner[f"{group.name}_coec"] = group.name
-    for name, members in OTHER_GROUPS.items():
-        owner.update({c: name for c in members})
+    declared = _declared(config)
     groups: dict[str, list[str]] = {}
     for column in columns:
-        groups.setdefault(owner.get(column, column), []).append(column)
+        groups.setdefault(declared[column][0] if column in declared else column, []).append(column)
     return groups
+
+
+def missing_policies(columns: list[str], config: FeaturesConfig) -> dict[str, str]:
+    """The declared missing-value policy of each column (``UNDECLARED_POLICY`` for columns no spec makes)."""
+    declared = _declared(config)
+    return {column: declared[column][1] if column in declared else UNDECLARED_POLICY for column in columns}

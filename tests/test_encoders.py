@@ -10,8 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from features.encoders import (MISSING, OUT_OF_VOCABULARY, Bucketize, Categorify, Clip, FillMissing, HashBuckets, Standardize,
-                               TargetEncode, encoder_from_dict, encoder_to_dict)
+from features.encoders import (MISSING, OUT_OF_VOCABULARY, Bucketize, Categorify, Clip, FillMissing, HashBuckets, NumericPreprocessor,
+                               Standardize, TargetEncode, encoder_from_dict, encoder_to_dict)
+from features.stats import missing_policies
+from pipeline.config import FeaturesConfig
 
 
 def test_categorify_unseen_and_rare_values_share_the_oov_code():
@@ -109,3 +111,31 @@ def test_json_round_trip_gives_identical_transforms(categories, numbers):
 def test_unknown_encoder_type_in_a_file_is_refused():
     with pytest.raises(ValueError, match="unknown encoder type"):
         encoder_from_dict({"type": "os.system"})
+
+
+def test_every_generated_feature_has_a_declared_missing_policy():
+    policies = missing_policies(["item_click_n", "item_click_n_7d", "user_click_days_since", "query_ctr", "item_coec", "bm25",
+                                 "item_price", "mystery"], FeaturesConfig())
+    assert policies == {"item_click_n": "zero", "item_click_n_7d": "zero", "user_click_days_since": "indicator", "query_ctr": "median",
+                        "item_coec": "median", "bm25": "zero", "item_price": "median", "mystery": "indicator"}
+
+
+def test_numeric_preprocessor_fits_on_train_and_reloads_from_json():
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"count": rng.poisson(3, 10_000).astype(float), "since": np.where(rng.random(10_000) < 0.3, np.nan, rng.exponential(5, 10_000))})
+    train.loc[0, "count"] = 1e9  # an outlier train's quantiles clip
+    test = pd.DataFrame({"count": [np.nan, 2.0, 1e12], "since": [np.nan, 1.0, 2.0]})
+    prep = NumericPreprocessor({"count": "zero", "since": "indicator"}).fit(train)
+    out = prep.transform(test)
+    assert list(out.columns) == prep.output_columns == ["count", "since", "since_missing"]
+    assert np.isfinite(out.to_numpy()).all() and out.dtypes.eq(np.float32).all()
+    assert list(out["since_missing"]) == [1.0, 0.0, 0.0]
+    assert out["count"].iloc[2] < 10  # clipped to train's 99.9th percentile, then standardized
+    fitted = prep.transform(train)
+    assert abs(fitted["count"].mean()) < 1e-3 and fitted["count"].std() == pytest.approx(1.0, abs=1e-2)
+    reloaded = NumericPreprocessor.from_dict(json.loads(json.dumps(prep.to_dict())))
+    pd.testing.assert_frame_equal(reloaded.transform(test), out)
+    with pytest.raises(ValueError, match=r"\['since'\]"):
+        prep.transform(test.drop(columns=["since"]))
+    with pytest.raises(RuntimeError, match="not fitted"):
+        NumericPreprocessor({"count": "zero"}).transform(test)
