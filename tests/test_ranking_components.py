@@ -66,15 +66,20 @@ def test_merge_respects_quotas_dedupes_and_keeps_channel_scores():
     assert merge_candidates({"a": a, "b": b}, {"a": 2, "b": 3}, k=2)[S.ITEM_ID].tolist() == ["x", "y"]
 
 
-def test_index_round_trip(tmp_path):
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16", "IVF16,PQ8"])
+def test_index_round_trip(factory, tmp_path):
     rng = np.random.default_rng(0)
-    vectors = rng.normal(size=(500, 16)).astype(np.float32)
-    index = VectorIndex("Flat", "ip", "cpu").fit(vectors)
-    scores, ids = index.search(vectors[:5], 3)
-    assert (ids[:, 0] == np.argmax(vectors[:5] @ vectors.T, axis=1)).all()
+    vectors = rng.normal(size=(2000, 16)).astype(np.float32)
+    exact = np.argsort(-(vectors[:50] @ vectors.T), axis=1)[:, :10]
+    index = VectorIndex(factory, "ip", "cpu", nprobe=16, ef_search=64).fit(vectors)
+    scores, ids = index.search(vectors[:50], 10)
+    assert ids.shape == (50, 10) and (np.diff(scores, axis=1) <= 1e-5).all()
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ids, exact)])
+    # nprobe = all lists makes IVF exact; PQ's 8 bytes per vector lose precision, HNSW is approximate
+    assert recall >= {"Flat": 1.0, "IVF16,Flat": 1.0, "HNSW16": 0.9, "IVF16,PQ8": 0.3}[factory], recall
     index.save(tmp_path)
-    loaded = VectorIndex.load(tmp_path, device="cpu")
-    np.testing.assert_array_equal(loaded.search(vectors[:5], 3)[1], ids)
+    loaded = VectorIndex.load(tmp_path, device="cpu", nprobe=16, ef_search=64)
+    np.testing.assert_array_equal(loaded.search(vectors[:50], 10)[1], ids)  # search parameters re-applied on load
     with pytest.raises(ValueError, match="factory"):
         VectorIndex("NotAnIndex").fit(vectors)
 
