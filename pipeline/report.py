@@ -76,6 +76,24 @@ def _figure(metrics: dict[str, float], importance: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
+def _channel_lines(metrics: dict[str, float], channels: list[str]) -> list[str]:
+    """Markdown table: each channel's catalogue coverage and its Jaccard overlap with every other channel."""
+    overlap, k = {}, None
+    for key, value in metrics.items():
+        match = re.fullmatch(r"recall\.overlap_at_(\d+)\.(\w+)\.(\w+)", key)
+        if match:
+            k = int(match.group(1))
+            overlap[match.group(2), match.group(3)] = overlap[match.group(3), match.group(2)] = value
+    if not overlap:
+        return []
+    lines = [f"## Channels: catalogue coverage and overlap (Jaccard of top-{k} lists, mean over requests)", "",
+             "| channel | coverage | " + " | ".join(channels) + " |", "| --- | --- |" + " --- |" * len(channels)]
+    for a in channels:
+        cells = ["–" if a == b else _fmt(overlap.get((a, b))) for b in channels]
+        lines.append(f"| {a} | {_fmt(metrics.get(f'recall.{a}.coverage'))} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame,
                  selection: pd.DataFrame | None = None) -> tuple[str, bytes]:
     """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance and, when
@@ -88,6 +106,7 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
                   "| --- |" + " --- |" * len(recall.columns)]
         lines += [f"| {name} | " + " | ".join(_fmt(v) for v in row.values) + " |" for name, row in recall.iterrows()]
         lines.append("")
+    lines += _channel_lines(metrics, [name for name in recall.index if name not in ("merged", "random")])
     lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
     lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]

@@ -370,6 +370,12 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         out[f"recall.recall_at_{k}"], out[f"recall.hit_rate_at_{k}"] = M.recall_at_k(merged, positives, k)
         out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
     out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
+    for name, found in channels.groupby("channel", sort=True):
+        out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
+    # How much the channels find the same items: a channel that mostly repeats another adds little to the merge.
+    overlap_k = 100 if 100 in config.evaluate.recall_ks else max(config.evaluate.recall_ks)
+    for row in M.channel_overlap(channels, overlap_k).itertuples():
+        out[f"recall.overlap_at_{overlap_k}.{row.a}.{row.b}"] = row.jaccard
 
     # rank: re-rank the logged test lists
     logged = inputs.table("rank", "test_logged")

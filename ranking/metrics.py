@@ -128,6 +128,41 @@ def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group
     return float(recall.mean()), float((per_group["sum"] > 0).mean())
 
 
+def channel_overlap(lists: pd.DataFrame, k: int, group: str = "request_id", item: str = "item_id", rank: str = "rank",
+                    channel: str = "channel") -> pd.DataFrame:
+    """Mean Jaccard overlap of every pair of channels' top-k lists, over groups where both returned a list.
+
+    Args:
+        lists: one row per (group, channel, item) with a 1-based ``rank`` within its (group, channel).
+
+    Returns:
+        Columns a, b (channel names, a < b), jaccard, groups (how many groups both channels served).
+    """
+    if k < 1:
+        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    top = lists.loc[lists[rank] <= k, [group, channel, item]].drop_duplicates()
+    g, n_groups = _group_codes(top[group])
+    c, names = pd.factorize(top[channel], sort=True)
+    it, _ = pd.factorize(top[item])
+    n_channels = len(names)
+    size = np.zeros((n_groups, n_channels))
+    np.add.at(size, (g, c), 1)
+    # Rows sharing (group, item) are the items two channels both found; a self-join pairs them.
+    found = pd.DataFrame({"g": g, "i": it, "c": c})
+    both = found.merge(found, on=["g", "i"])
+    both = both[both["c_x"] < both["c_y"]]
+    inter = np.zeros((n_groups, n_channels, n_channels))
+    np.add.at(inter, (both["g"].to_numpy(), both["c_x"].to_numpy(), both["c_y"].to_numpy()), 1)
+    rows = []
+    for a in range(n_channels):  # a handful of channels: pairs, not rows, are looped over
+        for b in range(a + 1, n_channels):
+            served = (size[:, a] > 0) & (size[:, b] > 0)
+            union = size[served, a] + size[served, b] - inter[served, a, b]
+            rows.append({"a": names[a], "b": names[b], "jaccard": float(np.mean(inter[served, a, b] / union)) if served.any() else float("nan"),
+                         "groups": int(served.sum())})
+    return pd.DataFrame(rows, columns=["a", "b", "jaccard", "groups"])
+
+
 def _padded_lists(lists: pd.DataFrame, k: int, group: str, item_codes: np.ndarray, position: str) -> tuple[np.ndarray, np.ndarray]:
     codes, n = _group_codes(lists[group])
     order = np.lexsort((lists[position].to_numpy(), codes))

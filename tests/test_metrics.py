@@ -146,3 +146,33 @@ def test_paired_bootstrap_ci_covers_the_mean_and_excludes_zero_for_a_clear_win()
     same_mean, same_low, same_high = M.paired_bootstrap_ci(b, b)
     assert same_mean == 0 and same_low == 0 and same_high == 0
 
+
+
+def _overlap_reference(lists: pd.DataFrame, k: int) -> dict[tuple[str, str], float]:
+    """Slow reference: Python sets per (request, channel)."""
+    sets: dict[tuple[str, str], set] = {}
+    for row in lists.itertuples():
+        if row.rank <= k:
+            sets.setdefault((row.request_id, row.channel), set()).add(row.item_id)
+    channels = sorted({c for _, c in sets})
+    requests = sorted({r for r, _ in sets})
+    out = {}
+    for i, a in enumerate(channels):
+        for b in channels[i + 1:]:
+            values = [len(sets[r, a] & sets[r, b]) / len(sets[r, a] | sets[r, b]) for r in requests if (r, a) in sets and (r, b) in sets]
+            out[a, b] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.sampled_from(["pop", "cf", "i2v"]), st.integers(0, 8)), max_size=60),
+       st.integers(1, 6))
+@settings(max_examples=80, deadline=None)
+def test_channel_overlap_matches_a_set_reference(rows, k):
+    lists = pd.DataFrame(rows, columns=["request_id", "channel", "item_id"]).drop_duplicates()
+    lists["item_id"] = "i" + lists["item_id"].astype(str)
+    lists["rank"] = lists.groupby(["request_id", "channel"]).cumcount() + 1
+    got = M.channel_overlap(lists, k)
+    expected = _overlap_reference(lists, k)
+    assert {(a, b) for a, b in zip(got["a"], got["b"])} == set(expected)
+    for row in got.itertuples():
+        assert row.jaccard == pytest.approx(expected[row.a, row.b], nan_ok=True)
