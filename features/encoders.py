@@ -262,12 +262,15 @@ class NumericPreprocessor:
         missing = [c for c in self.policies if c not in frame.columns]
         if missing:
             raise ValueError(f"NumericPreprocessor.fit: columns {missing} are declared but absent from the training frame")
+        unknown = {c: p for c, p in self.policies.items() if p not in MISSING_POLICIES}
+        if unknown:
+            raise ValueError(f"NumericPreprocessor: missing-value policies must be one of {MISSING_POLICIES}; got {unknown}")
         self.steps = {}
         for column, policy in self.policies.items():
-            x = FillMissing(policy).fit(frame[column])
-            filled = x.transform(frame[column])
+            fill = FillMissing(policy).fit(frame[column])
+            filled = fill.transform(frame[column])
             clip = Clip().fit(filled)
-            chain = [x, clip] + ([Standardize().fit(clip.transform(filled))] if self.standardize else [])
+            chain = [fill, clip] + ([Standardize().fit(clip.transform(filled))] if self.standardize else [])
             self.steps[column] = [encoder_to_dict(step) for step in chain]
         return self
 

@@ -84,9 +84,9 @@ class VectorIndex:
     def load(cls, directory: str | Path, metric: str = "ip", device: str = "auto", nprobe: int = 32, ef_search: int = 128) -> "VectorIndex":
         """Read the index that :meth:`save` wrote into ``directory``; search parameters are not stored in the file."""
         index = faiss.read_index(str(Path(directory) / INDEX_FILE))
-        hnsw = "HNSW" in type(faiss.downcast_index(index)).__name__
-        out = cls("HNSW" if hnsw else "Flat", metric, device, nprobe, ef_search)
-        if device != "cpu" and gpu_available() and not hnsw:
+        kind = type(faiss.downcast_index(index)).__name__  # e.g. IndexIVFFlat, IndexHNSWFlat: the file keeps no factory string
+        out = cls(kind, metric, device, nprobe, ef_search)
+        if device != "cpu" and gpu_available() and "HNSW" not in kind:
             index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
         out.index_ = index
         out._set_search_parameters()

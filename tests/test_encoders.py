@@ -139,3 +139,5 @@ def test_numeric_preprocessor_fits_on_train_and_reloads_from_json():
         prep.transform(test.drop(columns=["since"]))
     with pytest.raises(RuntimeError, match="not fitted"):
         NumericPreprocessor({"count": "zero"}).transform(test)
+    with pytest.raises(ValueError, match="'count': 'mean'"):
+        NumericPreprocessor({"count": "mean"}).fit(train)
