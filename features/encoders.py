@@ -256,7 +256,7 @@ class NumericPreprocessor:
 
     policies: dict[str, str]
     standardize: bool = True
-    steps: dict[str, list[dict]] = field(default_factory=dict)
+    steps: dict[str, list] = field(default_factory=dict)  # column → its fitted encoders, applied in order
 
     def fit(self, frame: pd.DataFrame) -> "NumericPreprocessor":
         missing = [c for c in self.policies if c not in frame.columns]
@@ -271,7 +271,7 @@ class NumericPreprocessor:
             filled = fill.transform(frame[column])
             clip = Clip().fit(filled)
             chain = [fill, clip] + ([Standardize().fit(clip.transform(filled))] if self.standardize else [])
-            self.steps[column] = [encoder_to_dict(step) for step in chain]
+            self.steps[column] = chain
         return self
 
     @property
@@ -290,7 +290,7 @@ class NumericPreprocessor:
         for column, chain in self.steps.items():
             x = frame[column]
             for step in chain:
-                x = encoder_from_dict(step).transform(x)
+                x = step.transform(x)
             out[column] = x
         for column, policy in self.policies.items():
             if policy == "indicator":
@@ -299,12 +299,11 @@ class NumericPreprocessor:
 
     def to_dict(self) -> dict:
         """JSON-safe state (reload with :meth:`from_dict`)."""
-        return {"policies": self.policies, "standardize": self.standardize, "steps": self.steps}
+        return {"policies": self.policies, "standardize": self.standardize,
+                "steps": {column: [encoder_to_dict(step) for step in chain] for column, chain in self.steps.items()}}
 
     @classmethod
     def from_dict(cls, data: dict) -> "NumericPreprocessor":
-        """Rebuild a preprocessor saved by :meth:`to_dict`; each step is rebuilt by :func:`encoder_from_dict`."""
-        for chain in data["steps"].values():
-            for step in chain:
-                encoder_from_dict(step)  # refuse unknown types at load time, not at first transform
-        return cls(dict(data["policies"]), bool(data["standardize"]), {k: list(v) for k, v in data["steps"].items()})
+        """Rebuild a preprocessor saved by :meth:`to_dict`; each step is rebuilt by :func:`encoder_from_dict` (unknown types refused)."""
+        steps = {column: [encoder_from_dict(step) for step in chain] for column, chain in data["steps"].items()}
+        return cls(dict(data["policies"]), bool(data["standardize"]), steps)

@@ -347,18 +347,15 @@ def embed_texts(texts: list[str]) -> np.ndarray:
     return np.stack([_EMBEDDED[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
-# Features that come from outside the count groups, by the group an ablation drops them as.
-OTHER_GROUPS = {"item_attributes": ("item_price", "item_age_days"), "context": ("is_search",), "text_match": ("query_coverage", "bm25"), "dense_text": ("dense_sim",),
-                "embedding": ("emb_sim",)}
-
 # What a missing value means, declared per kind of feature (policies of features.encoders.FillMissing):
 # a count whose key is null (a query count on a feed request) counts nothing; "days since" is
 # missing when the event never happened, which is information, so it gets a flag; a rate or an
 # attribute of an unknown key takes train's median; a text match without a query matches nothing.
 STATISTIC_POLICY = {"total": "zero", "window": "zero", "decay": "zero", "since": "indicator"}
 RATE_POLICY = "median"
-OTHER_POLICIES = {"item_price": "median", "item_age_days": "median", "is_search": "zero", "query_coverage": "zero", "bm25": "zero",
-                  "dense_sim": "zero", "emb_sim": "zero"}
+# Features that come from outside the count groups: the group an ablation drops them as → {column: missing policy}.
+OTHER_GROUPS = {"item_attributes": {"item_price": "median", "item_age_days": "median"}, "context": {"is_search": "zero"},
+                "text_match": {"query_coverage": "zero", "bm25": "zero"}, "dense_text": {"dense_sim": "zero"}, "embedding": {"emb_sim": "zero"}}
 UNDECLARED_POLICY = "indicator"  # a column no spec declares: keep the information that it was missing
 
 
@@ -373,7 +370,7 @@ def _declared(config: FeaturesConfig) -> dict[str, tuple[str, str]]:
         if group.coec:
             out[f"{group.name}_coec"] = (group.name, RATE_POLICY)
     for name, members in OTHER_GROUPS.items():
-        out.update({c: (name, OTHER_POLICIES[c]) for c in members})
+        out.update({column: (name, policy) for column, policy in members.items()})
     return out
 
 

@@ -364,14 +364,14 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
 
     # recall: each channel's own list and the merged list
     channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
-    for k in config.evaluate.recall_ks:
-        for name, found in channels.groupby("channel", sort=True):
+    for name, found in channels.groupby("channel", sort=True):
+        for k in config.evaluate.recall_ks:
             out[f"recall.{name}.recall_at_{k}"], out[f"recall.{name}.hit_rate_at_{k}"] = M.recall_at_k(found, positives, k)
+        out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
+    for k in config.evaluate.recall_ks:
         out[f"recall.recall_at_{k}"], out[f"recall.hit_rate_at_{k}"] = M.recall_at_k(merged, positives, k)
         out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
     out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
-    for name, found in channels.groupby("channel", sort=True):
-        out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
     # How much the channels find the same items: a channel that mostly repeats another adds little to the merge.
     overlap_k = 100 if 100 in config.evaluate.recall_ks else max(config.evaluate.recall_ks)
     for row in M.channel_overlap(channels, overlap_k).itertuples():
