@@ -33,6 +33,12 @@ class SyntheticConfig:
     search_share: float = 0.4
     list_size: int = 10
     start: str = "2026-01-01"
+    # Drift (all three 0: a stationary world). Share of items launched inside the window (never
+    # shown before launch); share of items with one hidden trend bump in appeal (a few days wide);
+    # logit weight of novelty, decaying with item age.
+    launch_share: float = 0.15
+    trend_share: float = 0.2
+    freshness: float = 1.0
 
 
 @dataclass(frozen=True)

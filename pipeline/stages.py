@@ -144,6 +144,18 @@ def _positive_history(events: pd.DataFrame) -> pd.DataFrame:
     return events.loc[events[S.EVENT].isin(POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID, S.TS]]
 
 
+def launched_by_request(found: pd.DataFrame, requests: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Drop candidates that did not exist yet at their request's time (``created_at`` after ``ts``).
+
+    Channels that index the whole catalogue (text search) would otherwise offer items launched
+    later; an item without ``created_at`` counts as always available.
+    """
+    created = items.set_index(S.ITEM_ID)[S.CREATED_AT].reindex(found[S.ITEM_ID]).to_numpy()
+    asked = requests.set_index(S.REQUEST_ID)[S.TS].reindex(found[S.REQUEST_ID]).to_numpy()
+    later = ~pd.isna(created) & (created > asked)
+    return found[~later].reset_index(drop=True) if later.any() else found
+
+
 def check_config(config: Config) -> None:
     """Config errors that only the stages can judge, raised before the run writes anything."""
     if config.recall.merge not in ("calibrated", "interleave"):
@@ -192,9 +204,9 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     for name, channel in channels.items():
         started = time.perf_counter()
         channel.fit(train_events, items)
-        lists[name] = channel.retrieve(test_requests, depth, history)
+        lists[name] = launched_by_request(channel.retrieve(test_requests, depth, history), test_requests, items)
         if calibrate:
-            held_out[name] = channel.retrieve(valid_requests, config.recall.quotas[name], history)
+            held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
     hit_rates = None
     if calibrate:
@@ -304,7 +316,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     test = logged[logged["split"] == "test"].reset_index(drop=True)
     test_logged = test.assign(score=ranker.predict(test[feature_names]).astype(np.float64))
-    test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
+    test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
     cand_pairs = _pairs(candidates, requests)
     cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features, position_ctr)
@@ -337,7 +349,7 @@ def rerank(inputs: StageInputs, config: Config) -> StageResult:
 
 # -------------------------------------------------------------------------------------- evaluate
 def _oracle(inputs: StageInputs) -> Callable[[pd.DataFrame], np.ndarray] | None:
-    """True relevance for (user_id, query, item_id) rows when the dataset knows it (the synthetic world)."""
+    """True relevance for (user_id, query, item_id, ts) rows when the dataset knows it (the synthetic world)."""
     try:
         tables = [inputs.table("prepare", n) for n in ("oracle_users", "oracle_items", "oracle_queries")]
     except KeyError:
@@ -407,7 +419,7 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         out[f"{prefix}.ild_at_{k}"] = M.intra_list_distance(lists, vectors, item_index, k)
         out[f"{prefix}.category_coverage_at_{k}"] = M.category_coverage(lists, category, k)
         if oracle is not None:
-            context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY]], on=S.REQUEST_ID, how="left")
+            context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
             out[f"{prefix}.true_relevance_at_{k}"] = float(np.nanmean(oracle(context)))
     return _evaluation_result(out, inputs, config)
 

@@ -55,3 +55,42 @@ def test_clicks_follow_true_relevance_and_position_bias():
     by_pos = shown.groupby(S.POSITION).apply(lambda g: g["clicked"].mean() / g["truth"].mean(), include_groups=False)
     ratio = by_pos.loc[5] / by_pos.loc[1]
     assert abs(ratio - 5.0**-EXAMINATION_POWER) < 0.08
+
+
+def test_world_drifts_items_launch_and_trend():
+    config = SyntheticConfig(n_users=2000, n_items=1000, n_sessions=8000, days=20)
+    world = generate(config, seed=6)
+    shown = world.events.merge(world.items[[S.ITEM_ID, S.CREATED_AT]], on=S.ITEM_ID)
+    assert (shown[S.TS] >= shown[S.CREATED_AT]).all()  # nothing is shown before it launches
+    start = pd.Timestamp(config.start)
+    launched = world.items[world.items[S.CREATED_AT] >= start]
+    assert 0.08 < len(launched) / len(world.items) < 0.22
+
+    oracle = world.oracle_items
+    trending = oracle[(oracle["trend_height"] > 1.0) & (oracle["created_at"] < start)].head(40)  # exist at both times
+    user = world.users[S.USER_ID].iloc[0]
+
+    def truth(items: pd.DataFrame, at: pd.Series) -> pd.Series:
+        pairs = pd.DataFrame({S.USER_ID: user, S.ITEM_ID: items[S.ITEM_ID].to_numpy(), S.QUERY: None, S.TS: at.to_numpy()})
+        return pd.Series(true_relevance(world.oracle_users, oracle, world.oracle_queries, pairs))
+
+    peak = truth(trending, trending["trend_peak"])
+    away = truth(trending, trending["trend_peak"] + pd.to_timedelta(trending["trend_width_days"] * 4, unit="D"))
+    assert (peak > away).all()
+    item = launched.head(1)
+    assert truth(item, item[S.CREATED_AT] - pd.Timedelta(seconds=1)).iloc[0] == 0.0  # not there yet
+    assert truth(item, item[S.CREATED_AT] + pd.Timedelta(hours=1)).iloc[0] > 0.0
+
+
+def test_a_stationary_world_has_no_drift():
+    config = SyntheticConfig(n_users=400, n_items=300, n_sessions=1500, days=10, launch_share=0, trend_share=0, freshness=0)
+    world = generate(config, seed=3)
+    assert (world.items[S.CREATED_AT] < pd.Timestamp(config.start)).all()
+    assert (world.oracle_items["trend_height"] == 0).all()
+
+
+def test_bad_drift_settings_are_named():
+    import pytest
+
+    with pytest.raises(ValueError, match="launch_share"):
+        generate(SyntheticConfig(n_users=10, n_items=10, n_sessions=10, launch_share=1.5))

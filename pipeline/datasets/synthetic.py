@@ -6,6 +6,11 @@ colours, prices, a latent vector and a quality; popularity is Zipf. Sessions hol
 policy shows ``list_size`` items per request, ordered by noisy popularity; clicks follow a
 position-biased examination model, then carts and purchases.
 
+The world drifts, as real logs do: some items launch inside the window (and are never shown
+before), new items carry a novelty bonus that fades with age, and some items trend for a few days
+(a hidden bump in appeal the logging policy does not know about). Only statistics taken over
+recent windows can follow that; the all-history counts cannot.
+
 The true relevance of any (user, query, item) is :func:`true_relevance`; the generator draws clicks
 from exactly that function, so every stage can be scored against the oracle.
 """
@@ -47,6 +52,12 @@ N_BRANDS = 240
 # weights. Kept module-level so tests and docs can refer to the generator's truth.
 EXAMINATION_POWER = 0.8
 W_TASTE, W_QUALITY, W_COLOR, W_BRAND, W_LEAF_MISS, BIAS = 3.0, 0.6, 1.2, 1.2, 4.0, -2.3
+# Drift: novelty fades with time constant FRESH_DAYS; trend bumps are Gaussian in time with a width
+# (standard deviation) and height (logit) drawn from these ranges.
+FRESH_DAYS = 7.0
+TREND_WIDTH_DAYS = (1.0, 4.0)
+TREND_HEIGHT = (0.5, 2.0)
+DAY_S = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -74,14 +85,31 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def relevance_logit(taste: np.ndarray, vec: np.ndarray, quality: np.ndarray, is_search: np.ndarray,
-                    leaf_match: np.ndarray, color_match: np.ndarray, brand_match: np.ndarray) -> np.ndarray:
+                    leaf_match: np.ndarray, color_match: np.ndarray, brand_match: np.ndarray,
+                    drift: np.ndarray | float = 0.0) -> np.ndarray:
     """The world's true relevance logit for aligned rows of (user taste, item vector, query match flags).
 
-    Shapes: taste, vec (N, D); the rest (N,). For feed requests (is_search False) the match flags are ignored.
+    Shapes: taste, vec (N, D); the rest (N,). For feed requests (is_search False) the match flags are
+    ignored. ``drift`` is the item's time-dependent appeal at the request's time (:func:`item_drift`).
     """
     affinity = np.einsum("nd,nd->n", taste, vec)  # (N,)
     query_term = is_search * (W_COLOR * color_match + W_BRAND * brand_match - W_LEAF_MISS * (1 - leaf_match))
-    return W_TASTE * affinity + W_QUALITY * quality + query_term + BIAS
+    return W_TASTE * affinity + W_QUALITY * quality + query_term + BIAS + drift
+
+
+def item_drift(age_s: np.ndarray, from_peak_s: np.ndarray, trend_width_days: np.ndarray, trend_height: np.ndarray,
+               freshness: np.ndarray | float) -> np.ndarray:
+    """Time-dependent appeal (logit) of items at request times: novelty plus trend bump.
+
+    Args:
+        age_s: seconds since the item launched (>= 0 where it exists).
+        from_peak_s: seconds from the item's trend peak.
+        trend_width_days / trend_height: the bump's standard deviation and height (0: no trend).
+        freshness: logit weight of novelty, ``freshness * exp(-age / FRESH_DAYS)``.
+    """
+    novelty = freshness * np.exp(-np.maximum(age_s, 0.0) / (FRESH_DAYS * DAY_S))
+    trend = trend_height * np.exp(-0.5 * (from_peak_s / (trend_width_days * DAY_S)) ** 2)
+    return novelty + trend
 
 
 def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracle_queries: pd.DataFrame,
@@ -90,11 +118,15 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
 
     Args:
         oracle_*: the oracle tables of a synthetic world (as produced by :func:`generate`).
-        pairs: columns user_id, item_id, query (null for feed requests).
+        pairs: columns user_id, item_id, query (null for feed requests) and ts (the request time:
+            the world drifts, so relevance depends on when).
 
     Returns:
-        float64 array (len(pairs),) in (0, 1); unknown users or items get NaN.
+        float64 array (len(pairs),) in [0, 1); 0 for an item not yet launched at ts; unknown users
+        or items get NaN.
     """
+    if S.TS not in pairs:
+        raise ValueError(f"true_relevance: pairs need column {S.TS!r} (the request time); got columns {list(pairs.columns)}")
     users = oracle_users.set_index(S.USER_ID)
     items = oracle_items.set_index(S.ITEM_ID)
     queries = oracle_queries.set_index(S.QUERY)
@@ -108,12 +140,22 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
     is_search = (q >= 0).astype(np.float64)
     qi = np.where(q >= 0, q, 0)
     q_leaf, q_color, q_brand = (queries[c].to_numpy()[qi] for c in ("leaf", "color", "brand"))
+    rows = np.where(known, i, 0)
+    t_s = _seconds(pairs[S.TS])
+    age_s = t_s - _seconds(items["created_at"].to_numpy()[rows])
+    drift = item_drift(age_s, t_s - _seconds(items["trend_peak"].to_numpy()[rows]), items["trend_width_days"].to_numpy()[rows],
+                       items["trend_height"].to_numpy()[rows], items["freshness"].to_numpy()[rows])
     logit = relevance_logit(
-        taste, vec, items["quality"].to_numpy()[np.where(known, i, 0)], is_search,
+        taste, vec, items["quality"].to_numpy()[rows], is_search,
         (q_leaf == item_leaf).astype(float), ((q_color >= 0) & (q_color == item_color)).astype(float),
-        ((q_brand >= 0) & (q_brand == item_brand)).astype(float),
+        ((q_brand >= 0) & (q_brand == item_brand)).astype(float), drift,
     )
-    return np.where(known, _sigmoid(logit), np.nan)
+    return np.where(known, np.where(age_s >= 0, _sigmoid(logit), 0.0), np.nan)
+
+
+def _seconds(ts) -> np.ndarray:
+    """Timestamps as float seconds since the epoch."""
+    return np.asarray(ts, dtype="datetime64[us]").astype(np.int64) / 1e6
 
 
 def _brand_names(rng: np.random.Generator) -> np.ndarray:
@@ -146,7 +188,15 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
     Returns:
         A :class:`World` whose ``items``, ``users`` and ``events`` follow the data contract.
     """
+    for name in ("launch_share", "trend_share"):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise ValueError(f"dataset.synthetic.{name} must be in [0, 1]. Got {getattr(config, name)} instead.")
+    if config.freshness < 0:
+        raise ValueError(f"dataset.synthetic.freshness must be >= 0. Got {config.freshness} instead.")
     rng = np.random.default_rng(seed)
+    # Drift draws come from their own stream, so a stationary config (all drift 0) is the same world
+    # as before drift existed, and the drift knobs don't reshuffle everything else.
+    drift_rng = np.random.default_rng([seed, 1])
     n_leaves = len(CATEGORY_TREE)
     tops = sorted({t for t, _, _, _ in CATEGORY_TREE})
     leaf_top = np.array([tops.index(t) for t, _, _, _ in CATEGORY_TREE])
@@ -176,7 +226,13 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
     leaf_log_price = rng.uniform(np.log(8), np.log(400), n_leaves)
     price = np.round(np.exp(leaf_log_price[leaf] + 0.35 * rng.normal(size=n_items)), 2)
     start = pd.Timestamp(config.start)
-    created_at = start - pd.to_timedelta(rng.uniform(0, 365 * 86400, n_items).astype(np.int64), unit="s")
+    created_s = -np.floor(rng.uniform(0, 365 * DAY_S, n_items))  # seconds from start
+    launched = drift_rng.random(n_items) < config.launch_share
+    created_s = np.where(launched, np.floor(drift_rng.uniform(0, config.days * DAY_S, n_items)), created_s)
+    created_at = start + pd.to_timedelta(created_s.astype(np.int64), unit="s")
+    trend_height = np.where(drift_rng.random(n_items) < config.trend_share, drift_rng.uniform(*TREND_HEIGHT, n_items), 0.0)
+    trend_width_days = drift_rng.uniform(*TREND_WIDTH_DAYS, n_items)
+    trend_peak_s = np.floor(drift_rng.uniform(-5 * DAY_S, (config.days + 5) * DAY_S, n_items))
 
     cat_path = np.array([f"{t}>{m}>{l}" for t, m, l, _ in CATEGORY_TREE], dtype=object)
     leaf_en = np.array([l for _, _, l, _ in CATEGORY_TREE], dtype=object)
@@ -254,6 +310,9 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
     within_leaf = by_leaf[_sample_within(slot_leaf, leaf_cum_start, leaf_cum_end, cumw, rng)]
     global_draw = np.minimum(np.searchsorted(global_cum, rng.random(n_requests * k) * global_cum[-1], side="right"), n_items - 1)
     slot_item = np.where(slot_search | feed_from_taste, within_leaf, global_draw)
+    # An item not launched yet cannot be shown: its slot stays empty (the list is shorter).
+    exists = created_s[slot_item] <= r_time[slot_req]
+    slot_req, slot_item = slot_req[exists], slot_item[exists]
     # A request shows an item once; drop repeats.
     key = slot_req.astype(np.int64) * n_items + slot_item
     _, keep = np.unique(key, return_index=True)
@@ -273,6 +332,8 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
         (leaf[slot_item] == r_leaf[slot_req]).astype(float),
         ((slot_q_color >= 0) & (slot_q_color == color[slot_item])).astype(float),
         ((slot_q_brand >= 0) & (slot_q_brand == brand[slot_item])).astype(float),
+        item_drift(r_time[slot_req] - created_s[slot_item], r_time[slot_req] - trend_peak_s[slot_item],
+                   trend_width_days[slot_item], trend_height[slot_item], config.freshness),
     )
     attract = _sigmoid(logit)
     examined = rng.random(len(slot_req)) < (1.0 / position) ** EXAMINATION_POWER
@@ -314,7 +375,11 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
     events[S.POSITION] = events[S.POSITION].astype("Int32")
 
     oracle_items = pd.DataFrame({S.ITEM_ID: items[S.ITEM_ID], "leaf": leaf, "color": color, "brand": brand,
-                                 "quality": quality, "vec": list(vec.astype(np.float32))})
+                                 "quality": quality, "vec": list(vec.astype(np.float32)),
+                                 "created_at": items[S.CREATED_AT],
+                                 "trend_peak": (start + pd.to_timedelta(trend_peak_s.astype(np.int64), unit="s")).astype("datetime64[us]"),
+                                 "trend_width_days": trend_width_days, "trend_height": trend_height,
+                                 "freshness": np.full(n_items, config.freshness)})
     oracle_users = pd.DataFrame({S.USER_ID: users[S.USER_ID], "taste": list(taste.astype(np.float32))})
     queries = pd.DataFrame({S.QUERY: q_text[r_search], "leaf": r_leaf[r_search], "color": q_color[r_search], "brand": q_brand[r_search]})
     # One query string maps to one intent: "shirt" always means any shirt, whatever seed item drew it.
