@@ -13,7 +13,7 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer
 
 _WORD = re.compile(r"[^\W\u4e00-\u9fff]+|[\u4e00-\u9fff]+", re.UNICODE)
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -53,12 +53,6 @@ def token_matrix(texts: pd.Series, vocabulary_from: pd.Series | None = None) -> 
     vectorizer = CountVectorizer(analyzer=tokenize, binary=True, dtype=np.float32)
     vectorizer.fit((vocabulary_from if vocabulary_from is not None else texts).tolist())
     return vectorizer.transform(texts.tolist()).tocsr(), vectorizer
-
-
-def tfidf_matrix(texts: pd.Series) -> tuple[sp.csr_matrix, TfidfVectorizer]:
-    """L2-normalised TF-IDF rows over :func:`tokenize` tokens."""
-    vectorizer = TfidfVectorizer(analyzer=tokenize, sublinear_tf=True, dtype=np.float32)
-    return vectorizer.fit_transform(texts.tolist()).tocsr(), vectorizer
 
 
 def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens: sp.csr_matrix, item_tokens: sp.csr_matrix) -> np.ndarray:

@@ -28,8 +28,9 @@ from features.stats import build_features, enrich_history, feature_groups, fit_p
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
-from ranking.recall import (CHANNELS, POSITIVE_EVENTS, Item2VecRecall, ItemCFRecall, PopularityRecall, QueryRecall,
-                            channel_hit_rates, merge_candidates)
+from ranking.index import VectorIndex
+from ranking.recall import (CHANNELS, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall, PopularityRecall,
+                            TwoTowerRecall, channel_hit_rates, merge_candidates)
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -172,13 +173,18 @@ def check_config(config: Config) -> None:
 def make_channels(config: Config) -> dict[str, Any]:
     """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
     check_config(config)
-    i2v = config.recall.item2vec
+    rc = config.recall
+    index = VectorIndex(rc.index.factory, "ip", config.device, rc.index.nprobe, rc.index.ef_search)  # every embedding channel's index
+    i2v, tt = rc.item2vec, rc.two_tower
     built = {
-        "popularity": lambda: PopularityRecall(config.recall.popularity_half_life_days),
+        "popularity": lambda: PopularityRecall(rc.popularity_half_life_days),
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
-                                           i2v.index_factory, config.seed, config.device),
-        "query": lambda: QueryRecall(),
-        "itemcf": lambda: ItemCFRecall(half_life_days=config.recall.itemcf_half_life_days),
+                                           i2v.popularity_weight, rc.popularity_half_life_days, index, config.seed),
+        "two_tower": lambda: TwoTowerRecall(tt.dims, tt.hidden, tt.history, tt.epochs, tt.batch_size, tt.learning_rate, tt.temperature,
+                                            tt.popularity_weight, rc.popularity_half_life_days, index, config.seed, config.device),
+        "bm25": lambda: BM25Recall(),
+        "dense_text": lambda: DenseTextRecall(index),
+        "itemcf": lambda: ItemCFRecall(half_life_days=rc.itemcf_half_life_days),
     }
     return {name: built[name]() for name in config.recall.quotas}
 
@@ -226,6 +232,9 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         tables["item_vectors"] = vectors
         models["item2vec_index"] = i2v.index_
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings}
+    if "two_tower" in channels:
+        models["two_tower"] = channels["two_tower"]
+        metrics["two_tower_train_loss"] = channels["two_tower"].train_loss_
     return StageResult(tables, metrics, models)
 
 

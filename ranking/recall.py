@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.stats
 
 from features.embeddings import history_vectors
-from features.text import item_text, tfidf_matrix
+from features.text import bm25_weights, item_text, token_matrix
 from pipeline import schema as S
 from ranking import check_fitted
 from ranking.index import VectorIndex
@@ -41,6 +41,38 @@ def _top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarr
     })
 
 
+def decayed_counts(train_events: pd.DataFrame, half_life_days: float) -> pd.Series:
+    """Positive events per item, each weighted ``0.5 ** (age / half_life_days)`` at the end of training (item id index)."""
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be a float in (0, inf). Got {half_life_days} instead.")
+    positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)]
+    age_days = (train_events[S.TS].max() - positive[S.TS]) / pd.Timedelta(days=1)
+    weight = np.power(0.5, age_days.to_numpy() / half_life_days)
+    return pd.Series(weight, index=positive[S.ITEM_ID].to_numpy()).groupby(level=0).sum()
+
+
+def popularity_prior(train_events: pd.DataFrame, item_index: pd.Index, half_life_days: float) -> np.ndarray:
+    """(I,) float32 in [0, 1]: ``log1p`` of each item's decayed positive count over the largest (0 for unseen items)."""
+    counts = decayed_counts(train_events, half_life_days).reindex(item_index, fill_value=0.0).to_numpy()
+    log_count = np.log1p(counts)
+    return (log_count / max(float(log_count.max()), 1e-9)).astype(np.float32)
+
+
+def with_prior(item_vectors: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
+    """Item vectors with ``weight * prior`` as one more dimension: searched with :func:`with_prior_query`
+    query vectors, the inner product is ``similarity + weight * prior`` and faiss still does the search.
+
+    Embedding similarity alone ignores how often an item is wanted at all; logged positives lean to
+    popular items, so a learned channel without the prior loses to plain popularity on recall.
+    """
+    return np.hstack([item_vectors, (weight * prior)[:, None]]).astype(np.float32)  # (I, D + 1)
+
+
+def with_prior_query(query_vectors: np.ndarray) -> np.ndarray:
+    """Query vectors matching :func:`with_prior` items: a constant 1 in the extra dimension."""
+    return np.hstack([query_vectors, np.ones((len(query_vectors), 1), dtype=np.float32)])  # (R, D + 1)
+
+
 class PopularityRecall:
     """The most popular items by time-decayed count of positive events (same list for every request)."""
 
@@ -48,13 +80,7 @@ class PopularityRecall:
         self.half_life_days = half_life_days
 
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "PopularityRecall":
-        if self.half_life_days <= 0:
-            raise ValueError(f"half_life_days must be a float in (0, inf). Got {self.half_life_days} instead.")
-        positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS)]
-        age_days = (train_events[S.TS].max() - positive[S.TS]) / pd.Timedelta(days=1)
-        weight = np.power(0.5, age_days.to_numpy() / self.half_life_days)
-        scores = pd.Series(weight, index=positive[S.ITEM_ID].to_numpy()).groupby(level=0).sum().sort_values(ascending=False, kind="stable")
-        self.scores_ = scores
+        self.scores_ = decayed_counts(train_events, self.half_life_days).sort_values(ascending=False, kind="stable")
         return self
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -78,6 +104,13 @@ def session_sentences(events: pd.DataFrame) -> list[list[str]]:
     return [chunk.tolist() for chunk in np.split(positive[S.ITEM_ID].to_numpy(dtype=object), boundaries) if len(chunk) > 1]
 
 
+def _new_index(template: VectorIndex | None) -> VectorIndex:
+    """An unfitted copy of the configured index (exact inner-product search when none is given)."""
+    if template is None:
+        return VectorIndex("Flat", "ip", "auto")
+    return VectorIndex(template.factory, template.metric, template.device, template.nprobe, template.ef_search)
+
+
 def stable_hash(text: str) -> int:
     # gensim seeds each word's initial vector with hashfxn(word + str(seed)); Python's hash() is
     # salted per process, which would make training irreproducible across runs.
@@ -85,12 +118,20 @@ def stable_hash(text: str) -> int:
 
 
 class Item2VecRecall:
-    """Skip-gram item2vec (gensim) over sessions of positive events; user vector = mean of recent items; faiss search."""
+    """Skip-gram item2vec (gensim) over sessions of positive events; user vector = mean of recent items; faiss search.
 
-    def __init__(self, dims: int = 32, window: int = 5, negative: int = 5, min_count: int = 1, epochs: int = 8,
-                 history: int = 5, index_factory: str = "Flat", seed: int = 42, device: str = "auto"):
+    Scores are ``cosine(user, item) + popularity_weight * prior`` (:func:`with_prior`), the prior from
+    positives decayed with ``popularity_half_life_days``. Fallbacks: a user without usable history
+    (cold, or only items below ``min_count``) gets no candidates from this channel, the merge fills
+    from the others; items below ``min_count`` are never retrieved.
+    """
+
+    def __init__(self, dims: int = 32, window: int = 5, negative: int = 5, min_count: int = 3, epochs: int = 20,
+                 history: int = 5, popularity_weight: float = 1.0, popularity_half_life_days: float = 7.0,
+                 index: VectorIndex | None = None, seed: int = 42):
         self.dims, self.window, self.negative, self.min_count, self.epochs = dims, window, negative, min_count, epochs
-        self.history, self.index_factory, self.seed, self.device = history, index_factory, seed, device
+        self.history, self.popularity_weight, self.popularity_half_life_days = history, popularity_weight, popularity_half_life_days
+        self.index, self.seed = index, seed
 
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "Item2VecRecall":
         from gensim.models import Word2Vec
@@ -103,7 +144,8 @@ class Item2VecRecall:
         vectors = model.wv.vectors.astype(np.float32)
         self.vectors_ = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
         self.item_index_ = pd.Index(model.wv.index_to_key)
-        self.index_ = VectorIndex(self.index_factory, "ip", self.device).fit(self.vectors_)
+        prior = popularity_prior(train_events, self.item_index_, self.popularity_half_life_days)
+        self.index_ = _new_index(self.index).fit(with_prior(self.vectors_, prior, self.popularity_weight))
         return self
 
     def user_vectors(self, requests: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
@@ -117,19 +159,22 @@ class Item2VecRecall:
             raise ValueError("item2vec retrieve needs history: positive events (user_id, item_id, ts)")
         user_vec = self.user_vectors(requests, history)
         known = np.linalg.norm(user_vec, axis=1) > 0  # cold users: no candidates from this channel
-        scores, rows = self.index_.search(user_vec[known], k)
+        scores, rows = self.index_.search(with_prior_query(user_vec[known]), k)
         return _top_k_rows(requests[S.REQUEST_ID].to_numpy()[known], scores, rows, self.item_index_.to_numpy())
 
 
-class QueryRecall:
-    """For search requests: TF-IDF cosine between the query and item text, popularity as a tie-breaker."""
+class BM25Recall:
+    """For search requests: BM25 between the query's tokens and item text (English words, Chinese
+    characters and bigrams), a small popularity prior breaking ties; feed requests get nothing."""
 
     def __init__(self, popularity_weight: float = 0.05, batch: int = 1024):
         self.popularity_weight, self.batch = popularity_weight, batch
 
-    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "QueryRecall":
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "BM25Recall":
         self.item_ids_ = items[S.ITEM_ID].to_numpy()
-        self.matrix_, self.vectorizer_ = tfidf_matrix(item_text(items))
+        texts = item_text(items)
+        _, self.vectorizer_ = token_matrix(texts)
+        self.matrix_ = bm25_weights(texts, self.vectorizer_)  # (I, V)
         clicks = train_events.loc[train_events[S.EVENT].isin(POSITIVE_EVENTS), S.ITEM_ID].value_counts()
         log_pop = np.log1p(clicks.reindex(self.item_ids_, fill_value=0).to_numpy(dtype=np.float32))
         self.prior_ = self.popularity_weight * log_pop / max(float(log_pop.max()), 1.0)
@@ -156,6 +201,37 @@ class QueryRecall:
         if not frames:
             return _empty_lists()
         per_query = pd.concat(frames, ignore_index=True)
+        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
+
+
+class DenseTextRecall:
+    """For search requests: MiniLM query vector against MiniLM item-text vectors in a faiss index.
+
+    Finds items that share meaning but not words with the query (``sneakers`` → ``running shoes``),
+    which BM25 cannot. Feed requests get no candidates. Embedding the catalogue costs tens of
+    seconds on two cores, so this channel is opt-in (add ``dense_text`` to ``recall.quotas``).
+    """
+
+    def __init__(self, index: VectorIndex | None = None):
+        self.index = index
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "DenseTextRecall":
+        from features.stats import embed_texts
+
+        self.item_ids_ = items[S.ITEM_ID].to_numpy()
+        self.index_ = _new_index(self.index).fit(embed_texts(item_text(items).tolist()))
+        return self
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        from features.stats import embed_texts
+
+        check_fitted(self, "index_", "retrieve")
+        search = requests[requests[S.QUERY].notna()]
+        if search.empty:
+            return _empty_lists()
+        queries = pd.Index(search[S.QUERY].unique())
+        scores, rows = self.index_.search(embed_texts(queries.tolist()), k)  # (Q, k) per distinct query
+        per_query = _top_k_rows(queries.to_numpy(), scores, rows, self.item_ids_).rename(columns={S.REQUEST_ID: S.QUERY})
         return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
 
 
@@ -236,7 +312,11 @@ def _keep_top_per_row(matrix, k: int):
     return sp.csr_matrix((matrix.data[keep], (row_of[keep], matrix.indices[keep])), shape=matrix.shape)
 
 
-CHANNELS = {"popularity": PopularityRecall, "itemcf": ItemCFRecall, "item2vec": Item2VecRecall, "query": QueryRecall}
+# Imported here, after the helpers it uses from this module are defined (two_tower imports them).
+from ranking.two_tower import TwoTowerRecall  # noqa: E402
+
+CHANNELS = {"popularity": PopularityRecall, "itemcf": ItemCFRecall, "item2vec": Item2VecRecall, "two_tower": TwoTowerRecall,
+            "bm25": BM25Recall, "dense_text": DenseTextRecall}
 
 
 def rank_bucket(rank: np.ndarray) -> np.ndarray:

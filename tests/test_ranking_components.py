@@ -43,8 +43,35 @@ def test_channel_contract(name, world):
     assert set(out[S.REQUEST_ID]) <= set(requests[S.REQUEST_ID])
     ranks_sorted = out.sort_values([S.REQUEST_ID, "rank"]).groupby(S.REQUEST_ID)["score"].apply(lambda s: s.is_monotonic_decreasing)
     assert ranks_sorted.all()
-    if name == "query":  # feed requests get nothing from the query channel
+    if name in ("bm25", "dense_text"):  # feed requests get nothing from the text channels
         assert set(out[S.REQUEST_ID]) <= set(requests.loc[requests[S.QUERY].notna(), S.REQUEST_ID])
+
+
+def test_two_tower_serves_cold_users_and_unseen_items_and_reloads(world, tmp_path):
+    from ranking.two_tower import TwoTowerRecall
+
+    train, items, requests, history = world
+    new_item = items.iloc[[0]].assign(**{S.ITEM_ID: "brand-new"})  # in the catalogue, never in an event
+    channel = TwoTowerRecall(epochs=2, batch_size=256, progress=False).fit(train, pd.concat([items, new_item], ignore_index=True))
+    cold = requests.head(5).assign(user_id="never-seen")
+    found = channel.retrieve(cold, 10, history)
+    assert set(found[S.REQUEST_ID]) == set(cold[S.REQUEST_ID])  # the request context alone still gives a user vector
+    vectors = channel.item_vectors_
+    assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The unseen item shares every feature but the id with item 0, whose id was trained: close, not equal.
+    assert 0.0 < float(vectors[-1] @ vectors[0]) < 1.0 - 1e-6
+    channel.save(tmp_path)
+    loaded = TwoTowerRecall.load(tmp_path, device="cpu")
+    pd.testing.assert_frame_equal(loaded.retrieve(requests, 10, history), channel.retrieve(requests, 10, history))
+
+
+def test_popularity_prior_adds_to_the_inner_product():
+    from ranking.recall import with_prior, with_prior_query
+
+    rng = np.random.default_rng(0)
+    items, users, prior = rng.normal(size=(50, 8)), rng.normal(size=(7, 8)), rng.random(50)
+    scores = with_prior_query(users.astype(np.float32)) @ with_prior(items.astype(np.float32), prior.astype(np.float32), 0.7).T
+    np.testing.assert_allclose(scores, users @ items.T + 0.7 * prior[None, :], rtol=1e-4, atol=1e-4)
 
 
 def test_item2vec_cold_user_falls_back_to_no_candidates(world):
