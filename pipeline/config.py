@@ -120,8 +120,10 @@ class RecallConfig:
     k: int = 200
     popularity_half_life_days: float = 7.0
     itemcf_half_life_days: float = 30.0
-    merge: str = "calibrated"  # or "interleave": round-robin by rank
-    calibration_requests: int = 2000  # validation requests sampled to measure each channel's hit rate per rank
+    # learned: a logistic regression on (channel, rank bucket) fitted on validation requests;
+    # calibrated: per-channel hit rates combined by noisy-OR; interleave: round-robin by rank.
+    merge: str = "learned"
+    calibration_requests: int = 2000  # validation requests sampled to fit the learned / calibrated merge
     index: IndexConfig = field(default_factory=IndexConfig)
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)

@@ -29,8 +29,8 @@ from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
 from ranking.index import VectorIndex
-from ranking.recall import (CHANNELS, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall, PopularityRecall,
-                            TwoTowerRecall, channel_hit_rates, merge_candidates)
+from ranking.recall import (CHANNELS, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall, LearnedMerge,
+                            PopularityRecall, TwoTowerRecall, channel_hit_rates, merge_candidates)
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -157,10 +157,13 @@ def launched_by_request(found: pd.DataFrame, requests: pd.DataFrame, items: pd.D
     return found[~later].reset_index(drop=True) if later.any() else found
 
 
+MERGES = ("learned", "calibrated", "interleave")
+
+
 def check_config(config: Config) -> None:
     """Config errors that only the stages can judge, raised before the run writes anything."""
-    if config.recall.merge not in ("calibrated", "interleave"):
-        raise ConfigError(f"recall.merge must be 'calibrated' or 'interleave'. Got {config.recall.merge!r} instead.")
+    if config.recall.merge not in MERGES:
+        raise ConfigError(f"recall.merge must be one of {list(MERGES)}. Got {config.recall.merge!r} instead.")
     unknown = sorted(set(config.recall.quotas) - set(CHANNELS))
     if unknown:
         raise ConfigError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
@@ -192,9 +195,10 @@ def make_channels(config: Config) -> dict[str, Any]:
 def recall(inputs: StageInputs, config: Config) -> StageResult:
     """Fit every channel on the train period, retrieve for test requests, merge with quotas.
 
-    With ``recall.merge: calibrated`` the channels also retrieve for a sample of validation
-    requests; how often each channel's candidates at each rank turn out positive there orders the
-    merged lists (see :func:`ranking.recall.merge_candidates`).
+    With ``recall.merge: learned`` or ``calibrated`` the channels also retrieve for a sample of
+    validation requests; which channels found the positives there, and at what rank, orders the
+    merged lists (:class:`ranking.recall.LearnedMerge`, or per-channel hit rates combined by
+    noisy-OR; see :func:`ranking.recall.merge_candidates`).
     """
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     train_events = events[events[S.TS] < _train_end(requests)]
@@ -202,7 +206,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     valid_requests = requests[requests["split"] == "valid"]
     if len(valid_requests) > config.recall.calibration_requests:
         valid_requests = valid_requests.sample(config.recall.calibration_requests, random_state=config.seed)
-    calibrate = config.recall.merge == "calibrated" and len(valid_requests) > 0
+    calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     history = _positive_history(events)
     channels = make_channels(config)
     depth = max(config.recall.k, max(config.evaluate.recall_ks))
@@ -214,16 +218,20 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         if calibrate:
             held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
-    hit_rates = None
+    hit_rates, learned, quotas = None, None, dict(config.recall.quotas)
+    tables = {}
     if calibrate:
         labels = inputs.table("prepare", "labels")
         valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels["grade"] > 0)]
-        hit_rates = channel_hit_rates(held_out, valid_positives)
-    merged = merge_candidates(lists, dict(config.recall.quotas), config.recall.k, hit_rates)
+        if config.recall.merge == "learned":
+            learned = LearnedMerge().fit(held_out, quotas, valid_positives)
+            tables["calibration"] = learned.coefficients()
+        else:
+            hit_rates = channel_hit_rates(held_out, valid_positives)
+            tables["calibration"] = hit_rates
+    merged = merge_candidates(lists, quotas, config.recall.k, hit_rates, learned)
     channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
-    tables = {"candidates": merged, "channels": channel_lists}
-    if hit_rates is not None:
-        tables["calibration"] = hit_rates
+    tables.update(candidates=merged, channels=channel_lists)
     models = {}
     if "item2vec" in channels:
         i2v = channels["item2vec"]

@@ -365,26 +365,83 @@ def channel_hit_rates(channel_lists: dict[str, pd.DataFrame], positives: pd.Data
     return table[["channel", "bucket", "hits", "trials", "hit_rate"]].reset_index(drop=True)
 
 
+def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd.DataFrame:
+    """Every channel's list cut at its quota, stacked with ``channel`` and ``priority`` (order in ``quotas``)."""
+    return pd.concat([channel_lists[name].loc[lambda f, q=quota: f["rank"] <= q].assign(channel=name, priority=priority)
+                      for priority, (name, quota) in enumerate(quotas.items())], ignore_index=True)
+
+
+class LearnedMerge:
+    """A logistic regression of "this candidate is a positive" on which channels found it and at what
+    rank (one indicator per channel × log2 rank bucket), fitted on held-out requests.
+
+    Unlike :func:`channel_hit_rates`' noisy-OR, it learns how much a second channel adds when the
+    two find the same items (correlated channels add little), so the merged head beats the best
+    single channel's. Indicators not seen in fitting are ignored.
+    """
+
+    def __init__(self, regularization: float = 1.0):
+        self.regularization = regularization
+
+    def _design(self, stacked: pd.DataFrame) -> tuple[object, np.ndarray, np.ndarray]:
+        """(candidates × indicators sparse matrix, candidate code per stacked row, indicator names of the columns)."""
+        import scipy.sparse as sp
+
+        candidate, _ = pd.factorize(pd.MultiIndex.from_arrays([stacked[S.REQUEST_ID], stacked[S.ITEM_ID]]))
+        names = stacked["channel"].astype("str").to_numpy(dtype=object) + "@" + rank_bucket(stacked["rank"].to_numpy()).astype(str).astype(object)
+        columns = self.columns_ if hasattr(self, "columns_") else pd.Index(np.unique(names))
+        col = columns.get_indexer(names)
+        keep = col >= 0
+        matrix = sp.csr_matrix((np.ones(int(keep.sum())), (candidate[keep], col[keep])), shape=(candidate.max() + 1 if len(candidate) else 0, len(columns)))
+        matrix.data[:] = 1.0  # a channel lists an item once; guard against duplicates anyway
+        return matrix, candidate, columns
+
+    def fit(self, channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame) -> "LearnedMerge":
+        """Fit on held-out requests' lists (``channel_lists``, cut at ``quotas``) and their (request_id, item_id) positives."""
+        from sklearn.linear_model import LogisticRegression
+
+        stacked = _stack(channel_lists, quotas)
+        matrix, candidate, self.columns_ = self._design(stacked)
+        first = pd.DataFrame({S.REQUEST_ID: stacked[S.REQUEST_ID], S.ITEM_ID: stacked[S.ITEM_ID]}).groupby(candidate, sort=True).first()
+        hit = pd.MultiIndex.from_frame(first).isin(pd.MultiIndex.from_frame(positives[[S.REQUEST_ID, S.ITEM_ID]]))
+        if hit.all() or not hit.any():
+            raise ValueError(f"recall.merge learned: the held-out lists need both positives and non-positives; got {int(hit.sum())} "
+                             f"positives among {len(hit)} candidates")
+        self.model_ = LogisticRegression(C=self.regularization, max_iter=2000).fit(matrix, hit)
+        return self
+
+    def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
+        """P(positive) of each stacked row's candidate (equal for the rows of one candidate)."""
+        check_fitted(self, "model_", "candidate_scores")
+        matrix, candidate, _ = self._design(stacked)
+        return self.model_.predict_proba(matrix)[:, 1][candidate]
+
+    def coefficients(self) -> pd.DataFrame:
+        """The fitted log-odds per indicator: channel, bucket, coefficient (for the run's tables)."""
+        check_fitted(self, "model_", "coefficients")
+        channel, bucket = zip(*(c.rsplit("@", 1) for c in self.columns_))
+        return pd.DataFrame({"channel": list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
+
+
 def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int,
-                     hit_rates: pd.DataFrame | None = None) -> pd.DataFrame:
+                     hit_rates: pd.DataFrame | None = None, learned: LearnedMerge | None = None) -> pd.DataFrame:
     """Merge channel lists (each capped at its quota), dedupe, keep the first ``k`` per request.
 
-    With ``hit_rates`` (see :func:`channel_hit_rates`), a candidate's merge score is the chance
-    that at least one channel that found it is right, ``1 - prod(1 - p(channel, rank))``, and
-    lists are ordered by it: channels that find more positives on held-out requests get more of
-    the head. Without, channels are interleaved by rank. Channel order in ``quotas`` breaks ties.
+    With ``learned`` (a fitted :class:`LearnedMerge`), lists are ordered by its P(positive). With
+    ``hit_rates`` (see :func:`channel_hit_rates`), a candidate's merge score is the chance that at
+    least one channel that found it is right, ``1 - prod(1 - p(channel, rank))``, and lists are
+    ordered by it: channels that find more positives on held-out requests get more of the head.
+    Without either, channels are interleaved by rank. Channel order in ``quotas`` breaks ties.
 
     Returns:
         request_id, item_id, rank (1-based merged rank), channel (the strongest channel that found
         it), merge_score, ``<channel>_score`` per channel (NaN when that channel did not return it).
     """
-    frames = []
-    for priority, (name, quota) in enumerate(quotas.items()):
-        found = channel_lists[name]
-        found = found[found["rank"] <= quota].assign(channel=name, priority=priority)
-        frames.append(found)
-    stacked = pd.concat(frames, ignore_index=True)
-    if hit_rates is not None and len(hit_rates):
+    stacked = _stack(channel_lists, quotas)
+    if learned is not None:
+        stacked["merge_score"] = learned.candidate_scores(stacked)
+        key_first, key_second = -stacked["merge_score"].to_numpy(), np.zeros(len(stacked))
+    elif hit_rates is not None and len(hit_rates):
         lookup = hit_rates.set_index(["channel", "bucket"])["hit_rate"]
         keys = pd.MultiIndex.from_arrays([stacked["channel"].to_numpy(), rank_bucket(stacked["rank"].to_numpy())])
         p = lookup.reindex(keys).to_numpy(dtype=np.float64)

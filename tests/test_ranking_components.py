@@ -243,3 +243,44 @@ def test_feature_ablation_finds_the_informative_group():
     assert out["ablation.noise.ndcg_at_10"] - out["ablation.noise.delta"] == pytest.approx(full)
     assert out["ablation.signal.delta"] < -0.05  # dropping the only informative feature hurts
     assert out["ablation.signal.delta"] < out["ablation.noise.delta"]
+
+
+def test_learned_merge_orders_by_held_out_evidence_and_discounts_a_copied_channel():
+    from ranking.recall import LearnedMerge
+
+    rng = np.random.default_rng(0)
+    n = 400
+    # Held-out requests: "strong" lists the positive first 45% of the time, "weak" 30%; "copy"
+    # repeats "weak" exactly, so it carries no evidence of its own.
+    held_out, positives = {"strong": [], "weak": [], "copy": []}, []
+    for i in range(n):
+        r = f"v{i}"
+        positive = "pos"
+        strong = [positive, "s1", "s2"] if rng.random() < 0.45 else ["s1", "s2", "s3"]
+        weak = [positive, "w1", "w2"] if rng.random() < 0.3 else ["w1", "w2", "w3"]
+        for name, items in (("strong", strong), ("weak", weak), ("copy", weak)):
+            held_out[name].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-{x}" for x in items], "rank": [1, 2, 3]}))
+        positives.append((r, f"{r}-{positive}"))
+    held_out = {k: pd.concat(v, ignore_index=True) for k, v in held_out.items()}
+    positives = pd.DataFrame(positives, columns=[S.REQUEST_ID, S.ITEM_ID])
+    quotas = {"weak": 3, "copy": 3, "strong": 3}
+    merge = LearnedMerge().fit(held_out, quotas, positives)
+
+    test_lists = {
+        "weak": pd.DataFrame({S.REQUEST_ID: "t", S.ITEM_ID: ["w", "x"], "score": [2.0, 1.0], "rank": [1, 2]}),
+        "copy": pd.DataFrame({S.REQUEST_ID: "t", S.ITEM_ID: ["w", "x"], "score": [2.0, 1.0], "rank": [1, 2]}),
+        "strong": pd.DataFrame({S.REQUEST_ID: "t", S.ITEM_ID: ["p", "q"], "score": [2.0, 1.0], "rank": [1, 2]}),
+    }
+    merged = merge_candidates(test_lists, quotas, k=4, learned=merge)
+    # Noisy-OR counts the copy as a second witness (1 - 0.7**2 = 0.51 for "w", above 0.45); the
+    # learned merge knows "w" is right 30% of the time and puts the strong channel's head first.
+    from ranking.recall import channel_hit_rates
+
+    noisy_or = merge_candidates(test_lists, quotas, k=4, hit_rates=channel_hit_rates(held_out, positives, prior_strength=1.0, credible_low=0.5))
+    assert noisy_or[S.ITEM_ID].tolist()[0] == "w"
+    assert merged[S.ITEM_ID].tolist()[0] == "p"
+    assert merged["merge_score"].is_monotonic_decreasing
+    coefficients = merge.coefficients()
+    assert set(coefficients["channel"]) == {"strong", "weak", "copy"}
+    with pytest.raises(ValueError, match="positives"):
+        LearnedMerge().fit(held_out, quotas, positives.iloc[:0])
