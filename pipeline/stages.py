@@ -29,8 +29,8 @@ from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
 from ranking.index import VectorIndex
-from ranking.recall import (CHANNELS, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall, LearnedMerge,
-                            PopularityRecall, TwoTowerRecall, channel_hit_rates, merge_candidates)
+from ranking.recall import (CHANNELS, MERGES, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall,
+                            PopularityRecall, TwoTowerRecall, choose_merge, fit_merge, merge_candidates, tune_popularity_weight)
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -157,13 +157,10 @@ def launched_by_request(found: pd.DataFrame, requests: pd.DataFrame, items: pd.D
     return found[~later].reset_index(drop=True) if later.any() else found
 
 
-MERGES = ("learned", "calibrated", "interleave")
-
-
 def check_config(config: Config) -> None:
     """Config errors that only the stages can judge, raised before the run writes anything."""
-    if config.recall.merge not in MERGES:
-        raise ConfigError(f"recall.merge must be one of {list(MERGES)}. Got {config.recall.merge!r} instead.")
+    if config.recall.merge not in ("auto",) + MERGES:
+        raise ConfigError(f"recall.merge must be one of {['auto', *MERGES]}. Got {config.recall.merge!r} instead.")
     unknown = sorted(set(config.recall.quotas) - set(CHANNELS))
     if unknown:
         raise ConfigError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(CHANNELS)}")
@@ -181,10 +178,13 @@ def make_channels(config: Config) -> dict[str, Any]:
     i2v, tt = rc.item2vec, rc.two_tower
     built = {
         "popularity": lambda: PopularityRecall(rc.popularity_half_life_days),
+        # A None prior weight is tuned on validation requests after fit (see recall); the class default until then.
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
-                                           i2v.popularity_weight, rc.popularity_half_life_days, index, config.seed),
+                                           1.0 if i2v.popularity_weight is None else i2v.popularity_weight,
+                                           rc.popularity_half_life_days, index, config.seed),
         "two_tower": lambda: TwoTowerRecall(tt.dims, tt.hidden, tt.history, tt.epochs, tt.batch_size, tt.learning_rate, tt.temperature,
-                                            tt.popularity_weight, rc.popularity_half_life_days, index, config.seed, config.device),
+                                            0.0 if tt.popularity_weight is None else tt.popularity_weight,
+                                            rc.popularity_half_life_days, index, config.seed, config.device),
         "bm25": lambda: BM25Recall(),
         "dense_text": lambda: DenseTextRecall(index),
         "itemcf": lambda: ItemCFRecall(half_life_days=rc.itemcf_half_life_days),
@@ -195,10 +195,11 @@ def make_channels(config: Config) -> dict[str, Any]:
 def recall(inputs: StageInputs, config: Config) -> StageResult:
     """Fit every channel on the train period, retrieve for test requests, merge with quotas.
 
-    With ``recall.merge: learned`` or ``calibrated`` the channels also retrieve for a sample of
+    Unless ``recall.merge`` is ``interleave``, the channels also retrieve for a sample of
     validation requests; which channels found the positives there, and at what rank, orders the
     merged lists (:class:`ranking.recall.LearnedMerge`, or per-channel hit rates combined by
-    noisy-OR; see :func:`ranking.recall.merge_candidates`).
+    noisy-OR; see :func:`ranking.recall.merge_candidates`). ``auto`` picks the method by 2-fold
+    cross-validation on those requests (:func:`ranking.recall.choose_merge`).
     """
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     train_events = events[events[S.TS] < _train_end(requests)]
@@ -210,26 +211,34 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     history = _positive_history(events)
     channels = make_channels(config)
     depth = max(config.recall.k, max(config.evaluate.recall_ks))
-    lists, held_out, timings = {}, {}, {}
+    labels = inputs.table("prepare", "labels")
+    valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels["grade"] > 0)]
+    untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
+    lists, held_out, timings, tuned = {}, {}, {}, {}
     for name, channel in channels.items():
         started = time.perf_counter()
         channel.fit(train_events, items)
+        if untuned.get(name) and len(valid_positives):
+            tried = tune_popularity_weight(channel, valid_requests, valid_positives, history, config.recall.quotas[name])
+            tuned.update({f"{name}_prior_recall.{w:g}": r for w, r in tried.items()})
+            tuned[f"{name}_popularity_weight"] = channel.popularity_weight
         lists[name] = launched_by_request(channel.retrieve(test_requests, depth, history), test_requests, items)
         if calibrate:
             held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
-    hit_rates, learned, quotas = None, None, dict(config.recall.quotas)
-    tables = {}
+    quotas, method, fitted, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}, {}
     if calibrate:
-        labels = inputs.table("prepare", "labels")
-        valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels["grade"] > 0)]
-        if config.recall.merge == "learned":
-            learned = LearnedMerge().fit(held_out, quotas, valid_positives)
-            tables["calibration"] = learned.coefficients()
-        else:
-            hit_rates = channel_hit_rates(held_out, valid_positives)
-            tables["calibration"] = hit_rates
-    merged = merge_candidates(lists, quotas, config.recall.k, hit_rates, learned)
+        if method == "auto":
+            method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)
+            merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
+        fitted = fit_merge(method, held_out, quotas, valid_positives)
+        if "learned" in fitted:
+            tables["calibration"] = fitted["learned"].coefficients()
+        elif "hit_rates" in fitted:
+            tables["calibration"] = fitted["hit_rates"]
+    elif method == "auto":
+        method = "interleave"
+    merged = merge_candidates(lists, quotas, config.recall.k, **fitted)
     channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
     tables.update(candidates=merged, channels=channel_lists)
     models = {}
@@ -239,7 +248,8 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         vectors.insert(0, S.ITEM_ID, pd.Series(i2v.item_index_.to_numpy(), dtype="str"))
         tables["item_vectors"] = vectors
         models["item2vec_index"] = i2v.index_
-    metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings}
+    metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
+               **{f"merge_is_{m}": float(m == method) for m in MERGES}}
     if "two_tower" in channels:
         models["two_tower"] = channels["two_tower"]
         metrics["two_tower_train_loss"] = channels["two_tower"].train_loss_

@@ -58,19 +58,42 @@ def popularity_prior(train_events: pd.DataFrame, item_index: pd.Index, half_life
     return (log_count / max(float(log_count.max()), 1e-9)).astype(np.float32)
 
 
-def with_prior(item_vectors: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarray:
-    """Item vectors with ``weight * prior`` as one more dimension: searched with :func:`with_prior_query`
-    query vectors, the inner product is ``similarity + weight * prior`` and faiss still does the search.
+def with_prior(item_vectors: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Item vectors with the popularity prior as one more dimension. Searched with
+    :func:`with_prior_query` query vectors, the inner product is ``similarity + weight * prior``:
+    faiss still does the search, and the weight is a search-time knob (no rebuild to tune it).
 
     Embedding similarity alone ignores how often an item is wanted at all; logged positives lean to
-    popular items, so a learned channel without the prior loses to plain popularity on recall.
+    popular items, so a learned channel without the prior can lose to plain popularity on recall.
     """
-    return np.hstack([item_vectors, (weight * prior)[:, None]]).astype(np.float32)  # (I, D + 1)
+    return np.hstack([item_vectors, prior[:, None]]).astype(np.float32)  # (I, D + 1)
 
 
-def with_prior_query(query_vectors: np.ndarray) -> np.ndarray:
-    """Query vectors matching :func:`with_prior` items: a constant 1 in the extra dimension."""
-    return np.hstack([query_vectors, np.ones((len(query_vectors), 1), dtype=np.float32)])  # (R, D + 1)
+def with_prior_query(query_vectors: np.ndarray, weight: float) -> np.ndarray:
+    """Query vectors matching :func:`with_prior` items: ``weight`` in the extra dimension."""
+    return np.hstack([query_vectors, np.full((len(query_vectors), 1), weight, dtype=np.float32)])  # (R, D + 1)
+
+
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def tune_popularity_weight(channel, requests: pd.DataFrame, positives: pd.DataFrame, history: pd.DataFrame, k: int,
+                           weights: tuple[float, ...] = PRIOR_WEIGHTS) -> dict[float, float]:
+    """Set a fitted embedding channel's ``popularity_weight`` to the one with the best recall@``k``
+    on held-out ``requests`` (their (request_id, item_id) ``positives``); ties go to the smaller weight.
+
+    Returns:
+        {weight: recall@k} for every weight tried.
+    """
+    from ranking.metrics import recall_at_k
+
+    results = {}
+    for weight in weights:
+        channel.popularity_weight = weight
+        results[weight] = recall_at_k(channel.retrieve(requests, k, history), positives, k)[0]
+    judged = {w: r for w, r in results.items() if np.isfinite(r)}
+    channel.popularity_weight = max(judged, key=lambda w: (judged[w], -w)) if judged else weights[0]
+    return results
 
 
 class PopularityRecall:
@@ -145,7 +168,7 @@ class Item2VecRecall:
         self.vectors_ = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
         self.item_index_ = pd.Index(model.wv.index_to_key)
         prior = popularity_prior(train_events, self.item_index_, self.popularity_half_life_days)
-        self.index_ = _new_index(self.index).fit(with_prior(self.vectors_, prior, self.popularity_weight))
+        self.index_ = _new_index(self.index).fit(with_prior(self.vectors_, prior))
         return self
 
     def user_vectors(self, requests: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
@@ -159,7 +182,7 @@ class Item2VecRecall:
             raise ValueError("item2vec retrieve needs history: positive events (user_id, item_id, ts)")
         user_vec = self.user_vectors(requests, history)
         known = np.linalg.norm(user_vec, axis=1) > 0  # cold users: no candidates from this channel
-        scores, rows = self.index_.search(with_prior_query(user_vec[known]), k)
+        scores, rows = self.index_.search(with_prior_query(user_vec[known], self.popularity_weight), k)
         return _top_k_rows(requests[S.REQUEST_ID].to_numpy()[known], scores, rows, self.item_index_.to_numpy())
 
 
@@ -421,6 +444,54 @@ class LearnedMerge:
         check_fitted(self, "model_", "coefficients")
         channel, bucket = zip(*(c.rsplit("@", 1) for c in self.columns_))
         return pd.DataFrame({"channel": list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
+
+
+MERGES = ("learned", "calibrated", "interleave")
+
+
+def fit_merge(method: str, held_out: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame) -> dict:
+    """The keyword arguments of :func:`merge_candidates` for ``method``, fitted on held-out lists and their positives."""
+    if method == "learned":
+        return {"learned": LearnedMerge().fit(held_out, quotas, positives)}
+    if method == "calibrated":
+        return {"hit_rates": channel_hit_rates(held_out, positives)}
+    if method == "interleave":
+        return {}
+    raise ValueError(f"merge method must be one of {list(MERGES)}. Got {method!r} instead.")
+
+
+def choose_merge(held_out: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame, k: int,
+                 ks: tuple[int, ...], seed: int = 0) -> tuple[str, dict[str, float]]:
+    """The merge that finds the most held-out positives, by 2-fold cross-validation over the held-out requests.
+
+    Each method is fitted on one half and scored on the other (mean recall at each of ``ks`` within
+    the merged top ``k``), then the halves swap. A learned merge wins with plenty of held-out
+    requests; on a few hundred the calibrated one's shrinkage can win, and this picks per run
+    rather than per guess.
+
+    Returns:
+        (the best method, {method: its mean cross-validated recall}).
+    """
+    from ranking.metrics import recall_at_k
+
+    requests = pd.Index(pd.unique(pd.concat([frame[S.REQUEST_ID] for frame in held_out.values()], ignore_index=True)))
+    fold = np.random.default_rng(seed).permutation(len(requests)) % 2
+    scores: dict[str, list[float]] = {m: [] for m in MERGES}
+    for f in (0, 1):
+        fit_ids, eval_ids = requests[fold != f], requests[fold == f]
+        fit_lists = {n: frame[frame[S.REQUEST_ID].isin(fit_ids)] for n, frame in held_out.items()}
+        eval_lists = {n: frame[frame[S.REQUEST_ID].isin(eval_ids)] for n, frame in held_out.items()}
+        eval_positives = positives[positives[S.REQUEST_ID].isin(eval_ids)]
+        for method in MERGES:
+            try:
+                fitted = fit_merge(method, fit_lists, quotas, positives[positives[S.REQUEST_ID].isin(fit_ids)])
+            except ValueError:  # e.g. a half without positives: the method can't be judged on it
+                continue
+            merged = merge_candidates(eval_lists, quotas, k, **fitted)
+            scores[method].append(float(np.mean([recall_at_k(merged, eval_positives, cut)[0] for cut in ks if cut <= k])))
+    means = {m: float(np.mean(v)) if v and np.isfinite(v).all() else float("nan") for m, v in scores.items()}
+    judged = {m: v for m, v in means.items() if np.isfinite(v)}
+    return (max(judged, key=judged.get) if judged else "interleave"), means
 
 
 def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int,

@@ -193,7 +193,7 @@ class TwoTowerRecall:
         self.train_loss_ = float(np.mean(losses[-steps:]))
         self.item_vectors_ = self._all_item_vectors()
         prior = popularity_prior(train_events, self.item_index_, self.popularity_half_life_days)
-        self.index_ = _new_index(self.index).fit(with_prior(self.item_vectors_, prior, self.popularity_weight))
+        self.index_ = _new_index(self.index).fit(with_prior(self.item_vectors_, prior))
         return self
 
     @torch.no_grad()
@@ -217,7 +217,7 @@ class TwoTowerRecall:
         check_fitted(self, "index_", "retrieve")
         if history is None:
             raise ValueError("two_tower retrieve needs history: positive events (user_id, item_id, ts)")
-        scores, rows = self.index_.search(with_prior_query(self.user_vectors(requests, history)), k)
+        scores, rows = self.index_.search(with_prior_query(self.user_vectors(requests, history), self.popularity_weight), k)
         return _top_k_rows(requests[S.REQUEST_ID].to_numpy(), scores, rows, self.item_index_.to_numpy())
 
     # ------------------------------------------------------------------------------ persistence

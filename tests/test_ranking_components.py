@@ -70,7 +70,7 @@ def test_popularity_prior_adds_to_the_inner_product():
 
     rng = np.random.default_rng(0)
     items, users, prior = rng.normal(size=(50, 8)), rng.normal(size=(7, 8)), rng.random(50)
-    scores = with_prior_query(users.astype(np.float32)) @ with_prior(items.astype(np.float32), prior.astype(np.float32), 0.7).T
+    scores = with_prior_query(users.astype(np.float32), 0.7) @ with_prior(items.astype(np.float32), prior.astype(np.float32)).T
     np.testing.assert_allclose(scores, users @ items.T + 0.7 * prior[None, :], rtol=1e-4, atol=1e-4)
 
 
@@ -284,3 +284,37 @@ def test_learned_merge_orders_by_held_out_evidence_and_discounts_a_copied_channe
     assert set(coefficients["channel"]) == {"strong", "weak", "copy"}
     with pytest.raises(ValueError, match="positives"):
         LearnedMerge().fit(held_out, quotas, positives.iloc[:0])
+
+
+def test_choose_merge_picks_the_method_that_finds_more_held_out_positives():
+    from ranking.recall import MERGES, choose_merge
+
+    rng = np.random.default_rng(1)
+    frames = {"good": [], "bad": []}
+    positives = []
+    for i in range(300):
+        r = f"v{i}"
+        hit = rng.random() < 0.7
+        frames["good"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-p" if hit else f"{r}-g0", f"{r}-g1"], "score": [2.0, 1.0], "rank": [1, 2]}))
+        frames["bad"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-b0", f"{r}-b1"], "score": [2.0, 1.0], "rank": [1, 2]}))
+        positives.append((r, f"{r}-p"))
+    held_out = {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+    positives = pd.DataFrame(positives, columns=[S.REQUEST_ID, S.ITEM_ID])
+    # "bad" comes first: interleaving puts its useless head first, a fitted merge doesn't.
+    method, scores = choose_merge(held_out, {"bad": 2, "good": 2}, positives, k=4, ks=(1,), seed=0)
+    assert set(scores) == set(MERGES)
+    assert scores["interleave"] == 0.0 and scores[method] > 0.6
+    assert method in ("learned", "calibrated")
+
+
+def test_tuned_popularity_weight_is_the_best_one_tried(world):
+    from ranking.recall import PRIOR_WEIGHTS, tune_popularity_weight
+
+    train, items, requests, history = world
+    channel = CHANNELS["item2vec"](popularity_weight=0.0).fit(train, items)
+    later = history[history[S.TS] >= requests[S.TS].min()]
+    positives = later.merge(requests[[S.REQUEST_ID, S.USER_ID]], on=S.USER_ID)[[S.REQUEST_ID, S.ITEM_ID]].drop_duplicates()
+    tried = tune_popularity_weight(channel, requests, positives, history, 20)
+    assert set(tried) == set(PRIOR_WEIGHTS)
+    assert tried[channel.popularity_weight] == max(tried.values())
+    assert len(set(tried.values())) > 1  # the weight changes what is retrieved
