@@ -396,7 +396,7 @@ def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd
 
 class LearnedMerge:
     """A logistic regression of "this candidate is a positive" on which channels found it and at what
-    rank (one indicator per channel × log2 rank bucket), fitted on held-out requests.
+    rank (one indicator per channel × half-octave rank bucket), fitted on held-out requests.
 
     Unlike :func:`channel_hit_rates`' noisy-OR, it learns how much a second channel adds when the
     two find the same items (correlated channels add little), so the merged head beats the best
@@ -411,7 +411,11 @@ class LearnedMerge:
         import scipy.sparse as sp
 
         candidate, _ = pd.factorize(pd.MultiIndex.from_arrays([stacked[S.REQUEST_ID], stacked[S.ITEM_ID]]))
-        names = stacked["channel"].astype("str").to_numpy(dtype=object) + "@" + rank_bucket(stacked["rank"].to_numpy()).astype(str).astype(object)
+        # Half-octave buckets (1, 2, 3, 4-5, 6-7, 8-11, …): finer than the calibrated merge's octaves,
+        # which left the merged top 100 below the best channel's on the default world (0.7634 vs 0.7684;
+        # half-octaves 0.7707); the regression pools evidence across buckets, so thin ones are fine.
+        bucket = np.floor(2 * np.log2(np.maximum(stacked["rank"].to_numpy(), 1))).astype(np.int16)
+        names = stacked["channel"].astype("str").to_numpy(dtype=object) + "@" + bucket.astype(str).astype(object)
         columns = self.columns_ if hasattr(self, "columns_") else pd.Index(np.unique(names))
         col = columns.get_indexer(names)
         keep = col >= 0
@@ -440,7 +444,7 @@ class LearnedMerge:
         return self.model_.predict_proba(matrix)[:, 1][candidate]
 
     def coefficients(self) -> pd.DataFrame:
-        """The fitted log-odds per indicator: channel, bucket, coefficient (for the run's tables)."""
+        """The fitted log-odds per indicator: channel, bucket (floor(2 log2 rank)), coefficient (for the run's tables)."""
         check_fitted(self, "model_", "coefficients")
         channel, bucket = zip(*(c.rsplit("@", 1) for c in self.columns_))
         return pd.DataFrame({"channel": list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
