@@ -138,9 +138,12 @@ class RankConfig:
 
     model: str = "lambdarank"
     num_leaves: int = 31
-    learning_rate: float = 0.05
-    n_estimators: int = 300
-    early_stopping_rounds: int = 30
+    # A small step and long patience: with 0.05 / 30, early stopping on noisy validation NDCG kept
+    # 1-5 trees for some seeds, and test NDCG@10 across ranker seeds spread 0.8476-0.8625 on MovieLens
+    # (0.8607-0.8626 at 0.02 / 100, six seeds) and 0.6916-0.6971 on the default world (0.6961-0.6976, three).
+    learning_rate: float = 0.02
+    n_estimators: int = 800
+    early_stopping_rounds: int = 100
     min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
     eval_at: int = 10

@@ -41,8 +41,8 @@ class LambdaRankRanker:
 
     objective = "lambdarank"
 
-    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 300,
-                 early_stopping_rounds: int = 30, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
+                 early_stopping_rounds: int = 100, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
                  eval_at: int = 10, refit: bool = True, seed: int = 42, progress: bool = True):
         self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
         self.early_stopping_rounds, self.min_data_in_leaf, self.feature_fraction = early_stopping_rounds, min_data_in_leaf, feature_fraction
