@@ -121,6 +121,9 @@ class RecallConfig:
     quotas: Mapping[str, int] = field(default_factory=lambda: {"bm25": 100, "itemcf": 100, "item2vec": 100, "two_tower": 100, "popularity": 100})
     k: int = 200
     popularity_half_life_days: float = 7.0
+    # Scopes of the popularity channel, in order of preference (ranking.recall.PopularityRecall):
+    # query (items clicked after the same query), category (of the user's last positive item), global.
+    popularity_scopes: tuple[str, ...] = ("query", "global")
     itemcf_half_life_days: float = 30.0
     # learned: a logistic regression on (channel, rank bucket) fitted on validation requests;
     # calibrated: per-channel hit rates combined by noisy-OR; interleave: round-robin by rank;

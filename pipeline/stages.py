@@ -177,7 +177,7 @@ def make_channels(config: Config) -> dict[str, Any]:
     index = VectorIndex(rc.index.factory, "ip", config.device, rc.index.nprobe, rc.index.ef_search)  # every embedding channel's index
     i2v, tt = rc.item2vec, rc.two_tower
     built = {
-        "popularity": lambda: PopularityRecall(rc.popularity_half_life_days),
+        "popularity": lambda: PopularityRecall(rc.popularity_half_life_days, rc.popularity_scopes),
         # A None prior weight is tuned on validation requests after fit (see recall); the class default until then.
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
                                            1.0 if i2v.popularity_weight is None else i2v.popularity_weight,

@@ -318,3 +318,28 @@ def test_tuned_popularity_weight_is_the_best_one_tried(world):
     assert set(tried) == set(PRIOR_WEIGHTS)
     assert tried[channel.popularity_weight] == max(tried.values())
     assert len(set(tried.values())) > 1  # the weight changes what is retrieved
+
+
+def test_popularity_scopes_prefer_the_query_then_the_category_then_global(world):
+    train, items, requests, history = world
+    positive = train[train[S.EVENT].isin(POSITIVE_EVENTS)]
+    channel = CHANNELS["popularity"](scopes=("query", "category", "global")).fit(train, items)
+    out = channel.retrieve(requests, 30, history)
+    assert out.sort_values([S.REQUEST_ID, "rank"]).groupby(S.REQUEST_ID)["score"].apply(lambda s: s.is_monotonic_decreasing).all()
+
+    search = requests[requests[S.QUERY].isin(positive[S.QUERY])].iloc[0]
+    head = out[(out[S.REQUEST_ID] == search[S.REQUEST_ID]) & (out["score"] >= 2)]  # the query tier
+    assert len(head) > 0 and set(head[S.ITEM_ID]) <= set(positive.loc[positive[S.QUERY] == search[S.QUERY], S.ITEM_ID])
+
+    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
+    feed = requests[requests[S.QUERY].isna()]
+    last = history.merge(feed[[S.REQUEST_ID, S.USER_ID, S.TS]].rename(columns={S.TS: "at"}), on=S.USER_ID)
+    last = last[last[S.TS] < last["at"]].sort_values(S.TS).groupby(S.REQUEST_ID).tail(1).iloc[0]  # a feed request with history
+    tier = out[(out[S.REQUEST_ID] == last[S.REQUEST_ID]) & out["score"].between(1, 2, inclusive="left")]  # the category tier
+    assert len(tier) > 0 and (category.reindex(tier[S.ITEM_ID]) == category[last[S.ITEM_ID]]).all()
+
+    cold = requests.head(2).assign(**{S.USER_ID: "never-seen", S.QUERY: None})
+    glob = channel.retrieve(cold, 10, history)
+    assert (glob["score"] < 1).all() and glob.groupby(S.REQUEST_ID)[S.ITEM_ID].apply(tuple).nunique() == 1  # the global list
+    with pytest.raises(ValueError, match="scopes"):
+        CHANNELS["popularity"](scopes=("brand",)).fit(train, items)
