@@ -1,4 +1,4 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``.
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``, ``rankpipe rankers``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
 key; ``--debug`` adds the traceback.
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     stage.add_argument("name", help="a stage of the dataset's graph (see `rankpipe datasets`), e.g. rank")
     _common(stage)
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
+    sub.add_parser("rankers", help="list the rankers rank.model can name")
     return parser
 
 
@@ -75,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for name, adapter in registry().items():
             print(f"{name:<10} {adapter.description}\n{'':<10} stages: {', '.join(adapter.stages)}")
+        return 0
+    if args.command == "rankers":
+        from ranking.rankers import RANKERS
+
+        for name, cls in RANKERS.items():
+            print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
     try:
         from pipeline.runner import Runner

@@ -84,3 +84,19 @@ def test_recall_config_errors_exit_2(tmp_path, capsys):
     assert main(["run", "--workdir", work, "--set", "rank.model=nope"]) == 2
     assert "rank.model must be one of" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_path, capsys, monkeypatch):
+    from ranking.rankers import RANKERS
+
+    assert main(["rankers"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed == list(RANKERS)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = str(tmp_path / "work")
+    for name in RANKERS:  # same run id: only the rank stage re-runs when the model changes
+        assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
+                     "--quiet", "--set", f"rank.model={name}", "--set", "rank.n_estimators=40", "--set", "recall.k=50",
+                     "--set", "evaluate.recall_ks=[20,50]"]) == 0
+        importance = pd.read_parquet(tmp_path / "work" / "runs" / "r" / "rank" / "importance.parquet")
+        assert len(importance) > 0 and importance["gain"].sum() > 0, name
