@@ -170,6 +170,11 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"rank.model must be one of {sorted(RANKERS)}. Got {config.rank.model!r} instead.")
 
 
+def _fixed_prior(weight: float | None) -> dict[str, float]:
+    """``popularity_weight`` for a channel's constructor when the config fixes it; none when it is tuned."""
+    return {} if weight is None else {"popularity_weight": weight}
+
+
 def make_channels(config: Config) -> dict[str, Any]:
     """Channel objects for the names in ``recall.quotas``, with their configured hyperparameters."""
     check_config(config)
@@ -180,11 +185,11 @@ def make_channels(config: Config) -> dict[str, Any]:
         "popularity": lambda: PopularityRecall(rc.popularity_half_life_days, rc.popularity_scopes),
         # A None prior weight is tuned on validation requests after fit (see recall); the class default until then.
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
-                                           1.0 if i2v.popularity_weight is None else i2v.popularity_weight,
-                                           rc.popularity_half_life_days, index, config.seed),
+                                           popularity_half_life_days=rc.popularity_half_life_days, index=index, seed=config.seed,
+                                           **_fixed_prior(i2v.popularity_weight)),
         "two_tower": lambda: TwoTowerRecall(tt.dims, tt.hidden, tt.history, tt.epochs, tt.batch_size, tt.learning_rate, tt.temperature,
-                                            0.0 if tt.popularity_weight is None else tt.popularity_weight,
-                                            rc.popularity_half_life_days, index, config.seed, config.device),
+                                            popularity_half_life_days=rc.popularity_half_life_days, index=index, seed=config.seed,
+                                            device=config.device, **_fixed_prior(tt.popularity_weight)),
         "bm25": lambda: BM25Recall(),
         "dense_text": lambda: DenseTextRecall(index),
         "itemcf": lambda: ItemCFRecall(half_life_days=rc.itemcf_half_life_days),

@@ -134,13 +134,13 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
     i = items.index.get_indexer(pairs[S.ITEM_ID])
     q = queries.index.get_indexer(pairs[S.QUERY].fillna("\x00"))
     known = (u >= 0) & (i >= 0)
+    rows = np.where(known, i, 0)  # item rows; unknown pairs read row 0 and are masked at the end
     taste = np.stack(users["taste"].to_numpy())[np.where(known, u, 0)]
-    vec = np.stack(items["vec"].to_numpy())[np.where(known, i, 0)]
-    item_leaf, item_color, item_brand = (items[c].to_numpy()[np.where(known, i, 0)] for c in ("leaf", "color", "brand"))
+    vec = np.stack(items["vec"].to_numpy())[rows]
+    item_leaf, item_color, item_brand = (items[c].to_numpy()[rows] for c in ("leaf", "color", "brand"))
     is_search = (q >= 0).astype(np.float64)
     qi = np.where(q >= 0, q, 0)
     q_leaf, q_color, q_brand = (queries[c].to_numpy()[qi] for c in ("leaf", "color", "brand"))
-    rows = np.where(known, i, 0)
     t_s = _seconds(pairs[S.TS])
     age_s = t_s - _seconds(items["created_at"].to_numpy()[rows])
     drift = item_drift(age_s, t_s - _seconds(items["trend_peak"].to_numpy()[rows]), items["trend_width_days"].to_numpy()[rows],
