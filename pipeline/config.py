@@ -93,6 +93,10 @@ class Item2VecConfig:
     min_count: int = 3
     epochs: int = 20
     history: int = 5
+    # A search's query vector (queries are tokens of the sessions) counts this many times the user's
+    # history; 0 trains on items alone. Default world recall@100: 0.621 at 0, 0.703 at 1, 0.713 at 2,
+    # 0.716 at 4 (searches 0.600 → 0.819 at 2; browsing requests unchanged).
+    query_weight: float = 2.0
     # Weight of the popularity prior added to the cosine; None: chosen per run on the validation
     # requests from ranking.recall.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
     popularity_weight: float | None = None

@@ -185,8 +185,8 @@ def make_channels(config: Config) -> dict[str, Any]:
         "popularity": lambda: PopularityRecall(rc.popularity_half_life_days, rc.popularity_scopes),
         # A None prior weight is tuned on validation requests after fit (see recall); the class default until then.
         "item2vec": lambda: Item2VecRecall(i2v.dims, i2v.window, i2v.negative, i2v.min_count, i2v.epochs, i2v.history,
-                                           popularity_half_life_days=rc.popularity_half_life_days, index=index, seed=config.seed,
-                                           **_fixed_prior(i2v.popularity_weight)),
+                                           popularity_half_life_days=rc.popularity_half_life_days, query_weight=i2v.query_weight, index=index,
+                                           seed=config.seed, **_fixed_prior(i2v.popularity_weight)),
         "two_tower": lambda: TwoTowerRecall(tt.dims, tt.hidden, tt.history, tt.epochs, tt.batch_size, tt.learning_rate, tt.temperature,
                                             popularity_half_life_days=rc.popularity_half_life_days, index=index, seed=config.seed,
                                             device=config.device, **_fixed_prior(tt.popularity_weight)),

@@ -74,11 +74,26 @@ def test_popularity_prior_adds_to_the_inner_product():
     np.testing.assert_allclose(scores, users @ items.T + 0.7 * prior[None, :], rtol=1e-4, atol=1e-4)
 
 
-def test_item2vec_cold_user_falls_back_to_no_candidates(world):
+def test_item2vec_cold_user_is_served_by_a_known_query_and_otherwise_gets_no_candidates(world):
+    from ranking.recall import QUERY_TOKEN, query_token
+
     train, items, requests, history = world
     channel = CHANNELS["item2vec"]().fit(train, items)
-    cold = requests.head(3).assign(user_id="never-seen")
-    assert channel.retrieve(cold, 10, history).empty
+    assert len(channel.query_index_) > 0 and not channel.item_index_.str.startswith(QUERY_TOKEN).any()
+    browse = requests[requests[S.QUERY].isna()].head(3).assign(user_id="never-seen")
+    assert channel.retrieve(browse, 10, history).empty
+    known = requests[query_token(requests[S.QUERY]).isin(channel.query_index_)].head(3)
+    searched = known.assign(user_id="never-seen", **{S.QUERY: "  " + known[S.QUERY].str.upper() + " "})  # case and spaces fold
+    found = channel.retrieve(searched, 10, history)
+    assert set(found[S.REQUEST_ID]) == set(searched[S.REQUEST_ID]) and set(found[S.ITEM_ID]) <= set(items[S.ITEM_ID])
+    # Without the popularity prior, the query's vector alone points at items clicked after that query in training.
+    channel.popularity_weight = 0.0
+    clicked = train[train[S.EVENT].isin(POSITIVE_EVENTS)].assign(token=lambda f: query_token(f[S.QUERY]))[["token", S.ITEM_ID]]
+    top = channel.retrieve(searched, 10, history).merge(searched[[S.REQUEST_ID, S.QUERY]], on=S.REQUEST_ID)
+    hits = top.assign(token=lambda f: query_token(f[S.QUERY])).merge(clicked, on=["token", S.ITEM_ID])
+    assert hits[S.REQUEST_ID].nunique() == len(searched)
+    no_queries = CHANNELS["item2vec"](query_weight=0.0).fit(train, items)
+    assert len(no_queries.query_index_) == 0 and no_queries.retrieve(searched, 10, history).empty
 
 
 def test_merge_respects_quotas_dedupes_and_keeps_channel_scores():
