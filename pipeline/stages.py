@@ -238,7 +238,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
             merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
         fitted = fit_merge(method, held_out, quotas, valid_positives)
         if "learned" in fitted:
-            tables["calibration"] = fitted["learned"].coefficients()
+            tables["calibration"] = fitted["learned"].summary()
         elif "hit_rates" in fitted:
             tables["calibration"] = fitted["hit_rates"]
     elif method == "auto":

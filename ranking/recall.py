@@ -475,9 +475,27 @@ def channel_hit_rates(channel_lists: dict[str, pd.DataFrame], positives: pd.Data
 
 
 def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd.DataFrame:
-    """Every channel's list cut at its quota, stacked with ``channel`` and ``priority`` (order in ``quotas``)."""
-    return pd.concat([channel_lists[name].loc[lambda f, q=quota: f["rank"] <= q].assign(channel=name, priority=priority)
-                      for priority, (name, quota) in enumerate(quotas.items())], ignore_index=True)
+    """Every channel's list cut at its quota, stacked with ``channel``, ``priority`` (order in
+    ``quotas``), and integer codes ``_request`` and ``_candidate`` (one per (request_id, item_id),
+    numbered in order of appearance), so merging never hashes id strings twice."""
+    stacked = pd.concat([channel_lists[name].loc[lambda f, q=quota: f["rank"] <= q].assign(channel=name, priority=priority)
+                         for priority, (name, quota) in enumerate(quotas.items())], ignore_index=True)
+    request, _ = pd.factorize(stacked[S.REQUEST_ID])
+    item, items = pd.factorize(stacked[S.ITEM_ID])
+    stacked["_request"] = request
+    # Factorizing the pair as one int64 is ~10x faster than factorizing a MultiIndex of two string columns.
+    stacked["_candidate"] = pd.factorize(request.astype(np.int64) * max(len(items), 1) + item)[0]
+    return stacked
+
+
+def _candidate_hits(stacked: pd.DataFrame, candidate: np.ndarray, positives: pd.DataFrame, method: str) -> np.ndarray:
+    """Whether each candidate (by code) is a positive; an error naming ``method`` when there is nothing to learn from."""
+    first = stacked.iloc[np.unique(candidate, return_index=True)[1]][[S.REQUEST_ID, S.ITEM_ID]]  # one row per code, in code order
+    hit = pd.MultiIndex.from_frame(first).isin(pd.MultiIndex.from_frame(positives[[S.REQUEST_ID, S.ITEM_ID]]))
+    if hit.all() or not hit.any():
+        raise ValueError(f"recall.merge {method}: the held-out lists need both positives and non-positives; got {int(hit.sum())} "
+                         f"positives among {len(hit)} candidates")
+    return hit
 
 
 class LearnedMerge:
@@ -496,7 +514,7 @@ class LearnedMerge:
         """(candidates × indicators sparse matrix, candidate code per stacked row, indicator names of the columns)."""
         import scipy.sparse as sp
 
-        candidate, _ = pd.factorize(pd.MultiIndex.from_arrays([stacked[S.REQUEST_ID], stacked[S.ITEM_ID]]))
+        candidate = stacked["_candidate"].to_numpy()
         # Half-octave buckets (1, 2, 3, 4-5, 6-7, 8-11, …): finer than the calibrated merge's octaves,
         # which left the merged top 100 below the best channel's on the default world (0.7634 vs 0.7684;
         # half-octaves 0.7707); the regression pools evidence across buckets, so thin ones are fine.
@@ -515,12 +533,7 @@ class LearnedMerge:
 
         stacked = _stack(channel_lists, quotas)
         matrix, candidate, self.columns_ = self._design(stacked)
-        first = pd.DataFrame({S.REQUEST_ID: stacked[S.REQUEST_ID], S.ITEM_ID: stacked[S.ITEM_ID]}).groupby(candidate, sort=True).first()
-        hit = pd.MultiIndex.from_frame(first).isin(pd.MultiIndex.from_frame(positives[[S.REQUEST_ID, S.ITEM_ID]]))
-        if hit.all() or not hit.any():
-            raise ValueError(f"recall.merge learned: the held-out lists need both positives and non-positives; got {int(hit.sum())} "
-                             f"positives among {len(hit)} candidates")
-        self.model_ = LogisticRegression(C=self.regularization, max_iter=2000).fit(matrix, hit)
+        self.model_ = LogisticRegression(C=self.regularization, max_iter=2000).fit(matrix, _candidate_hits(stacked, candidate, positives, "learned"))
         return self
 
     def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
@@ -529,18 +542,83 @@ class LearnedMerge:
         matrix, candidate, _ = self._design(stacked)
         return self.model_.predict_proba(matrix)[:, 1][candidate]
 
-    def coefficients(self) -> pd.DataFrame:
-        """The fitted log-odds per indicator: channel, bucket (floor(2 log2 rank)), coefficient (for the run's tables)."""
-        check_fitted(self, "model_", "coefficients")
+    def summary(self) -> pd.DataFrame:
+        """The fitted log-odds per indicator: channel, bucket (floor(2 log2 rank)), coefficient (the run's ``recall.calibration`` table)."""
+        check_fitted(self, "model_", "summary")
         channel, bucket = zip(*(c.rsplit("@", 1) for c in self.columns_))
         return pd.DataFrame({"channel": list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
 
 
-MERGES = ("learned", "calibrated", "interleave")
+class GBDTMerge:
+    """A LightGBM classifier of "this candidate is a positive" on every channel's rank and score for
+    it (missing where that channel did not find it) and how many channels found it, fitted on
+    held-out requests.
+
+    Beyond :class:`LearnedMerge`'s rank indicators it sees the channels' own scores, which carry
+    what ranks hide (a popularity candidate's tier: the query's clicks or the global list; how far
+    an embedding match is from the next), and it learns interactions between channels. On the
+    default world at quota 200 per channel its merged top 100 found 0.786 of the test positives,
+    against 0.768 for the best channel (two_tower) and 0.768 for the logistic merge.
+
+    Small, slow and coarse-leaved by default: fitted on 1,000 requests (half of the held-out set,
+    as in :func:`choose_merge`), 300 trees of 31 leaves at 0.05 fell to the logistic merge's level
+    (0.764), while these settings kept 0.780 (0.786 on 2,000 requests).
+    """
+
+    def __init__(self, n_estimators: int = 200, learning_rate: float = 0.03, num_leaves: int = 15,
+                 min_child_samples: int = 500, seed: int = 0):
+        self.n_estimators, self.learning_rate, self.num_leaves = n_estimators, learning_rate, num_leaves
+        self.min_child_samples, self.seed = min_child_samples, seed
+
+    def _design(self, stacked: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+        """(one row per candidate: ``<channel>_rank``, ``<channel>_score``, ``n_channels``; candidate code per stacked row)."""
+        candidate = stacked["_candidate"].to_numpy()
+        n = candidate.max() + 1 if len(candidate) else 0
+        columns = {}
+        names = stacked["channel"].astype("str").to_numpy()
+        for name in self.channels_:
+            mine = names == name
+            for value in ("rank", "score"):
+                column = np.full(n, np.nan, dtype=np.float32)
+                column[candidate[mine]] = stacked[value].to_numpy(dtype=np.float32)[mine]
+                columns[f"{name}_{value}"] = column
+        design = pd.DataFrame(columns)
+        design["n_channels"] = design[[f"{c}_rank" for c in self.channels_]].notna().sum(axis=1).astype(np.float32)
+        return design, candidate
+
+    def fit(self, channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame) -> "GBDTMerge":
+        """Fit on held-out requests' lists (``channel_lists``, cut at ``quotas``) and their (request_id, item_id) positives."""
+        import lightgbm as lgb
+
+        stacked = _stack(channel_lists, quotas)
+        self.channels_ = list(quotas)
+        design, candidate = self._design(stacked)
+        hit = _candidate_hits(stacked, candidate, positives, "gbdt")
+        self.model_ = lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                                         min_child_samples=self.min_child_samples, random_state=self.seed, deterministic=True,
+                                         force_row_wise=True, verbose=-1).fit(design, hit)
+        return self
+
+    def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
+        """P(positive) of each stacked row's candidate (equal for the rows of one candidate)."""
+        check_fitted(self, "model_", "candidate_scores")
+        design, candidate = self._design(stacked)
+        return self.model_.predict_proba(design)[:, 1][candidate]
+
+    def summary(self) -> pd.DataFrame:
+        """feature, gain: what the merge leans on (the run's ``recall.calibration`` table)."""
+        check_fitted(self, "model_", "summary")
+        gain = self.model_.booster_.feature_importance(importance_type="gain")
+        return pd.DataFrame({"feature": self.model_.booster_.feature_name(), "gain": gain}).sort_values("gain", ascending=False, ignore_index=True)
+
+
+MERGES = ("gbdt", "learned", "calibrated", "interleave")
 
 
 def fit_merge(method: str, held_out: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame) -> dict:
     """The keyword arguments of :func:`merge_candidates` for ``method``, fitted on held-out lists and their positives."""
+    if method == "gbdt":
+        return {"learned": GBDTMerge().fit(held_out, quotas, positives)}
     if method == "learned":
         return {"learned": LearnedMerge().fit(held_out, quotas, positives)}
     if method == "calibrated":
@@ -585,10 +663,10 @@ def choose_merge(held_out: dict[str, pd.DataFrame], quotas: dict[str, int], posi
 
 
 def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int], k: int,
-                     hit_rates: pd.DataFrame | None = None, learned: LearnedMerge | None = None) -> pd.DataFrame:
+                     hit_rates: pd.DataFrame | None = None, learned: LearnedMerge | GBDTMerge | None = None) -> pd.DataFrame:
     """Merge channel lists (each capped at its quota), dedupe, keep the first ``k`` per request.
 
-    With ``learned`` (a fitted :class:`LearnedMerge`), lists are ordered by its P(positive). With
+    With ``learned`` (a fitted :class:`GBDTMerge` or :class:`LearnedMerge`), lists are ordered by its P(positive). With
     ``hit_rates`` (see :func:`channel_hit_rates`), a candidate's merge score is the chance that at
     least one channel that found it is right, ``1 - prod(1 - p(channel, rank))``, and lists are
     ordered by it: channels that find more positives on held-out requests get more of the head.
@@ -607,25 +685,27 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
         keys = pd.MultiIndex.from_arrays([stacked["channel"].to_numpy(), rank_bucket(stacked["rank"].to_numpy())])
         p = lookup.reindex(keys).to_numpy(dtype=np.float64)
         p = np.nan_to_num(p, nan=0.0)  # a channel never seen on held-out requests earns no head slots
-        stacked["_p"] = p
         # log P(every channel that found it is wrong), summed per candidate
-        log_all_wrong = pd.Series(np.log1p(-np.clip(p, 0.0, 1.0 - 1e-9)), index=stacked.index)
-        total = log_all_wrong.groupby([stacked[S.REQUEST_ID], stacked[S.ITEM_ID]], sort=False).transform("sum").to_numpy()
-        stacked["merge_score"] = 1.0 - np.exp(total)
-        key_first, key_second = -stacked["merge_score"].to_numpy(), -stacked["_p"].to_numpy()
+        log_all_wrong = np.bincount(stacked["_candidate"].to_numpy(), weights=np.log1p(-np.clip(p, 0.0, 1.0 - 1e-9)))
+        stacked["merge_score"] = 1.0 - np.exp(log_all_wrong[stacked["_candidate"].to_numpy()])
+        key_first, key_second = -stacked["merge_score"].to_numpy(), -p
     else:
         stacked["merge_score"] = np.nan
         key_first, key_second = stacked["rank"].to_numpy(), np.zeros(len(stacked))
-    request_codes, _ = pd.factorize(stacked[S.REQUEST_ID])
+    request_codes, candidate = stacked["_request"].to_numpy(), stacked["_candidate"].to_numpy()
     order = np.lexsort((stacked["priority"].to_numpy(), stacked["rank"].to_numpy(), key_second, key_first, request_codes))
-    stacked = stacked.iloc[order]
-    first = stacked.drop_duplicates([S.REQUEST_ID, S.ITEM_ID], keep="first").copy()
-    first["rank"] = first.groupby(S.REQUEST_ID, sort=False).cumcount().astype(np.int32) + 1
-    merged = first[first["rank"] <= k][[S.REQUEST_ID, S.ITEM_ID, "rank", "channel", "merge_score"]]
-    scores = stacked.pivot_table(index=[S.REQUEST_ID, S.ITEM_ID], columns="channel", values="score", aggfunc="max", observed=True)
-    scores.columns = [f"{c}_score" for c in scores.columns]
-    merged = merged.merge(scores.reset_index(), on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+    # The first row of each candidate in that order is its best: np.unique's first index, back in order.
+    first_rows = order[np.sort(np.unique(candidate[order], return_index=True)[1])]
+    first_request = request_codes[first_rows]
+    group_start = np.r_[0, np.flatnonzero(first_request[1:] != first_request[:-1]) + 1]  # rows are grouped by request
+    rank = np.arange(len(first_rows)) - np.repeat(group_start, np.diff(np.r_[group_start, len(first_rows)])) + 1
+    kept = first_rows[rank <= k]
+    merged = stacked.iloc[kept][[S.REQUEST_ID, S.ITEM_ID, "channel", "merge_score"]].reset_index(drop=True)
+    merged.insert(2, "rank", rank[rank <= k].astype(np.int32))
+    names, n_candidates = stacked["channel"].astype("str").to_numpy(), int(candidate.max()) + 1 if len(candidate) else 0
     for name in quotas:
-        if f"{name}_score" not in merged:
-            merged[f"{name}_score"] = np.float32("nan")
-    return merged.reset_index(drop=True)
+        mine = names == name
+        score = np.full(n_candidates, np.nan, dtype=np.float32)  # a channel lists an item once per request
+        score[candidate[mine]] = stacked["score"].to_numpy(dtype=np.float32)[mine] if "score" in stacked else np.nan
+        merged[f"{name}_score"] = score[candidate[kept]]
+    return merged

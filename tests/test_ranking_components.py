@@ -295,10 +295,48 @@ def test_learned_merge_orders_by_held_out_evidence_and_discounts_a_copied_channe
     assert noisy_or[S.ITEM_ID].tolist()[0] == "w"
     assert merged[S.ITEM_ID].tolist()[0] == "p"
     assert merged["merge_score"].is_monotonic_decreasing
-    coefficients = merge.coefficients()
+    coefficients = merge.summary()
     assert set(coefficients["channel"]) == {"strong", "weak", "copy"}
     with pytest.raises(ValueError, match="positives"):
         LearnedMerge().fit(held_out, quotas, positives.iloc[:0])
+
+
+def test_gbdt_merge_reads_what_a_channels_scores_say_beyond_its_ranks():
+    from ranking.recall import GBDTMerge
+
+    rng = np.random.default_rng(2)
+    # "tiered" is like popularity with a query tier: when its scores are >= 2 (the query's own
+    # clicks) its head is right 80% of the time, when < 1 (the global list) 10%; "steady"'s head is
+    # right 45% of the time. By rank alone the two heads are alike (45%).
+    frames, positives = {"tiered": [], "steady": []}, []
+    for i in range(600):
+        r, query_tier = f"v{i}", i % 2 == 0
+        base = 2.0 if query_tier else 0.0
+        tiered_hit = rng.random() < (0.8 if query_tier else 0.1)
+        steady_hit = rng.random() < 0.45
+        frames["tiered"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-p" if tiered_hit else f"{r}-t0", f"{r}-t1"],
+                                              "score": [base + 0.9, base + 0.5], "rank": [1, 2]}))
+        frames["steady"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-p" if steady_hit and not tiered_hit else f"{r}-s0", f"{r}-s1"],
+                                              "score": [0.9, 0.5], "rank": [1, 2]}))
+        positives.append((r, f"{r}-p"))
+    held_out = {k: pd.concat(v, ignore_index=True) for k, v in frames.items()}
+    positives = pd.DataFrame(positives, columns=[S.REQUEST_ID, S.ITEM_ID])
+    quotas = {"steady": 2, "tiered": 2}
+    merge = GBDTMerge(n_estimators=50, min_child_samples=20).fit(held_out, quotas, positives)
+    test_lists = {
+        "tiered": pd.DataFrame({S.REQUEST_ID: ["query", "query", "feed", "feed"], S.ITEM_ID: ["t", "u", "t", "u"],
+                                "score": [2.9, 2.5, 0.9, 0.5], "rank": [1, 2, 1, 2]}),
+        "steady": pd.DataFrame({S.REQUEST_ID: ["query", "query", "feed", "feed"], S.ITEM_ID: ["s", "v", "s", "v"],
+                                "score": [0.9, 0.5, 0.9, 0.5], "rank": [1, 2, 1, 2]}),
+    }
+    merged = merge_candidates(test_lists, quotas, k=4, learned=merge)
+    head = merged[merged["rank"] == 1].set_index(S.REQUEST_ID)[S.ITEM_ID]
+    assert head["query"] == "t" and head["feed"] == "s"
+    again = merge_candidates(test_lists, quotas, k=4, learned=GBDTMerge(n_estimators=50, min_child_samples=20).fit(held_out, quotas, positives))
+    pd.testing.assert_frame_equal(merged, again)  # deterministic
+    assert set(merge.summary()["feature"]) == {"steady_rank", "steady_score", "tiered_rank", "tiered_score", "n_channels"}
+    with pytest.raises(ValueError, match="gbdt"):
+        GBDTMerge().fit(held_out, quotas, positives.iloc[:0])
 
 
 def test_choose_merge_picks_the_method_that_finds_more_held_out_positives():
@@ -319,7 +357,7 @@ def test_choose_merge_picks_the_method_that_finds_more_held_out_positives():
     method, scores = choose_merge(held_out, {"bad": 2, "good": 2}, positives, k=4, ks=(1,), seed=0)
     assert set(scores) == set(MERGES)
     assert scores["interleave"] == 0.0 and scores[method] > 0.6
-    assert method in ("learned", "calibrated")
+    assert method in ("gbdt", "learned", "calibrated")
 
 
 def test_tuned_popularity_weight_is_the_best_one_tried(world):
