@@ -137,6 +137,9 @@ class RecallConfig:
     # auto: whichever finds more validation positives in 2-fold cross-validation.
     merge: str = "auto"
     calibration_requests: int = 2000  # validation requests sampled to fit the learned / calibrated merge
+    # > 0: the ranker also sees which channels found each pair and at what rank (recall_<channel>_rank),
+    # train rows from this many channel refits before cuts of the train period (see stages._logged_channel_ranks).
+    ranker_snapshots: int = 0
     index: IndexConfig = field(default_factory=IndexConfig)
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)

@@ -29,7 +29,7 @@ from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
 from ranking.index import VectorIndex
-from ranking.recall import (CHANNELS, MERGES, POSITIVE_EVENTS, BM25Recall, DenseTextRecall, Item2VecRecall, ItemCFRecall,
+from ranking.recall import (CHANNELS, MERGES, POSITIVE_EVENTS, BM25Recall, channel_rank_features, DenseTextRecall, Item2VecRecall, ItemCFRecall,
                             PopularityRecall, TwoTowerRecall, choose_merge, fit_merge, merge_candidates, tune_popularity_weight)
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
@@ -197,6 +197,38 @@ def make_channels(config: Config) -> dict[str, Any]:
     return {name: built[name]() for name in config.recall.quotas}
 
 
+def _logged_channel_ranks(config: Config, channels: dict[str, Any], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
+                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``recall_<channel>_rank`` features (:func:`ranking.recall.channel_rank_features`) for every logged
+    pair, each from channels fitted before its request's time.
+
+    A channel fitted on the train period has seen the very clicks the ranker trains on and would
+    tell it where they are. So test requests use the stage's own lists and validation requests the
+    same channels (both fitted before them), while train requests use ``recall.ranker_snapshots``
+    refits on the events before evenly spaced cuts of the train period, each serving the requests
+    up to the next cut. Train requests before the first cut get NaN: unknown, not "not found".
+    """
+    quotas = dict(config.recall.quotas)
+    logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
+    train, valid = logged[logged["split"] == "train"], logged[logged["split"] == "valid"]
+    start, end = train[S.TS].min(), _train_end(requests)
+    n = config.recall.ranker_snapshots
+    cuts = [start + (end - start) * j / (n + 1) for j in range(1, n + 1)] + [end]
+    found = [df.assign(channel=name) for name, df in test_lists.items()]
+    found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
+              for name, channel in channels.items()]
+    for cut, until in zip(cuts[:-1], cuts[1:]):
+        served = train[(train[S.TS] >= cut) & (train[S.TS] < until)]
+        for name, snapshot in make_channels(config).items():
+            snapshot.fit(events[events[S.TS] < cut], items)
+            if hasattr(channels[name], "popularity_weight"):  # the weight tuned for the full-period channel
+                snapshot.popularity_weight = channels[name].popularity_weight
+            found.append(launched_by_request(snapshot.retrieve(served, quotas[name], history), served, items).assign(channel=name))
+    covered = pd.Index(logged.loc[(logged["split"] != "train") | (logged[S.TS] >= cuts[0]), S.REQUEST_ID])
+    pairs = labels[[S.REQUEST_ID, S.ITEM_ID]].reset_index(drop=True)
+    return pd.concat([pairs, channel_rank_features(pd.concat(found, ignore_index=True), pairs, quotas, covered)], axis=1)
+
+
 def recall(inputs: StageInputs, config: Config) -> StageResult:
     """Fit every channel on the train period, retrieve for test requests, merge with quotas.
 
@@ -253,6 +285,10 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         vectors.insert(0, S.ITEM_ID, pd.Series(i2v.item_index_.to_numpy(), dtype="str"))
         tables["item_vectors"] = vectors
         models["item2vec_index"] = i2v.index_
+    if config.recall.ranker_snapshots > 0:
+        started = time.perf_counter()
+        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history)
+        timings["ranker_snapshots_seconds"] = time.perf_counter() - started
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
                **{f"merge_is_{m}": float(m == method) for m in MERGES}}
     if "two_tower" in channels:
@@ -332,6 +368,12 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     logged_pairs = _pairs(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)
     logged = _with_embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
+    try:  # which channels found each logged pair, from channels fitted before it (recall.ranker_snapshots > 0)
+        logged_ranks = inputs.table("recall", "logged_ranks")
+    except KeyError:
+        logged_ranks = None
+    if logged_ranks is not None:
+        logged = logged.merge(logged_ranks, on=[S.REQUEST_ID, S.ITEM_ID], how="left", validate="many_to_one")
     feature_names = [c for c in logged.columns if c not in (S.REQUEST_ID, S.ITEM_ID, "split", "grade")]
     # Lists without any positive carry no ranking signal for lambdarank.
     has_positive = logged.groupby(S.REQUEST_ID, sort=False)["grade"].transform("max") > 0
@@ -353,6 +395,9 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     cand_pairs = _pairs(candidates, requests)
     cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features, position_ctr)
     cand_feats = _with_embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
+    if logged_ranks is not None:
+        cand_feats = pd.concat([cand_feats.reset_index(drop=True), channel_rank_features(
+            inputs.table("recall", "channels"), cand_pairs.reset_index(drop=True), dict(config.recall.quotas))], axis=1)
     scored = cand_pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, "rank", "channel"]].reset_index(drop=True)
     scored["score"] = ranker.predict(cand_feats[feature_names]).astype(np.float64)
 

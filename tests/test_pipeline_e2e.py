@@ -95,3 +95,30 @@ def test_report_is_written_and_logged(first_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     logged = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/report.png"} <= logged
+
+
+def test_ranker_sees_recall_channels_fitted_before_each_logged_request(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(None, SMALL_WORLD + ["recall.ranker_snapshots=2"])
+    summary = Runner(config, tmp_path, "snapshots", progress=False).run(until="rank")
+    ranks = pd.read_parquet(summary.run_dir / "recall" / "logged_ranks.parquet")
+    requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet")
+    labels = pd.read_parquet(summary.run_dir / "prepare" / "labels.parquet")
+    rows = ranks.merge(requests[["request_id", "split", "ts"]], on="request_id").merge(labels, on=["request_id", "item_id"])
+    train = rows[rows["split"] == "train"]
+    unknown = train["recall_two_tower_rank"].isna()
+    # the first third of the train period precedes every snapshot: unknown there, known after it
+    assert 0.2 < unknown.mean() < 0.45 and train.loc[unknown, "ts"].max() < train.loc[~unknown, "ts"].min()
+    assert rows.loc[rows["split"] != "train", "recall_two_tower_rank"].notna().all()
+    # Channels fitted on the clicks they are asked about would find train positives far more often
+    # than validation ones; snapshots fitted before each request find them about as often.
+    def found_rate(split):
+        positive = rows[(rows["split"] == split) & (rows["grade"] > 0) & rows["recall_channels"].notna()]
+        return float((positive["recall_channels"] > 0).mean())
+    assert found_rate("train") < 1.2 * found_rate("valid"), (found_rate("train"), found_rate("valid"))
+    importance = pd.read_parquet(summary.run_dir / "rank" / "importance.parquet").set_index("feature")["gain"]
+    assert {f"recall_{c}_rank" for c in config.recall.quotas} <= set(importance.index)
+    assert np.isfinite(summary.metrics["rank.valid_ndcg_at_10"])

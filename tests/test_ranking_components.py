@@ -339,6 +339,20 @@ def test_gbdt_merge_reads_what_a_channels_scores_say_beyond_its_ranks():
         GBDTMerge().fit(held_out, quotas, positives.iloc[:0])
 
 
+def test_channel_rank_features_tell_found_from_not_found_from_unknown():
+    from ranking.recall import channel_rank_features
+
+    lists = pd.DataFrame({S.REQUEST_ID: ["r", "r", "r", "s"], S.ITEM_ID: ["x", "y", "z", "x"], "rank": [1, 2, 3, 1],
+                          "channel": ["a", "a", "b", "b"]})
+    pairs = pd.DataFrame({S.REQUEST_ID: ["r", "r", "r", "s", "t"], S.ITEM_ID: ["x", "y", "z", "x", "x"]})
+    out = channel_rank_features(lists, pairs, {"a": 1, "b": 5}, covered=pd.Index(["r", "s"]))
+    # a's quota is 1: its y at rank 2 was never a candidate, so it reads as not found (quota + 1)
+    np.testing.assert_array_equal(out["recall_a_rank"].to_numpy()[:4], [1, 2, 2, 2])
+    np.testing.assert_array_equal(out["recall_b_rank"].to_numpy()[:4], [6, 6, 3, 1])
+    np.testing.assert_array_equal(out["recall_channels"].to_numpy()[:4], [1, 0, 1, 1])
+    assert out.iloc[4].isna().all()  # request t is not covered by these lists: unknown, not "not found"
+
+
 def test_choose_merge_picks_the_method_that_finds_more_held_out_positives():
     from ranking.recall import MERGES, choose_merge
 
