@@ -105,6 +105,27 @@ def auc(scores, labels) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def gauc(groups, scores, labels) -> float:
+    """Group AUC (Zhou et al. 2018, DIN): each group's AUC of ``labels > 0`` against ``labels == 0``,
+    averaged with weights = the group's row count (impressions), over groups that have both.
+
+    AUC over all rows mixes users: a model that only learns who clicks a lot scores well there.
+    Per user, only the order of that user's own items counts, which is what a ranker serves.
+    """
+    codes, n = _group_codes(groups)
+    positive = np.asarray(labels) > 0
+    ranks = pd.Series(np.asarray(scores, dtype=np.float64)).groupby(codes).rank(method="average").to_numpy()
+    n_pos = np.bincount(codes, weights=positive, minlength=n)
+    size = np.bincount(codes, minlength=n).astype(np.float64)
+    n_neg = size - n_pos
+    rank_sum = np.bincount(codes, weights=np.where(positive, ranks, 0.0), minlength=n)
+    both = (n_pos > 0) & (n_neg > 0)
+    if not both.any():
+        return float("nan")
+    per_group = (rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2.0) / (n_pos[both] * n_neg[both])
+    return float(np.average(per_group, weights=size[both]))
+
+
 def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group: str = "request_id",
                 item: str = "item_id", rank: str = "rank") -> tuple[float, float]:
     """Recall@k and hit rate@k of ranked candidate lists against sets of positive items.

@@ -113,6 +113,20 @@ def test_auc_matches_sklearn(seed):
     assert math.isnan(M.auc([0.1, 0.2], [0, 0]))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_gauc_matches_per_group_sklearn_weighted_by_impressions(seed):
+    groups, scores, labels = _lists(seed)
+    scores = np.round(scores, 1)  # ties inside groups count one half, as in sklearn
+    frame = pd.DataFrame({"g": groups, "s": scores, "y": np.asarray(labels) > 0})
+    aucs, weights = [], []
+    for _, group in frame.groupby("g"):
+        if group["y"].nunique() == 2:
+            aucs.append(roc_auc_score(group["y"], group["s"]))
+            weights.append(len(group))
+    assert M.gauc(groups, scores, labels) == pytest.approx(np.average(aucs, weights=weights))
+    assert math.isnan(M.gauc(["a", "a", "b"], [0.1, 0.2, 0.3], [0, 0, 1]))  # no group has both classes
+
+
 def test_recall_at_k_reference():
     candidates = pd.DataFrame({"request_id": ["a"] * 4 + ["b"] * 2, "item_id": ["x", "y", "z", "w", "x", "y"], "rank": [1, 2, 3, 4, 1, 2]})
     positives = pd.DataFrame({"request_id": ["a", "a", "b", "c"], "item_id": ["z", "q", "y", "x"]})
