@@ -157,7 +157,8 @@ class RankConfig:
     learning_rate: float = 0.02
     n_estimators: int = 800
     early_stopping_rounds: int = 100
-    min_data_in_leaf: int = 50
+    min_data_in_leaf: int = 50  # LightGBM and scikit-learn rankers; XGBoost has no count-based minimum
+    min_child_weight: float = 1.0  # XGBoost rankers: a leaf's minimum hessian sum
     feature_fraction: float = 0.9
     eval_at: int = 10
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid

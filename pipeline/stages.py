@@ -472,6 +472,7 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     out["rank.ndcg_at_10"] = M.ndcg_at_k(groups, logged["score"], grades, 10)
     out["rank.mrr"] = M.mrr(groups, logged["score"], grades)
     out["rank.auc"] = M.auc(logged["score"], grades)
+    out["rank.gauc"] = M.gauc(logged[S.USER_ID], logged["score"], grades)  # per user, weighted by impressions
     out["rank.popularity_ndcg_at_10"] = M.ndcg_at_k(groups, logged["item_click_n"].fillna(0), grades, 10)
     if oracle is not None:
         # Scored against the world's true relevance (linear gain = click probability if examined),
@@ -625,5 +626,6 @@ def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
     logged = inputs.table("rank", "test_logged")
     groups, scores, grades = logged[S.REQUEST_ID], logged["score"], logged["grade"]
     out = {f"rank.ndcg_at_{k}": M.ndcg_at_k(groups, scores, grades, k) for k in (1, 3, 5, 10)}
-    out.update({"rank.mrr": M.mrr(groups, scores, grades), "rank.auc": M.auc(scores, grades)})
+    # No users in an LTR file: GAUC is per list (query), weighted by its rows.
+    out.update({"rank.mrr": M.mrr(groups, scores, grades), "rank.auc": M.auc(scores, grades), "rank.gauc": M.gauc(groups, scores, grades)})
     return _evaluation_result(out, inputs, config)

@@ -94,14 +94,22 @@ class Tracker:
             self.client.get_model_version_by_alias(name, "champion")
         except MlflowException:
             return None
-        return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(f"models:/{name}@champion"))
+        uri = f"models:/{name}@champion"
+        if "lightgbm" in self.mlflow.models.get_model_info(uri).flavors:  # versions registered before rankers had one format
+            return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(uri))
+        from ranking.rankers import load_ranker
+
+        local = self.mlflow.artifacts.download_artifacts(uri)
+        return load_ranker(Path(local) / self.mlflow.models.Model.load(local).flavors["python_function"]["data"])
 
     def register(self, name: str, ranker_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
-        """Log the ranker (LightGBM native format) as a new version of ``name``; set its alias."""
-        import lightgbm
+        """Log the ranker directory (its own format: LightGBM text, XGBoost JSON or skops, and
+        ``ranker.json``) as a python_function model served by :mod:`ranking.registry_model`, register
+        it as a new version of ``name`` and set its alias."""
+        from ranking.rankers import ranker_requirements
 
-        booster = lightgbm.Booster(model_file=str(Path(ranker_dir) / "model.txt"))
-        info = self.mlflow.lightgbm.log_model(booster, name="ranker", pip_requirements=[f"lightgbm=={lightgbm.__version__}"])
+        info = self.mlflow.pyfunc.log_model(name="ranker", loader_module="ranking.registry_model", data_path=str(ranker_dir),
+                                            pip_requirements=ranker_requirements(ranker_dir))
         version = self.mlflow.register_model(info.model_uri, name)
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version.version, key, value)

@@ -32,7 +32,74 @@ def _contiguous(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order, np.bincount(codes)
 
 
-class LambdaRankRanker:
+def refit_rounds(best_rounds: int, n_train_lists: int, n_valid_lists: int) -> int:
+    """Boosting rounds for a refit on train + valid after early stopping chose ``best_rounds`` on
+    train alone: scaled with the data, since round counts grow roughly with what a booster sees."""
+    return max(1, int(round(best_rounds * (n_train_lists + n_valid_lists) / n_train_lists)))
+
+
+class Ranker:
+    """What every ranker shares: hyperparameters named by ``param_names`` (``get_params``), the
+    feature check before predicting, and ``save``/``load`` as the model's own files plus
+    ``ranker.json`` (class, hyperparameters, feature names). Subclasses implement ``fit``,
+    ``_predict``, ``feature_importance``, ``_save_model`` and ``_load_model``."""
+
+    param_names: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()  # the libraries that read the saved model (pinned when registered)
+
+    def get_params(self) -> dict:
+        """Hyperparameters as passed to ``__init__``."""
+        return {n: getattr(self, n) for n in self.param_names}
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Scores of the rows of ``X`` (higher ranks first); ``X`` must hold every feature seen in fit."""
+        check_fitted(self, "feature_names_", "predict")
+        missing = [c for c in self.feature_names_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"predict: feature columns {missing} are missing from the input")
+        return np.asarray(self._predict(X[self.feature_names_]), dtype=np.float64)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model in its native or safe format and ``ranker.json`` (class, hyperparameters, features)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_model(directory)
+        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_}
+        (directory / "ranker.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Ranker":
+        """Rebuild a ranker saved by :meth:`save`."""
+        directory = Path(directory)
+        meta = json.loads((directory / "ranker.json").read_text())
+        ranker = cls(**meta["params"])
+        ranker._load_model(directory)
+        ranker.feature_names_ = list(meta["feature_names"])
+        return ranker
+
+
+def _saved_class(directory: str | Path) -> type[Ranker]:
+    """The registered ranker class that wrote ``directory`` (named in its ``ranker.json``)."""
+    meta = json.loads((Path(directory) / "ranker.json").read_text())
+    by_class = {cls.__name__: cls for cls in RANKERS.values()}
+    if meta.get("class") not in by_class:
+        raise ValueError(f"{directory}/ranker.json names class {meta.get('class')!r}; known: {sorted(by_class)}")
+    return by_class[meta["class"]]
+
+
+def load_ranker(directory: str | Path) -> Ranker:
+    """The ranker saved in ``directory``, whichever registered class wrote it (read from ``ranker.json``)."""
+    return _saved_class(directory).load(directory)
+
+
+def ranker_requirements(directory: str | Path) -> list[str]:
+    """pip requirements to serve the ranker saved in ``directory``: rankpipe and its model libraries, pinned to the installed versions."""
+    from importlib.metadata import version
+
+    return ["rankpipe", "pandas", *(f"{lib}=={version(lib)}" for lib in _saved_class(directory).requirements)]
+
+
+class LambdaRankRanker(Ranker):
     """LightGBM ``lambdarank`` on graded labels; one query group per request.
 
     With validation lists, early stopping picks the number of trees (``valid_score_`` is the
@@ -40,6 +107,7 @@ class LambdaRankRanker:
     """
 
     objective = "lambdarank"
+    requirements = ("lightgbm",)
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
                  early_stopping_rounds: int = 100, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
@@ -82,8 +150,7 @@ class LambdaRankRanker:
             # Early stopping only chose the number of trees; refit on train + valid so the valid
             # lists also teach the model, with trees scaled to the larger set (round counts grow
             # roughly with the data a booster sees).
-            n_train, n_valid = len(sizes), len(v_sizes)
-            rounds = max(1, int(round(self.best_iteration_ * (n_train + n_valid) / n_train)))
+            rounds = refit_rounds(self.best_iteration_, len(sizes), len(v_sizes))
             both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
             labels = np.concatenate([np.asarray(y)[order], np.asarray(y_valid)[v_order]])
             self.booster_ = lgb.train(self._params(), lgb.Dataset(both, label=labels, group=np.concatenate([sizes, v_sizes])), num_boost_round=rounds)
@@ -94,32 +161,21 @@ class LambdaRankRanker:
         """The labels the objective trains on (graded relevance for the ranking objectives)."""
         return np.asarray(y)
 
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        check_fitted(self, "booster_", "predict")
-        missing = [c for c in self.feature_names_ if c not in X.columns]
-        if missing:
-            raise ValueError(f"predict: feature columns {missing} are missing from the input")
-        return self.booster_.predict(X[self.feature_names_], num_iteration=self.best_iteration_)
+    def _predict(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.predict(X, num_iteration=self.best_iteration_)
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""
+        check_fitted(self, "booster_", "feature_importance")
         gain = self.booster_.feature_importance(importance_type="gain", iteration=self.best_iteration_)
         return pd.Series(gain, index=self.feature_names_).sort_values(ascending=False)
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``model.txt`` (LightGBM text) and ``ranker.json`` (class, hyperparameters, features)."""
-        directory = Path(directory)
-        self.booster_.save_model(str(directory / "model.txt"), num_iteration=self.best_iteration_)
-        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_}
-        (directory / "ranker.json").write_text(json.dumps(meta, indent=2))
+    def _save_model(self, directory: Path) -> None:
+        self.booster_.save_model(str(directory / "model.txt"), num_iteration=self.best_iteration_)  # LightGBM text
 
-    @classmethod
-    def load(cls, directory: str | Path) -> "LambdaRankRanker":
-        """Rebuild a ranker saved by :meth:`save`."""
-        directory = Path(directory)
-        meta = json.loads((directory / "ranker.json").read_text())
-        booster = lgb.Booster(model_file=str(directory / "model.txt"))
-        return cls.from_booster(booster, meta["feature_names"], **meta["params"])
+    def _load_model(self, directory: Path) -> None:
+        self.booster_ = lgb.Booster(model_file=str(directory / "model.txt"))
+        self.best_iteration_ = self.booster_.current_iteration()
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, feature_names: list[str] | None = None, **params) -> "LambdaRankRanker":
@@ -130,11 +186,8 @@ class LambdaRankRanker:
         ranker.best_iteration_ = booster.current_iteration()
         return ranker
 
-    def get_params(self) -> dict:
-        """Hyperparameters as passed to ``__init__``."""
-        names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_data_in_leaf",
-                 "feature_fraction", "eval_at", "refit", "seed", "progress")
-        return {n: getattr(self, n) for n in names}
+    param_names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_data_in_leaf",
+                   "feature_fraction", "eval_at", "refit", "seed", "progress")
 
 
 class XeNDCGRanker(LambdaRankRanker):
@@ -154,12 +207,141 @@ class BinaryGBDTRanker(LambdaRankRanker):
         return (np.asarray(y) > 0).astype(np.int8)
 
 
+class XGBoostRanker(Ranker):
+    """XGBoost ``rank:ndcg`` (LambdaMART with NDCG-weighted pairs) on graded labels; one query group per request.
+
+    Trees grow leaf-wise (``grow_policy=lossguide``, ``max_leaves=num_leaves``) as LightGBM's do,
+    so ``rank.num_leaves`` means the same for both. XGBoost has no count-based leaf minimum:
+    ``min_child_weight`` bounds a leaf's hessian sum instead (``rank.min_child_weight``), and
+    ``rank.min_data_in_leaf`` does not apply. Early stopping, the refit on train + valid and the
+    row shuffle within lists are as in :class:`LambdaRankRanker`.
+    """
+
+    objective = "rank:ndcg"
+    requirements = ("xgboost",)
+    param_names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_child_weight",
+                   "feature_fraction", "eval_at", "refit", "seed", "progress")
+
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
+                 early_stopping_rounds: int = 100, min_child_weight: float = 1.0, feature_fraction: float = 0.9,
+                 eval_at: int = 10, refit: bool = True, seed: int = 42, progress: bool = True):
+        self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
+        self.early_stopping_rounds, self.min_child_weight, self.feature_fraction = early_stopping_rounds, min_child_weight, feature_fraction
+        self.eval_at, self.refit, self.seed, self.progress = eval_at, refit, seed, progress
+
+    def _params(self) -> dict:
+        return {"objective": self.objective, "eval_metric": f"ndcg@{self.eval_at}", "tree_method": "hist",
+                "grow_policy": "lossguide", "max_leaves": self.num_leaves, "max_depth": 0, "learning_rate": self.learning_rate,
+                "min_child_weight": self.min_child_weight, "colsample_bytree": self.feature_fraction, "seed": self.seed,
+                "verbosity": 0}
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        """The labels the objective trains on (graded relevance for the ranking objectives)."""
+        return np.asarray(y)
+
+    def _matrix(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int):
+        import xgboost as xgb
+
+        order, sizes = _contiguous(groups, seed)
+        matrix = xgb.DMatrix(X.iloc[order], label=self._labels(y)[order])
+        matrix.set_group(sizes)
+        return matrix, order, sizes
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, X_valid: pd.DataFrame | None = None,
+            y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "XGBoostRanker":
+        import xgboost as xgb
+
+        if len(X) == 0:
+            raise ValueError("cannot fit a ranker on an empty training set")
+        train, order, sizes = self._matrix(X, np.asarray(y), groups, self.seed)
+        has_valid = X_valid is not None and len(X_valid) > 0
+        evals = [(self._matrix(X_valid, np.asarray(y_valid), groups_valid, self.seed + 1)[0], "valid")] if has_valid else []
+        bar = tqdm(total=self.n_estimators, desc=f"rank: xgboost {self.objective}", unit="tree", disable=None if self.progress else True, leave=False)
+
+        class _Progress(xgb.callback.TrainingCallback):
+            def after_iteration(self, model, epoch, evals_log) -> bool:
+                bar.update(1)
+                return False
+
+        try:
+            self.booster_ = xgb.train(self._params(), train, num_boost_round=self.n_estimators, evals=evals, verbose_eval=False,
+                                      early_stopping_rounds=self.early_stopping_rounds if has_valid else None, callbacks=[_Progress()])
+        finally:
+            bar.close()
+        self.feature_names_ = list(X.columns)
+        self.best_iteration_ = int(self.booster_.best_iteration) + 1 if has_valid else self.n_estimators
+        self.valid_score_ = float(self.booster_.best_score) if has_valid else float("nan")
+        self.booster_ = self.booster_[: self.best_iteration_]
+        if self.refit and has_valid:
+            rounds = refit_rounds(self.best_iteration_, len(sizes), len(np.unique(groups_valid)))
+            both = self._matrix(pd.concat([X, X_valid], ignore_index=True), np.concatenate([np.asarray(y), np.asarray(y_valid)]),
+                                np.concatenate([_tagged(groups, "t"), _tagged(groups_valid, "v")]), self.seed)[0]
+            self.booster_ = xgb.train(self._params(), both, num_boost_round=rounds, verbose_eval=False)
+            self.best_iteration_ = rounds
+        return self
+
+    def _predict(self, X: pd.DataFrame) -> np.ndarray:
+        import xgboost as xgb
+
+        return self.booster_.predict(xgb.DMatrix(X))
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature (0 for features no split uses), largest first."""
+        check_fitted(self, "booster_", "feature_importance")
+        gain = self.booster_.get_score(importance_type="total_gain")
+        return pd.Series([gain.get(f, 0.0) for f in self.feature_names_], index=self.feature_names_).sort_values(ascending=False)
+
+    def _save_model(self, directory: Path) -> None:
+        self.booster_.save_model(str(directory / "model.json"))  # XGBoost JSON
+
+    def _load_model(self, directory: Path) -> None:
+        import xgboost as xgb
+
+        self.booster_ = xgb.Booster(model_file=str(directory / "model.json"))
+        self.best_iteration_ = self.booster_.num_boosted_rounds()
+
+
+def _tagged(groups: np.ndarray, tag: str) -> np.ndarray:
+    """Group ids made distinct between two sets (train and valid may reuse ids)."""
+    return np.char.add(tag, np.asarray(groups).astype(str))
+
+
+class XGBoostPairwiseRanker(XGBoostRanker):
+    """XGBoost ``rank:pairwise``: RankNet-style pairs without NDCG weighting."""
+
+    objective = "rank:pairwise"
+
+
+class XGBoostBinaryRanker(XGBoostRanker):
+    """XGBoost ``binary:logistic``: pointwise CTR, every grade above 0 a positive; early stopping on
+    the validation lists' NDCG."""
+
+    objective = "binary:logistic"
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        return (np.asarray(y) > 0).astype(np.float32)
+
+
 # Config name (rank.model) → class; `rankpipe rankers` lists them.
-RANKERS = {"lambdarank": LambdaRankRanker, "rank_xendcg": XeNDCGRanker, "lgb_binary": BinaryGBDTRanker}
+RANKERS = {"lambdarank": LambdaRankRanker, "rank_xendcg": XeNDCGRanker, "lgb_binary": BinaryGBDTRanker,
+           "xgb_ndcg": XGBoostRanker, "xgb_pairwise": XGBoostPairwiseRanker, "xgb_binary": XGBoostBinaryRanker}
+
+from ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker  # noqa: E402  (they build on Ranker above)
+
+RANKERS.update({"random_forest": RandomForestRanker, "adaboost": AdaBoostRanker, "gbdt_lr": GBDTLRRanker})
 
 
-def make_ranker(name: str, **params) -> LambdaRankRanker:
-    """Instantiate the ranker registered as ``name``."""
+def make_ranker(name: str, **params) -> Ranker:
+    """Instantiate the ranker registered as ``name`` with the ``params`` it takes.
+
+    One ``rank`` config section serves every ranker, so a parameter that only other rankers take
+    (``min_data_in_leaf`` for XGBoost) is dropped; one that no ranker takes is an error.
+    """
     if name not in RANKERS:
         raise ValueError(f"rank.model must be one of {sorted(RANKERS)}. Got {name!r} instead.")
-    return RANKERS[name](**params)
+    known = set().union(*(cls.param_names for cls in RANKERS.values()))
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"ranker parameters {unknown} are not taken by any ranker; known: {sorted(known)}")
+    cls = RANKERS[name]
+    return cls(**{k: v for k, v in params.items() if k in cls.param_names})

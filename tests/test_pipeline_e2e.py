@@ -56,6 +56,13 @@ def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
     champion = client.get_model_version_by_alias("rankpipe-synthetic", "champion")
     assert int(champion.version) == 1
     assert (workdir / "mlartifacts").is_dir()  # artifacts inside the work dir, not ./mlruns
+    # The registered model serves through MLflow's generic interface, with the scores the run logged.
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/rankpipe-synthetic@champion")
+    logged = pd.read_parquet(summary.run_dir / "rank" / "test_logged.parquet").head(500)
+    assert served.predict(logged) == pytest.approx(logged["score"].to_numpy(), rel=1e-9, abs=1e-12)
 
 
 def test_identical_rerun_skips_everything(first_run):
