@@ -159,6 +159,14 @@ class RankConfig:
     early_stopping_rounds: int = 100
     min_data_in_leaf: int = 50  # LightGBM and scikit-learn rankers; XGBoost has no count-based minimum
     min_child_weight: float = 1.0  # XGBoost rankers: a leaf's minimum hessian sum
+    # Neural CTR rankers (deepfm, dcnv2): epochs at most, batch, Adam step, embedding size,
+    # quantile buckets per feature (each feature's sparse field), patience in epochs.
+    nn_epochs: int = 5
+    nn_batch_size: int = 4096
+    nn_learning_rate: float = 1e-3
+    nn_embedding_dim: int = 16
+    nn_buckets: int = 16
+    nn_patience: int = 2
     feature_fraction: float = 0.9
     eval_at: int = 10
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid

@@ -306,7 +306,7 @@ def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 def ranker_from_config(config: Config, **overrides):
     """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters (``overrides`` win)."""
     params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation") and not k.startswith("selection")}
-    return make_ranker(config.rank.model, **{"seed": config.seed, **params, **overrides})
+    return make_ranker(config.rank.model, **{"seed": config.seed, "device": config.device, **params, **overrides})
 
 
 def feature_ablation(config: Config, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame,

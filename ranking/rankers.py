@@ -328,7 +328,10 @@ RANKERS = {"lambdarank": LambdaRankRanker, "rank_xendcg": XeNDCGRanker, "lgb_bin
 
 from ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker  # noqa: E402  (they build on Ranker above)
 
-RANKERS.update({"random_forest": RandomForestRanker, "adaboost": AdaBoostRanker, "gbdt_lr": GBDTLRRanker})
+from ranking.neural.ranker import DCNv2Ranker, DeepFMRanker  # noqa: E402
+
+RANKERS.update({"random_forest": RandomForestRanker, "adaboost": AdaBoostRanker, "gbdt_lr": GBDTLRRanker,
+                "deepfm": DeepFMRanker, "dcnv2": DCNv2Ranker})
 
 
 def make_ranker(name: str, **params) -> Ranker:
