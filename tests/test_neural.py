@@ -22,8 +22,10 @@ def test_deepfm_second_order_is_the_sum_over_field_pairs():
     model = DeepFM([5, 7, 3], 2, DeepFMConfig(embedding_dim=4, hidden=(8,), dropout=0.0)).eval()
     sparse, dense = _fields(0)
     with torch.no_grad():
-        v = model.embedding(torch.as_tensor(sparse)).numpy()  # (B, F, K)
-        linear = model.first_order(torch.as_tensor(sparse)).sum(dim=(1, 2)).numpy() + model.dense_linear(torch.as_tensor(dense)).squeeze(-1).numpy()
+        table = model.embedding.table.weight.numpy()
+        rows = sparse + np.array([0, 5, 12])  # each field's ids follow the fields before it
+        v, first = table[rows][:, :, :4], table[rows][:, :, 4]  # (B, F, K), (B, F)
+        linear = first.sum(axis=1) + model.dense_linear(torch.as_tensor(dense)).squeeze(-1).numpy()
         deep = model.deep_out(model.deep(torch.cat([torch.as_tensor(v).flatten(1), torch.as_tensor(dense)], 1))).squeeze(-1).numpy()
         got = model(torch.as_tensor(sparse), torch.as_tensor(dense)).numpy()
     pairs = sum((v[:, i] * v[:, j]).sum(axis=1) for i in range(3) for j in range(i + 1, 3))  # slow reference

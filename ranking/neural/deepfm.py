@@ -27,15 +27,17 @@ class DeepFM(nn.Module):
 
     def __init__(self, cardinalities: list[int], n_dense: int, config: DeepFMConfig = DeepFMConfig()):
         super().__init__()
-        self.embedding = FieldEmbedding(cardinalities, config.embedding_dim)
-        self.first_order = FieldEmbedding(cardinalities, 1)
+        # One lookup serves both orders: the last column of each id's row is its first-order weight.
+        self.embedding = FieldEmbedding(cardinalities, config.embedding_dim + 1)
+        self.embedding_dim = config.embedding_dim
         self.dense_linear = nn.Linear(n_dense, 1) if n_dense else None
         self.deep = MLP(len(cardinalities) * config.embedding_dim + n_dense, config.hidden, config.dropout)
         self.deep_out = nn.Linear(self.deep.out_dim, 1)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        v = self.embedding(sparse)  # (B, F, K)
-        linear = self.first_order(sparse).sum(dim=(1, 2))  # (B,)
+        looked_up = self.embedding(sparse)  # (B, F, K + 1)
+        v = looked_up[..., : self.embedding_dim]  # (B, F, K)
+        linear = looked_up[..., self.embedding_dim].sum(dim=1)  # (B,)
         if self.dense_linear is not None:
             linear = linear + self.dense_linear(dense).squeeze(-1)
         # FM: sum over field pairs of <v_i, v_j> = ((sum v)^2 - sum v^2) / 2, summed over the K dims.
