@@ -23,6 +23,7 @@ Usage: python benchmarks/bench_ctr.py [--epochs 3] [--batch-size 1024] [--dim 16
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -151,10 +152,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.data is None or not (args.data / "movielens-latest-small").is_dir():
         raise SystemExit("MovieLens latest-small not found: pass --data DIR (holding movielens-latest-small) or set RANKPIPE_SHARED_DATA")
-    try:
-        import deepctr_torch  # noqa: F401
-    except ImportError:
-        raise SystemExit("the peer is not installed: pip install --no-deps deepctr-torch==0.3.0") from None
+    if importlib.util.find_spec("deepctr_torch") is None:
+        raise SystemExit("the peer is not installed: pip install --no-deps deepctr-torch==0.3.0")
     torch.set_num_threads(torch.get_num_threads())  # both libraries share the same thread pool
     datasets = {"movielens": movielens_samples(args.data / "movielens-latest-small"), "world": world_samples(args.world_sessions)}
     results = {}
