@@ -46,7 +46,8 @@ def _as_array(X: pd.DataFrame) -> np.ndarray:
 class PointwiseSklearnRanker(Ranker):
     """Shared fitting for the scikit-learn baselines: subsample, grow in stages, keep the stage with
     the best validation NDCG@``eval_at``. Subclasses build the model (``_build``), yield
-    validation scores per stage (``_staged``), cut the model at a stage (``_cut``) and score (``_score``)."""
+    validation scores per stage (``_staged``), cut the model at a stage (``_cut``, which also sees
+    the training rows and the validation lists) and score (``_score``)."""
 
     name = "sklearn"
     requirements = ("scikit-learn", "skops")
@@ -92,11 +93,12 @@ class PointwiseSklearnRanker(Ranker):
                     score = ndcg_at_k(groups_valid, scores, y_valid, self.eval_at)
                     if score > best_score:  # ties keep the smaller model
                         best, best_score = stage, score
-                self._cut(best)
+                self._cut(best, X_train, y_train, (X_v, groups_valid, y_valid))
                 self.best_iteration_, self.valid_score_ = best, float(best_score)
             else:
                 for _ in self._staged(X_train, y_train, None, bar):
                     pass
+                self._cut(self.stages, X_train, y_train, None)
                 self.best_iteration_, self.valid_score_ = self.stages, float("nan")
         finally:
             bar.close()
@@ -157,7 +159,7 @@ class RandomForestRanker(PointwiseSklearnRanker):
             if size == self.stages:
                 break
 
-    def _cut(self, stage: int) -> None:
+    def _cut(self, stage: int, X, y, valid) -> None:
         self.model_.estimators_ = self.model_.estimators_[:stage]
         self.model_.n_estimators = stage
 
@@ -188,7 +190,7 @@ class AdaBoostRanker(PointwiseSklearnRanker):
             for stage, proba in enumerate(self.model_.staged_predict_proba(X_valid), start=1):
                 yield stage, proba[:, 1]
 
-    def _cut(self, stage: int) -> None:
+    def _cut(self, stage: int, X, y, valid) -> None:
         self.model_.estimators_ = self.model_.estimators_[:stage]
         self.model_.estimator_weights_ = self.model_.estimator_weights_[:stage]
         self.model_.estimator_errors_ = self.model_.estimator_errors_[:stage]
@@ -209,49 +211,38 @@ class GBDTLRRanker(PointwiseSklearnRanker):
                                           min_samples_leaf=self.min_data_in_leaf, subsample=0.5, random_state=self.seed)
 
     def _staged(self, X, y, X_valid, bar):
-        self._X, self._y = X, y  # the logistic regression is fitted in _cut, on the same rows
         self.model_.fit(X, y)
         bar.update(self.stages)
         if X_valid is not None:
-            self._X_valid = X_valid
             for stage, raw in enumerate(self.model_.staged_decision_function(X_valid), start=1):
                 yield stage, np.ravel(raw)
-        else:
-            self._cut(self.stages)
 
-    def _cut(self, stage: int) -> None:
+    def _cut(self, stage: int, X, y, valid) -> None:
+        """Cut the trees at ``stage``, then fit the logistic regression on their leaves; its strength is the
+        one with the best validation NDCG (the first of ``regularizations`` without validation lists)."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import OneHotEncoder
 
         self.model_.estimators_ = self.model_.estimators_[:stage]
         self.model_.n_estimators = stage
-        leaves = OneHotEncoder(handle_unknown="ignore").fit(self._leaves(self._X))
-        train_codes = leaves.transform(self._leaves(self._X))
+        leaves = OneHotEncoder(handle_unknown="ignore").fit(self._leaves(X))
+        train_codes = leaves.transform(self._leaves(X))
         best, best_score = None, -np.inf
-        for c in self.regularizations:
-            lr = LogisticRegression(C=c, max_iter=1000).fit(train_codes, self._y)
-            if hasattr(self, "_X_valid"):
-                score = ndcg_at_k(self._groups_valid, lr.predict_proba(leaves.transform(self._leaves(self._X_valid)))[:, 1],
-                                  self._y_valid, self.eval_at)
-            else:
-                score = 0.0
+        for c in self.regularizations if valid is not None else self.regularizations[:1]:
+            lr = LogisticRegression(C=c, max_iter=1000).fit(train_codes, y)
+            if valid is None:
+                best = lr
+                break
+            X_valid, groups_valid, y_valid = valid
+            score = ndcg_at_k(groups_valid, lr.predict_proba(leaves.transform(self._leaves(X_valid)))[:, 1], y_valid, self.eval_at)
             if score > best_score:
                 best, best_score = lr, score
         self.model_ = [self.model_, leaves, best]  # gbdt, leaf encoder, logistic regression
-        del self._X, self._y
-
-    def fit(self, X, y, groups, X_valid=None, y_valid=None, groups_valid=None) -> "GBDTLRRanker":
-        self._groups_valid, self._y_valid = groups_valid, y_valid
-        try:
-            return super().fit(X, y, groups, X_valid, y_valid, groups_valid)
-        finally:
-            for name in ("_groups_valid", "_y_valid", "_X_valid"):
-                self.__dict__.pop(name, None)
 
     def _leaves(self, X: np.ndarray) -> np.ndarray:
         gbdt = self.model_[0] if isinstance(self.model_, list) else self.model_
         return gbdt.apply(X)[:, :, 0].astype(np.int32)  # (N, trees)
 
     def _score(self, X: np.ndarray) -> np.ndarray:
-        gbdt, leaves, lr = self.model_
-        return lr.predict_proba(leaves.transform(gbdt.apply(X)[:, :, 0].astype(np.int32)))[:, 1]
+        _, leaves, lr = self.model_
+        return lr.predict_proba(leaves.transform(self._leaves(X)))[:, 1]

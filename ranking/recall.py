@@ -488,6 +488,20 @@ def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd
     return stacked
 
 
+def _by_channel(stacked: pd.DataFrame, channels, column: str) -> dict[str, np.ndarray]:
+    """channel → (candidates,) float32 of ``column`` where that channel listed the candidate, NaN elsewhere
+    (indexed by the ``_candidate`` codes of :func:`_stack`; a channel lists an item once per request)."""
+    candidate, names = stacked["_candidate"].to_numpy(), stacked["channel"].astype("str").to_numpy()
+    values = stacked[column].to_numpy(dtype=np.float32) if column in stacked else np.full(len(stacked), np.nan, dtype=np.float32)
+    n = int(candidate.max()) + 1 if len(candidate) else 0
+    out = {}
+    for name in channels:
+        mine = names == name
+        out[name] = np.full(n, np.nan, dtype=np.float32)
+        out[name][candidate[mine]] = values[mine]
+    return out
+
+
 def _candidate_hits(stacked: pd.DataFrame, candidate: np.ndarray, positives: pd.DataFrame, method: str) -> np.ndarray:
     """Whether each candidate (by code) is a positive; an error naming ``method`` when there is nothing to learn from."""
     first = stacked.iloc[np.unique(candidate, return_index=True)[1]][[S.REQUEST_ID, S.ITEM_ID]]  # one row per code, in code order
@@ -573,16 +587,9 @@ class GBDTMerge:
     def _design(self, stacked: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(one row per candidate: ``<channel>_rank``, ``<channel>_score``, ``n_channels``; candidate code per stacked row)."""
         candidate = stacked["_candidate"].to_numpy()
-        n = candidate.max() + 1 if len(candidate) else 0
-        columns = {}
-        names = stacked["channel"].astype("str").to_numpy()
-        for name in self.channels_:
-            mine = names == name
-            for value in ("rank", "score"):
-                column = np.full(n, np.nan, dtype=np.float32)
-                column[candidate[mine]] = stacked[value].to_numpy(dtype=np.float32)[mine]
-                columns[f"{name}_{value}"] = column
-        design = pd.DataFrame(columns)
+        ranks, scores = _by_channel(stacked, self.channels_, "rank"), _by_channel(stacked, self.channels_, "score")
+        design = pd.DataFrame({f"{name}_{value}": table[name] for name in self.channels_
+                               for value, table in (("rank", ranks), ("score", scores))})
         design["n_channels"] = design[[f"{c}_rank" for c in self.channels_]].notna().sum(axis=1).astype(np.float32)
         return design, candidate
 
@@ -702,11 +709,7 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
     kept = first_rows[rank <= k]
     merged = stacked.iloc[kept][[S.REQUEST_ID, S.ITEM_ID, "channel", "merge_score"]].reset_index(drop=True)
     merged.insert(2, "rank", rank[rank <= k].astype(np.int32))
-    names, n_candidates = stacked["channel"].astype("str").to_numpy(), int(candidate.max()) + 1 if len(candidate) else 0
-    for name in quotas:
-        mine = names == name
-        score = np.full(n_candidates, np.nan, dtype=np.float32)  # a channel lists an item once per request
-        score[candidate[mine]] = stacked["score"].to_numpy(dtype=np.float32)[mine] if "score" in stacked else np.nan
+    for name, score in _by_channel(stacked, quotas, "score").items():
         merged[f"{name}_score"] = score[candidate[kept]]
     return merged
 
