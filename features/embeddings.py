@@ -42,6 +42,36 @@ def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, 
     return np.where(valid, events.payload[np.clip(idx, 0, len(events.payload) - 1)], -1)
 
 
+# The behaviour sequence a sequence ranker (DIN) reads: the candidate's item code and the user's last
+# positive items before the request, most recent first; codes are 1 + the item's row in the catalogue, 0 unknown/padding.
+BEHAVIOUR_TARGET = "behaviour_target"
+BEHAVIOUR_HISTORY_PREFIX = "behaviour_hist_"
+
+
+def behaviour_columns(length: int) -> list[str]:
+    """The behaviour column names for a history of ``length`` items (target first)."""
+    return [BEHAVIOUR_TARGET, *(f"{BEHAVIOUR_HISTORY_PREFIX}{i}" for i in range(1, length + 1))]
+
+
+def behaviour_sequences(pairs: pd.DataFrame, history: pd.DataFrame, item_index: pd.Index, length: int) -> pd.DataFrame:
+    """Point-in-time behaviour columns (:func:`behaviour_columns`) for (request, item) pairs.
+
+    Args:
+        pairs: columns request_id, user_id, ts, item_id; one row per pair.
+        history: positive events (user_id, item_id, ts); only those strictly before a request count.
+        item_index: the catalogue's item ids; an item's code is 1 + its position, 0 when absent.
+        length: how many recent items to keep.
+
+    Returns:
+        int32 frame row-aligned with ``pairs`` (a fresh RangeIndex).
+    """
+    requests = pairs.drop_duplicates("request_id")
+    recent = recent_items(requests["user_id"].to_numpy(), requests["ts"], history, item_index, length) + 1  # (R, L)
+    request_row = pd.Index(requests["request_id"]).get_indexer(pairs["request_id"])
+    codes = np.concatenate([item_index.get_indexer(pairs["item_id"])[:, None] + 1, recent[request_row]], axis=1)
+    return pd.DataFrame(codes.astype(np.int32), columns=behaviour_columns(length))
+
+
 def history_vectors(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, history: pd.DataFrame,
                     item_index: pd.Index, item_vectors: np.ndarray, n_last: int) -> np.ndarray:
     """Mean of the vectors of each user's ``n_last`` most recent positive items strictly before each request.

@@ -159,7 +159,7 @@ class RankConfig:
     early_stopping_rounds: int = 100
     min_data_in_leaf: int = 50  # LightGBM and scikit-learn rankers; XGBoost has no count-based minimum
     min_child_weight: float = 1.0  # XGBoost rankers: a leaf's minimum hessian sum
-    # Neural CTR rankers (deepfm, dcnv2): epochs at most, batch, Adam step, embedding size,
+    # Neural CTR rankers (deepfm, dcnv2, din, esmm): epochs at most, batch, Adam step, embedding size,
     # quantile buckets per feature (each feature's sparse field), patience in epochs.
     nn_epochs: int = 5
     nn_batch_size: int = 4096
@@ -167,6 +167,9 @@ class RankConfig:
     nn_embedding_dim: int = 16
     nn_buckets: int = 16
     nn_patience: int = 2
+    nn_loss: str = "binary"  # binary (pointwise CTR), or listwise over each request: listnet, lambdaloss (NDCG-Loss2++)
+    nn_history: int = 20  # din: the user's last positive items it attends over
+    nn_conversion_grade: int = 2  # esmm: grades at or above this are conversions (cart, purchase)
     feature_fraction: float = 0.9
     eval_at: int = 10
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid

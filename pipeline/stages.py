@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from features.embeddings import behaviour_columns, behaviour_sequences
 from features.stats import build_features, enrich_history, feature_groups, fit_position_ctr, fit_priors
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
@@ -383,13 +384,21 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     if config.rank.selection:
         feature_names, selection = _select_features(config, train, feature_names)
     ranker = ranker_from_config(config)
+    # A sequence ranker (DIN) also reads each pair's behaviour columns; they are ids, not features to select or ablate.
+    sequence_length = ranker.nn_history if getattr(ranker, "uses_behaviour", False) else 0
+    item_ids = pd.Index(items[S.ITEM_ID])
+    if sequence_length:
+        sequences = behaviour_sequences(logged_pairs, history, item_ids, sequence_length)
+        logged = logged.assign(**{c: sequences[c].to_numpy() for c in sequences.columns})
+        train, valid = logged.loc[train.index], logged.loc[valid.index]
+    model_columns = feature_names + (behaviour_columns(sequence_length) if sequence_length else [])
     started = time.perf_counter()
-    ranker.fit(train[feature_names], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
-               valid[feature_names], valid["grade"].to_numpy(), valid[S.REQUEST_ID].to_numpy())
+    ranker.fit(train[model_columns], train["grade"].to_numpy(), train[S.REQUEST_ID].to_numpy(),
+               valid[model_columns], valid["grade"].to_numpy(), valid[S.REQUEST_ID].to_numpy())
     train_seconds = time.perf_counter() - started
 
     test = logged[logged["split"] == "test"].reset_index(drop=True)
-    test_logged = test.assign(score=ranker.predict(test[feature_names]).astype(np.float64))
+    test_logged = test.assign(score=ranker.predict(test[model_columns]).astype(np.float64))
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
     cand_pairs = _pairs(candidates, requests)
@@ -399,7 +408,10 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         cand_feats = pd.concat([cand_feats.reset_index(drop=True), channel_rank_features(
             inputs.table("recall", "channels"), cand_pairs.reset_index(drop=True), dict(config.recall.quotas))], axis=1)
     scored = cand_pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, "rank", "channel"]].reset_index(drop=True)
-    scored["score"] = ranker.predict(cand_feats[feature_names]).astype(np.float64)
+    if sequence_length:
+        cand_feats = pd.concat([cand_feats.reset_index(drop=True),
+                                behaviour_sequences(cand_pairs.reset_index(drop=True), history, item_ids, sequence_length)], axis=1)
+    scored["score"] = ranker.predict(cand_feats[model_columns]).astype(np.float64)
 
     importance = ranker.feature_importance()
     metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ranking import check_fitted
 from ranking.metrics import ndcg_at_k
-from ranking.rankers import Ranker
+from ranking.base import Ranker
 
 # Trees need a value for missing features; a finite sentinel below any real value sorts them apart.
 MISSING = np.float32(-3.0e38)

@@ -94,9 +94,12 @@ def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_pa
     assert listed == list(RANKERS)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     work = str(tmp_path / "work")
-    for name in RANKERS:  # same run id: only the rank stage re-runs when the model changes
+    # Every ranker, and one neural ranker trained listwise; same run id: only the rank stage re-runs when the model changes.
+    for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=dcnv2", "rank.nn_loss=lambdaloss"]]:
         assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
-                     "--quiet", "--set", f"rank.model={name}", "--set", "rank.n_estimators=40", "--set", "recall.k=50",
+                     "--quiet", *[a for s in settings for a in ("--set", s)], "--set", "rank.n_estimators=40", "--set", "recall.k=50",
                      "--set", "evaluate.recall_ks=[20,50]"]) == 0
         importance = pd.read_parquet(tmp_path / "work" / "runs" / "r" / "rank" / "importance.parquet")
-        assert len(importance) > 0 and importance["gain"].sum() > 0, name
+        assert len(importance) > 0 and importance["gain"].sum() > 0, settings
+        if settings == ["rank.model=din"]:  # the stage gave DIN the users' behaviour sequences
+            assert {"behaviour_target", "behaviour_history"} <= set(importance["feature"]), importance

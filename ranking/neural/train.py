@@ -3,7 +3,8 @@
 Seeded and deterministic on CPU (the batch order comes from a NumPy generator, never from torch's
 global state); mixed precision (bfloat16 autocast) on CUDA; under ``torchrun`` the model is
 wrapped in DistributedDataParallel and each process takes its own shard of every epoch's order.
-Early stopping keeps the epoch with the best validation score. Checkpoints hold the state_dict and
+Batches are rows for pointwise losses, or whole lists (padded) for listwise ones (ListNet,
+LambdaLoss). Early stopping keeps the epoch with the best validation score. Checkpoints hold the state_dict and
 the config as plain values, and load with ``weights_only=True``.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -58,12 +60,34 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def train_binary(model: nn.Module, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, config: TrainConfig,
-                 valid_score: Callable[[nn.Module], float] | None = None, progress: bool = True, desc: str = "train") -> TrainResult:
-    """Train ``model(sparse, dense) -> logits`` with binary cross-entropy on ``labels`` (0/1).
+def binary_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of (B,) logits against 0/1 labels (pointwise CTR)."""
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels)
+
+
+def list_rows(groups: np.ndarray) -> np.ndarray:
+    """(n_lists, longest) int64 row indices of each list (lists in order of first appearance), -1 padded."""
+    codes, _ = pd.factorize(np.asarray(groups))
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    position = np.arange(len(order)) - np.repeat(starts, sizes)  # each row's place within its list
+    out = np.full((len(sizes), int(sizes.max()) if len(sizes) else 0), -1, dtype=np.int64)
+    out[codes[order], position] = order
+    return out
+
+
+def train_model(model: nn.Module, inputs: tuple[np.ndarray, ...], targets: np.ndarray, loss: Callable, config: TrainConfig,
+                groups: np.ndarray | None = None, valid_score: Callable[[nn.Module], float] | None = None,
+                progress: bool = True, desc: str = "train") -> TrainResult:
+    """Train ``model(*inputs) -> outputs`` to minimize ``loss``.
 
     Args:
-        sparse: (N, F) int64 field ids; dense: (N, D) float32 normalized values; labels: (N,) 0/1.
+        inputs: row-aligned arrays (int arrays are ids, float arrays values), passed to the model in order.
+        targets: (N,) or (N, T) row-aligned targets.
+        loss: pointwise ``loss(outputs, targets)`` over a batch of rows, or, with ``groups``, listwise
+            ``loss(scores, labels, mask)`` over a batch of whole lists padded to (lists, longest).
+        groups: (N,) list ids; given, batches are whole lists (about ``batch_size`` rows each).
         valid_score: the model → a validation score (higher is better), called after every epoch
             on rank 0; without it every epoch is kept.
 
@@ -78,28 +102,40 @@ def train_binary(model: nn.Module, sparse: np.ndarray, dense: np.ndarray, labels
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.Adam(trained.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss()
     # The whole training set moves to the device once; batches are index slices of it.
-    sparse_t = torch.as_tensor(sparse, dtype=torch.long, device=device)
-    dense_t = torch.as_tensor(dense, dtype=torch.float32, device=device)
-    labels_t = torch.as_tensor(labels, dtype=torch.float32, device=device)
+    tensors = [torch.as_tensor(a, dtype=torch.long if np.issubdtype(a.dtype, np.integer) else torch.float32, device=device) for a in inputs]
+    targets_t = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    if groups is None:
+        n_units, unit_size = len(targets), config.batch_size
+    else:
+        lists = torch.as_tensor(list_rows(groups), device=device)
+        n_units, unit_size = len(lists), max(1, int(round(config.batch_size * len(lists) / max(len(targets), 1))))
     rng = np.random.default_rng(config.seed)
     amp = device.type == "cuda"
     best = TrainResult(best_epoch=0, best_score=-np.inf)
     best_state, stale = None, 0
     for epoch in range(1, config.epochs + 1):
         trained.train()
-        order = rng.permutation(len(labels))[rank::world]  # same permutation on every process, disjoint shards
-        batches = range(0, len(order), config.batch_size)
+        order = rng.permutation(n_units)[rank::world]  # same permutation on every process, disjoint shards
+        batches = range(0, len(order), unit_size)
         total, seen = 0.0, 0
         for start in tqdm(batches, desc=f"{desc}: epoch {epoch}", unit="batch", disable=None if progress and rank == 0 else True, leave=False):
-            idx = torch.as_tensor(order[start:start + config.batch_size], device=device)
+            idx = torch.as_tensor(order[start:start + unit_size], device=device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(trained(sparse_t[idx], dense_t[idx]).float(), labels_t[idx])
+                if groups is None:
+                    value = loss(trained(*(t[idx] for t in tensors)), targets_t[idx])
+                else:
+                    rows = lists[idx]
+                    rows = rows[:, : int((rows >= 0).sum(1).max())]  # as long as this batch's longest list
+                    mask = rows >= 0
+                    flat = rows[mask]
+                    scores = torch.zeros(mask.shape, dtype=torch.float32, device=device)
+                    scores = scores.masked_scatter(mask, trained(*(t[flat] for t in tensors)).float())
+                    value = loss(scores, targets_t[rows.clamp(min=0)], mask)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
-            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
+            total, seen = total + float(value.detach()) * len(idx), seen + len(idx)
         model.eval()
         score = float(valid_score(model)) if valid_score is not None and rank == 0 else float(epoch)
         if world > 1:  # every process must take the same early-stopping decision
@@ -120,16 +156,23 @@ def train_binary(model: nn.Module, sparse: np.ndarray, dense: np.ndarray, labels
     return best
 
 
+def train_binary(model: nn.Module, sparse: np.ndarray, dense: np.ndarray, labels: np.ndarray, config: TrainConfig,
+                 valid_score: Callable[[nn.Module], float] | None = None, progress: bool = True, desc: str = "train") -> TrainResult:
+    """:func:`train_model` of ``model(sparse, dense) -> logits`` with binary cross-entropy on 0/1 ``labels``."""
+    return train_model(model, (sparse, dense), labels, binary_loss, config, valid_score=valid_score, progress=progress, desc=desc)
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, sparse: np.ndarray, dense: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-    """(N,) float64 logits, in batches, without gradients (the model stays on its device)."""
+def predict_logits(model: nn.Module, *inputs: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+    """The model's float64 outputs ((N,) logits, or (N, T)) for row-aligned ``inputs``, in batches,
+    without gradients (the model stays on its device)."""
     device = next(model.parameters()).device
     model.eval()
     out = []
-    for start in range(0, len(sparse), batch_size):
-        s = torch.as_tensor(sparse[start:start + batch_size], dtype=torch.long, device=device)
-        d = torch.as_tensor(dense[start:start + batch_size], dtype=torch.float32, device=device)
-        out.append(model(s, d).float().cpu().numpy())
+    for start in range(0, len(inputs[0]), batch_size):
+        batch = [torch.as_tensor(a[start:start + batch_size], dtype=torch.long if np.issubdtype(a.dtype, np.integer) else torch.float32,
+                                 device=device) for a in inputs]
+        out.append(model(*batch).float().cpu().numpy())
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
 

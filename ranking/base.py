@@ -1,0 +1,52 @@
+"""The base every fine ranker shares (:class:`Ranker`), apart from the registry in ``ranking.rankers``
+so that the ranker modules can import it without importing the registry that imports them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ranking import check_fitted
+
+
+class Ranker:
+    """What every ranker shares: hyperparameters named by ``param_names`` (``get_params``), the
+    feature check before predicting, and ``save``/``load`` as the model's own files plus
+    ``ranker.json`` (class, hyperparameters, feature names). Subclasses implement ``fit``,
+    ``_predict``, ``feature_importance``, ``_save_model`` and ``_load_model``."""
+
+    param_names: tuple[str, ...] = ()
+    requirements: tuple[str, ...] = ()  # the libraries that read the saved model (pinned when registered)
+
+    def get_params(self) -> dict:
+        """Hyperparameters as passed to ``__init__``."""
+        return {n: getattr(self, n) for n in self.param_names}
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        """Scores of the rows of ``X`` (higher ranks first); ``X`` must hold every feature seen in fit."""
+        check_fitted(self, "feature_names_", "predict")
+        missing = [c for c in self.feature_names_ if c not in X.columns]
+        if missing:
+            raise ValueError(f"predict: feature columns {missing} are missing from the input")
+        return np.asarray(self._predict(X[self.feature_names_]), dtype=np.float64)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the model in its native or safe format and ``ranker.json`` (class, hyperparameters, features)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_model(directory)
+        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_}
+        (directory / "ranker.json").write_text(json.dumps(meta, indent=2))
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Ranker":
+        """Rebuild a ranker saved by :meth:`save`."""
+        directory = Path(directory)
+        meta = json.loads((directory / "ranker.json").read_text())
+        ranker = cls(**meta["params"])
+        ranker._load_model(directory)
+        ranker.feature_names_ = list(meta["feature_names"])
+        return ranker
