@@ -172,6 +172,8 @@ class RankConfig:
     nn_conversion_grade: int = 2  # esmm: grades at or above this are conversions (cart, purchase)
     feature_fraction: float = 0.9
     eval_at: int = 10
+    # Scores → P(grade > 0), fitted on the validation rows (ranking/calibration.py): platt, isotonic or none.
+    calibration: str = "platt"
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid
     ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
     # Feature selection before the final fit (ranking/selection.py): correlation pruning, zero gain,

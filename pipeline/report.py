@@ -33,14 +33,15 @@ def recall_table(metrics: dict[str, float]) -> pd.DataFrame:
     return table.loc[order]
 
 
-def _figure(metrics: dict[str, float], importance: pd.DataFrame) -> bytes:
+def _figure(metrics: dict[str, float], importance: pd.DataFrame, calibration: pd.DataFrame | None = None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")  # no display in batch jobs
     import matplotlib.pyplot as plt
 
     recall = recall_table(metrics)
-    panels = (1 if len(recall) else 0) + 2
+    has_calibration = calibration is not None and len(calibration) > 0
+    panels = (1 if len(recall) else 0) + 2 + int(has_calibration)
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2))
     axes = list(axes)
     if len(recall):
@@ -69,6 +70,15 @@ def _figure(metrics: dict[str, float], importance: pd.DataFrame) -> bytes:
     ax.barh(top["feature"], top["gain"] / max(top["gain"].sum(), 1e-12), color="#3b6ea8")
     ax.set(xlabel="share of gain (top 15)", title="Ranker feature importance")
     ax.tick_params(axis="y", labelsize=8)
+    if has_calibration:  # reliability diagram: a calibrated model's points lie on the diagonal
+        ax = axes.pop(0)
+        ax.plot([0, 1], [0, 1], color="#a0a0a0", linestyle="--", linewidth=1)
+        for method, rows in calibration.groupby("method", sort=False):
+            loss = metrics.get(f"rank.logloss_{method}")
+            ax.plot(rows["predicted"], rows["observed"], marker="o", label=f"{method} (log loss {loss:.4f})" if loss is not None else method)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(click)", ylabel="observed click rate", title="Reliability (test rows)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
@@ -95,9 +105,10 @@ def _channel_lines(metrics: dict[str, float], channels: list[str]) -> list[str]:
 
 
 def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame,
-                 selection: pd.DataFrame | None = None) -> tuple[str, bytes]:
-    """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance and, when
-    feature selection ran, the features it dropped and why."""
+                 selection: pd.DataFrame | None = None, calibration: pd.DataFrame | None = None) -> tuple[str, bytes]:
+    """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance, the
+    reliability of its calibrated probabilities and, when feature selection ran, the features it
+    dropped and why."""
     lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
     recall = recall_table(metrics)
     if len(recall):
@@ -109,10 +120,14 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     lines += _channel_lines(metrics, [name for name in recall.index if name not in ("merged", "random")])
     lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
+    methods = [m for m in ("base_rate", "uncalibrated", "platt", "isotonic") if f"rank.logloss_{m}" in metrics]
+    if methods:
+        lines += ["", "## Calibration: P(click) on test rows (fitted on validation rows)", "", "| method | log loss | ECE |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {_fmt(metrics[f'rank.logloss_{m}'])} | {_fmt(metrics.get(f'rank.ece_{m}'))} |" for m in methods]
     lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]
     total = max(float(importance["gain"].sum()), 1e-12)
     lines += [f"| {r.feature} | {r.gain / total:.3f} |" for r in importance.head(15).itertuples()]
     if selection is not None and len(selection):
         lines += ["", f"## Feature selection: {len(selection)} dropped", "", "| feature | reason | detail |", "| --- | --- | --- |"]
         lines += [f"| {r.feature} | {r.reason} | {r.detail} |" for r in selection.itertuples()]
-    return "\n".join(lines) + "\n", _figure(metrics, importance)
+    return "\n".join(lines) + "\n", _figure(metrics, importance, calibration)

@@ -32,6 +32,7 @@ from ranking import metrics as M
 from ranking.index import VectorIndex
 from ranking.recall import (CHANNELS, MERGES, POSITIVE_EVENTS, BM25Recall, channel_rank_features, DenseTextRecall, Item2VecRecall, ItemCFRecall,
                             PopularityRecall, TwoTowerRecall, choose_merge, fit_merge, merge_candidates, tune_popularity_weight)
+from ranking.calibration import CALIBRATION_METHODS
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
@@ -169,6 +170,8 @@ def check_config(config: Config) -> None:
         raise ConfigError("recall.quotas must keep 'item2vec': the ranker's emb_sim feature and the MMR rerank use its embeddings")
     if config.rank.model not in RANKERS:
         raise ConfigError(f"rank.model must be one of {sorted(RANKERS)}. Got {config.rank.model!r} instead.")
+    if config.rank.calibration not in ("none", *CALIBRATION_METHODS):
+        raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 
 
 def _fixed_prior(weight: float | None) -> dict[str, float]:
@@ -306,7 +309,7 @@ def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
 # ------------------------------------------------------------------------------------------ rank
 def ranker_from_config(config: Config, **overrides):
     """The ranker named by ``rank.model`` with the ``rank`` section's hyperparameters (``overrides`` win)."""
-    params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation") and not k.startswith("selection")}
+    params = {k: v for k, v in to_dict(config.rank).items() if k not in ("model", "ablation", "calibration") and not k.startswith("selection")}
     return make_ranker(config.rank.model, **{"seed": config.seed, "device": config.device, **params, **overrides})
 
 
@@ -357,6 +360,17 @@ def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history
     return feats.assign(emb_sim=np.where(has, sim, np.nan).astype(np.float32))
 
 
+def _calibrate(ranker, config: Config, X_valid: pd.DataFrame, y_valid: pd.Series, X_test: pd.DataFrame,
+               y_test: pd.Series) -> tuple[dict[str, float], pd.DataFrame]:
+    """``rank.calibration``: calibrate the ranker on validation rows and measure test log loss / ECE
+    (:func:`ranking.calibration.calibration_report`); with ``none``, nothing (an empty reliability table)."""
+    from ranking.calibration import calibration_report
+
+    if config.rank.calibration == "none":
+        return {}, pd.DataFrame({c: pd.Series(dtype="float64") for c in ("bin", "predicted", "observed", "rows")}).assign(method=pd.Series(dtype="str"))
+    return calibration_report(ranker, X_valid, y_valid.to_numpy(), X_test, y_test.to_numpy(), config.rank.calibration)
+
+
 def rank(inputs: StageInputs, config: Config) -> StageResult:
     """Train the ranker on logged train lists (early stopping on valid); score test lists and test candidates."""
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
@@ -399,6 +413,11 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     test = logged[logged["split"] == "test"].reset_index(drop=True)
     test_logged = test.assign(score=ranker.predict(test[model_columns]).astype(np.float64))
+    # Calibrated on every validation row: the lists without a click, left out of training, are part of the click rate.
+    all_valid = logged[logged["split"] == "valid"]
+    calibration_metrics, reliability = _calibrate(ranker, config, all_valid[model_columns], all_valid["grade"], test[model_columns], test["grade"])
+    if ranker.calibrator_ is not None:
+        test_logged["probability"] = ranker.predict_proba(test[model_columns])
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
     cand_pairs = _pairs(candidates, requests)
@@ -412,6 +431,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         cand_feats = pd.concat([cand_feats.reset_index(drop=True),
                                 behaviour_sequences(cand_pairs.reset_index(drop=True), history, item_ids, sequence_length)], axis=1)
     scored["score"] = ranker.predict(cand_feats[model_columns]).astype(np.float64)
+    if ranker.calibrator_ is not None:
+        scored["probability"] = ranker.calibrator_.predict(scored["score"].to_numpy())
 
     importance = ranker.feature_importance()
     metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,
@@ -420,8 +441,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         groups = feature_groups(feature_names, config.features)
         full = M.ndcg_at_k(test_logged[S.REQUEST_ID], test_logged["score"], test_logged["grade"], 10)
         metrics.update(feature_ablation(config, train, valid, test, groups, full))
-    metrics.update({"n_features": len(feature_names), "n_features_dropped": len(selection)})
-    tables = {"test_logged": test_logged, "candidates": scored, "selection": selection,
+    metrics.update({"n_features": len(feature_names), "n_features_dropped": len(selection), **calibration_metrics})
+    tables = {"test_logged": test_logged, "candidates": scored, "selection": selection, "calibration": reliability,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})
 
@@ -520,7 +541,8 @@ def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: C
 
     metrics = {k: float(v) for k, v in metrics.items()}
     selection = inputs.table("rank", "selection")
-    text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"), selection)
+    text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"), selection,
+                                inputs.table("rank", "calibration"))
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     return StageResult({"metrics": table}, {}, files={"report.md": text.encode(), PLOT_FILE: figure})
 
@@ -624,11 +646,16 @@ def rank_ltr(inputs: StageInputs, config: Config) -> StageResult:
     started = time.perf_counter()
     ranker.fit(train[feature_names], train[LTR_LABEL].to_numpy(), train[LTR_ID].to_numpy(),
                valid[feature_names], valid[LTR_LABEL].to_numpy(), valid[LTR_ID].to_numpy())
+    train_seconds = time.perf_counter() - started
     test_logged = test.assign(score=ranker.predict(test[feature_names]).astype(np.float64))
+    calibration_metrics, reliability = _calibrate(ranker, config, valid[feature_names], valid[LTR_LABEL], test[feature_names], test["grade"])
+    if ranker.calibrator_ is not None:
+        test_logged["probability"] = ranker.calibrator_.predict(test_logged["score"].to_numpy())
     importance = ranker.feature_importance()
-    metrics = {"train_rows": len(train), "train_seconds": time.perf_counter() - started, "trees": ranker.best_iteration_,
-               f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_}
+    metrics = {"train_rows": len(train), "train_seconds": train_seconds, "trees": ranker.best_iteration_,
+               f"valid_ndcg_at_{config.rank.eval_at}": ranker.valid_score_, **calibration_metrics}
     return StageResult({"test_logged": test_logged, "importance": importance.rename_axis("feature").reset_index(name="gain"),
+                        "calibration": reliability,
                         "selection": pd.DataFrame({c: pd.Series(dtype="str") for c in ("feature", "reason", "detail")})},
                        metrics, {"ranker": ranker})
 

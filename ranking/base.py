@@ -20,6 +20,8 @@ class Ranker:
 
     param_names: tuple[str, ...] = ()
     requirements: tuple[str, ...] = ()  # the libraries that read the saved model (pinned when registered)
+    score_kind = "score"  # what predict returns: a ranking "score", a "logit" or a "probability" of grade > 0
+    calibrator_ = None  # set by calibrate(); saved with the ranker
 
     def get_params(self) -> dict:
         """Hyperparameters as passed to ``__init__``."""
@@ -33,12 +35,27 @@ class Ranker:
             raise ValueError(f"predict: feature columns {missing} are missing from the input")
         return np.asarray(self._predict(X[self.feature_names_]), dtype=np.float64)
 
+    def calibrate(self, X: pd.DataFrame, y: np.ndarray, method: str = "platt") -> "Ranker":
+        """Fit a :class:`ranking.calibration.Calibrator` (``platt`` or ``isotonic``) from this ranker's
+        scores on held-out rows ``X`` to P(grade > 0); :meth:`predict_proba` applies it."""
+        from ranking.calibration import Calibrator
+
+        self.calibrator_ = Calibrator(method, self.score_kind).fit(self.predict(X), np.asarray(y) > 0)
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated P(grade > 0) of the rows of ``X``; needs :meth:`calibrate` first."""
+        if self.calibrator_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not calibrated: call calibrate() on validation rows first")
+        return self.calibrator_.predict(self.predict(X))
+
     def save(self, directory: str | Path) -> None:
         """Write the model in its native or safe format and ``ranker.json`` (class, hyperparameters, features)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_model(directory)
-        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_}
+        meta = {"class": type(self).__name__, "params": self.get_params(), "feature_names": self.feature_names_,
+                "calibration": self.calibrator_.to_dict() if self.calibrator_ is not None else None}
         (directory / "ranker.json").write_text(json.dumps(meta, indent=2))
 
     @classmethod
@@ -49,4 +66,8 @@ class Ranker:
         ranker = cls(**meta["params"])
         ranker._load_model(directory)
         ranker.feature_names_ = list(meta["feature_names"])
+        if meta.get("calibration"):
+            from ranking.calibration import Calibrator
+
+            ranker.calibrator_ = Calibrator.from_dict(meta["calibration"])
         return ranker

@@ -49,6 +49,8 @@ class PointwiseSklearnRanker(Ranker):
     validation scores per stage (``_staged``), cut the model at a stage (``_cut``, which also sees
     the training rows and the validation lists) and score (``_score``)."""
 
+    score_kind = "probability"
+
     name = "sklearn"
     requirements = ("scikit-learn", "skops")
     max_stages = 200

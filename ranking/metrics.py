@@ -126,6 +126,35 @@ def gauc(groups, scores, labels) -> float:
     return float(np.average(per_group, weights=size[both]))
 
 
+def log_loss(probabilities, labels, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of ``probabilities`` (clipped to [eps, 1 - eps]) against 0/1 ``labels``."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), eps, 1 - eps)
+    y = np.asarray(labels, dtype=np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p))) if len(p) else float("nan")
+
+
+def reliability_table(probabilities, labels, n_bins: int = 10) -> pd.DataFrame:
+    """Predicted vs observed rate per equal-width probability bin (empty bins left out).
+
+    Returns columns ``bin`` (0-based; bin b holds [b/n, (b+1)/n), the last one closed), ``predicted``
+    (mean probability), ``observed`` (positive rate) and ``rows``: the points of a reliability diagram.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    bins = np.clip((p * n_bins).astype(np.int64), 0, n_bins - 1)
+    rows = np.bincount(bins, minlength=n_bins)
+    kept = rows > 0
+    predicted = np.bincount(bins, weights=p, minlength=n_bins)[kept] / rows[kept]
+    observed = np.bincount(bins, weights=y, minlength=n_bins)[kept] / rows[kept]
+    return pd.DataFrame({"bin": np.flatnonzero(kept), "predicted": predicted, "observed": observed, "rows": rows[kept]})
+
+
+def expected_calibration_error(probabilities, labels, n_bins: int = 10) -> float:
+    """ECE: the row-weighted mean |observed - predicted| over the bins of :func:`reliability_table`."""
+    table = reliability_table(probabilities, labels, n_bins)
+    return float(np.average(np.abs(table["observed"] - table["predicted"]), weights=table["rows"])) if len(table) else float("nan")
+
+
 def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group: str = "request_id",
                 item: str = "item_id", rank: str = "rank") -> tuple[float, float]:
     """Recall@k and hit rate@k of ranked candidate lists against sets of positive items.

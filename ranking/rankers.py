@@ -163,6 +163,7 @@ class BinaryGBDTRanker(LambdaRankRanker):
     validation lists' NDCG, since ordering the lists is the job."""
 
     objective = "binary"
+    score_kind = "probability"
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         return (np.asarray(y) > 0).astype(np.int8)
@@ -278,6 +279,7 @@ class XGBoostBinaryRanker(XGBoostRanker):
     the validation lists' NDCG."""
 
     objective = "binary:logistic"
+    score_kind = "probability"
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         return (np.asarray(y) > 0).astype(np.float32)

@@ -190,3 +190,31 @@ def test_channel_overlap_matches_a_set_reference(rows, k):
     assert {(a, b) for a, b in zip(got["a"], got["b"])} == set(expected)
     for row in got.itertuples():
         assert row.jaccard == pytest.approx(expected[row.a, row.b], nan_ok=True)
+
+
+# ------------------------------------------------------------------------------ calibration metrics
+def test_log_loss_matches_scikit_learn():
+    from sklearn.metrics import log_loss as reference
+
+    rng = np.random.default_rng(0)
+    p, y = rng.uniform(0.01, 0.99, 500), rng.integers(0, 2, 500)
+    assert M.log_loss(p, y) == pytest.approx(reference(y, p), rel=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 1)), min_size=1, max_size=60), st.integers(1, 12))
+def test_reliability_and_ece_match_a_loop_over_bins(rows, n_bins):
+    p = np.array([r[0] for r in rows])
+    y = np.array([r[1] for r in rows])
+    table = M.reliability_table(p, y, n_bins)
+    assert table["rows"].sum() == len(p)
+    ece = 0.0
+    for b in range(n_bins):  # slow reference: bin b holds [b/n, (b+1)/n), the last bin also 1.0
+        inside = [(pi, yi) for pi, yi in zip(p, y) if min(int(pi * n_bins), n_bins - 1) == b]
+        if inside:
+            predicted, observed = np.mean([i[0] for i in inside]), np.mean([i[1] for i in inside])
+            row = table[table["bin"] == b].iloc[0]
+            assert row["predicted"] == pytest.approx(predicted) and row["observed"] == pytest.approx(observed)
+            assert b / n_bins <= predicted <= (b + 1) / n_bins + 1e-12
+            ece += len(inside) / len(p) * abs(observed - predicted)
+    assert M.expected_calibration_error(p, y, n_bins) == pytest.approx(ece, abs=1e-12)

@@ -44,6 +44,19 @@ def test_ranker_beats_popularity_and_item2vec_beats_random(first_run):
     assert m["rerank.ild_at_10"] >= m["rerank.before.ild_at_10"]  # MMR trades relevance for diversity, never less diverse
 
 
+def test_ranker_probabilities_are_calibrated_on_valid_and_beat_the_base_rate_on_test(first_run):
+    import pandas as pd
+
+    m, run_dir = first_run[2].metrics, first_run[2].run_dir
+    assert m["rank.logloss_platt"] < m["rank.logloss_base_rate"] and m["rank.logloss_isotonic"] < m["rank.logloss_base_rate"]
+    assert m["rank.ece_platt"] < 0.05
+    logged = pd.read_parquet(run_dir / "rank" / "test_logged.parquet")
+    assert logged["probability"].between(0, 1).all()
+    assert abs(logged["probability"].mean() - (logged["grade"] > 0).mean()) < 0.03  # the test click rate, from valid rows
+    reliability = pd.read_parquet(run_dir / "rank" / "calibration.parquet")
+    assert set(reliability["method"]) == {"platt", "isotonic"}  # lambdarank's scores claim no probability of their own
+
+
 def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
     import mlflow
 

@@ -57,6 +57,11 @@ class NeuralCTRRanker(Ranker):
         self.nn_embedding_dim, self.nn_buckets, self.nn_patience = nn_embedding_dim, nn_buckets, nn_patience
         self.nn_loss, self.eval_at, self.seed, self.device, self.progress = nn_loss, eval_at, seed, device, progress
 
+    @property
+    def score_kind(self) -> str:
+        """Binary training gives logits; listwise losses give scores whose scale means nothing."""
+        return "logit" if self.nn_loss == "binary" else "score"
+
     # -- what the architectures differ in
     def _model_inputs(self, X: pd.DataFrame) -> tuple[np.ndarray, ...]:
         """The model's row-aligned inputs: (sparse (N, F) int64 bucket ids, dense (N, D) float32)."""
@@ -219,6 +224,7 @@ class ESMMRanker(NeuralCTRRanker):
     """
 
     architecture = "esmm"
+    score_kind = "score"  # pCTR x (1 + pCVR) is an expected gain, not a probability
     param_names = (*NeuralCTRRanker.param_names, "nn_conversion_grade")
 
     def __init__(self, nn_conversion_grade: int = 2, **params):
