@@ -259,3 +259,23 @@ def test_din_attends_to_the_history_items_that_match_the_candidate(tmp_path):
     assert weights[liked[:2000]].mean() > weights[real & ~liked[:2000]].mean() + 0.1
     ranker.save(tmp_path)
     np.testing.assert_allclose(DINRanker.load(tmp_path).predict(Xv), scores, rtol=0, atol=1e-12)
+
+
+def test_torchrun_trains_one_model_across_processes_with_ddp(tmp_path):
+    # Two CPU processes (gloo): each takes half of every epoch's batches, DDP averages the gradients,
+    # so both end with the same weights, and the model still learns the interaction.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(root / "tests" / "ddp_worker.py"), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+    assert int(ranks[0]["world"]) == 2
+    np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
+    accuracy = float(((ranks[0]["logits"] > 0) == ranks[0]["labels"].astype(bool)).mean())
+    assert accuracy > 0.95, accuracy

@@ -11,6 +11,7 @@ the config as plain values, and load with ``weights_only=True``.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -45,17 +46,25 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; an explicit ``cuda`` without a GPU is an error."""
+    """``auto`` → CUDA when present, else CPU; an explicit ``cuda`` without a GPU is an error. Under
+    ``torchrun`` a bare ``cuda`` means this process's GPU (``LOCAL_RANK``)."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     return torch.device(device)
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside ``torchrun``."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+def _distributed(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside ``torchrun``. Under ``torchrun`` (WORLD_SIZE > 1 in the
+    environment) the process group is joined here if the caller has not: NCCL on CUDA, gloo on CPU."""
+    if not torch.distributed.is_available():
+        return 0, 1
+    if not torch.distributed.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
@@ -96,7 +105,7 @@ def train_model(model: nn.Module, inputs: tuple[np.ndarray, ...], targets: np.nd
     """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    rank, world = _distributed()
+    rank, world = _distributed(device)
     model.to(device)
     trained = model
     if world > 1:
@@ -116,7 +125,10 @@ def train_model(model: nn.Module, inputs: tuple[np.ndarray, ...], targets: np.nd
     best_state, stale = None, 0
     for epoch in range(1, config.epochs + 1):
         trained.train()
-        order = rng.permutation(n_units)[rank::world]  # same permutation on every process, disjoint shards
+        order = rng.permutation(n_units)
+        # Same permutation on every process, disjoint equal shards: every process must take the same
+        # number of steps, or DDP's gradient all-reduce waits forever (up to world - 1 units skipped per epoch).
+        order = order[: len(order) - len(order) % world][rank::world]
         batches = range(0, len(order), unit_size)
         total, seen = 0.0, 0
         for start in tqdm(batches, desc=f"{desc}: epoch {epoch}", unit="batch", disable=None if progress and rank == 0 else True, leave=False):
