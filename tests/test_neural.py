@@ -54,6 +54,13 @@ def test_cross_layer_matches_its_formula():
         x = x0 * (x @ W.T + b) + x
     with torch.no_grad():
         np.testing.assert_allclose(cross(torch.as_tensor(x0)).numpy(), x, rtol=1e-5, atol=1e-6)
+    low = CrossNetV2(6, 2, rank=2)  # W = U V: the same formula with a rank-2 W
+    x = x0
+    for layer in low.layers:
+        V, U, b = layer[0].weight.detach().numpy(), layer[1].weight.detach().numpy(), layer[1].bias.detach().numpy()
+        x = x0 * (x @ V.T @ U.T + b) + x
+    with torch.no_grad():
+        np.testing.assert_allclose(low(torch.as_tensor(x0)).numpy(), x, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("architecture", [DeepFM, DCNv2])

@@ -138,7 +138,7 @@ class NeuralCTRRanker(Ranker):
         return {name: [(0, [j]), (1, [k for k, c in enumerate(columns) if c in (name, f"{name}_missing")])]
                 for j, name in enumerate(self.numeric_names_)}
 
-    def _permutation_importance(self, inputs: tuple[np.ndarray, ...], rows: int = 4096) -> dict[str, float]:
+    def _permutation_importance(self, inputs: tuple[np.ndarray, ...], rows: int = 2048) -> dict[str, float]:
         """Mean |change in score| when one feature (all the inputs it feeds) is shuffled across a sample of train rows."""
         from ranking.neural.train import predict_logits
 
