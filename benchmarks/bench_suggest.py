@@ -1,0 +1,192 @@
+"""Query suggestion: prefix completion (with the rare-prefix suffix fallback), the character
+transformer, and their blend, on real query lists and on the default world's query log.
+
+- Real sets (``<data>/queries``: WANDS, ESCI, Natural Questions): distinct normalized queries,
+  a random split per set (the lists carry no time): 70% train, 10% valid (the blend weight), 20%
+  test. Both suggesters are fitted on the union of the three sets' training queries, as one search
+  box's log, and judged per set on its test queries (at most ``--max-queries`` per set).
+- The default world (``--world-sessions``): the query log split in time (last 20% test, the 10%
+  before it valid); pairs come from searches of those periods (popular queries repeat, so most
+  prefixes are seen).
+
+Every prefix length of every held-out query is a (prefix, intended query) pair; MRR@10 and
+success@k over all pairs and over prefixes seen / unseen in training; latency per call in ms, one
+thread (a suggestion service answers one request at a time; the blend's latency is both calls plus
+the merge). The LAST line is one JSON object over the real sets' pairs together:
+``mrr_unseen_generative``, ``mrr_unseen_prefix``, ``mrr_all_blended``, ``mrr_all_prefix``,
+``p99_ms_prefix``, ``p99_ms_generative``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generative.blend import blend_lists  # noqa: E402
+from generative.charlm import CharLM, CharLMConfig  # noqa: E402
+from generative.evaluate import prefix_pairs, run_suggester, summarize, target_ranks  # noqa: E402
+from generative.normalize import normalize_queries  # noqa: E402
+from generative.prefix import PrefixCompleter  # noqa: E402
+from pipeline.datasets import shared_data_dir  # noqa: E402
+
+BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def real_sets(directory: Path) -> dict[str, pd.Series]:
+    """Distinct normalized queries of each real list: wands, esci, nq."""
+    from pipeline.config import DatasetConfig
+    from pipeline.datasets.queries import QueriesAdapter
+
+    queries = QueriesAdapter().load(DatasetConfig(name="queries", path=str(directory)), seed=0).tables["queries"]
+    family = queries["source"].str.split(":").str[0]
+    out = {}
+    for name in ("wands", "esci", "nq"):
+        normalized = normalize_queries(queries.loc[family == name, "query"])
+        out[name] = pd.Series(normalized[normalized != ""].unique())
+    return out
+
+
+def three_way(queries: pd.Series, seed: int) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(train 70%, valid 10%, test 20%) by a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(len(queries))
+    n_test, n_valid = int(round(0.2 * len(queries))), int(round(0.1 * len(queries)))
+    pick = lambda rows: queries.iloc[rows].reset_index(drop=True)  # noqa: E731
+    return pick(order[n_test + n_valid:]), pick(order[n_test:n_test + n_valid]), pick(order[:n_test])
+
+
+def world_log(n_sessions: int) -> pd.DataFrame:
+    """The synthetic world's searches: query, ts, split (time: train 70%, valid 10%, test 20%)."""
+    from pipeline import schema as S
+    from pipeline.config import SyntheticConfig
+    from pipeline.datasets.synthetic import generate
+
+    events = generate(SyntheticConfig(n_sessions=n_sessions), seed=42).events
+    searches = events.dropna(subset=[S.QUERY]).drop_duplicates(S.REQUEST_ID).sort_values(S.TS, kind="stable")
+    cut = searches[S.TS].quantile([0.7, 0.8]).to_numpy()
+    split = np.where(searches[S.TS] < cut[0], "train", np.where(searches[S.TS] < cut[1], "valid", "test"))
+    return pd.DataFrame({"query": searches[S.QUERY].to_numpy(), "ts": searches[S.TS].to_numpy(), "split": split})
+
+
+def score_lists(prefix_model: PrefixCompleter, lm: CharLM, pairs: pd.DataFrame) -> dict:
+    """Both suggesters' lists and latencies on the pairs, and which prefixes the log has seen."""
+    prefix_lists, prefix_ms = run_suggester(prefix_model.suggest, pairs["prefix"])
+    gen_lists, gen_ms = run_suggester(lm.suggest, pairs["prefix"])
+    return {"prefix": (prefix_lists, prefix_ms), "generative": (gen_lists, gen_ms),
+            "seen": np.array([prefix_model.seen(p) for p in pairs["prefix"]])}
+
+
+def blended(lists: dict, weight: float) -> tuple[list, np.ndarray]:
+    """The blend's lists (``weight`` on the model) and latency: both calls plus the merge."""
+    out, ms = [], lists["prefix"][1] + lists["generative"][1]
+    for i, (a, b) in enumerate(zip(lists["prefix"][0], lists["generative"][0])):
+        started = time.perf_counter()
+        out.append(blend_lists([a, b], [1 - weight, weight]))
+        ms[i] += (time.perf_counter() - started) * 1000
+    return out, ms
+
+
+def best_weight(lists: dict, targets: pd.Series) -> float:
+    """The blend weight with the best MRR@10 on validation pairs (ties: the smaller weight)."""
+    mrr = {w: summarize(target_ranks(blended(lists, w)[0], targets), lists["seen"])["mrr_all"] for w in BLEND_GRID}
+    return max(BLEND_GRID, key=lambda w: (round(mrr[w], 6), -w))
+
+
+def report(name: str, lists: dict, targets: pd.Series, weight: float) -> dict[str, dict]:
+    """Print and return each suggester's summary on one set."""
+    out = {}
+    for suggester, (items, ms) in (("prefix", lists["prefix"]), ("generative", lists["generative"]), ("blended", blended(lists, weight))):
+        out[suggester] = summarize(target_ranks(items, targets), lists["seen"], ms)
+        s = out[suggester]
+        print(f"  {name:<6} {suggester:<10} MRR@10 all {s['mrr_all']:.4f} seen {s['mrr_seen']:.4f} unseen {s['mrr_unseen']:.4f} | "
+              f"success@1/3/10 {s['success_at_1_all']:.3f}/{s['success_at_3_all']:.3f}/{s['success_at_10_all']:.3f} | "
+              f"p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} p99 {s['p99_ms']:.2f} ms | pairs {s['pairs_seen']} seen / {s['pairs_unseen']} unseen")
+    return out
+
+
+def fit_lm(queries: pd.Series, args, weights: np.ndarray | None = None) -> CharLM:
+    started = time.perf_counter()
+    config = CharLMConfig(dim=args.dim, layers=args.layers, heads=4, max_len=args.max_len)
+    lm = CharLM(config, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=False).fit(queries, weights)
+    print(f"  char transformer: {sum(p.numel() for p in lm.model_.parameters()):,} weights, {len(lm.chars_)} characters, "
+          f"{args.epochs} epochs in {time.perf_counter() - started:.0f} s, last epoch loss {lm.losses_[-1]:.3f}")
+    return lm
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=shared_data_dir(), help="the shared data directory (default ../shared/data)")
+    parser.add_argument("--max-queries", type=int, default=150, help="test queries per set (every prefix of each is a pair)")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--max-len", type=int, default=64)
+    parser.add_argument("--world-sessions", type=int, default=40000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.data is None or not (args.data / "queries").is_dir():
+        raise SystemExit("the query lists were not found: pass --data DIR (holding queries/) or set RANKPIPE_SHARED_DATA")
+    torch.set_num_threads(1)
+
+    # ---- real query lists
+    sets = {name: three_way(q, args.seed) for name, q in real_sets(args.data / "queries").items()}
+    train = pd.concat([parts[0] for parts in sets.values()], ignore_index=True)
+    print(f"real query lists: {', '.join(f'{n} {sum(map(len, p))}' for n, p in sets.items())} distinct queries; "
+          f"{len(train)} train (union)")
+    prefix_model = PrefixCompleter().fit(train)
+    lm = fit_lm(train, args)
+    valid = pd.concat([prefix_pairs(_sample(parts[1], args.max_queries, args.seed)) for parts in sets.values()], ignore_index=True)
+    weight = best_weight(score_lists(prefix_model, lm, valid), valid["target"])
+    print(f"  blend weight on the model, chosen on {len(valid)} validation pairs: {weight}")
+    pooled_lists: dict = {"prefix": ([], []), "generative": ([], []), "seen": []}
+    pooled_targets = []
+    for name, (_, _, test) in sets.items():
+        pairs = prefix_pairs(_sample(test, args.max_queries, args.seed))
+        lists = score_lists(prefix_model, lm, pairs)
+        report(name, lists, pairs["target"], weight)
+        for key in ("prefix", "generative"):
+            pooled_lists[key][0].extend(lists[key][0])
+            pooled_lists[key][1].append(lists[key][1])
+        pooled_lists["seen"].append(lists["seen"])
+        pooled_targets.append(pairs["target"])
+    pooled = {key: (pooled_lists[key][0], np.concatenate(pooled_lists[key][1])) for key in ("prefix", "generative")}
+    pooled["seen"] = np.concatenate(pooled_lists["seen"])
+    real = report("real", pooled, pd.concat(pooled_targets, ignore_index=True), weight)
+
+    # ---- the default world's query log (time split, decayed counts)
+    log = world_log(args.world_sessions)
+    train_log = log[log["split"] == "train"]
+    print(f"default world: {len(log):,} searches, {log['query'].nunique():,} distinct queries")
+    world_prefix = PrefixCompleter().fit(train_log["query"], train_log["ts"])
+    # The model learns from the distinct queries, drawn by decayed count (the log itself repeats a few heads thousands of times).
+    counts = pd.Series(world_prefix.queries_.weights, index=world_prefix.queries_.strings)
+    world_lm = fit_lm(pd.Series(counts.index), args, counts.to_numpy())
+    sampled = {part: _sample(log.loc[log["split"] == part, "query"], args.max_queries, args.seed) for part in ("valid", "test")}
+    valid = prefix_pairs(sampled["valid"])
+    world_weight = best_weight(score_lists(world_prefix, world_lm, valid), valid["target"])
+    test = prefix_pairs(sampled["test"])
+    print(f"  blend weight on the model: {world_weight}")
+    report("world", score_lists(world_prefix, world_lm, test), test["target"], world_weight)
+
+    print(json.dumps({"mrr_unseen_generative": round(real["generative"]["mrr_unseen"], 4),
+                      "mrr_unseen_prefix": round(real["prefix"]["mrr_unseen"], 4),
+                      "mrr_all_blended": round(real["blended"]["mrr_all"], 4), "mrr_all_prefix": round(real["prefix"]["mrr_all"], 4),
+                      "p99_ms_prefix": round(real["prefix"]["p99_ms"], 3), "p99_ms_generative": round(real["generative"]["p99_ms"], 3)}))
+
+
+def _sample(queries: pd.Series, n: int, seed: int) -> pd.Series:
+    """At most ``n`` of the queries, seeded."""
+    return queries.sample(n=n, random_state=seed).reset_index(drop=True) if len(queries) > n else queries.reset_index(drop=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""A small decoder-only transformer over characters, trained on the query log, and beam search that
+continues a typed prefix: it completes prefixes no logged query starts with, in any script.
+
+Characters are the vocabulary (queries are short, and a character model needs no tokenizer for
+Chinese); characters seen fewer than ``min_count`` times share one unknown id, so the model learns
+what to do with one. Decoding keeps each layer's keys and values (a KV cache) so each new character
+costs one position, not the whole sequence. Checkpoints are a state_dict plus the config and the
+vocabulary as plain values, loaded with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from generative.normalize import normalize_queries, normalize_query
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIAL = 4
+
+
+@dataclass(frozen=True)
+class CharLMConfig:
+    """Model width, layers, heads, longest query in characters (longer ones are cut), dropout."""
+
+    dim: int = 128
+    layers: int = 3
+    heads: int = 4
+    max_len: int = 64
+    dropout: float = 0.1
+
+
+class _Block(nn.Module):
+    """Pre-norm causal self-attention + MLP; ``forward(x, cache)`` appends this step's keys/values to ``cache``."""
+
+    def __init__(self, config: CharLMConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.norm1, self.norm2 = nn.LayerNorm(config.dim), nn.LayerNorm(config.dim)
+        self.qkv = nn.Linear(config.dim, 3 * config.dim)
+        self.proj = nn.Linear(config.dim, config.dim)
+        self.mlp = nn.Sequential(nn.Linear(config.dim, 4 * config.dim), nn.GELU(), nn.Linear(4 * config.dim, config.dim))
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # each (B, H, T, Dh)
+        if cache is not None:
+            if cache:  # earlier positions: the new queries attend to all of them
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
+        # Causal within the new positions; with a cache of P earlier ones, query t sees keys up to P + t.
+        past = k.shape[2] - T
+        mask = None
+        if T > 1:
+            mask = torch.ones(T, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=past)
+        attn = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout.p if self.training else 0.0)
+        x = x + self.dropout(self.proj(attn.transpose(1, 2).reshape(B, T, D)))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+class CharTransformer(nn.Module):
+    """``forward(ids (B, T), caches=None, start=0)`` → next-character logits (B, T, V)."""
+
+    def __init__(self, vocab_size: int, config: CharLMConfig = CharLMConfig()):
+        super().__init__()
+        self.config = config
+        self.tokens = nn.Embedding(vocab_size, config.dim)
+        self.positions = nn.Embedding(config.max_len + 2, config.dim)  # BOS + max_len characters + EOS
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Linear(config.dim, vocab_size, bias=False)
+        self.head.weight = self.tokens.weight  # tied input/output embeddings
+
+    def forward(self, ids: torch.Tensor, caches: list[list] | None = None, start: int = 0) -> torch.Tensor:
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+        x = self.tokens(ids) + self.positions(positions)[None]
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches is not None else None)
+        return self.head(self.norm(x))
+
+
+class CharLM:
+    """Train on a query log (``fit``), then ``complete(prefix, k)``: the k most probable queries that continue ``prefix``.
+
+    Scores are the model's probability of the completed query given the typed prefix.
+    """
+
+    def __init__(self, config: CharLMConfig = CharLMConfig(), epochs: int = 8, batch_size: int = 256, learning_rate: float = 3e-3,
+                 min_count: int = 2, beam: int = 10, seed: int = 42, progress: bool = True):
+        self.config, self.epochs, self.batch_size, self.learning_rate = config, epochs, batch_size, learning_rate
+        self.min_count, self.beam, self.seed, self.progress = min_count, beam, seed, progress
+
+    # ------------------------------------------------------------------ vocabulary
+    def _encode(self, text: str) -> list[int]:
+        return [self.index_.get(c, UNK) for c in text[: self.config.max_len]]
+
+    def _batch(self, texts: list[str]) -> torch.Tensor:
+        rows = [[BOS, *self._encode(t), EOS] for t in texts]
+        out = np.full((len(rows), max(map(len, rows))), PAD, dtype=np.int64)
+        for i, row in enumerate(rows):  # per query, at batch-building time only
+            out[i, : len(row)] = row
+        return torch.as_tensor(out)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, queries: pd.Series, weights: np.ndarray | None = None) -> "CharLM":
+        """Train on ``queries`` (raw text; each row one typed query, so repeats weigh in). ``weights``
+        (optional, per row) make rows that often drawn in each epoch's sample (e.g. time decay)."""
+        texts = normalize_queries(pd.Series(queries).reset_index(drop=True))
+        keep = (texts != "").to_numpy()
+        texts = texts[keep].reset_index(drop=True)
+        if len(texts) == 0:
+            raise ValueError("CharLM.fit: the query log holds no non-empty query")
+        counts = pd.Series(list("".join(texts))).value_counts()
+        self.chars_ = sorted(counts.index[counts >= self.min_count])
+        self.index_ = {c: i + SPECIAL for i, c in enumerate(self.chars_)}
+        torch.manual_seed(self.seed)
+        self.model_ = CharTransformer(len(self.chars_) + SPECIAL, self.config)
+        rng = np.random.default_rng(self.seed)
+        p = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)[keep]
+            p = w / w.sum()
+        optimizer = torch.optim.AdamW(self.model_.parameters(), lr=self.learning_rate, weight_decay=0.01)
+        steps = self.epochs * math.ceil(len(texts) / self.batch_size)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.learning_rate, total_steps=steps, pct_start=0.1)
+        self.model_.train()
+        bar = tqdm(total=steps, desc="suggest: char transformer", unit="batch", disable=None if self.progress else True)
+        self.losses_ = []
+        for _ in range(self.epochs):
+            order = rng.choice(len(texts), size=len(texts), p=p) if p is not None else rng.permutation(len(texts))
+            total, n = 0.0, 0
+            for start in range(0, len(order), self.batch_size):
+                ids = self._batch(texts.iloc[order[start:start + self.batch_size]].tolist())
+                logits = self.model_(ids[:, :-1])
+                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                total, n = total + float(loss.detach()), n + 1
+                bar.update(1)
+            self.losses_.append(total / max(n, 1))
+        bar.close()
+        self.model_.eval()
+        return self
+
+    def log_likelihood(self, queries: list[str]) -> np.ndarray:
+        """Natural-log probability of each whole (normalized) query, end included: for perplexity checks."""
+        ids = self._batch([normalize_query(q) for q in queries])
+        with torch.inference_mode():
+            logp = torch.log_softmax(self.model_(ids[:, :-1]), dim=-1).gather(2, ids[:, 1:, None]).squeeze(-1)
+        return (logp * (ids[:, 1:] != PAD)).sum(dim=1).numpy().astype(np.float64)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.inference_mode()
+    def complete(self, prefix: str, k: int = 10, max_new: int | None = 32) -> list[tuple[str, float]]:
+        """Beam search from ``prefix``: up to ``k`` distinct finished queries, most probable first, as (query, P(query | prefix)).
+
+        Deterministic: no sampling, so the same model and prefix always give the same list. At most
+        ``max_new`` characters are added (None: up to ``config.max_len``): a query that needs more
+        from a short prefix is too improbable to reach the top k, and the bound keeps latency flat.
+        """
+        typed = normalize_query(prefix)
+        if prefix.endswith(" ") and typed:
+            typed += " "  # the user finished a word: continue after the space
+        typed = typed[: self.config.max_len]
+        max_new = self.config.max_len - len(typed) if max_new is None else min(max_new, self.config.max_len - len(typed))
+        ids = torch.as_tensor([[BOS, *self._encode(typed)]])
+        caches: list[list] = [[] for _ in self.model_.blocks]
+        logp = torch.log_softmax(self.model_(ids, caches)[:, -1].float(), dim=-1)  # (1, V)
+        beam_text = [""]
+        beam_score = torch.zeros(1)
+        finished: list[tuple[str, float]] = []
+        position = ids.shape[1]
+        for _ in range(max(max_new, 0) + 1):
+            total = (beam_score[:, None] + logp)  # (B, V)
+            total[:, PAD] = total[:, BOS] = total[:, UNK] = -math.inf  # never generated
+            top_score, top_index = total.flatten().topk(min(self.beam * 2, total.numel()))
+            next_beams, next_scores, parents, tokens = [], [], [], []
+            for score, index in zip(top_score.tolist(), top_index.tolist()):
+                parent, token = divmod(index, total.shape[1])
+                if token == EOS:
+                    finished.append((typed + beam_text[parent], score))
+                elif len(next_beams) < self.beam:
+                    next_beams.append(beam_text[parent] + self.chars_[token - SPECIAL])
+                    next_scores.append(score)
+                    parents.append(parent)
+                    tokens.append(token)
+            finished.sort(key=lambda f: -f[1])
+            # Scores only fall as a query grows, so once k finished beat every live beam, stop.
+            if not next_beams or (len(finished) >= k and finished[k - 1][1] >= max(next_scores)) or position > self.config.max_len:
+                break
+            index = torch.as_tensor(parents)
+            for cache in caches:
+                cache[:] = [cache[0].index_select(0, index), cache[1].index_select(0, index)]
+            logp = torch.log_softmax(self.model_(torch.as_tensor(tokens)[:, None], caches, start=position)[:, -1].float(), dim=-1)
+            beam_text, beam_score = next_beams, torch.as_tensor(next_scores)
+            position += 1
+        out, seen = [], set()
+        for text, score in finished:
+            text = text.strip()
+            if text and text not in seen:
+                seen.add(text)
+                out.append((text, float(np.exp(score))))
+        return out[:k]
+
+    def suggest(self, prefix: str, k: int = 10) -> list[tuple[str, float]]:
+        """:meth:`complete`, under the suggester protocol (``generative.blend.Suggester``)."""
+        return self.complete(prefix, k)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        """state_dict + config + vocabulary in one file (plain values, loadable with ``weights_only=True``)."""
+        torch.save({"state_dict": self.model_.state_dict(), "config": asdict(self.config), "chars": self.chars_,
+                    "params": {"beam": self.beam, "min_count": self.min_count}}, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharLM":
+        """The model :meth:`save` wrote; ``weights_only=True``: tensors and plain values, never code."""
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+        lm = cls(CharLMConfig(**checkpoint["config"]), **checkpoint["params"], progress=False)
+        lm.chars_ = list(checkpoint["chars"])
+        lm.index_ = {c: i + SPECIAL for i, c in enumerate(lm.chars_)}
+        lm.model_ = CharTransformer(len(lm.chars_) + SPECIAL, lm.config)
+        lm.model_.load_state_dict(checkpoint["state_dict"])
+        lm.model_.eval()
+        return lm

@@ -1,0 +1,68 @@
+"""Offline evaluation of suggesters: held-out (prefix, intended query) pairs at every prefix length.
+
+For each held-out query, every prefix of it (1 character up to the whole query) is a request
+whose intended query is the query itself. A suggester's list is judged by the rank of that query:
+MRR@10 and success@k (the query in the top k), over all pairs and split by whether the prefix
+was *seen* (some training query starts with it) or not, where only generalization can help.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from generative.normalize import normalize_queries
+
+K = 10
+
+
+def prefix_pairs(queries: pd.Series) -> pd.DataFrame:
+    """(prefix, target) for every prefix length of every (normalized, non-empty) query, in query order."""
+    targets = normalize_queries(pd.Series(queries).reset_index(drop=True))
+    targets = targets[targets != ""]
+    lengths = targets.str.len().to_numpy()
+    target = np.repeat(targets.to_numpy(dtype=object), lengths)
+    cut = np.concatenate([np.arange(1, n + 1) for n in lengths]) if len(lengths) else np.zeros(0, dtype=int)
+    prefix = pd.Series([t[:c] for t, c in zip(target, cut)], dtype=object)  # pandas has no per-row slice length
+    return pd.DataFrame({"prefix": prefix, "target": target, "length": cut})
+
+
+def run_suggester(suggest: Callable[[str, int], list[tuple[str, float]]], prefixes: pd.Series,
+                  k: int = K) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
+    """(each prefix's suggestions as (query, score), each call's latency in ms): one timed call per prefix,
+    as a suggestion service answers one request at a time."""
+    lists, ms = [], np.empty(len(prefixes))
+    for i, prefix in enumerate(prefixes):
+        started = time.perf_counter()
+        lists.append(suggest(prefix, k))
+        ms[i] = (time.perf_counter() - started) * 1000
+    return lists, ms
+
+
+def target_ranks(lists: list[list[tuple[str, float]]], targets: pd.Series) -> np.ndarray:
+    """1-based rank of each target among its list's queries; 0 when absent."""
+    out = np.zeros(len(lists), dtype=np.int64)
+    for i, (items, target) in enumerate(zip(lists, targets)):
+        for rank, (query, _) in enumerate(items, start=1):
+            if query == target:
+                out[i] = rank
+                break
+    return out
+
+
+def summarize(ranks: np.ndarray, seen: np.ndarray, ms: np.ndarray | None = None, k: int = K) -> dict[str, float]:
+    """MRR@k and success@1/3/k over all pairs and the seen / unseen ones, pair counts, and latency percentiles."""
+    ranks, seen = np.asarray(ranks), np.asarray(seen, dtype=bool)
+    rr = np.where((ranks > 0) & (ranks <= k), 1.0 / np.maximum(ranks, 1), 0.0)
+    out: dict[str, float] = {}
+    for name, mask in (("all", np.ones_like(seen)), ("seen", seen), ("unseen", ~seen)):
+        out[f"pairs_{name}"] = int(mask.sum())
+        out[f"mrr_{name}"] = float(rr[mask].mean()) if mask.any() else float("nan")
+        for at in (1, 3, k):
+            out[f"success_at_{at}_{name}"] = float(((ranks > 0) & (ranks <= at))[mask].mean()) if mask.any() else float("nan")
+    if ms is not None and len(ms):
+        out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
+    return out

@@ -1,0 +1,128 @@
+"""Query suggestion: normalization, prefix completion and its fallback, the character model, blending, evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from generative.blend import BlendedSuggester, blend_lists
+from generative.charlm import CharLM, CharLMConfig
+from generative.evaluate import prefix_pairs, run_suggester, summarize, target_ranks
+from generative.normalize import normalize_queries, normalize_query
+from generative.prefix import PrefixCompleter
+
+LOG = pd.Series(["red shoes"] * 5 + ["red shirt"] * 3 + ["blue shirt"] * 2 + ["running shoes"] * 4 + ["红色连衣裙"] * 3 + ["白色连衣裙"] * 2
+                + ["wireless headphones"] * 2)
+
+
+def test_normalization_folds_width_case_and_spaces_in_english_and_chinese():
+    assert normalize_query("  ＲＥＤ　Ｓｈｏｅｓ  ") == "red shoes"  # full-width letters and the ideographic space
+    assert normalize_query("Straße\tMAP") == "strasse map"
+    assert normalize_query("红色　连衣裙！") == "红色 连衣裙!"  # Chinese kept, full-width punctuation folded
+    assert normalize_query("ｉＰｈｏｎｅ１５") == "iphone15"
+    assert normalize_query(None) == "" and normalize_query("   ") == ""
+    assert normalize_queries(pd.Series(["ＡＢ  c", None, "红色"])).tolist() == ["ab c", "", "红色"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=30))
+def test_normalization_is_idempotent_and_the_column_version_agrees(text):
+    once = normalize_query(text)
+    assert normalize_query(once) == once
+    assert normalize_queries(pd.Series([text])).iloc[0] == once
+
+
+def test_prefix_completion_orders_by_count_and_normalizes_the_typed_prefix():
+    completer = PrefixCompleter().fit(LOG)
+    assert [q for q, _ in completer.suggest("RED ", 5)][:2] == ["red shoes", "red shirt"]
+    scores = dict(completer.suggest("red", 5))
+    assert scores["red shoes"] == pytest.approx(5 / 8)  # the share of the prefix's count
+    assert [q for q, _ in completer.suggest("红色", 3)][0] == "红色连衣裙"
+    assert [q for q, _ in completer.suggest("", 2)] == ["red shoes", "running shoes"]  # empty: the most popular
+
+
+def test_time_decay_prefers_recent_queries():
+    log = pd.Series(["old query"] * 4 + ["new query"] * 2)
+    ts = pd.Series(pd.to_datetime(["2026-01-01"] * 4 + ["2026-03-01"] * 2))
+    assert [q for q, _ in PrefixCompleter(half_life_days=7).fit(log, ts).suggest("", 2)][0] == "new query"
+    assert [q for q, _ in PrefixCompleter(half_life_days=1e9).fit(log, ts).suggest("", 2)][0] == "old query"
+
+
+def test_unseen_prefixes_fall_back_to_popular_suffixes_in_english_and_chinese():
+    completer = PrefixCompleter().fit(LOG)
+    assert not completer.seen("green sh")
+    assert [q for q, _ in completer.suggest("green sh", 3)] == ["green shoes", "green shirt"]  # shoes: 5 + 4, shirt: 3 + 2
+    assert "粉色连衣裙" in [q for q, _ in completer.suggest("粉色连衣", 5)]  # the last Chinese characters as the partial word
+    assert completer.suggest("zzz qqq", 5) == []  # nothing to complete with
+    fallback = dict(completer.suggest("green sh", 3))
+    assert max(fallback.values()) <= completer.fallback_weight  # ranked below any logged completion in a blend
+
+
+def test_very_long_and_odd_prefixes_do_not_break_the_suggesters():
+    completer = PrefixCompleter().fit(LOG)
+    long = "red " * 500
+    assert completer.suggest(long, 5) is not None
+    lm = _tiny_lm()
+    assert isinstance(lm.suggest(long, 5), list) and isinstance(lm.suggest("", 5), list)
+    assert isinstance(lm.suggest("\x00\U0001F600", 3), list)  # characters the model never saw
+
+
+def test_empty_log_is_a_clear_error():
+    with pytest.raises(ValueError, match="no non-empty query"):
+        PrefixCompleter().fit(pd.Series(["", "  "]))
+    with pytest.raises(ValueError, match="no non-empty query"):
+        CharLM(progress=False).fit(pd.Series([None]))
+
+
+def _tiny_lm(seed: int = 0) -> CharLM:
+    return CharLM(CharLMConfig(dim=32, layers=2, heads=2, max_len=24, dropout=0.0), epochs=60, batch_size=16,
+                  learning_rate=1e-2, min_count=1, seed=seed, progress=False).fit(LOG)
+
+
+def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministic(tmp_path):
+    torch.set_num_threads(1)
+    lm = _tiny_lm()
+    top = lm.suggest("red sh", 3)
+    assert top[0][0] == "red shoes" and {q for q, _ in top[:2]} == {"red shoes", "red shirt"}
+    assert 0 < sum(p for _, p in top) <= 1 + 1e-6  # probabilities of distinct queries given the prefix
+    # "wireless sh" never starts a logged query; the model continues the word it has seen after other words.
+    assert any(q in ("wireless shoes", "wireless shirt") for q, _ in lm.suggest("wireless sh", 5))
+    assert _tiny_lm().suggest("blu", 5) == lm.suggest("blu", 5)  # same seed, same model, same list
+    lm.save(tmp_path / "lm.pt")
+    assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
+
+
+def test_kv_cache_decoding_matches_a_full_forward_pass():
+    lm = _tiny_lm()
+    ids = torch.as_tensor([[1, 5, 6, 7, 8]])
+    with torch.no_grad():
+        full = lm.model_(ids)[0, -1]
+        caches = [[] for _ in lm.model_.blocks]
+        lm.model_(ids[:, :3], caches)
+        lm.model_(ids[:, 3:4], caches, start=3)
+        stepped = lm.model_(ids[:, 4:5], caches, start=4)[0, -1]
+    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+
+
+def test_blend_sums_weighted_scores_and_keeps_both_sources():
+    assert blend_lists([[("a", 0.6), ("b", 0.4)], [("b", 0.9), ("c", 0.1)]], [0.5, 0.5], 3) == [("b", 0.65), ("a", 0.3), ("c", 0.05)]
+    completer = PrefixCompleter().fit(LOG)
+    blended = BlendedSuggester(completer, completer, 0.5).suggest("red", 5)
+    assert blended == completer.suggest("red", 5)  # a suggester blended with itself is itself
+    with pytest.raises(ValueError, match="generative_weight"):
+        BlendedSuggester(completer, completer, 1.5)
+
+
+def test_evaluation_pairs_every_prefix_and_scores_ranks():
+    pairs = prefix_pairs(pd.Series(["Ab", "红色"]))
+    assert pairs["prefix"].tolist() == ["a", "ab", "红", "红色"] and pairs["target"].tolist() == ["ab", "ab", "红色", "红色"]
+    lists, ms = run_suggester(lambda p, k: [("x", 1.0), (p, 0.5)], pairs["prefix"])
+    ranks = target_ranks(lists, pairs["target"])
+    assert ranks.tolist() == [0, 2, 0, 2] and len(ms) == 4
+    summary = summarize(ranks, np.array([True, True, False, False]), ms)
+    assert summary["mrr_all"] == pytest.approx(0.25) and summary["mrr_seen"] == pytest.approx(0.25)
+    assert summary["success_at_1_all"] == 0 and summary["success_at_3_all"] == 0.5 and "p99_ms" in summary
