@@ -96,16 +96,22 @@ def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministi
     assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
 
 
-def test_kv_cache_decoding_matches_a_full_forward_pass():
+def test_kv_cache_decoding_and_the_numpy_decoder_match_a_full_forward_pass():
+    from generative.charlm import NumpyDecoder
+
     lm = _tiny_lm()
-    ids = torch.as_tensor([[1, 5, 6, 7, 8]])
+    ids = torch.as_tensor([[1, 5, 6, 7, 8], [1, 9, 4, 5, 6]])
     with torch.no_grad():
-        full = lm.model_(ids)[0, -1]
+        full = lm.model_(ids)  # (2, 5, V), causal mask over the whole sequence
         caches = [[] for _ in lm.model_.blocks]
         lm.model_(ids[:, :3], caches)
         lm.model_(ids[:, 3:4], caches, start=3)
-        stepped = lm.model_(ids[:, 4:5], caches, start=4)[0, -1]
-    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+        stepped = lm.model_(ids[:, 4:5], caches, start=4)[:, -1]
+    torch.testing.assert_close(stepped, full[:, -1], rtol=1e-5, atol=1e-5)
+    decoder, caches = NumpyDecoder(lm.model_), [[] for _ in lm.model_.blocks]
+    np.testing.assert_allclose(decoder(ids[:, :3].numpy(), caches, 0), full[:, :3].numpy(), rtol=1e-4, atol=1e-4)
+    decoder(ids[:, 3:4].numpy(), caches, 3)
+    np.testing.assert_allclose(decoder(ids[:, 4:5].numpy(), caches, 4)[:, -1], full[:, -1].numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_blend_sums_weighted_scores_and_keeps_both_sources():
