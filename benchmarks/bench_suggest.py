@@ -31,15 +31,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generative.blend import blend_lists  # noqa: E402
 from generative.charlm import CharLM, CharLMConfig  # noqa: E402
-from generative.evaluate import prefix_pairs, run_suggester, summarize, target_ranks  # noqa: E402
+from generative.evaluate import best_blend_weight, compare, pool, prefix_pairs, score_lists  # noqa: E402
 from generative.normalize import normalize_queries  # noqa: E402
 from generative.prefix import PrefixCompleter  # noqa: E402
 from pipeline.datasets import shared_data_dir  # noqa: E402
-
-BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-
 
 def real_sets(directory: Path) -> dict[str, pd.Series]:
     """Distinct normalized queries of each real list: wands, esci, nq."""
@@ -76,36 +72,10 @@ def world_log(n_sessions: int) -> pd.DataFrame:
     return pd.DataFrame({"query": searches[S.QUERY].to_numpy(), "ts": searches[S.TS].to_numpy(), "split": split})
 
 
-def score_lists(prefix_model: PrefixCompleter, lm: CharLM, pairs: pd.DataFrame) -> dict:
-    """Both suggesters' lists and latencies on the pairs, and which prefixes the log has seen."""
-    prefix_lists, prefix_ms = run_suggester(prefix_model.suggest, pairs["prefix"])
-    gen_lists, gen_ms = run_suggester(lm.suggest, pairs["prefix"])
-    return {"prefix": (prefix_lists, prefix_ms), "generative": (gen_lists, gen_ms),
-            "seen": np.array([prefix_model.seen(p) for p in pairs["prefix"]])}
-
-
-def blended(lists: dict, weight: float) -> tuple[list, np.ndarray]:
-    """The blend's lists (``weight`` on the model) and latency: both calls plus the merge."""
-    out, ms = [], lists["prefix"][1] + lists["generative"][1]
-    for i, (a, b) in enumerate(zip(lists["prefix"][0], lists["generative"][0])):
-        started = time.perf_counter()
-        out.append(blend_lists([a, b], [1 - weight, weight]))
-        ms[i] += (time.perf_counter() - started) * 1000
-    return out, ms
-
-
-def best_weight(lists: dict, targets: pd.Series) -> float:
-    """The blend weight with the best MRR@10 on validation pairs (ties: the smaller weight)."""
-    mrr = {w: summarize(target_ranks(blended(lists, w)[0], targets), lists["seen"])["mrr_all"] for w in BLEND_GRID}
-    return max(BLEND_GRID, key=lambda w: (round(mrr[w], 6), -w))
-
-
 def report(name: str, lists: dict, targets: pd.Series, weight: float) -> dict[str, dict]:
     """Print and return each suggester's summary on one set."""
-    out = {}
-    for suggester, (items, ms) in (("prefix", lists["prefix"]), ("generative", lists["generative"]), ("blended", blended(lists, weight))):
-        out[suggester] = summarize(target_ranks(items, targets), lists["seen"], ms)
-        s = out[suggester]
+    out = compare(lists, targets, weight)
+    for suggester, s in out.items():
         print(f"  {name:<6} {suggester:<10} MRR@10 all {s['mrr_all']:.4f} seen {s['mrr_seen']:.4f} unseen {s['mrr_unseen']:.4f} | "
               f"success@1/3/10 {s['success_at_1_all']:.3f}/{s['success_at_3_all']:.3f}/{s['success_at_10_all']:.3f} | "
               f"p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} p99 {s['p99_ms']:.2f} ms | pairs {s['pairs_seen']} seen / {s['pairs_unseen']} unseen")
@@ -145,22 +115,15 @@ def main() -> None:
     prefix_model = PrefixCompleter().fit(train)
     lm = fit_lm(train, args)
     valid = pd.concat([prefix_pairs(_sample(parts[1], args.max_queries, args.seed)) for parts in sets.values()], ignore_index=True)
-    weight = best_weight(score_lists(prefix_model, lm, valid), valid["target"])
+    weight = best_blend_weight(score_lists(prefix_model, lm, valid), valid["target"])
     print(f"  blend weight on the model, chosen on {len(valid)} validation pairs: {weight}")
-    pooled_lists: dict = {"prefix": ([], []), "generative": ([], []), "seen": []}
-    pooled_targets = []
+    parts = []
     for name, (_, _, test) in sets.items():
         pairs = prefix_pairs(_sample(test, args.max_queries, args.seed))
         lists = score_lists(prefix_model, lm, pairs)
         report(name, lists, pairs["target"], weight)
-        for key in ("prefix", "generative"):
-            pooled_lists[key][0].extend(lists[key][0])
-            pooled_lists[key][1].append(lists[key][1])
-        pooled_lists["seen"].append(lists["seen"])
-        pooled_targets.append(pairs["target"])
-    pooled = {key: (pooled_lists[key][0], np.concatenate(pooled_lists[key][1])) for key in ("prefix", "generative")}
-    pooled["seen"] = np.concatenate(pooled_lists["seen"])
-    real = report("real", pooled, pd.concat(pooled_targets, ignore_index=True), weight)
+        parts.append((lists, pairs["target"]))
+    real = report("real", *pool(parts), weight)
 
     # ---- the default world's query log (time split, decayed counts)
     log = world_log(args.world_sessions)
@@ -172,7 +135,7 @@ def main() -> None:
     world_lm = fit_lm(pd.Series(counts.index), args, counts.to_numpy())
     sampled = {part: _sample(log.loc[log["split"] == part, "query"], args.max_queries, args.seed) for part in ("valid", "test")}
     valid = prefix_pairs(sampled["valid"])
-    world_weight = best_weight(score_lists(world_prefix, world_lm, valid), valid["target"])
+    world_weight = best_blend_weight(score_lists(world_prefix, world_lm, valid), valid["target"])
     test = prefix_pairs(sampled["test"])
     print(f"  blend weight on the model: {world_weight}")
     report("world", score_lists(world_prefix, world_lm, test), test["target"], world_weight)

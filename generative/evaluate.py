@@ -66,3 +66,44 @@ def summarize(ranks: np.ndarray, seen: np.ndarray, ms: np.ndarray | None = None,
     if ms is not None and len(ms):
         out.update({f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)})
     return out
+
+
+# ------------------------------------------------------------------ prefix completer vs model vs blend
+BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def score_lists(prefix_model, lm, pairs: pd.DataFrame) -> dict:
+    """Both suggesters' lists and latencies on the pairs, and which prefixes the prefix index has seen."""
+    return {"prefix": run_suggester(prefix_model.suggest, pairs["prefix"]), "generative": run_suggester(lm.suggest, pairs["prefix"]),
+            "seen": np.array([prefix_model.seen(p) for p in pairs["prefix"]], dtype=bool)}
+
+
+def blended_lists(lists: dict, weight: float) -> tuple[list, np.ndarray]:
+    """The blend's lists (``weight`` on the model) and latency: both suggesters' calls plus the merge."""
+    from generative.blend import blend_lists
+
+    out, ms = [], lists["prefix"][1] + lists["generative"][1]
+    for i, (a, b) in enumerate(zip(lists["prefix"][0], lists["generative"][0])):
+        started = time.perf_counter()
+        out.append(blend_lists([a, b], [1 - weight, weight]))
+        ms[i] += (time.perf_counter() - started) * 1000
+    return out, ms
+
+
+def best_blend_weight(lists: dict, targets: pd.Series, grid: tuple[float, ...] = BLEND_GRID) -> float:
+    """The weight on the model with the best MRR@10 on (validation) pairs; ties go to the smaller weight."""
+    mrr = {w: summarize(target_ranks(blended_lists(lists, w)[0], targets), lists["seen"])["mrr_all"] for w in grid}
+    return max(grid, key=lambda w: (round(mrr[w], 6), -w))
+
+
+def compare(lists: dict, targets: pd.Series, weight: float) -> dict[str, dict[str, float]]:
+    """:func:`summarize` of the prefix completer, the model and their blend at ``weight``."""
+    return {name: summarize(target_ranks(items, targets), lists["seen"], ms)
+            for name, (items, ms) in (("prefix", lists["prefix"]), ("generative", lists["generative"]), ("blended", blended_lists(lists, weight)))}
+
+
+def pool(parts: list[tuple[dict, pd.Series]]) -> tuple[dict, pd.Series]:
+    """Several sets' (lists, targets) as one."""
+    lists = {key: ([x for p, _ in parts for x in p[key][0]], np.concatenate([p[key][1] for p, _ in parts])) for key in ("prefix", "generative")}
+    lists["seen"] = np.concatenate([p["seen"] for p, _ in parts])
+    return lists, pd.concat([t for _, t in parts], ignore_index=True)

@@ -103,14 +103,22 @@ class PrefixCompleter:
             age_days = ((t.max() - t).dt.total_seconds() / 86400.0).to_numpy()
             weight = 0.5 ** (age_days / self.half_life_days)
         keep = (normalized != "").to_numpy()
-        normalized, weight = normalized[keep].reset_index(drop=True), weight[keep]
-        if len(normalized) == 0:
+        return self.fit_counts(normalized[keep], weight[keep])
+
+    def fit_counts(self, queries: pd.Series, weights: np.ndarray) -> "PrefixCompleter":
+        """Index already normalized queries with their (decayed) counts; repeats are summed."""
+        queries = pd.Series(queries).reset_index(drop=True)
+        if len(queries) == 0:
             raise ValueError("PrefixCompleter.fit: the query log holds no non-empty query")
-        self.queries_ = SortedCounts(normalized, weight, self.k)
+        self.queries_ = SortedCounts(queries, np.asarray(weights, dtype=np.float64), self.k)
         # Suffixes of the distinct queries, each weighted by its query's decayed count.
         suffixes, rows = word_suffixes(pd.Series(self.queries_.strings), self.max_suffix_words)
         self.suffixes_ = SortedCounts(suffixes, self.queries_.weights[rows], self.k)
         return self
+
+    def counts(self) -> pd.DataFrame:
+        """The index as a table (query, weight): what :meth:`fit_counts` rebuilds it from."""
+        return pd.DataFrame({"query": self.queries_.strings.astype(str), "weight": self.queries_.weights})
 
     def seen(self, prefix: str) -> bool:
         """Whether some logged query starts with the (normalized) prefix."""

@@ -1,4 +1,4 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``, ``rankpipe rankers``.
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
 key; ``--debug`` adds the traceback.
@@ -7,6 +7,7 @@ key; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import math
 import sys
 import traceback
@@ -35,11 +36,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole funnel (default: the embedded synthetic world)")
     _common(run)
-    stage = sub.add_parser("stage", help="run the funnel up to and including one stage")
+    stage = sub.add_parser("stage", help="run one stage and the stages it needs")
     stage.add_argument("name", help="a stage of the dataset's graph (see `rankpipe datasets`), e.g. rank")
     _common(stage)
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
+    suggest = sub.add_parser("suggest", help="query suggestions from a trained suggester (the suggest stage's model)")
+    suggest.add_argument("prefix", help="what the user typed (may be empty: '' with --user gives pre-search suggestions)")
+    suggest.add_argument("--user", help="user id: with an empty prefix, her pre-search suggestions")
+    suggest.add_argument("--k", type=int, default=10, help="how many suggestions (default 10)")
+    suggest.add_argument("--next", action="store_true", help="the queries users typed next after PREFIX (a whole query)")
+    suggest.add_argument("--model-uri", help="a registered model (models:/rankpipe-suggest-synthetic@champion) or a saved "
+                         "suggester directory; default: the newest run's suggest/suggester under --workdir")
+    suggest.add_argument("--workdir", default="rankpipe-work", help="where runs/ and the MLflow store live (default ./rankpipe-work)")
     return parser
 
 
@@ -68,6 +77,44 @@ def print_summary(summary) -> None:
         print("every stage was up to date: nothing ran")
 
 
+def _suggester_dir(args) -> Path:
+    """The suggester directory ``--model-uri`` names (downloading a registered model), or the newest run's."""
+    workdir = Path(args.workdir)
+    if args.model_uri and args.model_uri.startswith("models:/"):
+        import os
+
+        import mlflow
+
+        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+        local = Path(mlflow.artifacts.download_artifacts(args.model_uri))
+        return local / mlflow.models.Model.load(str(local)).flavors["python_function"]["data"]
+    if args.model_uri:
+        return Path(args.model_uri)
+    saved = sorted(workdir.glob("runs/*/suggest/suggester/suggester.json"), key=lambda p: p.stat().st_mtime)
+    if not saved:
+        raise ConfigError(f"no trained suggester under {workdir}/runs: run `rankpipe run` first, or pass --model-uri")
+    return saved[-1].parent
+
+
+def _suggest(args) -> int:
+    """``rankpipe suggest``: print ``score<TAB>query`` lines."""
+    from generative.suggester import QuerySuggester
+
+    try:
+        if args.k < 1:
+            raise ConfigError(f"--k must be at least 1. Got {args.k} instead.")
+        suggester = QuerySuggester.load(_suggester_dir(args))
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    items = suggester.next_queries(args.prefix, args.k) if args.next else suggester.suggest(args.prefix, args.user, args.k)
+    for query, score in items:
+        print(f"{score:.4f}\t{query}")
+    if not items:
+        print("(no suggestions)", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rankpipe`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -83,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, cls in RANKERS.items():
             print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
+    if args.command == "suggest":
+        return _suggest(args)
     try:
         from pipeline.runner import Runner
 

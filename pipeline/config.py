@@ -200,6 +200,19 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class SuggestConfig:
+    """Query suggestion (generative/): count half-life, the character model's size and epochs, and
+    how many held-out queries (each at every prefix length) the evaluation judges."""
+
+    half_life_days: float = 14.0
+    epochs: int = 10
+    dim: int = 128
+    layers: int = 3
+    max_len: int = 64
+    eval_queries: int = 200
+
+
+@dataclass(frozen=True)
 class PromoteConfig:
     """Registry promotion: the challenger takes ``champion`` only if it beats it by more than ``min_improvement``."""
 
@@ -223,6 +236,7 @@ class Config:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
+    suggest: SuggestConfig = field(default_factory=SuggestConfig)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:

@@ -29,6 +29,7 @@ FUNNEL = (
     StageSpec("rerank", "rerank", ("rank", "recall"), ("rerank",)),
     StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
     StageSpec("promote", "promote", ("rank",), ("promote", "dataset.name")),
+    StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset.name")),
 )
 
 LEARNING_TO_RANK = (
@@ -39,6 +40,9 @@ LEARNING_TO_RANK = (
 )
 
 TABLES_ONLY = (StageSpec("prepare", "prepare_tables", (), ()),)
+
+QUERY_LISTS = (StageSpec("prepare", "prepare_tables", (), ()),
+               StageSpec("suggest", "suggest_queries", ("prepare",), ("suggest", "seed", "dataset.name")))
 
 FUNNEL_STAGES = tuple(s.name for s in FUNNEL)
 

@@ -111,6 +111,17 @@ class Runner:
             out[spec.name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
         return out
 
+    def _with_upstream(self, stage: str) -> tuple[str, ...]:
+        """``stage`` and every stage it needs, directly or not, in graph order."""
+        needs = {spec.name: spec.needs for spec in self.graph}
+        wanted, todo = set(), [stage]
+        while todo:
+            name = todo.pop()
+            if name not in wanted:
+                wanted.add(name)
+                todo.extend(needs[name])
+        return tuple(s for s in names(self.graph) if s in wanted)
+
     def _done(self, stage: str) -> dict[str, Any] | None:
         marker = self.run_dir / stage / "_SUCCESS.json"
         return json.loads(marker.read_text()) if marker.exists() else None
@@ -168,7 +179,7 @@ class Runner:
 
     # ------------------------------------------------------------------------------ running
     def run(self, until: str | None = None) -> RunSummary:
-        """Run (or skip) every stage up to ``until`` (default: all). Returns the summary.
+        """Run (or skip) ``until`` and the stages it needs (default: every stage). Returns the summary.
 
         Raises:
             ContractError / ConfigError: bad input; raised before anything is written.
@@ -177,7 +188,7 @@ class Runner:
         stage_names = names(self.graph)
         if until is not None and until not in stage_names:
             raise ConfigError(f"dataset '{self.config.dataset.name}' runs the stages {list(stage_names)}; there is no stage {until!r}")
-        wanted = stage_names[: stage_names.index(until) + 1] if until else stage_names
+        wanted = self._with_upstream(until) if until else stage_names
         fingerprints = self.fingerprints()
         todo = [s for s in wanted if (self._done(s) or {}).get("fingerprint") != fingerprints[s]]
         summary = RunSummary(self.run_id, self.run_dir, {})

@@ -115,3 +115,18 @@ class Tracker:
             self.client.set_model_version_tag(name, version.version, key, value)
         self.client.set_registered_model_alias(name, "champion" if promoted else "challenger", version.version)
         return int(version.version)
+
+    def register_suggester(self, name: str, suggester_dir: Path, tags: dict[str, str]) -> int:
+        """Log a saved query suggester as a python_function model (:mod:`generative.registry_model`),
+        register it as a new version of ``name`` and point alias ``champion`` at it."""
+        from importlib.metadata import version
+
+        requirements = ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]
+        info = self.mlflow.pyfunc.log_model(name="suggester", loader_module="generative.registry_model", data_path=str(suggester_dir),
+                                            pip_requirements=requirements)
+        registered = self.mlflow.register_model(info.model_uri, name)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, registered.version, key, value)
+        self.client.set_registered_model_alias(name, "champion", registered.version)
+        return int(registered.version)
+

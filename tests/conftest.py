@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 SMALL_WORLD = [
     "dataset.synthetic.n_users=3000", "dataset.synthetic.n_items=1500", "dataset.synthetic.n_sessions=9000",
     "dataset.synthetic.days=30", "rank.n_estimators=120", "recall.k=100", "evaluate.recall_ks=[20,100]",
+    "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30",
 ]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,3 +134,81 @@ def test_evaluation_pairs_every_prefix_and_scores_ranks():
     summary = summarize(ranks, np.array([True, True, False, False]), ms)
     assert summary["mrr_all"] == pytest.approx(0.25) and summary["mrr_seen"] == pytest.approx(0.25)
     assert summary["success_at_1_all"] == 0 and summary["success_at_3_all"] == 0.5 and "p99_ms" in summary
+
+
+# ------------------------------------------------------------------------------ sessions, stage, CLI
+def _searches():
+    return pd.DataFrame({
+        "request_id": [f"r{i}" for i in range(8)], "user_id": ["u1", "u1", "u2", "u2", "u3", "u3", "u1", "u2"],
+        "session_id": ["s1", "s1", "s2", "s2", "s3", "s3", "s4", "s5"],
+        "ts": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:01", "2026-01-02 09:00", "2026-01-02 09:02",
+                              "2026-01-03 08:00", "2026-01-03 08:05", "2026-01-04 12:00", "2026-01-05 12:00"]),
+        "query": ["shoes", "red shoes", "shoes", "running shoes", "lamp", "desk lamp", "red shoes", "lamp"]})
+
+
+def test_next_query_learns_refinements_and_falls_back_to_queries_containing_it():
+    from generative.sessions import NextQuerySuggester
+
+    model = NextQuerySuggester().fit(_searches())
+    assert {q for q, _ in model.suggest("SHOES", 5)} == {"red shoes", "running shoes"}
+    assert [q for q, _ in model.suggest("desk", 5)] == ["desk lamp"]  # never typed first: the logged queries holding it
+    assert model.suggest("", 3) == [] and model.suggest("zzz", 3) == []
+
+
+def test_presearch_personalizes_known_users_and_serves_unknown_ones_the_popular_queries():
+    from generative.sessions import PreSearchSuggester
+
+    searches = _searches()
+    clicks = pd.DataFrame({"request_id": ["r1", "r5"], "user_id": ["u1", "u3"], "item_id": ["i1", "i2"], "ts": searches["ts"].iloc[[1, 5]].to_numpy()})
+    items = pd.DataFrame({"item_id": ["i1", "i2"], "category": ["footwear", "lighting"]})
+    model = PreSearchSuggester().fit(searches, clicks, items)
+    own = [q for q, _ in model.suggest("u3", 3)]
+    assert set(own[:2]) == {"lamp", "desk lamp"}  # her own queries first
+    unknown = model.suggest("nobody", 2)
+    assert unknown == model.suggest(None, 2) and len(unknown) == 2 and unknown[0][1] <= 1.0
+
+
+@pytest.mark.slow
+def test_suggest_stage_registers_a_suggester_that_the_cli_and_mlflow_serve(tmp_path, capsys, monkeypatch):
+    import mlflow
+
+    from pipeline.cli import main
+    from tests.conftest import SMALL_WORLD
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = str(tmp_path / "work")
+    assert main(["stage", "suggest", "--workdir", work, "--run-id", "s", "--quiet", *[a for s in SMALL_WORLD for a in ("--set", s)]]) == 0
+    metrics = json.loads((tmp_path / "work" / "runs" / "s" / "metrics.json").read_text())
+    assert set(metrics) >= {"suggest.prefix.mrr_all", "suggest.blended.mrr_all", "suggest.next_query.mrr", "suggest.presearch.mrr"}
+    assert not any(k.startswith(("features.", "recall.", "rank.")) for k in metrics)  # the stage needs only prepare
+    assert metrics["suggest.prefix.mrr_all"] > 0.5  # the world's searches repeat popular queries
+    assert metrics["suggest.presearch.mrr"] > metrics["suggest.presearch_popular.mrr"]  # her history beats the global list
+    capsys.readouterr()
+    assert main(["suggest", "b", "--workdir", work, "--k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert 1 <= len(lines) <= 3 and all(line.split("\t")[1].startswith("b") for line in lines[:1])
+    assert main(["suggest", "", "--user", "nobody", "--workdir", work, "--k", "2"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["suggest", "b", "--workdir", work, "--k", "0"]) == 2
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/rankpipe-suggest-synthetic@champion").predict(pd.DataFrame({"prefix": ["b", ""]}))
+    assert len(served) == 2 and served[0][0]["query"].startswith("b")
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_suggest_stage_on_the_real_query_lists(tmp_path, monkeypatch):
+    from pipeline.cli import main
+    from pipeline.datasets import shared_data_dir
+
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("../shared/data is absent (set RANKPIPE_SHARED_DATA to its location)")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = str(tmp_path / "work")
+    assert main(["run", "--dataset", "queries", "--path", str(data / "queries"), "--workdir", work, "--run-id", "q", "--quiet",
+                 "--set", "suggest.epochs=1", "--set", "suggest.dim=32", "--set", "suggest.layers=1", "--set", "suggest.eval_queries=20"]) == 0
+    metrics = json.loads((tmp_path / "work" / "runs" / "q" / "metrics.json").read_text())
+    for source in ("wands", "esci", "nq"):
+        assert metrics[f"suggest.{source}.prefix.pairs_all"] > 0
+    assert metrics["suggest.prefix.pairs_unseen"] > 0  # held-out queries: most of their prefixes were never logged

@@ -23,7 +23,7 @@ from pipeline import schema as S
 from pipeline.config import ConfigError, DatasetConfig
 from pipeline.datasets import Dataset
 from pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
-from pipeline.graphs import TABLES_ONLY, names
+from pipeline.graphs import QUERY_LISTS, names
 
 ESCI_GRADES = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 
@@ -84,8 +84,8 @@ class QueriesAdapter:
 
     name = "queries"
     description = "query lists: WANDS query.csv, ESCI queryset/judgments json, Natural Questions jsonl"
-    graph = TABLES_ONLY
-    stages = names(TABLES_ONLY)
+    graph = QUERY_LISTS
+    stages = names(QUERY_LISTS)
 
     def _files(self, config: DatasetConfig) -> list[Path]:
         if not config.path:
