@@ -212,3 +212,26 @@ def test_suggest_stage_on_the_real_query_lists(tmp_path, monkeypatch):
     for source in ("wands", "esci", "nq"):
         assert metrics[f"suggest.{source}.prefix.pairs_all"] > 0
     assert metrics["suggest.prefix.pairs_unseen"] > 0  # held-out queries: most of their prefixes were never logged
+
+
+# ------------------------------------------------------------------------------ tabular augmentation
+def test_tabular_vae_keeps_the_columns_kinds_and_follows_the_label():
+    from generative.tabular_vae import TabularVAE, TabularVAEConfig
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    grade = rng.integers(0, 2, n)
+    X = pd.DataFrame({"signal": rng.normal(size=n) + 3 * grade,  # shifts with the grade
+                      "level": rng.integers(0, 5, n).astype(float) * 10,  # five values: categorical
+                      "heavy": rng.lognormal(0, 2, n)})
+    X.loc[rng.random(n) < 0.2, "heavy"] = np.nan
+    vae = TabularVAE(TabularVAEConfig(latent=4, hidden=64, epochs=40), seed=0, progress=False).fit(X, grade)
+    synthetic = vae.sample(np.repeat([0, 1], 1000), seed=1)
+    assert list(synthetic.columns) == list(X.columns) and len(synthetic) == 2000
+    assert synthetic["signal"][1000:].mean() - synthetic["signal"][:1000].mean() > 2  # conditioned on the grade
+    assert 0.1 < synthetic["heavy"].isna().mean() < 0.3  # missing values come back at about their rate
+    assert synthetic["heavy"].dropna().between(X["heavy"].min(), X["heavy"].max()).all()  # inside train's range
+    assert vae.categorical_ == ["level"] and set(synthetic["level"]) <= set(X["level"])  # only levels train had
+    pd.testing.assert_frame_equal(vae.sample(np.repeat([0, 1], 1000), seed=1), synthetic)  # seeded
+    with pytest.raises(ValueError, match="not in the training labels"):
+        vae.sample(np.array([5]))
