@@ -62,7 +62,8 @@ class TabularVAE:
         distinct = X.nunique(dropna=True)
         self.categorical_ = [c for c in self.columns_ if distinct[c] <= self.config.max_categories]
         self.numeric_ = [c for c in self.columns_ if c not in self.categorical_]
-        self.levels_ = {c: np.sort(X[c].dropna().unique()) for c in self.categorical_}  # + one "missing" level each
+        self.levels_ = {c: np.sort(X[c].dropna().unique()) for c in self.categorical_}
+        self.categorical_missing_ = [c for c in self.categorical_ if X[c].isna().any()]  # these get one more level: missing
         self.has_missing_ = [c for c in self.numeric_ if X[c].isna().any()]
         qs = np.linspace(0, 1, self.config.quantiles)
         self.quantiles_ = {c: np.nanquantile(X[c].to_numpy(np.float64), qs) if X[c].notna().any() else np.zeros_like(qs) for c in self.numeric_}
@@ -92,7 +93,7 @@ class TabularVAE:
         return [(c, self.levels_[c]) for c in self.categorical_] + [(c, None) for c in self.has_missing_]
 
     def _category_sizes(self) -> list[int]:
-        return [len(levels) + 1 if levels is not None else 2 for _, levels in self._category_columns()]
+        return [len(levels) + (c in self.categorical_missing_) if levels is not None else 2 for c, levels in self._category_columns()]
 
     def _one_hot(self, codes: np.ndarray) -> np.ndarray:
         parts = [np.eye(size, dtype=np.float32)[codes[:, j]] for j, size in enumerate(self._category_sizes())]
