@@ -3,7 +3,10 @@ continues a typed prefix: it completes prefixes no logged query starts with, in 
 
 Characters are the vocabulary (queries are short, and a character model needs no tokenizer for
 Chinese); characters seen fewer than ``min_count`` times share one unknown id, so the model learns
-what to do with one. Decoding keeps each layer's keys and values (a KV cache) so each new character
+what to do with one. Decoding spells only words of the log (``constrain``): a character model
+trained on a few thousand queries otherwise spends its beam on near-words ("blankat"), while the
+log's vocabulary is exactly what a completion should be made of; the model's part is to choose,
+in context, which words and how many. Decoding keeps each layer's keys and values (a KV cache) so each new character
 costs one position, not the whole sequence. Checkpoints are a state_dict plus the config and the
 vocabulary as plain values, loaded with ``weights_only=True``.
 """
@@ -20,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from generative.normalize import normalize_queries, normalize_query
+from generative.normalize import is_cjk, normalize_queries, normalize_query
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIAL = 4
@@ -83,6 +86,10 @@ class CharTransformer(nn.Module):
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, vocab_size, bias=False)
         self.head.weight = self.tokens.weight  # tied input/output embeddings
+        # Small embeddings (GPT-2's 0.02): with the tied head, PyTorch's N(0, 1) default starts from
+        # logits of size ~sqrt(dim) and a first-epoch loss near 30 nats per character.
+        nn.init.normal_(self.tokens.weight, std=0.02)
+        nn.init.normal_(self.positions.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor, caches: list[list] | None = None, start: int = 0) -> torch.Tensor:
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)
@@ -153,11 +160,38 @@ class CharLM:
     """
 
     def __init__(self, config: CharLMConfig = CharLMConfig(), epochs: int = 8, batch_size: int = 256, learning_rate: float = 3e-3,
-                 min_count: int = 2, beam: int = 10, seed: int = 42, progress: bool = True):
+                 min_count: int = 2, beam: int = 10, constrain: bool = True, seed: int = 42, progress: bool = True):
         self.config, self.epochs, self.batch_size, self.learning_rate = config, epochs, batch_size, learning_rate
-        self.min_count, self.beam, self.seed, self.progress = min_count, beam, seed, progress
+        self.min_count, self.beam, self.constrain, self.seed, self.progress = min_count, beam, constrain, seed, progress
 
     # ------------------------------------------------------------------ vocabulary
+    def _set_words(self, words: list[str]) -> None:
+        """The log's words (not CJK), as a map from each word prefix to the token ids that extend it,
+        and the set of whole words: the decoder spells only words the log has (see :meth:`complete`)."""
+        self.words_ = sorted(w for w in words if w and not any(is_cjk(ch) for ch in w) and all(ch in self.index_ for ch in w))
+        extend: dict[str, set[int]] = {}
+        for word in self.words_:  # once per fit or load, over the vocabulary
+            for i in range(len(word)):
+                extend.setdefault(word[:i], set()).add(self.index_[word[i]])
+        self.extend_ = {prefix: np.fromiter(ids, dtype=np.int64) for prefix, ids in extend.items()}
+        self.whole_ = set(self.words_)
+        self.space_ = self.index_.get(" ")
+
+    def _allowed(self, text: str) -> np.ndarray | None:
+        """Token ids that may follow ``text`` under the vocabulary constraint; None: anything may.
+
+        Inside a word the next character must keep it a prefix of a logged word, and the word may
+        end (space or end of query) only where it is a whole logged word. A partial word the log
+        does not know (a typo, a new word) and words in CJK script are left free.
+        """
+        partial = text[text.rfind(" ") + 1:]
+        if any(is_cjk(ch) for ch in partial) or (partial and partial not in self.extend_ and partial not in self.whole_):
+            return None
+        ids = self.extend_.get(partial, np.zeros(0, dtype=np.int64))
+        if partial in self.whole_:
+            ids = np.concatenate([ids, [EOS] + ([self.space_] if self.space_ is not None else [])])
+        return ids
+
     def _encode(self, text: str) -> list[int]:
         return [self.index_.get(c, UNK) for c in text[: self.config.max_len]]
 
@@ -180,6 +214,7 @@ class CharLM:
         counts = pd.Series(list("".join(texts))).value_counts()
         self.chars_ = sorted(counts.index[counts >= self.min_count])
         self.index_ = {c: i + SPECIAL for i, c in enumerate(self.chars_)}
+        self._set_words(texts.str.split(" ").explode().dropna().unique().tolist())
         torch.manual_seed(self.seed)
         self.model_ = CharTransformer(len(self.chars_) + SPECIAL, self.config)
         rng = np.random.default_rng(self.seed)
@@ -250,6 +285,18 @@ class CharLM:
         for _ in range(max(max_new, 0) + 1):
             total = beam_score[:, None] + logp  # (B, V)
             total[:, never] = -np.inf  # never generated
+            if self.constrain:
+                for b, text in enumerate(beam_text):
+                    allowed = self._allowed(typed + text)
+                    if allowed is not None:
+                        keep = total[b, allowed]
+                        total[b] = -np.inf
+                        total[b, allowed] = keep
+            # Every live hypothesis that may end here is a candidate query, whether or not ending
+            # ranks among the best expansions: otherwise long, locally likely continuations ("of
+            # the of the") crowd the beam and the plain word completions are never scored.
+            finished.extend((typed + text, float(total[b, EOS])) for b, text in enumerate(beam_text) if total[b, EOS] > -np.inf)
+            total[:, EOS] = -np.inf
             flat = total.ravel()
             width = min(self.beam * 2, flat.size)
             top = np.argpartition(-flat, width - 1)[:width]
@@ -260,9 +307,7 @@ class CharLM:
                 score = float(flat[index])
                 if score == -np.inf:
                     break
-                if token == EOS:
-                    finished.append((typed + beam_text[parent], score))
-                elif len(next_beams) < self.beam:
+                if len(next_beams) < self.beam:
                     next_beams.append(beam_text[parent] + self.chars_[token - SPECIAL])
                     next_scores.append(score)
                     parents.append(parent)
@@ -291,8 +336,8 @@ class CharLM:
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
         """state_dict + config + vocabulary in one file (plain values, loadable with ``weights_only=True``)."""
-        torch.save({"state_dict": self.model_.state_dict(), "config": asdict(self.config), "chars": self.chars_,
-                    "params": {"beam": self.beam, "min_count": self.min_count}}, Path(path))
+        torch.save({"state_dict": self.model_.state_dict(), "config": asdict(self.config), "chars": self.chars_, "words": self.words_,
+                    "params": {"beam": self.beam, "min_count": self.min_count, "constrain": self.constrain}}, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> "CharLM":
@@ -301,6 +346,7 @@ class CharLM:
         lm = cls(CharLMConfig(**checkpoint["config"]), **checkpoint["params"], progress=False)
         lm.chars_ = list(checkpoint["chars"])
         lm.index_ = {c: i + SPECIAL for i, c in enumerate(lm.chars_)}
+        lm._set_words(list(checkpoint["words"]))
         lm.model_ = CharTransformer(len(lm.chars_) + SPECIAL, lm.config)
         lm.model_.load_state_dict(checkpoint["state_dict"])
         lm.model_.eval()

@@ -93,6 +93,9 @@ def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministi
     assert 0 < sum(p for _, p in top) <= 1 + 1e-6  # probabilities of distinct queries given the prefix
     # "wireless sh" never starts a logged query; the model continues the word it has seen after other words.
     assert any(q in ("wireless shoes", "wireless shirt") for q, _ in lm.suggest("wireless sh", 5))
+    words = set(" ".join(LOG).split())
+    for query, _ in lm.suggest("r", 10) + lm.suggest("wireless ", 10):
+        assert set(query.split()) <= words, query  # it spells only the log's words
     assert _tiny_lm().suggest("blu", 5) == lm.suggest("blu", 5)  # same seed, same model, same list
     lm.save(tmp_path / "lm.pt")
     assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
