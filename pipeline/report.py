@@ -74,8 +74,8 @@ def _figure(metrics: dict[str, float], importance: pd.DataFrame, calibration: pd
         ax = axes.pop(0)
         ax.plot([0, 1], [0, 1], color="#a0a0a0", linestyle="--", linewidth=1)
         for method, rows in calibration.groupby("method", sort=False):
-            loss = metrics.get(f"rank.logloss_{method}")
-            ax.plot(rows["predicted"], rows["observed"], marker="o", label=f"{method} (log loss {loss:.4f})" if loss is not None else method)
+            ax.plot(rows["predicted"], rows["observed"], marker="o", linestyle="-" if len(rows) > 1 else "none",
+                    label=f"{method} (log loss {rows['logloss'].iloc[0]:.4f}, ECE {rows['ece'].iloc[0]:.3f})")
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(click)", ylabel="observed click rate", title="Reliability (test rows)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
@@ -120,10 +120,10 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     lines += _channel_lines(metrics, [name for name in recall.index if name not in ("merged", "random")])
     lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
-    methods = [m for m in ("base_rate", "uncalibrated", "platt", "isotonic") if f"rank.logloss_{m}" in metrics]
-    if methods:
+    if calibration is not None and len(calibration):
+        summary = calibration.groupby("method", sort=False)[["logloss", "ece"]].first()
         lines += ["", "## Calibration: P(click) on test rows (fitted on validation rows)", "", "| method | log loss | ECE |", "| --- | --- | --- |"]
-        lines += [f"| {m} | {_fmt(metrics[f'rank.logloss_{m}'])} | {_fmt(metrics.get(f'rank.ece_{m}'))} |" for m in methods]
+        lines += [f"| {m} | {_fmt(r.logloss)} | {_fmt(r.ece)} |" for m, r in summary.iterrows()]
     lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]
     total = max(float(importance["gain"].sum()), 1e-12)
     lines += [f"| {r.feature} | {r.gain / total:.3f} |" for r in importance.head(15).itertuples()]

@@ -368,7 +368,8 @@ def _calibrate(ranker, config: Config, X_valid: pd.DataFrame, y_valid: pd.Series
     from ranking.calibration import calibration_report
 
     if config.rank.calibration == "none":
-        return {}, pd.DataFrame({c: pd.Series(dtype="float64") for c in ("bin", "predicted", "observed", "rows")}).assign(method=pd.Series(dtype="str"))
+        empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in ("bin", "predicted", "observed", "rows", "logloss", "ece")})
+        return {}, empty.assign(method=pd.Series(dtype="str"))
     return calibration_report(ranker, X_valid, y_valid.to_numpy(), X_test, y_test.to_numpy(), config.rank.calibration)
 
 

@@ -97,8 +97,8 @@ def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "
 
     Returns:
         (metrics ``logloss_<m>`` and ``ece_<m>`` for m in base_rate, uncalibrated (when the scores are
-        probabilities or logits), platt, isotonic; reliability table with a ``method`` column). The
-        ranker is left calibrated with ``method``.
+        probabilities or logits), platt, isotonic; reliability table with columns ``method``,
+        ``logloss`` and ``ece`` added). The ranker is left calibrated with ``method``.
     """
     import pandas as pd
 
@@ -118,6 +118,7 @@ def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "
     for name, probability in candidates.items():
         metrics[f"logloss_{name}"] = log_loss(probability, clicks)
         metrics[f"ece_{name}"] = expected_calibration_error(probability, clicks, n_bins)
-        if name != "base_rate":
-            tables.append(reliability_table(probability, clicks, n_bins).assign(method=name))
+        # Each method's log loss and ECE ride along in its rows, so a report drawn from the table alone can show them.
+        tables.append(reliability_table(probability, clicks, n_bins).assign(method=name, logloss=metrics[f"logloss_{name}"],
+                                                                             ece=metrics[f"ece_{name}"]))
     return metrics, pd.concat(tables, ignore_index=True)

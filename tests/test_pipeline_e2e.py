@@ -54,7 +54,9 @@ def test_ranker_probabilities_are_calibrated_on_valid_and_beat_the_base_rate_on_
     assert logged["probability"].between(0, 1).all()
     assert abs(logged["probability"].mean() - (logged["grade"] > 0).mean()) < 0.03  # the test click rate, from valid rows
     reliability = pd.read_parquet(run_dir / "rank" / "calibration.parquet")
-    assert set(reliability["method"]) == {"platt", "isotonic"}  # lambdarank's scores claim no probability of their own
+    assert set(reliability["method"]) == {"base_rate", "platt", "isotonic"}  # lambdarank's scores claim no probability of their own
+    report = (run_dir / "evaluate" / "report.md").read_text()
+    assert "## Calibration" in report and f"| platt | {m['rank.logloss_platt']:.4f} |" in report
 
 
 def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
