@@ -65,7 +65,10 @@ class Calibrator:
             from sklearn.isotonic import IsotonicRegression
 
             model = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(np.asarray(scores, dtype=np.float64), clicks)
-            self.params = {"x": model.X_thresholds_.tolist(), "y": model.y_thresholds_.tolist()}
+            # Steps at exactly 0 or 1 (all-negative or all-positive runs, common on a few hundred
+            # rows) would cost infinite log loss on the next row that disagrees: keep half a row away.
+            floor = 0.5 / len(clicks)
+            self.params = {"x": model.X_thresholds_.tolist(), "y": np.clip(model.y_thresholds_, floor, 1 - floor).tolist()}
         return self
 
     def predict(self, scores: np.ndarray) -> np.ndarray:

@@ -108,6 +108,7 @@ class LambdaRankRanker(Ranker):
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.valid_score_ = float(self.booster_.best_score["valid_0"][f"ndcg@{self.eval_at}"]) if valid_sets else float("nan")
         if self.refit and valid_sets:
+            self.held_out_booster_ = (self.booster_, self.best_iteration_)  # never saw valid: what calibration scores
             # Early stopping only chose the number of trees; refit on train + valid so the valid
             # lists also teach the model, with trees scaled to the larger set (round counts grow
             # roughly with the data a booster sees).
@@ -124,6 +125,13 @@ class LambdaRankRanker(Ranker):
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(X, num_iteration=self.best_iteration_)
+
+    def _calibration_scores(self, X: pd.DataFrame) -> np.ndarray:
+        held_out = getattr(self, "held_out_booster_", None)
+        if held_out is None:
+            return self.predict(X)
+        booster, iteration = held_out
+        return booster.predict(X[self.feature_names_], num_iteration=iteration)
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature, largest first."""
@@ -235,6 +243,7 @@ class XGBoostRanker(Ranker):
         self.valid_score_ = float(self.booster_.best_score) if has_valid else float("nan")
         self.booster_ = self.booster_[: self.best_iteration_]
         if self.refit and has_valid:
+            self.held_out_booster_ = self.booster_  # never saw valid: what calibration scores
             rounds = refit_rounds(self.best_iteration_, len(sizes), len(np.unique(groups_valid)))
             both = self._matrix(pd.concat([X, X_valid], ignore_index=True), np.concatenate([np.asarray(y), np.asarray(y_valid)]),
                                 np.concatenate([_tagged(groups, "t"), _tagged(groups_valid, "v")]), self.seed)[0]
@@ -246,6 +255,12 @@ class XGBoostRanker(Ranker):
         import xgboost as xgb
 
         return self.booster_.predict(xgb.DMatrix(X))
+
+    def _calibration_scores(self, X: pd.DataFrame) -> np.ndarray:
+        import xgboost as xgb
+
+        held_out = getattr(self, "held_out_booster_", None)
+        return self.predict(X) if held_out is None else held_out.predict(xgb.DMatrix(X[self.feature_names_]))
 
     def feature_importance(self) -> pd.Series:
         """Total gain per feature (0 for features no split uses), largest first."""
