@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 
 from features.embeddings import behaviour_columns, behaviour_sequences
-from generative.normalize import normalize_queries
 from features.stats import build_features, enrich_history, feature_groups, fit_position_ctr, fit_priors
+from generative.normalize import normalize_queries
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
 from ranking import metrics as M
+from ranking.calibration import CALIBRATION_METHODS
 from ranking.index import VectorIndex
 from ranking.recall import (CHANNELS, MERGES, POSITIVE_EVENTS, BM25Recall, channel_rank_features, DenseTextRecall, Item2VecRecall, ItemCFRecall,
                             PopularityRecall, TwoTowerRecall, choose_merge, fit_merge, merge_candidates, tune_popularity_weight)
-from ranking.calibration import CALIBRATION_METHODS
 from ranking.rankers import RANKERS, make_ranker
 from ranking.rerank import mmr_rerank
 
