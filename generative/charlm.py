@@ -13,6 +13,7 @@ vocabulary as plain values, loaded with ``weights_only=True``.
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,9 +123,8 @@ class NumpyDecoder:
 
     @staticmethod
     def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
-        mean = x.mean(-1, keepdims=True)
-        var = ((x - mean) ** 2).mean(-1, keepdims=True)
-        return (x - mean) / np.sqrt(var + 1e-5) * w + b
+        centred = x - x.mean(-1, keepdims=True)
+        return centred * (1.0 / np.sqrt(np.einsum("...d,...d->...", centred, centred)[..., None] / x.shape[-1] + 1e-5)) * w + b
 
     @staticmethod
     def _gelu(x: np.ndarray) -> np.ndarray:
@@ -312,9 +312,9 @@ class CharLM:
                     next_scores.append(score)
                     parents.append(parent)
                     tokens.append(token)
-            finished.sort(key=lambda f: -f[1])
             # Scores only fall as a query grows, so once k finished beat every live beam, stop.
-            if not next_beams or (len(finished) >= k and finished[k - 1][1] >= max(next_scores)) or position > self.config.max_len:
+            if not next_beams or position > self.config.max_len or (
+                    len(finished) >= k and heapq.nlargest(k, (f[1] for f in finished))[-1] >= max(next_scores)):
                 break
             for cache in caches:
                 cache[:] = [cache[0][parents], cache[1][parents]]
@@ -322,7 +322,7 @@ class CharLM:
             beam_text, beam_score = next_beams, np.asarray(next_scores)
             position += 1
         out, seen = [], set()
-        for text, score in finished:
+        for text, score in sorted(finished, key=lambda f: -f[1]):
             text = text.strip()
             if text and text not in seen:
                 seen.add(text)

@@ -205,7 +205,7 @@ class SuggestConfig:
     how many held-out queries (each at every prefix length) the evaluation judges."""
 
     half_life_days: float = 14.0
-    epochs: int = 10
+    epochs: int = 20
     dim: int = 128
     layers: int = 3
     max_len: int = 64
