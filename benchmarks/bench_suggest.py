@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--max-len", type=int, default=64)
     parser.add_argument("--world-sessions", type=int, default=40000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-lm", type=Path, help="save the real lists' character model here (to time decoding again without retraining)")
+    parser.add_argument("--lm", type=Path, help="load the real lists' character model saved by --save-lm with the same --seed")
     args = parser.parse_args()
     if args.data is None or not (args.data / "queries").is_dir():
         raise SystemExit("the query lists were not found: pass --data DIR (holding queries/) or set RANKPIPE_SHARED_DATA")
@@ -113,7 +115,13 @@ def main() -> None:
     print(f"real query lists: {', '.join(f'{n} {sum(map(len, p))}' for n, p in sets.items())} distinct queries; "
           f"{len(train)} train (union)")
     prefix_model = PrefixCompleter().fit(train)
-    lm = fit_lm(train, args)
+    if args.lm is not None:  # a model trained earlier on this same split (--save-lm with the same --seed)
+        lm = CharLM.load(args.lm)
+        print(f"  char transformer: loaded from {args.lm} ({sum(p.numel() for p in lm.model_.parameters()):,} weights)")
+    else:
+        lm = fit_lm(train, args)
+        if args.save_lm is not None:
+            lm.save(args.save_lm)
     valid = pd.concat([prefix_pairs(_sample(parts[1], args.max_queries, args.seed)) for parts in sets.values()], ignore_index=True)
     weight = best_blend_weight(score_lists(prefix_model, lm, valid), valid["target"])
     print(f"  blend weight on the model, chosen on {len(valid)} validation pairs: {weight}")
