@@ -196,7 +196,7 @@ class Runner:
             summary.skipped = list(wanted)
             for stage in wanted:
                 self._say(f"  {stage:<9} skipped (up to date)")
-            summary.metrics = self._collect_metrics(wanted)
+            summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
             summary.mlflow_run_id = self._read_mlflow_id()
             return summary
 
@@ -241,7 +241,7 @@ class Runner:
                     marker = self._done(stage) or {}
                     for name in marker.get("models", []) + marker.get("files", []):
                         tracker.log_artifact(self.run_dir / stage / name, f"{stage}" if name in marker.get("files", []) else f"{stage}/{name}")
-            summary.metrics = self._collect_metrics(wanted)
+            summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
             (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
             if tracker is not None:
                 tracker.log_metrics(summary.metrics)
@@ -282,6 +282,12 @@ class Runner:
             return {}
         table = self.load_table("evaluate", "metrics")
         return dict(zip(table["metric"], table["value"]))
+
+    def _reported(self, wanted: tuple[str, ...], fingerprints: dict[str, str]) -> tuple[str, ...]:
+        """The stages whose metrics a run reports: those it was asked for, and every other stage of
+        the run directory that is up to date. A run of one stage (``until``) with its upstream then
+        still writes the run's whole metrics.json, as the last task of a DAG must."""
+        return tuple(s for s in names(self.graph) if s in wanted or (self._done(s) or {}).get("fingerprint") == fingerprints[s])
 
     def _collect_metrics(self, stages: tuple[str, ...]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}

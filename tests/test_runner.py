@@ -49,3 +49,7 @@ def test_config_change_reruns_only_affected_stages(tmp_path):
     changed = load_config(None, TINY + ["rerank.mmr_lambda=0.5"])
     summary = Runner(changed, tmp_path, "r", progress=False, track=False).run(until="rerank")
     assert summary.executed == ["rerank"]
+    # One stage and its upstream only: the run still reports every stage of it that is up to date.
+    again = Runner(changed, tmp_path, "r", progress=False, track=False).run(until="features")
+    assert again.executed == [] and "rank.train_rows" in again.metrics and any(k.startswith("rerank.") for k in again.metrics)
+
