@@ -9,6 +9,11 @@ log's vocabulary is exactly what a completion should be made of; the model's par
 in context, which words and how many. Decoding keeps each layer's keys and values (a KV cache) so each new character
 costs one position, not the whole sequence. Checkpoints are a state_dict plus the config and the
 vocabulary as plain values, loaded with ``weights_only=True``.
+
+With ``max_context > 0`` the model is conditional: each query follows a context text (an item's
+title and category, for generating the queries an item would be found by) and BOS, and only the
+query's characters are trained on and generated: ``fit(queries, contexts=...)``,
+``complete(prefix, context=...)``.
 """
 
 from __future__ import annotations
@@ -37,13 +42,15 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class CharLMConfig:
-    """Model width, layers, heads, longest query in characters (longer ones are cut), dropout."""
+    """Model width, layers, heads, longest query in characters (longer ones are cut), dropout, and
+    the longest conditioning context in characters (0: an unconditional query model)."""
 
     dim: int = 128
     layers: int = 3
     heads: int = 4
     max_len: int = 64
     dropout: float = 0.1
+    max_context: int = 0
 
 
 class _Block(nn.Module):
@@ -82,7 +89,7 @@ class CharTransformer(nn.Module):
         super().__init__()
         self.config = config
         self.tokens = nn.Embedding(vocab_size, config.dim)
-        self.positions = nn.Embedding(config.max_len + 2, config.dim)  # BOS + max_len characters + EOS
+        self.positions = nn.Embedding(config.max_context + config.max_len + 2, config.dim)  # context + BOS + max_len characters + EOS
         self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.dim)
         self.head = nn.Linear(config.dim, vocab_size, bias=False)
@@ -192,26 +199,46 @@ class CharLM:
             ids = np.concatenate([ids, [EOS] + ([self.space_] if self.space_ is not None else [])])
         return ids
 
-    def _encode(self, text: str) -> list[int]:
-        return [self.index_.get(c, UNK) for c in text[: self.config.max_len]]
+    def _encode(self, text: str, limit: int | None = None) -> list[int]:
+        return [self.index_.get(c, UNK) for c in text[: self.config.max_len if limit is None else limit]]
 
-    def _batch(self, texts: list[str]) -> torch.Tensor:
-        rows = [[BOS, *self._encode(t), EOS] for t in texts]
+    def _context_ids(self, context: str | None) -> list[int]:
+        """The conditioning characters that precede BOS: none for an unconditional model."""
+        if self.config.max_context == 0 or context is None:
+            return []
+        return self._encode(normalize_query(context), self.config.max_context)
+
+    def _batch(self, texts: list[str], contexts: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, targets): ``[context…, BOS, query…, EOS]`` rows padded with PAD, and the next-character
+        targets of ``ids[:, :-1]`` with the context's positions set to PAD (not trained on)."""
+        heads = [self._context_ids(c) for c in contexts] if contexts is not None else [[] for _ in texts]
+        rows = [[*head, BOS, *self._encode(t), EOS] for head, t in zip(heads, texts)]
         out = np.full((len(rows), max(map(len, rows))), PAD, dtype=np.int64)
-        for i, row in enumerate(rows):  # per query, at batch-building time only
+        targets = np.full((len(rows), out.shape[1] - 1), PAD, dtype=np.int64)
+        for i, (head, row) in enumerate(zip(heads, rows)):  # per query, at batch-building time only
             out[i, : len(row)] = row
-        return torch.as_tensor(out)
+            targets[i, len(head): len(row) - 1] = row[len(head) + 1:]
+        return torch.as_tensor(out), torch.as_tensor(targets)
 
     # ------------------------------------------------------------------ training
-    def fit(self, queries: pd.Series, weights: np.ndarray | None = None) -> "CharLM":
+    def fit(self, queries: pd.Series, weights: np.ndarray | None = None, contexts: pd.Series | None = None) -> "CharLM":
         """Train on ``queries`` (raw text; each row one typed query, so repeats weigh in). ``weights``
-        (optional, per row) make rows that often drawn in each epoch's sample (e.g. time decay)."""
+        (optional, per row) make rows that often drawn in each epoch's sample (e.g. time decay).
+        ``contexts`` (one text per row; needs ``config.max_context > 0``): what each query is conditioned on."""
         texts = normalize_queries(pd.Series(queries).reset_index(drop=True))
+        if (contexts is not None) != (self.config.max_context > 0):
+            raise ValueError(f"CharLM.fit: contexts must be given exactly when config.max_context > 0; got max_context="
+                             f"{self.config.max_context} and contexts {'given' if contexts is not None else 'None'}")
+        if contexts is not None and len(contexts) != len(texts):
+            raise ValueError(f"CharLM.fit: contexts must have one row per query ({len(texts)}); got {len(contexts)}")
         keep = (texts != "").to_numpy()
         texts = texts[keep].reset_index(drop=True)
+        if contexts is not None:
+            contexts = normalize_queries(pd.Series(contexts).reset_index(drop=True))[keep].reset_index(drop=True)
         if len(texts) == 0:
             raise ValueError("CharLM.fit: the query log holds no non-empty query")
-        counts = pd.Series(list("".join(texts))).value_counts()
+        # The context's characters join the vocabulary: the model must read them, though it writes only query words.
+        counts = pd.Series(list("".join(texts) + ("".join(contexts.str[: self.config.max_context]) if contexts is not None else ""))).value_counts()
         self.chars_ = sorted(counts.index[counts >= self.min_count])
         self.index_ = {c: i + SPECIAL for i, c in enumerate(self.chars_)}
         self._set_words(texts.str.split(" ").explode().dropna().unique().tolist())
@@ -232,9 +259,10 @@ class CharLM:
             order = rng.choice(len(texts), size=len(texts), p=p) if p is not None else rng.permutation(len(texts))
             total, n = 0.0, 0
             for start in range(0, len(order), self.batch_size):
-                ids = self._batch(texts.iloc[order[start:start + self.batch_size]].tolist())
+                rows = order[start:start + self.batch_size]
+                ids, targets = self._batch(texts.iloc[rows].tolist(), contexts.iloc[rows].tolist() if contexts is not None else None)
                 logits = self.model_(ids[:, :-1])
-                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), ignore_index=PAD)
+                loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=PAD)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.model_.parameters(), 1.0)
@@ -248,12 +276,13 @@ class CharLM:
         self.decoder_ = None  # rebuilt from the new weights on first use
         return self
 
-    def log_likelihood(self, queries: list[str]) -> np.ndarray:
-        """Natural-log probability of each whole (normalized) query, end included: for perplexity checks."""
-        ids = self._batch([normalize_query(q) for q in queries])
+    def log_likelihood(self, queries: list[str], contexts: list[str] | None = None) -> np.ndarray:
+        """Natural-log probability of each whole (normalized) query, end included (given its context
+        for a conditional model): for perplexity checks."""
+        ids, targets = self._batch([normalize_query(q) for q in queries], contexts)
         with torch.inference_mode():
-            logp = torch.log_softmax(self.model_(ids[:, :-1]), dim=-1).gather(2, ids[:, 1:, None]).squeeze(-1)
-        return (logp * (ids[:, 1:] != PAD)).sum(dim=1).numpy().astype(np.float64)
+            logp = torch.log_softmax(self.model_(ids[:, :-1]), dim=-1).gather(2, targets[:, :, None]).squeeze(-1)
+        return (logp * (targets != PAD)).sum(dim=1).numpy().astype(np.float64)
 
     # ------------------------------------------------------------------ decoding
     def _decoder(self) -> NumpyDecoder:
@@ -261,12 +290,13 @@ class CharLM:
             self.decoder_ = NumpyDecoder(self.model_)
         return self.decoder_
 
-    def complete(self, prefix: str, k: int = 10, max_new: int | None = 32) -> list[tuple[str, float]]:
+    def complete(self, prefix: str, k: int = 10, max_new: int | None = 32, context: str | None = None) -> list[tuple[str, float]]:
         """Beam search from ``prefix``: up to ``k`` distinct finished queries, most probable first, as (query, P(query | prefix)).
 
         Deterministic: no sampling, so the same model and prefix always give the same list. At most
         ``max_new`` characters are added (None: up to ``config.max_len``): a query that needs more
         from a short prefix is too improbable to reach the top k, and the bound keeps latency flat.
+        ``context`` conditions a conditional model (``config.max_context > 0``; ignored otherwise).
         """
         typed = normalize_query(prefix)
         if prefix.endswith(" ") and typed:
@@ -275,7 +305,8 @@ class CharLM:
         room = self.config.max_len - len(typed)
         max_new = room if max_new is None else min(max_new, room)
         decoder = self._decoder()
-        ids = np.asarray([[BOS, *self._encode(typed)]])
+        head = self._context_ids(context)
+        ids = np.asarray([[*head, BOS, *self._encode(typed)]])
         caches: list[list] = [[] for _ in decoder.blocks]
         logp = _log_softmax(decoder(ids, caches, 0)[:, -1])  # (1, V)
         beam_text, beam_score = [""], np.zeros(1)
@@ -313,7 +344,7 @@ class CharLM:
                     parents.append(parent)
                     tokens.append(token)
             # Scores only fall as a query grows, so once k finished beat every live beam, stop.
-            if not next_beams or position > self.config.max_len or (
+            if not next_beams or position - len(head) > self.config.max_len or (
                     len(finished) >= k and heapq.nlargest(k, (f[1] for f in finished))[-1] >= max(next_scores)):
                 break
             for cache in caches:

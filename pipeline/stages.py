@@ -26,6 +26,7 @@ import pandas as pd
 
 from features.embeddings import behaviour_columns, behaviour_sequences
 from features.stats import build_features, enrich_history, feature_groups, fit_position_ctr, fit_priors
+from generative.doc2query import GeneratedQueryRecall, cold_items
 from generative.normalize import normalize_queries
 from pipeline import schema as S
 from pipeline.config import Config, ConfigError, to_dict
@@ -196,8 +197,10 @@ def make_channels(config: Config) -> dict[str, Any]:
                                             popularity_half_life_days=rc.popularity_half_life_days, index=index, seed=config.seed,
                                             device=config.device, **_fixed_prior(tt.popularity_weight)),
         "bm25": lambda: BM25Recall(),
+        "bm25_cold": lambda: BM25Recall(cold_only=True),
         "dense_text": lambda: DenseTextRecall(index),
         "itemcf": lambda: ItemCFRecall(half_life_days=rc.itemcf_half_life_days),
+        "generated_queries": lambda: GeneratedQueryRecall(seed=config.seed),
     }
     return {name: built[name]() for name in config.recall.quotas}
 
@@ -486,14 +489,21 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     oracle = _oracle(inputs)
     out: dict[str, float] = {}
 
-    # recall: each channel's own list and the merged list
+    # recall: each channel's own list and the merged list, on all positives and on cold items' (no
+    # positive event in the train period: the behavioural channels cannot know them)
+    events = inputs.table("prepare", "events")
+    cold = cold_items(events[events[S.TS] < _train_end(requests)], items)[S.ITEM_ID]
+    cold_positives = positives[positives[S.ITEM_ID].isin(cold)]
+    out["recall.cold.positive_share"] = len(cold_positives) / max(len(positives), 1)
     channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
     for name, found in channels.groupby("channel", sort=True):
         for k in config.evaluate.recall_ks:
             out[f"recall.{name}.recall_at_{k}"], out[f"recall.{name}.hit_rate_at_{k}"] = M.recall_at_k(found, positives, k)
+            out[f"recall.{name}.cold_recall_at_{k}"] = M.recall_at_k(found, cold_positives, k)[0]
         out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
     for k in config.evaluate.recall_ks:
         out[f"recall.recall_at_{k}"], out[f"recall.hit_rate_at_{k}"] = M.recall_at_k(merged, positives, k)
+        out[f"recall.cold_recall_at_{k}"] = M.recall_at_k(merged, cold_positives, k)[0]
         out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
     out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
     # How much the channels find the same items: a channel that mostly repeats another adds little to the merge.

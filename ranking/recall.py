@@ -274,12 +274,19 @@ class Item2VecRecall:
 
 class BM25Recall:
     """For search requests: BM25 between the query's tokens and item text (English words, Chinese
-    characters and bigrams), a small popularity prior breaking ties; feed requests get nothing."""
+    characters and bigrams), a small popularity prior breaking ties; feed requests get nothing.
 
-    def __init__(self, popularity_weight: float = 0.05, batch: int = 1024):
-        self.popularity_weight, self.batch = popularity_weight, batch
+    ``cold_only``: index only the items with no positive event in the train period (channel
+    ``bm25_cold``), which the prior otherwise ranks below every clicked item sharing their words:
+    a text-only way to give new items a place, and the control for ``generated_queries``.
+    """
+
+    def __init__(self, popularity_weight: float = 0.05, batch: int = 1024, cold_only: bool = False):
+        self.popularity_weight, self.batch, self.cold_only = popularity_weight, batch, cold_only
 
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "BM25Recall":
+        if self.cold_only:
+            items = cold_items(train_events, items)
         self.item_ids_ = items[S.ITEM_ID].to_numpy()
         texts = item_text(items)
         _, self.vectorizer_ = token_matrix(texts)
@@ -294,6 +301,8 @@ class BM25Recall:
         search = requests[requests[S.QUERY].notna()]
         queries = pd.Index(search[S.QUERY].unique())
         k = min(k, len(self.item_ids_))
+        if k == 0:
+            return _empty_lists()
         frames = []
         for start in range(0, len(queries), self.batch):  # batches of distinct queries bound memory
             block = queries[start : start + self.batch]
@@ -422,10 +431,16 @@ def _keep_top_per_row(matrix, k: int):
 
 
 # Imported here, after the helpers it uses from this module are defined (two_tower imports them).
+from generative.doc2query import GeneratedQueryRecall, cold_items  # noqa: E402
 from ranking.two_tower import TwoTowerRecall  # noqa: E402
 
+
+def _bm25_cold(**params) -> BM25Recall:
+    return BM25Recall(cold_only=True, **params)
+
+
 CHANNELS = {"popularity": PopularityRecall, "itemcf": ItemCFRecall, "item2vec": Item2VecRecall, "two_tower": TwoTowerRecall,
-            "bm25": BM25Recall, "dense_text": DenseTextRecall}
+            "bm25": BM25Recall, "bm25_cold": _bm25_cold, "dense_text": DenseTextRecall, "generated_queries": GeneratedQueryRecall}
 
 
 def rank_bucket(rank: np.ndarray) -> np.ndarray:

@@ -101,6 +101,52 @@ def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministi
     assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
 
 
+def test_conditional_model_writes_each_context_its_own_queries_and_never_trains_on_the_context(tmp_path):
+    torch.set_num_threads(1)
+    contexts = pd.Series(["acme red wool scarf", "zed blue steel kettle", "acme green cotton scarf"] * 40)
+    queries = pd.Series(["red scarf", "kettle", "green scarf"] * 40)
+    config = CharLMConfig(dim=32, layers=1, heads=2, max_len=16, dropout=0.0, max_context=24)
+
+    def fit():
+        return CharLM(config, epochs=40, batch_size=32, learning_rate=1e-2, min_count=1, progress=False).fit(queries, contexts=contexts)
+
+    lm = fit()
+    ids, targets = lm._batch(["kettle"], ["zed blue steel kettle"])
+    head = len("zed blue steel kettle")
+    assert ids[0, head] == 1 and (targets[0, :head] == 0).all() and (targets[0, head:] == ids[0, head + 1:]).all()  # context masked
+    assert lm.complete("", 1, context="zed blue steel kettle")[0][0] == "kettle"
+    assert lm.complete("", 1, context="acme red wool scarf")[0][0] == "red scarf"
+    assert lm.complete("", 1, context="acme green cotton scarf")[0][0] == "green scarf"
+    assert lm.complete("gr", 1, context="acme green cotton scarf")[0][0] == "green scarf"  # a typed prefix still continues
+    first = lm.complete("", 3, context="acme red wool scarf")
+    assert fit().complete("", 3, context="acme red wool scarf") == first  # same seed, same queries
+    lm.save(tmp_path / "d2q.pt")
+    assert CharLM.load(tmp_path / "d2q.pt").complete("", 3, context="acme red wool scarf") == first
+    with pytest.raises(ValueError, match="contexts"):
+        CharLM(config, progress=False).fit(queries)  # a conditional model without contexts
+
+
+def test_generated_query_channel_finds_cold_items_by_queries_written_from_their_text():
+    from generative.doc2query import GeneratedQueryRecall, cold_items
+
+    torch.set_num_threads(1)
+    leaves = ["scarf", "kettle", "lamp", "mug"]
+    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(12)], "title": [f"brand{j} {leaves[j % 4]}" for j in range(12)],
+                          "category": [f"home>{leaves[j % 4]}" for j in range(12)]})
+    warm = items.head(8)  # items 8-11 never clicked: cold
+    rows = warm.loc[warm.index.repeat(30)]
+    events = pd.DataFrame({"ts": pd.date_range("2026-01-01", periods=len(rows), freq="min"), "user_id": "u", "item_id": rows["item_id"].to_numpy(),
+                           "event": "click", "query": rows["title"].str.split(" ").str[1].to_numpy()})
+    assert cold_items(events, items)["item_id"].tolist() == ["i8", "i9", "i10", "i11"]
+    channel = GeneratedQueryRecall(dim=32, layers=1, epochs=30, progress=False).fit(events, items)
+    assert set(channel.generated_["item_id"]) <= {"i8", "i9", "i10", "i11"}
+    requests = pd.DataFrame({"request_id": ["r1", "r2", "r3"], "user_id": "u", "ts": pd.Timestamp("2026-02-01"),
+                             "query": ["Kettle", None, "unknown words"]})
+    found = channel.retrieve(requests, 5, None)
+    assert found.loc[found["request_id"] == "r1", "item_id"].iloc[0] == "i9"  # the cold kettle, by its generated query "kettle"
+    assert set(found["request_id"]) == {"r1"}  # feed requests and queries nobody would write get nothing
+
+
 def test_kv_cache_decoding_and_the_numpy_decoder_match_a_full_forward_pass():
     from generative.charlm import NumpyDecoder
 

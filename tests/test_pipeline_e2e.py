@@ -44,6 +44,13 @@ def test_ranker_beats_popularity_and_item2vec_beats_random(first_run):
     assert m["rerank.ild_at_10"] >= m["rerank.before.ild_at_10"]  # MMR trades relevance for diversity, never less diverse
 
 
+def test_cold_item_recall_is_reported_and_behavioural_popularity_cannot_find_cold_items(first_run):
+    m = first_run[2].metrics
+    assert 0 < m["recall.cold.positive_share"] < 1  # the world launches items during the test period
+    assert m["recall.popularity.cold_recall_at_100"] == 0  # no positive event before the test period: no count to rank by
+    assert 0 <= m["recall.cold_recall_at_100"] <= 1
+
+
 def test_ranker_probabilities_are_calibrated_on_valid_and_beat_the_base_rate_on_test(first_run):
     import pandas as pd
 
