@@ -50,8 +50,7 @@ def main() -> None:
     inputs = stages.StageInputs(lambda stage, name: tables[(stage, name)], lambda stage, name: None, dataset)
     tables.update({("prepare", n): df for n, df in stages.prepare(inputs, config).tables.items()})
     requests, events, items, labels = (tables[("prepare", n)] for n in ("requests", "events", "items", "labels"))
-    train_end = requests.loc[requests["split"] != "train", S.TS].min()
-    cold = cold_items(events[events[S.TS] < train_end], items)[S.ITEM_ID]
+    cold = cold_items(events[events[S.TS] < stages._train_end(requests)], items)[S.ITEM_ID]
     test = requests.loc[requests["split"] == "test", [S.REQUEST_ID, S.QUERY]]
     positives = labels[labels[S.REQUEST_ID].isin(test[S.REQUEST_ID]) & (labels["grade"] > 0)]
     cold_positives = positives[positives[S.ITEM_ID].isin(cold)]
@@ -62,7 +61,6 @@ def main() -> None:
     variants = {"base": {}, "+bm25_cold": {"bm25_cold": args.quota}, "+generated_queries": {"generated_queries": args.quota}}
     rows = []
     for variant, added in variants.items():
-        quotas = {**config.recall.quotas, **added}
         variant_config = load_config(None, ["recall.ranker_snapshots=0", *args.set, *(f"recall.quotas.{c}={q}" for c, q in added.items())])
         started = time.perf_counter()
         result = stages.recall(inputs, variant_config)
@@ -72,7 +70,7 @@ def main() -> None:
         for name, found in lists.items():
             if name != "merged" and (variant != "base" and name not in added):
                 continue  # the base channels' lists are the same in every variant
-            row = {"variant": variant, "list": name, "quota": quotas.get(name, config.recall.k)}
+            row = {"variant": variant, "list": name, "quota": variant_config.recall.quotas.get(name, config.recall.k)}
             for k in ks:
                 row[f"recall@{k}"] = M.recall_at_k(found, positives, k)[0]
                 row[f"cold_recall@{k}"] = M.recall_at_k(found, cold_positives, k)[0]

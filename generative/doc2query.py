@@ -101,10 +101,10 @@ class GeneratedQueryRecall:
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """Up to ``k`` cold items per search request whose generated queries match its query exactly (after normalization)."""
+        from ranking.recall import ranked_lists
+
         check_fitted(self, "generated_", "retrieve")
         search = requests.loc[requests[S.QUERY].notna(), [S.REQUEST_ID, S.QUERY]]
         search = search.assign(**{S.QUERY: normalize_queries(search[S.QUERY]).to_numpy()})
         found = search.merge(self.generated_, on=S.QUERY)
-        found = found.sort_values([S.REQUEST_ID, "score", S.ITEM_ID], ascending=[True, False, True], kind="stable")
-        found["rank"] = (found.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).astype(np.int32)
-        return found.loc[found["rank"] <= k, [S.REQUEST_ID, S.ITEM_ID, "score", "rank"]].reset_index(drop=True)
+        return ranked_lists(found.sort_values([S.REQUEST_ID, "score", S.ITEM_ID], ascending=[True, False, True], kind="stable"), k)

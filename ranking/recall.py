@@ -41,6 +41,14 @@ def _top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarr
     })
 
 
+def ranked_lists(ordered: pd.DataFrame, k: int) -> pd.DataFrame:
+    """A channel's output from candidates already ordered best first within each request: ranks 1..k, the rest cut."""
+    rank = (ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).to_numpy(dtype=np.int32)
+    keep = rank <= k
+    return ordered.loc[keep, [S.REQUEST_ID, S.ITEM_ID]].reset_index(drop=True).assign(
+        score=ordered["score"].to_numpy(dtype=np.float32)[keep], rank=rank[keep])
+
+
 def decayed_counts(train_events: pd.DataFrame, half_life_days: float, by: str | None = None,
                    end: pd.Timestamp | None = None) -> pd.Series:
     """Positive events per item (per (``by``, item) when given), each weighted ``0.5 ** (age / half_life_days)``
@@ -164,10 +172,8 @@ class PopularityRecall:
         if found.empty:
             return _empty_lists()
         # Keep each item's best tier, order by score, cut at k.
-        found = found.sort_values([S.REQUEST_ID, "score"], ascending=[True, False], kind="stable").drop_duplicates([S.REQUEST_ID, S.ITEM_ID])
-        found["rank"] = (found.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).astype(np.int32)
-        found = found[found["rank"] <= k]
-        return found.assign(score=found["score"].astype(np.float32))[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]].reset_index(drop=True)
+        return ranked_lists(found.sort_values([S.REQUEST_ID, "score"], ascending=[True, False], kind="stable")
+                            .drop_duplicates([S.REQUEST_ID, S.ITEM_ID]), k)
 
 
 QUERY_TOKEN = "query:"  # prefix of a query's token in item2vec sentences; item ids never start with it
