@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from ranking.index import VectorIndex  # noqa: E402
+from rankpipe.ranking.index import VectorIndex  # noqa: E402
 
 K = 100
 
@@ -91,17 +91,17 @@ def compare(name: str, vectors: np.ndarray, queries: np.ndarray, factory: str, n
 
 def item2vec_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Item embeddings of the default world's item2vec channel and its users' history vectors (non-zero ones)."""
-    from pipeline import schema as S
-    from pipeline.config import Config
-    from pipeline.datasets.synthetic import generate
-    from pipeline.stages import make_channels
-    from ranking.recall import POSITIVE_EVENTS
+    from rankpipe.pipeline import schema as S
+    from rankpipe.pipeline.config import Config
+    from rankpipe.pipeline.datasets.synthetic import generate
+    from rankpipe.ranking.recall import make_channels
+    from rankpipe.pipeline.schema import POSITIVE_EVENTS
 
     config = Config()
     world = generate(config.dataset.synthetic, seed=seed)
     events = world.events
     cut = events[S.TS].quantile(0.9)
-    channel = make_channels(config)["item2vec"].fit(events[events[S.TS] < cut], world.items)
+    channel = make_channels(config.recall, config.seed, config.device)["item2vec"].fit(events[events[S.TS] < cut], world.items)
     requests = events[events[S.TS] >= cut].drop_duplicates(S.REQUEST_ID)
     history = events.loc[events[S.EVENT].isin(POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID, S.TS]]
     users = channel.user_vectors(requests, history)

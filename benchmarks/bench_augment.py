@@ -31,16 +31,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generative.tabular_vae import TabularVAE, TabularVAEConfig  # noqa: E402
-from pipeline.datasets import shared_data_dir  # noqa: E402
-from ranking import metrics as M  # noqa: E402
-from ranking.rankers import make_ranker  # noqa: E402
+from rankpipe.generative.tabular_vae import TabularVAE, TabularVAEConfig  # noqa: E402
+from rankpipe.pipeline.datasets import shared_data_dir  # noqa: E402
+from rankpipe.ranking import metrics as M  # noqa: E402
+from rankpipe.ranking.rankers import make_ranker  # noqa: E402
 
 
 def letor_lists(directory: Path, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
     """(train, valid, test, feature names); valid = 10% of the training queries, as the letor adapter's prepare stage."""
-    from pipeline.config import load_config
-    from pipeline.datasets import get_adapter
+    from rankpipe.pipeline.config import load_config
+    from rankpipe.pipeline.datasets import get_adapter
 
     config = load_config(None, [], dataset="letor", data_path=str(directory))
     tables = get_adapter("letor").load(config.dataset, seed).tables

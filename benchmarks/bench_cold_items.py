@@ -29,13 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from generative.doc2query import cold_items  # noqa: E402
-from pipeline import schema as S  # noqa: E402
-from pipeline import stages  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.datasets import Dataset  # noqa: E402
-from pipeline.datasets.synthetic import generate  # noqa: E402
-from ranking import metrics as M  # noqa: E402
+from rankpipe.pipeline.schema import cold_items  # noqa: E402
+from rankpipe.pipeline import schema as S  # noqa: E402
+from rankpipe.pipeline import stages  # noqa: E402
+from rankpipe.pipeline.stages.base import train_end  # noqa: E402
+from rankpipe.pipeline.config import load_config  # noqa: E402
+from rankpipe.pipeline.datasets import Dataset  # noqa: E402
+from rankpipe.pipeline.datasets.synthetic import generate  # noqa: E402
+from rankpipe.ranking import metrics as M  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
     inputs = stages.StageInputs(lambda stage, name: tables[(stage, name)], lambda stage, name: None, dataset)
     tables.update({("prepare", n): df for n, df in stages.prepare(inputs, config).tables.items()})
     requests, events, items, labels = (tables[("prepare", n)] for n in ("requests", "events", "items", "labels"))
-    cold = cold_items(events[events[S.TS] < stages._train_end(requests)], items)[S.ITEM_ID]
+    cold = cold_items(events[events[S.TS] < train_end(requests)], items)[S.ITEM_ID]
     test = requests.loc[requests["split"] == "test", [S.REQUEST_ID, S.QUERY]]
     positives = labels[labels[S.REQUEST_ID].isin(test[S.REQUEST_ID]) & (labels["grade"] > 0)]
     cold_positives = positives[positives[S.ITEM_ID].isin(cold)]

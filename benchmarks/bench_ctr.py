@@ -36,7 +36,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import log_loss, roc_auc_score  # noqa: E402
 
-from pipeline.datasets import shared_data_dir  # noqa: E402
+from rankpipe.pipeline.datasets import shared_data_dir  # noqa: E402
 
 
 def _codes(values) -> np.ndarray:
@@ -68,9 +68,9 @@ def movielens_samples(directory: Path) -> tuple[pd.DataFrame, list[str], list[st
 
 def world_samples(n_sessions: int) -> tuple[pd.DataFrame, list[str], list[str]]:
     """(impressions sorted by time, sparse field names, dense field names) from the synthetic world."""
-    from pipeline import schema as S
-    from pipeline.config import SyntheticConfig
-    from pipeline.datasets.synthetic import generate
+    from rankpipe.pipeline import schema as S
+    from rankpipe.pipeline.config import SyntheticConfig
+    from rankpipe.pipeline.datasets.synthetic import generate
 
     world = generate(SyntheticConfig(n_sessions=n_sessions), seed=42)
     events = world.events.sort_values(S.TS, kind="stable")
@@ -106,9 +106,9 @@ def _scores(labels: np.ndarray, probabilities: np.ndarray) -> tuple[float, float
 
 
 def run_rankpipe(name: str, train, test, sparse, dense, cardinalities, args) -> dict:
-    from ranking.neural.dcnv2 import DCNv2, DCNv2Config
-    from ranking.neural.deepfm import DeepFM, DeepFMConfig
-    from ranking.neural.train import TrainConfig, predict_logits, train_binary
+    from rankpipe.ranking.neural.dcnv2 import DCNv2, DCNv2Config
+    from rankpipe.ranking.neural.deepfm import DeepFM, DeepFMConfig
+    from rankpipe.ranking.neural.train import TrainConfig, predict_logits, train_binary
 
     torch.manual_seed(args.seed)
     model = (DeepFM(cardinalities, len(dense), DeepFMConfig(args.dim, (256, 128), 0.0)) if name == "deepfm"

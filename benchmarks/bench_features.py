@@ -41,10 +41,10 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.ipc  # noqa: E402,F401  (pa.ipc for the sink)
 import pyarrow.parquet as pq  # noqa: E402
 
-from features.stats import COUNT_GROUPS, DAY_S, count_features, enrich_history  # noqa: E402
-from pipeline import schema as S  # noqa: E402
-from pipeline.config import SyntheticConfig  # noqa: E402
-from pipeline.datasets.synthetic import generate  # noqa: E402
+from rankpipe.features.stats import COUNT_GROUPS, DAY_S, count_features, enrich_history  # noqa: E402
+from rankpipe.pipeline import schema as S  # noqa: E402
+from rankpipe.pipeline.config import SyntheticConfig  # noqa: E402
+from rankpipe.pipeline.datasets.synthetic import generate  # noqa: E402
 
 WINDOWS = (1, 7, 30)
 # The counts of every declared group (decays, recency and COEC have no pandas twin here).

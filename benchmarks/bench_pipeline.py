@@ -33,22 +33,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pipeline import schema as S  # noqa: E402
-from pipeline import stages  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.datasets import Dataset  # noqa: E402
-from pipeline.datasets.synthetic import generate  # noqa: E402
-from pipeline.runner import STAGE_NAMES, Runner  # noqa: E402
-
-
-class _NoRegistry:
-    """Stands in for MLflow in the bare path: the promotion decision without the registry."""
-
-    def load_champion(self, name):
-        return None
-
-    def register(self, name, ranker_dir, promoted, tags):
-        return 1
+from rankpipe.pipeline import schema as S  # noqa: E402
+from rankpipe.pipeline import stages  # noqa: E402
+from rankpipe.pipeline.config import load_config  # noqa: E402
+from rankpipe.pipeline.datasets import Dataset  # noqa: E402
+from rankpipe.pipeline.datasets.synthetic import generate  # noqa: E402
+from rankpipe.pipeline.runner import STAGE_NAMES, Runner  # noqa: E402
 
 
 def run_rankpipe(config, workdir: Path) -> tuple[float, dict[str, float]]:
@@ -78,7 +68,7 @@ def run_bare(config) -> tuple[float, dict[str, float], dict]:
             models[(stage, name)].save(path)
         return path
 
-    inputs = stages.StageInputs(lambda st, n: tables[(st, n)], model_dir, dataset, {"registry": _NoRegistry()})
+    inputs = stages.StageInputs(lambda st, n: tables[(st, n)], model_dir, dataset, load_champion=lambda name: None)  # no registry: no champion yet
     for stage in STAGE_NAMES:
         t = time.perf_counter()
         result = getattr(stages, stage)(inputs, config)
@@ -94,7 +84,8 @@ def run_library(config, state) -> dict[str, float]:
     import lightgbm as lgb
     from gensim.models import Word2Vec
 
-    from ranking.recall import session_sentences, stable_hash
+    from rankpipe.ranking.recall.base import stable_hash
+    from rankpipe.ranking.recall.item2vec import session_sentences
 
     tables = state["tables"]
     requests, events = tables[("prepare", "requests")], tables[("prepare", "events")]

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.datasets import shared_data_dir  # noqa: E402
-from pipeline.runner import Runner  # noqa: E402
+from rankpipe.pipeline.config import load_config  # noqa: E402
+from rankpipe.pipeline.datasets import shared_data_dir  # noqa: E402
+from rankpipe.pipeline.runner import Runner  # noqa: E402
 
 LIGHTGBM_BARS = {"ndcg_at_1": 0.5674, "ndcg_at_3": 0.578}
 
@@ -42,8 +42,8 @@ def bare_lightgbm_letor(path: Path) -> dict[str, float]:
     import lightgbm as lgb
     import numpy as np
 
-    from pipeline.datasets.letor import align_features, read_svmlight
-    from ranking.metrics import ndcg_at_k
+    from rankpipe.pipeline.datasets.letor import align_features, read_svmlight
+    from rankpipe.ranking.metrics import ndcg_at_k
 
     tables = align_features({"train": read_svmlight(path / "rank.train"), "test": read_svmlight(path / "rank.test")})
     train, test = tables["train"], tables["test"]

@@ -31,16 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generative.charlm import CharLM, CharLMConfig  # noqa: E402
-from generative.evaluate import best_blend_weight, compare, pool, prefix_pairs, score_lists  # noqa: E402
-from generative.normalize import normalize_queries  # noqa: E402
-from generative.prefix import PrefixCompleter  # noqa: E402
-from pipeline.datasets import shared_data_dir  # noqa: E402
+from rankpipe.generative.charlm import CharLM, CharLMConfig  # noqa: E402
+from rankpipe.generative.evaluate import best_blend_weight, compare, pool, prefix_pairs, score_lists  # noqa: E402
+from rankpipe.generative.normalize import normalize_queries  # noqa: E402
+from rankpipe.generative.prefix import PrefixCompleter  # noqa: E402
+from rankpipe.pipeline.datasets import shared_data_dir  # noqa: E402
 
 def real_sets(directory: Path) -> dict[str, pd.Series]:
     """Distinct normalized queries of each real list: wands, esci, nq."""
-    from pipeline.config import DatasetConfig
-    from pipeline.datasets.queries import QueriesAdapter
+    from rankpipe.pipeline.config import DatasetConfig
+    from rankpipe.pipeline.datasets.queries import QueriesAdapter
 
     queries = QueriesAdapter().load(DatasetConfig(name="queries", path=str(directory)), seed=0).tables["queries"]
     family = queries["source"].str.split(":").str[0]
@@ -61,9 +61,9 @@ def three_way(queries: pd.Series, seed: int) -> tuple[pd.Series, pd.Series, pd.S
 
 def world_log(n_sessions: int) -> pd.DataFrame:
     """The synthetic world's searches: query, ts, split (time: train 70%, valid 10%, test 20%)."""
-    from pipeline import schema as S
-    from pipeline.config import SyntheticConfig
-    from pipeline.datasets.synthetic import generate
+    from rankpipe.pipeline import schema as S
+    from rankpipe.pipeline.config import SyntheticConfig
+    from rankpipe.pipeline.datasets.synthetic import generate
 
     events = generate(SyntheticConfig(n_sessions=n_sessions), seed=42).events
     searches = events.dropna(subset=[S.QUERY]).drop_duplicates(S.REQUEST_ID).sort_values(S.TS, kind="stable")

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, task
 
-from pipeline.graphs import FUNNEL_STAGES
+from rankpipe.pipeline.graphs import FUNNEL_STAGES
 
 
 @task
@@ -23,9 +23,9 @@ def run_stage(stage: str, params: dict | None = None, ds_nodash: str | None = No
     """Run the funnel up to ``stage`` for this logical date; returns that stage's metrics."""
     from airflow.exceptions import AirflowFailException
 
-    from pipeline.config import ConfigError, load_config
-    from pipeline.runner import Runner
-    from pipeline.schema import ContractError
+    from rankpipe.pipeline.config import ConfigError, load_config
+    from rankpipe.pipeline.runner import Runner
+    from rankpipe.pipeline.schema import ContractError
 
     try:
         config = load_config(None, list(params["overrides"]), dataset=params["dataset"], data_path=params["path"] or None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
+from rankpipe.features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
 
 
 def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, history: pd.DataFrame,

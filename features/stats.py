@@ -16,11 +16,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.engine import Column, walk
-from features.pit import column_codes, pair_codes
-from features.text import SentenceEncoder, bm25_weights, item_text, pair_scores, query_coverage, token_matrix
-from pipeline import schema as S
-from pipeline.config import FeaturesConfig
+from rankpipe.features.engine import Column, walk
+from rankpipe.features.pit import column_codes, pair_codes
+from rankpipe.features.text import bm25_weights, embed_texts, item_text, pair_scores, query_coverage, token_matrix
+from rankpipe.pipeline import schema as S
+from rankpipe.features.config import FeaturesConfig
 
 DAY_S = 86_400
 TOP_CATEGORY = "category_top"  # derived key: the first level of the item's category path (``top>mid>leaf``)
@@ -61,8 +61,9 @@ COUNT_GROUPS = (
 RATES = (("ctr", "click", "impression"), ("cvr", "purchase", "click"))
 
 # The engine's slots: one per event type, plus impressions weighted by the CTR expected at their position.
-EVENT_TYPES = ("impression", "click", "cart", "purchase")
-EXPECTED_CLICK = len(EVENT_TYPES)
+# The event types the engine counts, in slot order (impression 0 … purchase 3; see S.LABEL_GRADES).
+COUNTED_EVENTS = tuple(S.LABEL_GRADES)
+EXPECTED_CLICK = len(COUNTED_EVENTS)
 _TYPE_SLOTS = np.array([[0, EXPECTED_CLICK], [1, -1], [2, -1], [3, -1]], dtype=np.int16)
 _SLOT_WEIGHTED = np.array([False, False, False, False, True])
 
@@ -131,7 +132,7 @@ def count_features(history: pd.DataFrame, pairs: pd.DataFrame | np.ndarray, wind
         history = history.sort_values(S.TS, kind="stable", ignore_index=True)
     ev_us = _micros(history[S.TS])
     rq_us = ev_us[pairs] if from_rows else _micros(pairs[S.TS])
-    event_type = pc.index_in(pa.array(history[S.EVENT], from_pandas=True), value_set=pa.array(EVENT_TYPES))
+    event_type = pc.index_in(pa.array(history[S.EVENT], from_pandas=True), value_set=pa.array(COUNTED_EVENTS))
     event_type = pc.fill_null(event_type, -1).to_numpy().astype(np.int8)
     weight = _expected_click_weight(history, position_ctr)
     columns, names, ev_codes, rq_codes, n_keys = [], [], [], [], []
@@ -146,7 +147,7 @@ def count_features(history: pd.DataFrame, pairs: pd.DataFrame | np.ndarray, wind
         ev, rq, n = codes
         ev_codes.append(ev.astype(np.int32)), rq_codes.append((ev[pairs] if from_rows else rq).astype(np.int32)), n_keys.append(n)
         for name, kind, seconds, slot in statistic_columns(group, windows_days, half_lives_days):
-            slot_code = EXPECTED_CLICK if slot == "expected_click" else EVENT_TYPES.index(slot)
+            slot_code = EXPECTED_CLICK if slot == "expected_click" else COUNTED_EVENTS.index(slot)
             columns.append(Column(g, slot_code, kind, seconds))
             names.append(name)
     days_since = np.array([name.endswith("_days_since") for name in names])
@@ -334,17 +335,6 @@ def _text_match(pairs: pd.DataFrame, items: pd.DataFrame, dense: bool) -> dict[s
         sim[has] = np.einsum("nd,nd->n", query_vectors[query_codes[has]], item_vectors[item_codes[has]])
         out["dense_sim"] = sim
     return out
-
-
-_EMBEDDED: dict[str, np.ndarray] = {}  # text → vector, so the features and rank stages embed each text once per process
-
-
-def embed_texts(texts: list[str]) -> np.ndarray:
-    """MiniLM vectors of ``texts`` (see :class:`features.text.SentenceEncoder`), memoised per process."""
-    missing = list(dict.fromkeys(t for t in texts if t not in _EMBEDDED))
-    if missing:
-        _EMBEDDED.update(zip(missing, SentenceEncoder().encode(missing, progress=len(missing) > 1000)))
-    return np.stack([_EMBEDDED[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
 
 
 # What a missing value means, declared per kind of feature (policies of features.encoders.FillMissing):

@@ -131,3 +131,14 @@ class SentenceEncoder:
         """(len(texts), 384) float32, L2-normalised."""
         return self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
                                  show_progress_bar=progress).astype(np.float32)
+
+
+_EMBEDDED: dict[str, np.ndarray] = {}  # text → vector, so the features and rank stages embed each text once per process
+
+
+def embed_texts(texts: list[str]) -> np.ndarray:
+    """MiniLM vectors of ``texts`` (see :class:`SentenceEncoder`), memoised per process."""
+    missing = list(dict.fromkeys(t for t in texts if t not in _EMBEDDED))
+    if missing:
+        _EMBEDDED.update(zip(missing, SentenceEncoder().encode(missing, progress=len(missing) > 1000)))
+    return np.stack([_EMBEDDED[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)

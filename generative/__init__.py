@@ -1,1 +1,2 @@
-"""Query suggestion and training-data augmentation (see issue 7); nothing here yet."""
+"""Query suggestion (prefix index, character transformer, sessions) and training-data augmentation
+(generated queries for cold items, a tabular VAE)."""

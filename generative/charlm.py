@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from generative.normalize import is_cjk, normalize_queries, normalize_query
+from rankpipe.generative.normalize import is_cjk, normalize_queries, normalize_query
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIAL = 4

@@ -6,7 +6,8 @@ character transformer of :mod:`generative.charlm`, conditioned on an item's text
 path), learns from the search log which queries lead to which items: the (query, item) pairs of
 positive search events, each as often as it happened. For each cold item it then writes the queries
 the item would most likely be found by, with P(query | item); :class:`GeneratedQueryRecall` answers a
-search request with the cold items whose generated queries include the request's query.
+search request with the cold items whose generated queries include the request's query (that
+channel lives with the other channels, in ``ranking/recall/generated_queries.py``).
 """
 
 from __future__ import annotations
@@ -15,28 +16,18 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from features.text import item_text
-from generative.charlm import CharLM, CharLMConfig
-from generative.normalize import normalize_queries
-from pipeline import schema as S
-from ranking import check_fitted
-
-
-def cold_items(train_events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """The catalogue rows with no positive event (click, cart, purchase) in ``train_events``."""
-    from ranking.recall import POSITIVE_EVENTS
-
-    seen = train_events.loc[train_events[S.EVENT].isin(POSITIVE_EVENTS), S.ITEM_ID].unique()
-    return items[~items[S.ITEM_ID].isin(seen)]
+from rankpipe.features.text import item_text
+from rankpipe.generative.charlm import CharLM, CharLMConfig
+from rankpipe.generative.normalize import normalize_queries
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.schema import check_fitted
 
 
 def search_pairs(train_events: pd.DataFrame) -> pd.DataFrame:
     """Distinct (normalized query, item_id) pairs of positive search events with their ``count``."""
-    from ranking.recall import POSITIVE_EVENTS
-
     if S.QUERY not in train_events:
         raise ValueError(f"search_pairs: the events table has no {S.QUERY!r} column; the generated-queries channel needs a search log")
-    positive = train_events[train_events[S.EVENT].isin(POSITIVE_EVENTS) & train_events[S.QUERY].notna()]
+    positive = train_events[train_events[S.EVENT].isin(S.POSITIVE_EVENTS) & train_events[S.QUERY].notna()]
     pairs = pd.DataFrame({S.QUERY: normalize_queries(positive[S.QUERY]).to_numpy(), S.ITEM_ID: positive[S.ITEM_ID].to_numpy()})
     pairs = pairs[pairs[S.QUERY] != ""]
     return pairs.groupby([S.QUERY, S.ITEM_ID], sort=True).size().rename("count").reset_index()
@@ -79,32 +70,3 @@ class ItemQueryGenerator:
                 scores.append(score)
         return pd.DataFrame({S.ITEM_ID: pd.Series(ids, dtype="str"), S.QUERY: pd.Series(queries, dtype="str"),
                              "score": np.asarray(scores, dtype=np.float32)})
-
-
-class GeneratedQueryRecall:
-    """For search requests: cold items (no positive event in the train period) whose generated queries
-    include the request's (normalized) query, by P(query | item); feed requests get nothing.
-
-    Opt-in (add ``generated_queries`` to ``recall.quotas``): training the conditional model and
-    writing queries for every cold item takes minutes on two cores.
-    """
-
-    def __init__(self, queries_per_item: int = 10, dim: int = 64, layers: int = 2, epochs: int = 8, seed: int = 42, progress: bool = True):
-        self.queries_per_item, self.dim, self.layers, self.epochs, self.seed, self.progress = queries_per_item, dim, layers, epochs, seed, progress
-
-    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "GeneratedQueryRecall":
-        """Train the item → query model on the search log and write the queries of every cold item."""
-        self.generator_ = ItemQueryGenerator(self.dim, self.layers, epochs=self.epochs, seed=self.seed,
-                                             progress=self.progress).fit(train_events, items)
-        self.generated_ = self.generator_.generate(cold_items(train_events, items), self.queries_per_item)
-        return self
-
-    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Up to ``k`` cold items per search request whose generated queries match its query exactly (after normalization)."""
-        from ranking.recall import ranked_lists
-
-        check_fitted(self, "generated_", "retrieve")
-        search = requests.loc[requests[S.QUERY].notna(), [S.REQUEST_ID, S.QUERY]]
-        search = search.assign(**{S.QUERY: normalize_queries(search[S.QUERY]).to_numpy()})
-        found = search.merge(self.generated_, on=S.QUERY)
-        return ranked_lists(found.sort_values([S.REQUEST_ID, "score", S.ITEM_ID], ascending=[True, False, True], kind="stable"), k)

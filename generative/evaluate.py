@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from generative.normalize import normalize_queries
+from rankpipe.generative.normalize import normalize_queries
 
 K = 10
 
@@ -80,7 +80,7 @@ def score_lists(prefix_model, lm, pairs: pd.DataFrame) -> dict:
 
 def blended_lists(lists: dict, weight: float) -> tuple[list, np.ndarray]:
     """The blend's lists (``weight`` on the model) and latency: both suggesters' calls plus the merge."""
-    from generative.blend import blend_lists
+    from rankpipe.generative.blend import blend_lists
 
     out, ms = [], lists["prefix"][1] + lists["generative"][1]
     for i, (a, b) in enumerate(zip(lists["prefix"][0], lists["generative"][0])):

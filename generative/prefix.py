@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from generative.normalize import is_cjk, normalize_queries, normalize_query
+from rankpipe.generative.normalize import is_cjk, normalize_queries, normalize_query
 
 _END = "\U0010ffff"  # sorts after any character a query holds
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from generative.suggester import QuerySuggester
+from rankpipe.generative.suggester import QuerySuggester
 
 
 class RegisteredSuggester:

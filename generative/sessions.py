@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from generative.normalize import normalize_queries, normalize_query
+from rankpipe.generative.normalize import normalize_queries, normalize_query
 
 
 def _decay(ts: pd.Series, half_life_days: float) -> np.ndarray:

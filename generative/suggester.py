@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from generative.blend import blend_lists
-from generative.charlm import CharLM
-from generative.normalize import normalize_query
-from generative.prefix import PrefixCompleter
-from generative.sessions import NextQuerySuggester, PreSearchSuggester
+from rankpipe.generative.blend import blend_lists
+from rankpipe.generative.charlm import CharLM
+from rankpipe.generative.normalize import normalize_query
+from rankpipe.generative.prefix import PrefixCompleter
+from rankpipe.generative.sessions import NextQuerySuggester, PreSearchSuggester
 
 
 class QuerySuggester:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from generative.charlm import CharLM, CharLMConfig
-from generative.evaluate import best_blend_weight, compare, prefix_pairs, score_lists
-from generative.prefix import PrefixCompleter
+from rankpipe.generative.charlm import CharLM, CharLMConfig
+from rankpipe.generative.evaluate import best_blend_weight, compare, prefix_pairs, score_lists
+from rankpipe.generative.prefix import PrefixCompleter
 
 
 def fit_query_models(queries: pd.Series, ts: pd.Series | None, half_life_days: float = 14.0, epochs: int = 10, dim: int = 128,
@@ -43,7 +43,7 @@ def tune_and_judge(prefix: PrefixCompleter, lm: CharLM, valid: pd.Series, test: 
 
 def list_mrr(lists: list[list[tuple[str, float]]], targets: pd.Series, k: int = 10) -> dict[str, float]:
     """MRR@k and success@k of one list per target."""
-    from generative.evaluate import target_ranks
+    from rankpipe.generative.evaluate import target_ranks
 
     ranks = target_ranks(lists, targets)
     hit = (ranks > 0) & (ranks <= k)

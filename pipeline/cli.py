@@ -12,8 +12,8 @@ import math
 import sys
 import traceback
 
-from pipeline.config import ConfigError, load_config
-from pipeline.schema import ContractError
+from rankpipe.pipeline.config import ConfigError, load_config
+from rankpipe.pipeline.schema import ContractError
 
 EXIT_BAD_INPUT = 2
 
@@ -23,7 +23,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="dataset adapter name (see `rankpipe datasets`); default synthetic")
     parser.add_argument("--path", help="where the dataset's files are (directory or URI)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set rank.learning_rate=0.1 (repeatable)")
+                        help="override a config key, e.g. --set rank.lightgbm.learning_rate=0.1 (repeatable)")
     parser.add_argument("--workdir", default="rankpipe-work", help="where runs/ and the MLflow store live (default ./rankpipe-work)")
     parser.add_argument("--run-id", help="run id; re-running an existing id skips what is up to date and resumes the rest")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -98,7 +98,7 @@ def _suggester_dir(args) -> Path:
 
 def _suggest(args) -> int:
     """``rankpipe suggest``: print ``score<TAB>query`` lines."""
-    from generative.suggester import QuerySuggester
+    from rankpipe.generative.suggester import QuerySuggester
 
     try:
         if args.k < 1:
@@ -119,13 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rankpipe`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command == "datasets":
-        from pipeline.datasets import registry
+        from rankpipe.pipeline.datasets import registry
 
         for name, adapter in registry().items():
             print(f"{name:<10} {adapter.description}\n{'':<10} stages: {', '.join(adapter.stages)}")
         return 0
     if args.command == "rankers":
-        from ranking.rankers import RANKERS
+        from rankpipe.ranking.rankers import RANKERS
 
         for name, cls in RANKERS.items():
             print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "suggest":
         return _suggest(args)
     try:
-        from pipeline.runner import Runner
+        from rankpipe.pipeline.runner import Runner
 
         config = load_config(args.config, args.overrides, dataset=args.dataset, data_path=args.path)
         runner = Runner(config, args.workdir, args.run_id, progress=not args.quiet)

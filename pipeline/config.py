@@ -1,5 +1,9 @@
 """Configuration: one YAML file validated into typed, frozen dataclasses.
 
+The run's :class:`Config` composes each component's own section, defined beside the component
+(``features/config.py``, ``ranking/recall/config.py``, ``ranking/config.py``, ``generative/config.py``,
+``pipeline/datasets/config.py``); this module only adds the orchestration's sections and the loading.
+
 Unknown keys are errors; ``--set a.b=value`` overrides parse ``value`` as YAML. The resolved config
 is saved with every run (``config.yaml``) and logged to MLflow as flat params.
 """
@@ -17,38 +21,16 @@ from typing import Any, Mapping
 
 import yaml
 
+from rankpipe.features.config import FeaturesConfig
+from rankpipe.generative.config import SuggestConfig
+from rankpipe.pipeline.datasets import registry as dataset_registry
+from rankpipe.pipeline.datasets.config import DatasetConfig, SyntheticConfig
+from rankpipe.pipeline.schema import ConfigError
+from rankpipe.ranking.config import RankConfig, RerankConfig
+from rankpipe.ranking.recall.config import IndexConfig, Item2VecConfig, RecallConfig, TwoTowerConfig
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the key, what was expected and what came."""
-
-
-@dataclass(frozen=True)
-class SyntheticConfig:
-    """Size and shape of the embedded synthetic world (see ``pipeline.datasets.synthetic``)."""
-
-    n_users: int = 20_000
-    n_items: int = 10_000
-    n_sessions: int = 40_000
-    days: int = 60
-    search_share: float = 0.4
-    list_size: int = 10
-    start: str = "2026-01-01"
-    # Drift (all three 0: a stationary world). Share of items launched inside the window (never
-    # shown before launch); share of items with one hidden trend bump in appeal (a few days wide);
-    # logit weight of novelty, decaying with item age.
-    launch_share: float = 0.15
-    trend_share: float = 0.2
-    freshness: float = 1.0
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    """Which dataset adapter feeds the run, and from where."""
-
-    name: str = "synthetic"
-    path: str | None = None
-    rating_threshold: float = 4.0  # a rating event at or above this counts as a positive (a click)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+__all__ = ["Config", "ConfigError", "DatasetConfig", "EvaluateConfig", "FeaturesConfig", "IndexConfig", "Item2VecConfig", "PromoteConfig",
+           "RankConfig", "RecallConfig", "RerankConfig", "SplitConfig", "SuggestConfig", "SyntheticConfig", "TwoTowerConfig", "load_config"]
 
 
 @dataclass(frozen=True)
@@ -60,156 +42,10 @@ class SplitConfig:
 
 
 @dataclass(frozen=True)
-class FeaturesConfig:
-    """Point-in-time statistics: trailing windows and decay half-lives (days) on top of the all-history counts."""
-
-    windows_days: tuple[int, ...] = (7,)
-    half_lives_days: tuple[int, ...] = (7,)
-    # MiniLM query × item cosine (dense_sim). Off by default: embedding every item and query costs
-    # tens of seconds on 2 cores for no gain on the default world (see the issue-4 note).
-    dense_text: bool = False
-    min_impressions_for_prior: int = 20
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """The faiss index every embedding channel searches: a factory string (Flat, IVF4096,Flat, HNSW32,
-    IVF1024,PQ16, …) and the search-time knobs of the kinds that have them."""
-
-    factory: str = "Flat"
-    nprobe: int = 32  # IVF: inverted lists scanned per query
-    ef_search: int = 128  # HNSW: candidate list size
-
-
-@dataclass(frozen=True)
-class Item2VecConfig:
-    """gensim skip-gram over sessions of positive events; scores add ``popularity_weight`` × a popularity prior."""
-
-    dims: int = 32
-    window: int = 5
-    negative: int = 5
-    # Items seen fewer times get near-random vectors that crowd real neighbours out of the top-K
-    # (default world recall@100: 0.202 at 1, 0.224 at 3; 20 epochs instead of 8: 0.254).
-    min_count: int = 3
-    epochs: int = 20
-    history: int = 5
-    # A search's query vector (queries are tokens of the sessions) counts this many times the user's
-    # history; 0 trains on items alone. Default world recall@100: 0.621 at 0, 0.703 at 1, 0.713 at 2,
-    # 0.716 at 4 (searches 0.600 → 0.819 at 2; browsing requests unchanged).
-    query_weight: float = 2.0
-    # Weight of the popularity prior added to the cosine; None: chosen per run on the validation
-    # requests from ranking.recall.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
-    popularity_weight: float | None = None
-
-
-@dataclass(frozen=True)
-class TwoTowerConfig:
-    """Two-tower retrieval (torch): in-batch softmax with log-Q correction; scores add ``popularity_weight`` × a popularity prior."""
-
-    dims: int = 32
-    hidden: int = 64
-    history: int = 10
-    epochs: int = 5
-    batch_size: int = 1024
-    learning_rate: float = 0.003
-    temperature: float = 0.05
-    # None: chosen per run on the validation requests. The log-Q-corrected towers need no prior on
-    # the default world (recall@100 0.763 at 0, 0.733 at 1) but do on MovieLens (0.120 at 0, 0.169 at 1).
-    popularity_weight: float | None = None
-
-
-@dataclass(frozen=True)
-class RecallConfig:
-    """Channels, their quotas (channel name → max candidates) and how their lists are merged."""
-
-    # 200 each: at 100 every channel's candidates 101-200 were out of reach, and the merged top 200
-    # fell below two_tower's own (default world 0.815 vs 0.829; at 200 with the gbdt merge, 0.834).
-    quotas: Mapping[str, int] = field(default_factory=lambda: {"bm25": 200, "itemcf": 200, "item2vec": 200, "two_tower": 200, "popularity": 200})
-    k: int = 200
-    popularity_half_life_days: float = 7.0
-    # Scopes of the popularity channel, in order of preference (ranking.recall.PopularityRecall):
-    # query (items clicked after the same query), category (of the user's last positive item), global.
-    popularity_scopes: tuple[str, ...] = ("query", "global")
-    itemcf_half_life_days: float = 30.0
-    # gbdt: LightGBM on every channel's rank and score for the candidate, fitted on validation requests;
-    # learned: a logistic regression on (channel, rank bucket) indicators, fitted likewise;
-    # calibrated: per-channel hit rates combined by noisy-OR; interleave: round-robin by rank;
-    # auto: whichever finds more validation positives in 2-fold cross-validation.
-    merge: str = "auto"
-    calibration_requests: int = 2000  # validation requests sampled to fit the learned / calibrated merge
-    # > 0: the ranker also sees which channels found each pair and at what rank (recall_<channel>_rank),
-    # train rows from this many channel refits before cuts of the train period (see stages._logged_channel_ranks).
-    ranker_snapshots: int = 0
-    index: IndexConfig = field(default_factory=IndexConfig)
-    item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
-    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
-
-
-@dataclass(frozen=True)
-class RankConfig:
-    """The fine ranker: a registered model name and its LightGBM hyperparameters."""
-
-    model: str = "lambdarank"
-    num_leaves: int = 31
-    # A small step and long patience: with 0.05 / 30, early stopping on noisy validation NDCG kept
-    # 1-5 trees for some seeds, and test NDCG@10 across ranker seeds spread 0.8476-0.8625 on MovieLens
-    # (0.8607-0.8626 at 0.02 / 100, six seeds) and 0.6916-0.6971 on the default world (0.6961-0.6976, three).
-    learning_rate: float = 0.02
-    n_estimators: int = 800
-    early_stopping_rounds: int = 100
-    min_data_in_leaf: int = 50  # LightGBM and scikit-learn rankers; XGBoost has no count-based minimum
-    min_child_weight: float = 1.0  # XGBoost rankers: a leaf's minimum hessian sum
-    # Neural CTR rankers (deepfm, dcnv2, din, esmm): epochs at most, batch, Adam step, embedding size,
-    # quantile buckets per feature (each feature's sparse field), patience in epochs.
-    nn_epochs: int = 5
-    nn_batch_size: int = 4096
-    nn_learning_rate: float = 1e-3
-    nn_embedding_dim: int = 16
-    nn_buckets: int = 16
-    nn_patience: int = 2
-    nn_loss: str = "binary"  # binary (pointwise CTR), or listwise over each request: listnet, lambdaloss (NDCG-Loss2++)
-    nn_history: int = 20  # din: the user's last positive items it attends over
-    nn_conversion_grade: int = 2  # esmm: grades at or above this are conversions (cart, purchase)
-    feature_fraction: float = 0.9
-    eval_at: int = 10
-    # Scores → P(grade > 0), fitted on the validation rows (ranking/calibration.py): platt, isotonic or none.
-    calibration: str = "platt"
-    refit: bool = True  # after early stopping picks the tree count, refit on train + valid
-    ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
-    # Feature selection before the final fit (ranking/selection.py): correlation pruning, zero gain,
-    # and null importance from selection_null_runs fits on labels shuffled within each list.
-    selection: bool = False
-    selection_correlation: float = 0.98
-    selection_null_runs: int = 3
-
-
-@dataclass(frozen=True)
-class RerankConfig:
-    """MMR rerank: relevance weight ``mmr_lambda`` in [0, 1], pool size and final list length."""
-
-    mmr_lambda: float = 0.8
-    pool: int = 50
-    k: int = 10
-
-
-@dataclass(frozen=True)
 class EvaluateConfig:
     """Cut-offs for the recall metrics (recall@K, hit rate@K)."""
 
     recall_ks: tuple[int, ...] = (20, 50, 100, 200)
-
-
-@dataclass(frozen=True)
-class SuggestConfig:
-    """Query suggestion (generative/): count half-life, the character model's size and epochs, and
-    how many held-out queries (each at every prefix length) the evaluation judges."""
-
-    half_life_days: float = 14.0
-    epochs: int = 20
-    dim: int = 128
-    layers: int = 3
-    max_len: int = 64
-    eval_queries: int = 200
 
 
 @dataclass(frozen=True)
@@ -344,9 +180,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
     values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=())
     # A dataset may bring its own defaults (MovieLens spans 20 years: decay in years, not days);
     # they sit under the user's file and --set, which always win.
-    from pipeline.datasets import registry
-
-    adapter = registry().get(values["dataset"]["name"])
+    adapter = dataset_registry().get(values["dataset"]["name"])
     defaults = tuple(getattr(adapter, "config_defaults", ()))
     if defaults:
         values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=defaults)

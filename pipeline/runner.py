@@ -34,10 +34,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import stages as stage_functions
-from pipeline.config import Config, ConfigError, config_hash, flatten, save_config
-from pipeline.datasets import get_adapter
-from pipeline.graphs import FUNNEL_STAGES, names
+from rankpipe.pipeline import stages as stage_functions
+from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, save_config
+from rankpipe.pipeline.datasets import get_adapter
+from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 
 PACKAGES = ("pipeline", "features", "ranking", "generative")
 
@@ -204,7 +204,7 @@ class Runner:
         if self.track:
             # Importing MLflow takes seconds; do it while the data loads. The store itself is only
             # opened after validation, so bad input still leaves nothing behind.
-            importer = threading.Thread(target=importlib.import_module, args=("pipeline.tracking",), daemon=True)
+            importer = threading.Thread(target=importlib.import_module, args=("rankpipe.pipeline.tracking",), daemon=True)
             importer.start()
         if "prepare" in todo:
             # Load and validate before creating anything: bad input leaves no trace.
@@ -218,7 +218,7 @@ class Runner:
         save_config(self.config, self.run_dir / "config.yaml")
         tracker = None
         if self.track:
-            from pipeline.tracking import Tracker
+            from rankpipe.pipeline.tracking import Tracker
 
             tracker = Tracker(self.workdir)
             summary.tracking_uri = tracker.tracking_uri
@@ -261,14 +261,16 @@ class Runner:
         stage = spec.name
         self._say(f"{counter} {stage} ...")
         fn = getattr(stage_functions, spec.function)
-        extras = {"registry": tracker} if tracker is not None else {}
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
-        inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset, extras)
+        inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
+                                             tracker.load_champion if tracker is not None else None)
         started = time.perf_counter()
         context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
         with context:
             result = fn(inputs, self.config)
+            if tracker is not None:
+                self._register(stage, result, tracker)
             seconds = time.perf_counter() - started
             for name, table in result.tables.items():
                 self._cache[(stage, name)] = table
@@ -276,6 +278,29 @@ class Runner:
             if tracker is not None:
                 tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
         self._say(f"  {stage:<9} done in {seconds:.1f}s")
+
+    def _register(self, stage: str, result: stage_functions.StageResult, tracker) -> None:
+        """Carry out the registry writes a stage asked for (the stage itself stays pure): log each
+        model as a python_function model, register a version, set its alias, and record the version
+        as the stage metric the registration names. A model of this stage is saved to a temporary
+        directory first (its stage directory is written after); an upstream one is read from disk."""
+        import tempfile
+
+        for registration in result.registrations:
+            with tempfile.TemporaryDirectory() as tmp:
+                owner, name = registration.model
+                if owner == stage:
+                    result.models[name].save(Path(tmp))
+                    directory = Path(tmp)
+                else:
+                    directory = self.model_dir(owner, name)
+                if registration.kind == "ranker":
+                    version = tracker.register(registration.name, directory, registration.alias == "champion", registration.tags)
+                elif registration.kind == "suggester":
+                    version = tracker.register_suggester(registration.name, directory, registration.tags)
+                else:
+                    raise ValueError(f"stage {stage} asked to register a {registration.kind!r}; the runner registers rankers and suggesters")
+            result.metrics[registration.metric] = version
 
     def _table_metrics(self, stage: str) -> dict[str, float]:
         if stage != "evaluate":

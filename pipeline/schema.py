@@ -1,4 +1,10 @@
-"""The data contract: canonical tables, their column names and Arrow types, and one error type.
+"""The data contract: canonical tables, their column names and Arrow types, the columns of the
+tables the stages pass each other, event types and splits, and the two error types.
+
+This is the bottom layer: it imports nothing of rankpipe's, and every other package (``features``,
+``ranking``, ``generative``, ``pipeline``) may import it. It lives in ``pipeline/`` because the
+design puts the data contract there and the package's ``__init__`` is empty, so importing it pulls
+in no orchestration.
 
 Every stage boundary checks its inputs with :func:`validate_table`. A violation raises
 :class:`ContractError`, which names the table, the column, what was expected, what was found and up
@@ -39,10 +45,25 @@ CREATED_AT = "created_at"
 GRADE = "grade"
 SOURCE = "source"
 
+# Columns of the intermediate tables (prepare.requests / labels, recall.candidates, rank.*, rerank.lists).
+SPLIT = "split"  # train / valid / test, by time, a whole request on one side
+SCORE = "score"  # a channel's or the ranker's score (higher first)
+RANK = "rank"  # 1-based rank in a channel's or the merged list
+CHANNEL = "channel"  # the recall channel that found a candidate
+MERGE_SCORE = "merge_score"  # the merge's P(positive) for a candidate (NaN for an interleave)
+PROBABILITY = "probability"  # the calibrated P(grade > 0)
+METRIC = "metric"
+
+# Splits, in time order.
+TRAIN, VALID, TEST = "train", "valid", "test"
+SPLITS = (TRAIN, VALID, TEST)
+
 # Event types, in increasing order of intent; the graded label of a (request, item) pair is the index
 # of the strongest event seen for it (impression 0 < click 1 < cart 2 < purchase 3).
 EVENT_TYPES = ("impression", "click", "cart", "purchase", "rating")
 LABEL_GRADES = {"impression": 0, "click": 1, "cart": 2, "purchase": 3}
+# The events that say a user wanted an item: recall's positives, behaviour sequences, cold items.
+POSITIVE_EVENTS = ("click", "cart", "purchase")
 
 # Timestamps outside these ranges are almost always unit mistakes (seconds read as nanoseconds land
 # on 1970-01-01). An item can be older than any log (a film from 1902), an event cannot.
@@ -98,6 +119,19 @@ OPTIONAL_COLUMNS = {
     EVENTS: {VALUE, REQUEST_ID, QUERY, POSITION},
     QUERIES: {TS, USER_ID, SOURCE},
 }
+
+
+class ConfigError(ValueError):
+    """A config file, override or component parameter is invalid; the message names the key, what was
+    expected and what came. Defined here, under every component, so a component can refuse its own
+    config section in the words the CLI reports (exit 2)."""
+
+
+def check_fitted(model: object, attribute: str, method: str) -> None:
+    """Raise a clear error when ``method`` is called on an estimator whose learned ``attribute`` is
+    missing (the estimator contract every fitted component follows)."""
+    if not hasattr(model, attribute):
+        raise RuntimeError(f"{type(model).__name__} is not fitted yet; call fit(...) before {method}(...)")
 
 
 class ContractError(ValueError):
@@ -260,3 +294,15 @@ def empty_like_schema(name: str) -> pd.DataFrame:
 def label_grades(events: pd.Series) -> np.ndarray:
     """Map event type names to graded labels (impression 0 … purchase 3; others -1)."""
     return events.map(LABEL_GRADES).fillna(-1).astype(np.int8).to_numpy()
+
+
+def positive_history(events: pd.DataFrame) -> pd.DataFrame:
+    """The positive events (:data:`POSITIVE_EVENTS`) as (user_id, item_id, ts): the history recall
+    channels and sequence features read, each row usable only after its ``ts``."""
+    return events.loc[events[EVENT].isin(POSITIVE_EVENTS), [USER_ID, ITEM_ID, TS]]
+
+
+def cold_items(train_events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """The catalogue rows with no positive event (click, cart, purchase) in ``train_events``."""
+    seen = train_events.loc[train_events[EVENT].isin(POSITIVE_EVENTS), ITEM_ID].unique()
+    return items[~items[ITEM_ID].isin(seen)]

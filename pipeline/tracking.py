@@ -88,7 +88,7 @@ class Tracker:
         """The ranker behind ``name@champion``, or None when there is none yet."""
         from mlflow.exceptions import MlflowException
 
-        from ranking.rankers import LambdaRankRanker
+        from rankpipe.ranking.rankers import LambdaRankRanker
 
         try:
             self.client.get_model_version_by_alias(name, "champion")
@@ -97,7 +97,7 @@ class Tracker:
         uri = f"models:/{name}@champion"
         if "lightgbm" in self.mlflow.models.get_model_info(uri).flavors:  # versions registered before rankers had one format
             return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(uri))
-        from ranking.rankers import load_ranker
+        from rankpipe.ranking.rankers import load_ranker
 
         local = self.mlflow.artifacts.download_artifacts(uri)
         return load_ranker(Path(local) / self.mlflow.models.Model.load(local).flavors["python_function"]["data"])
@@ -106,9 +106,9 @@ class Tracker:
         """Log the ranker directory (its own format: LightGBM text, XGBoost JSON or skops, and
         ``ranker.json``) as a python_function model served by :mod:`ranking.registry_model`, register
         it as a new version of ``name`` and set its alias."""
-        from ranking.rankers import ranker_requirements
+        from rankpipe.ranking.rankers import ranker_requirements
 
-        info = self.mlflow.pyfunc.log_model(name="ranker", loader_module="ranking.registry_model", data_path=str(ranker_dir),
+        info = self.mlflow.pyfunc.log_model(name="ranker", loader_module="rankpipe.ranking.registry_model", data_path=str(ranker_dir),
                                             pip_requirements=ranker_requirements(ranker_dir))
         version = self.mlflow.register_model(info.model_uri, name)
         for key, value in tags.items():
@@ -122,7 +122,7 @@ class Tracker:
         from importlib.metadata import version
 
         requirements = ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]
-        info = self.mlflow.pyfunc.log_model(name="suggester", loader_module="generative.registry_model", data_path=str(suggester_dir),
+        info = self.mlflow.pyfunc.log_model(name="suggester", loader_module="rankpipe.generative.registry_model", data_path=str(suggester_dir),
                                             pip_requirements=requirements)
         registered = self.mlflow.register_model(info.model_uri, name)
         for key, value in tags.items():

@@ -3,29 +3,42 @@ so that the ranker modules can import it without importing the registry that imp
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ranking import check_fitted
+from rankpipe.pipeline.schema import check_fitted
 
 
 class Ranker:
-    """What every ranker shares: hyperparameters named by ``param_names`` (``get_params``), the
-    feature check before predicting, and ``save``/``load`` as the model's own files plus
-    ``ranker.json`` (class, hyperparameters, feature names). Subclasses implement ``fit``,
-    ``_predict``, ``feature_importance``, ``_save_model`` and ``_load_model``."""
+    """What every ranker shares: hyperparameters read from the ``__init__`` signature (``get_params``,
+    as scikit-learn does), the feature check before predicting, and ``save``/``load`` as the model's
+    own files plus ``ranker.json`` (class, hyperparameters, feature names). Subclasses implement
+    ``fit``, ``_predict``, ``feature_importance``, ``_save_model`` and ``_load_model``, and name their
+    ``family`` (the ``rank.<family>`` config section their hyperparameters come from)."""
 
-    param_names: tuple[str, ...] = ()
+    family: str = ""  # lightgbm | xgboost | sklearn | neural
     requirements: tuple[str, ...] = ()  # the libraries that read the saved model (pinned when registered)
     score_kind = "score"  # what predict returns: a ranking "score", a "logit" or a "probability" of grade > 0
     calibrator_ = None  # set by calibrate(); saved with the ranker
 
+    @classmethod
+    def param_names(cls) -> tuple[str, ...]:
+        """The hyperparameters: the keyword parameters of ``__init__``, in order (no ``*args``/``**kwargs``,
+        so that the signature is the whole list)."""
+        names = []
+        for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                raise TypeError(f"{cls.__name__}.__init__ takes *{parameter.name}; a ranker lists its hyperparameters explicitly")
+            names.append(parameter.name)
+        return tuple(names)
+
     def get_params(self) -> dict:
-        """Hyperparameters as passed to ``__init__``."""
-        return {n: getattr(self, n) for n in self.param_names}
+        """Hyperparameters as passed to ``__init__`` (each stored untouched under its own name)."""
+        return {n: getattr(self, n) for n in self.param_names()}
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Scores of the rows of ``X`` (higher ranks first); ``X`` must hold every feature seen in fit."""
@@ -38,7 +51,7 @@ class Ranker:
     def calibrate(self, X: pd.DataFrame, y: np.ndarray, method: str = "platt") -> "Ranker":
         """Fit a :class:`ranking.calibration.Calibrator` (``platt`` or ``isotonic``) from this ranker's
         scores on held-out rows ``X`` to P(grade > 0); :meth:`predict_proba` applies it."""
-        from ranking.calibration import Calibrator
+        from rankpipe.ranking.calibration import Calibrator
 
         self.calibrator_ = Calibrator(method, self.score_kind).fit(self._calibration_scores(X), np.asarray(y) > 0)
         return self
@@ -74,7 +87,7 @@ class Ranker:
         ranker._load_model(directory)
         ranker.feature_names_ = list(meta["feature_names"])
         if meta.get("calibration"):
-            from ranking.calibration import Calibrator
+            from rankpipe.ranking.calibration import Calibrator
 
             ranker.calibrator_ = Calibrator.from_dict(meta["calibration"])
         return ranker

@@ -105,7 +105,7 @@ def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "
     """
     import pandas as pd
 
-    from ranking.metrics import expected_calibration_error, log_loss, reliability_table
+    from rankpipe.ranking.metrics import expected_calibration_error, log_loss, reliability_table
 
     clicks = (np.asarray(y_test) > 0).astype(np.float64)
     test_scores = ranker.predict(X_test)

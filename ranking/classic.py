@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ranking import check_fitted
-from ranking.metrics import ndcg_at_k
-from ranking.base import Ranker
+from rankpipe.pipeline.schema import check_fitted
+from rankpipe.ranking.metrics import ndcg_at_k
+from rankpipe.ranking.base import Ranker
 
 # Trees need a value for missing features; a finite sentinel below any real value sorts them apart.
 MISSING = np.float32(-3.0e38)
@@ -54,7 +54,7 @@ class PointwiseSklearnRanker(Ranker):
     name = "sklearn"
     requirements = ("scikit-learn", "skops")
     max_stages = 200
-    param_names = ("num_leaves", "n_estimators", "min_data_in_leaf", "eval_at", "seed", "progress", "max_train_rows")
+    family = "sklearn"
 
     def __init__(self, num_leaves: int = 31, n_estimators: int = 800, min_data_in_leaf: int = 50, eval_at: int = 10,
                  seed: int = 42, progress: bool = True, max_train_rows: int = 200_000):
@@ -137,7 +137,7 @@ class PointwiseSklearnRanker(Ranker):
 
 class RandomForestRanker(PointwiseSklearnRanker):
     """Random forest of P(grade > 0): trees of at most ``num_leaves`` leaves on bootstrap samples, √features
-    per split (the forest's usual choice; ``rank.feature_fraction`` is for boosting), grown 20 at a
+    per split (the forest's usual choice; ``feature_fraction`` is for boosting), grown 20 at a
     time and cut at the best validation NDCG."""
 
     name, max_stages, chunk = "random_forest", 300, 20
@@ -173,7 +173,7 @@ class RandomForestRanker(PointwiseSklearnRanker):
 
 class AdaBoostRanker(PointwiseSklearnRanker):
     """AdaBoost (SAMME) of P(grade > 0) over trees of at most ``num_leaves`` leaves, learning rate 0.5
-    (the shared ``rank.learning_rate`` is tuned for gradient boosting, and AdaBoost at 0.02 barely moves),
+    (the boosters' ``learning_rate`` is tuned for gradient boosting, and AdaBoost at 0.02 barely moves),
     cut at the stage with the best validation NDCG."""
 
     name, max_stages, learning_rate = "adaboost", 200, 0.5

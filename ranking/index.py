@@ -11,7 +11,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ranking import check_fitted
+from rankpipe.pipeline.schema import check_fitted
 
 INDEX_FILE = "index.faiss"
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}

@@ -7,6 +7,7 @@ native format (LightGBM text); ``feature_importance()`` gives gain per feature.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +16,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ranking import check_fitted
-from ranking.base import Ranker
+from rankpipe.pipeline.schema import ConfigError, check_fitted
+from rankpipe.ranking.base import Ranker
+from rankpipe.ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker
+from rankpipe.ranking.config import RankConfig
+from rankpipe.ranking.neural.ranker import DCNv2Ranker, DeepFMRanker, DINRanker, ESMMRanker
 
 
 def _contiguous(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,8 +159,7 @@ class LambdaRankRanker(Ranker):
         ranker.best_iteration_ = booster.current_iteration()
         return ranker
 
-    param_names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_data_in_leaf",
-                   "feature_fraction", "eval_at", "refit", "seed", "progress")
+    family = "lightgbm"
 
 
 class XeNDCGRanker(LambdaRankRanker):
@@ -181,16 +184,15 @@ class XGBoostRanker(Ranker):
     """XGBoost ``rank:ndcg`` (LambdaMART with NDCG-weighted pairs) on graded labels; one query group per request.
 
     Trees grow leaf-wise (``grow_policy=lossguide``, ``max_leaves=num_leaves``) as LightGBM's do,
-    so ``rank.num_leaves`` means the same for both. XGBoost has no count-based leaf minimum:
-    ``min_child_weight`` bounds a leaf's hessian sum instead (``rank.min_child_weight``), and
-    ``rank.min_data_in_leaf`` does not apply. Early stopping, the refit on train + valid and the
+    so ``num_leaves`` means the same for both. XGBoost has no count-based leaf minimum:
+    ``min_child_weight`` bounds a leaf's hessian sum instead (``rank.xgboost.min_child_weight``), and
+    ``min_data_in_leaf`` does not apply. Early stopping, the refit on train + valid and the
     row shuffle within lists are as in :class:`LambdaRankRanker`.
     """
 
     objective = "rank:ndcg"
     requirements = ("xgboost",)
-    param_names = ("num_leaves", "learning_rate", "n_estimators", "early_stopping_rounds", "min_child_weight",
-                   "feature_fraction", "eval_at", "refit", "seed", "progress")
+    family = "xgboost"
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
                  early_stopping_rounds: int = 100, min_child_weight: float = 1.0, feature_fraction: float = 0.9,
@@ -302,27 +304,53 @@ class XGBoostBinaryRanker(XGBoostRanker):
 
 # Config name (rank.model) → class; `rankpipe rankers` lists them.
 RANKERS = {"lambdarank": LambdaRankRanker, "rank_xendcg": XeNDCGRanker, "lgb_binary": BinaryGBDTRanker,
-           "xgb_ndcg": XGBoostRanker, "xgb_pairwise": XGBoostPairwiseRanker, "xgb_binary": XGBoostBinaryRanker}
-
-from ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker  # noqa: E402  (they build on Ranker above)
-
-from ranking.neural.ranker import DCNv2Ranker, DeepFMRanker, DINRanker, ESMMRanker  # noqa: E402
-
-RANKERS.update({"random_forest": RandomForestRanker, "adaboost": AdaBoostRanker, "gbdt_lr": GBDTLRRanker,
-                "deepfm": DeepFMRanker, "dcnv2": DCNv2Ranker, "din": DINRanker, "esmm": ESMMRanker})
+           "xgb_ndcg": XGBoostRanker, "xgb_pairwise": XGBoostPairwiseRanker, "xgb_binary": XGBoostBinaryRanker,
+           "random_forest": RandomForestRanker, "adaboost": AdaBoostRanker, "gbdt_lr": GBDTLRRanker,
+           "deepfm": DeepFMRanker, "dcnv2": DCNv2Ranker, "din": DINRanker, "esmm": ESMMRanker}
 
 
 def make_ranker(name: str, **params) -> Ranker:
-    """Instantiate the ranker registered as ``name`` with the ``params`` it takes.
+    """Instantiate the ranker registered as ``name`` with ``params``, each of which it must take.
 
-    One ``rank`` config section serves every ranker, so a parameter that only other rankers take
-    (``min_data_in_leaf`` for XGBoost) is dropped; one that no ranker takes is an error.
+    Raises:
+        ValueError: an unknown ``name``, or a parameter the ranker's ``__init__`` does not take.
     """
     if name not in RANKERS:
         raise ValueError(f"rank.model must be one of {sorted(RANKERS)}. Got {name!r} instead.")
-    known = set().union(*(cls.param_names for cls in RANKERS.values()))
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"ranker parameters {unknown} are not taken by any ranker; known: {sorted(known)}")
     cls = RANKERS[name]
-    return cls(**{k: v for k, v in params.items() if k in cls.param_names})
+    unknown = sorted(set(params) - set(cls.param_names()))
+    if unknown:
+        raise ValueError(f"ranker {name!r} ({cls.__name__}) does not take {unknown}; it takes {list(cls.param_names())}")
+    return cls(**params)
+
+
+def ranker_params(rank: RankConfig, seed: int, device: str) -> dict:
+    """The keyword arguments of ``rank.model`` from the ``rank`` section: its family's subsection
+    (``rank.<family>``), ``rank.eval_at``, and the run's ``seed`` and ``device``, each only if the
+    ranker's ``__init__`` takes it.
+
+    A family's subsection serves several rankers (``nn_history`` is DIN's alone), so a key the
+    ranker does not take passes at its default; set to anything else, it is an error rather than
+    silently ignored.
+
+    Raises:
+        ConfigError: an unknown ``rank.model``, or a key of its family set that it does not take.
+    """
+    if rank.model not in RANKERS:
+        raise ConfigError(f"rank.model must be one of {sorted(RANKERS)}. Got {rank.model!r} instead.")
+    cls = RANKERS[rank.model]
+    takes = set(cls.param_names())
+    section = getattr(rank, cls.family)
+    values = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+    defaults = type(section)()
+    refused = [k for k, v in values.items() if k not in takes and v != getattr(defaults, k)]
+    if refused:
+        raise ConfigError(f"rank.{cls.family}.{refused[0]} is set, but rank.model={rank.model} does not take it; "
+                          f"{rank.model} takes {sorted(takes & set(values))}")
+    shared = {"eval_at": rank.eval_at, "seed": seed, "device": device}
+    return {k: v for k, v in {**values, **shared}.items() if k in takes}
+
+
+def ranker_from_config(rank: RankConfig, seed: int, device: str, **overrides) -> Ranker:
+    """The ranker named by ``rank.model`` with its configured hyperparameters (:func:`ranker_params`); ``overrides`` win."""
+    return make_ranker(rank.model, **{**ranker_params(rank, seed, device), **overrides})

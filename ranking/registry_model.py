@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ranking.rankers import Ranker, load_ranker
+from rankpipe.ranking.rankers import Ranker, load_ranker
 
 
 class RegisteredRanker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline import schema as S
+from rankpipe.pipeline import schema as S
 
 
 def mmr_rerank(scored: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndarray, mmr_lambda: float = 0.8,

@@ -6,16 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from rankpipe.pipeline.config import load_config
+
+from worlds import SMALL_WORLD
 
 REPO = Path(__file__).resolve().parent.parent
-
-# A world small enough for a full funnel run in seconds, large enough for the ranker to learn.
-SMALL_WORLD = [
-    "dataset.synthetic.n_users=3000", "dataset.synthetic.n_items=1500", "dataset.synthetic.n_sessions=9000",
-    "dataset.synthetic.days=30", "rank.n_estimators=120", "recall.k=100", "evaluate.recall_ks=[20,100]",
-    "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30",
-]
 
 
 @pytest.fixture

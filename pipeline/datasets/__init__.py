@@ -8,44 +8,25 @@ returning a validated :class:`Dataset`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
-import pandas as pd
-
-from pipeline.config import DatasetConfig, ConfigError
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Validated contract tables (``items``, ``events``, optional ``users``/``judgments``) plus optional oracle tables."""
-
-    name: str
-    tables: dict[str, pd.DataFrame]
-    oracle: dict[str, pd.DataFrame] = field(default_factory=dict)
+from rankpipe.pipeline.datasets.base import Dataset, DatasetAdapter
+from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.schema import ConfigError
 
 
-class DatasetAdapter(Protocol):
-    name: str
-    description: str
-    graph: tuple  # of pipeline.graphs.StageSpec
-    stages: tuple[str, ...]
-
-    def fingerprint(self, config: DatasetConfig, seed: int) -> str: ...
-
-    def load(self, config: DatasetConfig, seed: int) -> Dataset: ...
+__all__ = ["Dataset", "DatasetAdapter", "DatasetConfig", "get_adapter", "registry", "shared_data_dir"]
 
 
 def registry() -> dict[str, DatasetAdapter]:
     """Adapter name → adapter, in the order ``rankpipe datasets`` lists them."""
-    from pipeline.datasets.catalog import CatalogAdapter
-    from pipeline.datasets.letor import LetorAdapter
-    from pipeline.datasets.movielens import MovieLensAdapter
-    from pipeline.datasets.otto import OttoAdapter
-    from pipeline.datasets.queries import QueriesAdapter
-    from pipeline.datasets.synthetic_adapter import SyntheticAdapter
-    from pipeline.datasets.tables import TablesAdapter
+    from rankpipe.pipeline.datasets.catalog import CatalogAdapter
+    from rankpipe.pipeline.datasets.letor import LetorAdapter
+    from rankpipe.pipeline.datasets.movielens import MovieLensAdapter
+    from rankpipe.pipeline.datasets.otto import OttoAdapter
+    from rankpipe.pipeline.datasets.queries import QueriesAdapter
+    from rankpipe.pipeline.datasets.synthetic_adapter import SyntheticAdapter
+    from rankpipe.pipeline.datasets.tables import TablesAdapter
 
     adapters = [SyntheticAdapter(), TablesAdapter(), MovieLensAdapter(), LetorAdapter(), OttoAdapter(), CatalogAdapter(), QueriesAdapter()]
     return {a.name: a for a in adapters}

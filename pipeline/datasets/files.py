@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.schema import ContractError
+from rankpipe.pipeline.schema import ContractError
 
 
 def read_text(path: Path) -> str:

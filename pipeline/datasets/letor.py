@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ConfigError, DatasetConfig
-from pipeline.datasets import Dataset
-from pipeline.datasets.files import files_fingerprint
-from pipeline.graphs import LEARNING_TO_RANK, names
-from pipeline.schema import ContractError
+from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.files import files_fingerprint
+from rankpipe.pipeline.graphs import LEARNING_TO_RANK, names
+from rankpipe.pipeline.schema import ContractError
 
 QID, LABEL = "qid", "label"
 _LINE = re.compile(r"^\s*(?P<label>[-+]?\d+(\.\d*)?)(\s+qid:(?P<qid>\d+))?(\s+\d+:[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)*\s*(#.*)?$")
@@ -125,7 +126,8 @@ class LetorAdapter:
     # Ready feature files of a few hundred queries: the larger step the LightGBM test-suite bars
     # (NDCG@1 > 0.5674, @3 > 0.578) were met with. At the funnel's 0.02 / 100 NDCG@1 is 0.554 on the
     # example's 50 test queries, where one query is worth 0.02.
-    config_defaults = ("rank.learning_rate=0.05", "rank.early_stopping_rounds=30", "rank.n_estimators=300")
+    config_defaults = tuple(f"rank.{family}.{key}" for family in ("lightgbm", "xgboost")
+                            for key in ("learning_rate=0.05", "early_stopping_rounds=30", "n_estimators=300")) + ("rank.sklearn.n_estimators=300",)
 
     def _files(self, config: DatasetConfig) -> dict[str, Path]:
         if not config.path:

@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import schema as S
-from pipeline.config import ConfigError, DatasetConfig
-from pipeline.datasets import Dataset
-from pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
-from pipeline.graphs import QUERY_LISTS, names
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
+from rankpipe.pipeline.graphs import QUERY_LISTS, names
 
 ESCI_GRADES = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline import schema as S
-from pipeline.config import SyntheticConfig
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.config import SyntheticConfig
 
 LATENT_DIMS = 16
 

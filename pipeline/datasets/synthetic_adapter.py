@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import json
 
-from pipeline import schema as S
-from pipeline.config import DatasetConfig, to_dict
-from pipeline.datasets import Dataset
-from pipeline.datasets.synthetic import generate
-from pipeline.graphs import FUNNEL, names
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.synthetic import generate
+from rankpipe.pipeline.graphs import FUNNEL, names
 
 
 
@@ -23,7 +24,7 @@ class SyntheticAdapter:
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str:
         """Hash of the generator's parameters and seed: the world is a pure function of them."""
-        payload = json.dumps({"synthetic": to_dict(config.synthetic), "seed": seed}, sort_keys=True)
+        payload = json.dumps({"synthetic": dataclasses.asdict(config.synthetic), "seed": seed}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def load(self, config: DatasetConfig, seed: int) -> Dataset:

@@ -12,10 +12,11 @@ import hashlib
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pipeline import schema as S
-from pipeline.config import ConfigError, DatasetConfig
-from pipeline.datasets import Dataset
-from pipeline.graphs import FUNNEL, names
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.graphs import FUNNEL, names
 
 REQUIRED = (S.EVENTS, S.ITEMS)
 OPTIONAL = (S.USERS, S.JUDGMENTS)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ranking.neural.layers import MLP, FieldEmbedding
+from rankpipe.ranking.neural.layers import MLP, FieldEmbedding
 
 
 @dataclass(frozen=True)

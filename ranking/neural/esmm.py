@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranking.neural.layers import MLP, FieldEmbedding
+from rankpipe.ranking.neural.layers import MLP, FieldEmbedding
 
 
 @dataclass(frozen=True)

@@ -23,21 +23,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.embeddings import BEHAVIOUR_HISTORY_PREFIX, BEHAVIOUR_TARGET
-from features.encoders import Bucketize, NumericPreprocessor, encoder_from_dict, encoder_to_dict
-from ranking import check_fitted
-from ranking.metrics import ndcg_at_k
-from ranking.base import Ranker
+from rankpipe.features.embeddings import BEHAVIOUR_HISTORY_PREFIX, BEHAVIOUR_TARGET
+from rankpipe.features.encoders import Bucketize, NumericPreprocessor, encoder_from_dict, encoder_to_dict
+from rankpipe.pipeline.schema import check_fitted
+from rankpipe.ranking.metrics import ndcg_at_k
+from rankpipe.ranking.base import Ranker
 
 NN_LOSSES = ("binary", "listnet", "lambdaloss")
 
 
 def _listwise_loss(name: str):
     if name == "listnet":
-        from ranking.neural.listnet import listnet_loss
+        from rankpipe.ranking.neural.listnet import listnet_loss
 
         return listnet_loss
-    from ranking.neural.lambdaloss import lambdaloss
+    from rankpipe.ranking.neural.lambdaloss import lambdaloss
 
     return lambdaloss
 
@@ -47,8 +47,7 @@ class NeuralCTRRanker(Ranker):
 
     architecture = "deepfm"
     requirements = ("torch",)
-    param_names = ("nn_epochs", "nn_batch_size", "nn_learning_rate", "nn_embedding_dim", "nn_buckets", "nn_patience", "nn_loss",
-                   "eval_at", "seed", "device", "progress")
+    family = "neural"
 
     def __init__(self, nn_epochs: int = 5, nn_batch_size: int = 4096, nn_learning_rate: float = 1e-3, nn_embedding_dim: int = 16,
                  nn_buckets: int = 16, nn_patience: int = 2, nn_loss: str = "binary", eval_at: int = 10, seed: int = 42,
@@ -79,7 +78,7 @@ class NeuralCTRRanker(Ranker):
         return y.astype(np.float32) if self.nn_loss != "binary" else (y > 0).astype(np.float32)
 
     def _loss(self):
-        from ranking.neural.train import binary_loss
+        from rankpipe.ranking.neural.train import binary_loss
 
         return binary_loss if self.nn_loss == "binary" else _listwise_loss(self.nn_loss)
 
@@ -102,10 +101,10 @@ class NeuralCTRRanker(Ranker):
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, X_valid: pd.DataFrame | None = None,
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "NeuralCTRRanker":
-        from ranking.neural.train import TrainConfig, predict_logits, train_model
+        from rankpipe.ranking.neural.train import TrainConfig, predict_logits, train_model
 
         if self.nn_loss not in NN_LOSSES:
-            raise ValueError(f"rank.nn_loss must be one of {NN_LOSSES}. Got {self.nn_loss!r} instead.")
+            raise ValueError(f"rank.neural.nn_loss must be one of {NN_LOSSES}. Got {self.nn_loss!r} instead.")
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
         self.feature_names_ = list(X.columns)
@@ -140,7 +139,7 @@ class NeuralCTRRanker(Ranker):
 
     def _permutation_importance(self, inputs: tuple[np.ndarray, ...], rows: int = 2048) -> dict[str, float]:
         """Mean |change in score| when one feature (all the inputs it feeds) is shuffled across a sample of train rows."""
-        from ranking.neural.train import predict_logits
+        from rankpipe.ranking.neural.train import predict_logits
 
         rng = np.random.default_rng(self.seed)
         take = rng.choice(len(inputs[0]), size=min(rows, len(inputs[0])), replace=False)
@@ -159,7 +158,7 @@ class NeuralCTRRanker(Ranker):
         return out
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
-        from ranking.neural.train import predict_logits
+        from rankpipe.ranking.neural.train import predict_logits
 
         check_fitted(self, "model_", "predict")
         return self._scores(predict_logits(self.model_, *self._model_inputs(X)))
@@ -170,7 +169,7 @@ class NeuralCTRRanker(Ranker):
         return pd.Series(self.importance_).sort_values(ascending=False)
 
     def _save_model(self, directory: Path) -> None:
-        from ranking.neural.train import save_checkpoint
+        from rankpipe.ranking.neural.train import save_checkpoint
 
         config = {"architecture": self.architecture, "cardinalities": self.cardinalities_, "kwargs": self._model_kwargs(),
                   "n_dense": len(self.preprocessor_.output_columns), "model": asdict(self.model_config_)}
@@ -186,7 +185,7 @@ class NeuralCTRRanker(Ranker):
         pass
 
     def _load_model(self, directory: Path) -> None:
-        from ranking.neural.train import load_checkpoint
+        from rankpipe.ranking.neural.train import load_checkpoint
 
         state_dict, config = load_checkpoint(directory / "model.pt")
         if config["architecture"] != self.architecture:
@@ -225,18 +224,20 @@ class ESMMRanker(NeuralCTRRanker):
 
     architecture = "esmm"
     score_kind = "score"  # pCTR x (1 + pCVR) is an expected gain, not a probability
-    param_names = (*NeuralCTRRanker.param_names, "nn_conversion_grade")
 
-    def __init__(self, nn_conversion_grade: int = 2, **params):
-        super().__init__(**params)
+    def __init__(self, nn_epochs: int = 5, nn_batch_size: int = 4096, nn_learning_rate: float = 1e-3, nn_embedding_dim: int = 16,
+                 nn_buckets: int = 16, nn_patience: int = 2, nn_loss: str = "binary", eval_at: int = 10, seed: int = 42,
+                 device: str = "auto", progress: bool = True, nn_conversion_grade: int = 2):
+        super().__init__(nn_epochs, nn_batch_size, nn_learning_rate, nn_embedding_dim, nn_buckets, nn_patience, nn_loss, eval_at, seed,
+                         device, progress)
         self.nn_conversion_grade = nn_conversion_grade
 
     def fit(self, X, y, groups, X_valid=None, y_valid=None, groups_valid=None) -> "ESMMRanker":
         """As :meth:`NeuralCTRRanker.fit`; warns when no training row reaches the conversion grade (the CVR task is then empty)."""
         if self.nn_loss != "binary":
-            raise ValueError(f"rank.nn_loss: esmm trains its own click + conversion loss; use nn_loss='binary', not {self.nn_loss!r}")
+            raise ValueError(f"rank.neural.nn_loss: esmm trains its own click + conversion loss; use nn_loss='binary', not {self.nn_loss!r}")
         if not (np.asarray(y) >= self.nn_conversion_grade).any():
-            warnings.warn(f"esmm: no training row has grade >= rank.nn_conversion_grade={self.nn_conversion_grade}; "
+            warnings.warn(f"esmm: no training row has grade >= rank.neural.nn_conversion_grade={self.nn_conversion_grade}; "
                           "the conversion tower learns nothing and scores follow pCTR", stacklevel=2)
         return super().fit(X, y, groups, X_valid, y_valid, groups_valid)
 
@@ -245,12 +246,12 @@ class ESMMRanker(NeuralCTRRanker):
         return np.stack([y > 0, y >= self.nn_conversion_grade], axis=1).astype(np.float32)
 
     def _loss(self):
-        from ranking.neural.esmm import esmm_loss
+        from rankpipe.ranking.neural.esmm import esmm_loss
 
         return esmm_loss
 
     def _scores(self, outputs: np.ndarray) -> np.ndarray:
-        from ranking.neural.esmm import expected_gain
+        from rankpipe.ranking.neural.esmm import expected_gain
 
         return expected_gain(outputs)
 
@@ -266,10 +267,12 @@ class DINRanker(NeuralCTRRanker):
 
     architecture = "din"
     uses_behaviour = True
-    param_names = (*NeuralCTRRanker.param_names, "nn_history")
 
-    def __init__(self, nn_history: int = 20, **params):
-        super().__init__(**params)
+    def __init__(self, nn_epochs: int = 5, nn_batch_size: int = 4096, nn_learning_rate: float = 1e-3, nn_embedding_dim: int = 16,
+                 nn_buckets: int = 16, nn_patience: int = 2, nn_loss: str = "binary", eval_at: int = 10, seed: int = 42,
+                 device: str = "auto", progress: bool = True, nn_history: int = 20):
+        super().__init__(nn_epochs, nn_batch_size, nn_learning_rate, nn_embedding_dim, nn_buckets, nn_patience, nn_loss, eval_at, seed,
+                         device, progress)
         self.nn_history = nn_history
 
     def _fit_columns(self, X: pd.DataFrame) -> None:
@@ -313,9 +316,9 @@ class DINRanker(NeuralCTRRanker):
 
 
 def _architectures():
-    from ranking.neural.dcnv2 import DCNv2, DCNv2Config
-    from ranking.neural.deepfm import DeepFM, DeepFMConfig
-    from ranking.neural.din import DIN, DINConfig
-    from ranking.neural.esmm import ESMM, ESMMConfig
+    from rankpipe.ranking.neural.dcnv2 import DCNv2, DCNv2Config
+    from rankpipe.ranking.neural.deepfm import DeepFM, DeepFMConfig
+    from rankpipe.ranking.neural.din import DIN, DINConfig
+    from rankpipe.ranking.neural.esmm import ESMM, ESMMConfig
 
     return {"deepfm": (DeepFM, DeepFMConfig), "dcnv2": (DCNv2, DCNv2Config), "din": (DIN, DINConfig), "esmm": (ESMM, ESMMConfig)}

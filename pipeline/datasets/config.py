@@ -1,0 +1,38 @@
+"""The dataset section of the config (``dataset.*``): which adapter, from where, and the synthetic world's shape.
+
+Apart from ``pipeline/config.py`` so the adapters can read their section without importing the
+config composition (which imports the adapters' registry for their defaults).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and shape of the embedded synthetic world (see ``pipeline.datasets.synthetic``)."""
+
+    n_users: int = 20_000
+    n_items: int = 10_000
+    n_sessions: int = 40_000
+    days: int = 60
+    search_share: float = 0.4
+    list_size: int = 10
+    start: str = "2026-01-01"
+    # Drift (all three 0: a stationary world). Share of items launched inside the window (never
+    # shown before launch); share of items with one hidden trend bump in appeal (a few days wide);
+    # logit weight of novelty, decaying with item age.
+    launch_share: float = 0.15
+    trend_share: float = 0.2
+    freshness: float = 1.0
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which dataset adapter feeds the run, and from where."""
+
+    name: str = "synthetic"
+    path: str | None = None
+    rating_threshold: float = 4.0  # a rating event at or above this counts as a positive (a click)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

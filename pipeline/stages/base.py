@@ -1,0 +1,82 @@
+"""What every stage shares: its inputs (lazy upstream tables), its result, the registrations it asks
+the runner for, and the helpers over the prepare stage's tables.
+
+A stage is a pure function ``stage(inputs, config) -> StageResult``: tables and config in; tables,
+metrics and models out. IO, caching, tracking and registry writes are the runner's
+(:mod:`rankpipe.pipeline.runner`): a stage that wants a model registered says so with a
+:class:`Registration`, and the runner writes it and records the version as the named metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+
+ID_COLUMNS = [S.REQUEST_ID, S.ITEM_ID]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A model the runner registers in the MLflow model registry once the stage has run.
+
+    ``model`` is ``(stage, name)``: a model of this stage's own result, or one an upstream stage saved.
+    ``kind`` is ``ranker`` (served by ``rankpipe.ranking.registry_model``) or ``suggester``
+    (``rankpipe.generative.registry_model``); ``alias`` is the alias the new version takes; the
+    version number becomes the stage metric ``metric``.
+    """
+
+    kind: str
+    name: str
+    model: tuple[str, str]
+    alias: str
+    tags: dict[str, str]
+    metric: str
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back to the runner."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)  # name -> object with save(directory)
+    files: dict[str, bytes] = field(default_factory=dict)  # name -> content (reports, plots)
+    registrations: list[Registration] = field(default_factory=list)
+
+
+@dataclass
+class StageInputs:
+    """Lazy access to upstream outputs: ``inputs.table("prepare", "requests")``.
+
+    ``load_champion(name)`` reads the ranker behind ``name@champion`` from the registry (None when
+    there is none, or when the run is not tracked); reading is all a stage may do with the registry.
+    """
+
+    load_table: Callable[[str, str], pd.DataFrame]
+    model_dir: Callable[[str, str], Any]
+    dataset: Any = None  # the loaded Dataset, for prepare only
+    load_champion: Callable[[str], Any] | None = None
+
+    def table(self, stage: str, name: str) -> pd.DataFrame:
+        """The upstream table ``stage.name``; KeyError when that stage did not write it."""
+        return self.load_table(stage, name)
+
+
+def train_end(requests: pd.DataFrame) -> pd.Timestamp:
+    """The first timestamp after the train period (the earliest validation or test request)."""
+    return requests.loc[requests[S.SPLIT] != S.TRAIN, S.TS].min()
+
+
+def with_request_context(labels_or_candidates: pd.DataFrame, requests: pd.DataFrame) -> pd.DataFrame:
+    """(request, item) rows with their request's user, query, time and split (inner join on request_id)."""
+    return labels_or_candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS, S.SPLIT]], on=S.REQUEST_ID, how="inner")
+
+
+def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
+    """(item id index, (I, D) float32 matrix) from a ``recall.item_vectors`` table."""
+    return pd.Index(table[S.ITEM_ID].to_numpy()), table.drop(columns=[S.ITEM_ID]).to_numpy(dtype=np.float32)

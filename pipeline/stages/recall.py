@@ -1,0 +1,114 @@
+"""The recall stage: fit every channel on the train period, retrieve for test requests, merge."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.config import Config
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, train_end
+from rankpipe.ranking.recall import MERGES, choose_merge, fit_merge, make_channels, merge_candidates
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
+from rankpipe.ranking.recall.ranker_features import channel_rank_features
+
+
+def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
+                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``recall_<channel>_rank`` features (:func:`ranking.recall.channel_rank_features`) for every logged
+    pair, each from channels fitted before its request's time.
+
+    A channel fitted on the train period has seen the very clicks the ranker trains on and would
+    tell it where they are. So test requests use the stage's own lists and validation requests the
+    same channels (both fitted before them), while train requests use ``recall.ranker_snapshots``
+    refits on the events before evenly spaced cuts of the train period, each serving the requests
+    up to the next cut. Train requests before the first cut get NaN: unknown, not "not found".
+    """
+    quotas = dict(config.recall.quotas)
+    logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
+    train, valid = logged[logged[S.SPLIT] == S.TRAIN], logged[logged[S.SPLIT] == S.VALID]
+    start, end = train[S.TS].min(), train_end(requests)
+    n = config.recall.ranker_snapshots
+    cuts = [start + (end - start) * j / (n + 1) for j in range(1, n + 1)] + [end]
+    found = [df.assign(channel=name) for name, df in test_lists.items()]
+    found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
+              for name, channel in channels.items()]
+    for cut, until in zip(cuts[:-1], cuts[1:]):
+        served = train[(train[S.TS] >= cut) & (train[S.TS] < until)]
+        for name, snapshot in make_channels(config.recall, config.seed, config.device).items():
+            snapshot.fit(events[events[S.TS] < cut], items)
+            if hasattr(channels[name], "popularity_weight"):  # the weight tuned for the full-period channel
+                snapshot.popularity_weight = channels[name].popularity_weight
+            found.append(launched_by_request(snapshot.retrieve(served, quotas[name], history), served, items).assign(channel=name))
+    covered = pd.Index(logged.loc[(logged[S.SPLIT] != S.TRAIN) | (logged[S.TS] >= cuts[0]), S.REQUEST_ID])
+    pairs = labels[[S.REQUEST_ID, S.ITEM_ID]].reset_index(drop=True)
+    return pd.concat([pairs, channel_rank_features(pd.concat(found, ignore_index=True), pairs, quotas, covered)], axis=1)
+
+
+def recall(inputs: StageInputs, config: Config) -> StageResult:
+    """Fit every channel on the train period, retrieve for test requests, merge with quotas.
+
+    Unless ``recall.merge`` is ``interleave``, the channels also retrieve for a sample of
+    validation requests; which channels found the positives there, and at what rank, orders the
+    merged lists (:class:`ranking.recall.LearnedMerge`, or per-channel hit rates combined by
+    noisy-OR; see :func:`ranking.recall.merge_candidates`). ``auto`` picks the method by 2-fold
+    cross-validation on those requests (:func:`ranking.recall.choose_merge`).
+    """
+    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    train_events = events[events[S.TS] < train_end(requests)]
+    test_requests = requests[requests[S.SPLIT] == S.TEST]
+    valid_requests = requests[requests[S.SPLIT] == S.VALID]
+    if len(valid_requests) > config.recall.calibration_requests:
+        valid_requests = valid_requests.sample(config.recall.calibration_requests, random_state=config.seed)
+    calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
+    history = S.positive_history(events)
+    channels = make_channels(config.recall, config.seed, config.device)
+    depth = max(config.recall.k, max(config.evaluate.recall_ks))
+    labels = inputs.table("prepare", "labels")
+    valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
+    untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
+    lists, held_out, timings, tuned = {}, {}, {}, {}
+    for name, channel in channels.items():
+        started = time.perf_counter()
+        channel.fit(train_events, items)
+        if untuned.get(name) and len(valid_positives):
+            tried = tune_popularity_weight(channel, valid_requests, valid_positives, history, config.recall.quotas[name])
+            tuned.update({f"{name}_prior_recall.{w:g}": r for w, r in tried.items()})
+            tuned[f"{name}_popularity_weight"] = channel.popularity_weight
+        lists[name] = launched_by_request(channel.retrieve(test_requests, depth, history), test_requests, items)
+        if calibrate:
+            held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
+        timings[f"{name}_seconds"] = time.perf_counter() - started
+    quotas, method, fitted, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}, {}
+    if calibrate:
+        if method == "auto":
+            method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)
+            merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
+        fitted = fit_merge(method, held_out, quotas, valid_positives)
+        if "learned" in fitted:
+            tables["calibration"] = fitted["learned"].summary()
+        elif "hit_rates" in fitted:
+            tables["calibration"] = fitted["hit_rates"]
+    elif method == "auto":
+        method = "interleave"
+    merged = merge_candidates(lists, quotas, config.recall.k, **fitted)
+    channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
+    tables.update(candidates=merged, channels=channel_lists)
+    models = {}
+    if "item2vec" in channels:
+        i2v = channels["item2vec"]
+        vectors = pd.DataFrame(i2v.vectors_, columns=[f"v{j}" for j in range(i2v.vectors_.shape[1])])
+        vectors.insert(0, S.ITEM_ID, pd.Series(i2v.item_index_.to_numpy(), dtype="str"))
+        tables["item_vectors"] = vectors
+        models["item2vec_index"] = i2v.index_
+    if config.recall.ranker_snapshots > 0:
+        started = time.perf_counter()
+        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history)
+        timings["ranker_snapshots_seconds"] = time.perf_counter() - started
+    metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
+               **{f"merge_is_{m}": float(m == method) for m in MERGES}}
+    if "two_tower" in channels:
+        models["two_tower"] = channels["two_tower"]
+        metrics["two_tower_train_loss"] = channels["two_tower"].train_loss_
+    return StageResult(tables, metrics, models)

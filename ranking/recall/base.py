@@ -1,0 +1,160 @@
+"""What every recall channel shares: the channel contract, the output table, and the helpers the
+channels reuse (top-k grids to rows, decayed popularity, the popularity prior as an index dimension,
+an unfitted copy of the configured faiss index).
+
+The contract (scikit-learn's estimator contract): ``__init__`` stores hyperparameters, ``fit(train_events,
+items)`` learns state ending in ``_`` and returns self, ``retrieve(requests, k, history)`` returns one
+row per (request_id, item_id) with ``score`` and a 1-based ``rank``. ``requests`` has columns
+request_id, user_id, ts, query; ``history`` holds positive events (user_id, item_id, ts) of all
+time, of which a channel may only use rows strictly before each request. ``from_config`` builds a
+channel from the ``recall`` config section, so the registry is one name → class line per channel.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+from rankpipe.ranking.index import VectorIndex
+from rankpipe.ranking.recall.config import RecallConfig
+
+
+class RecallChannel:
+    """The base of every channel: :meth:`from_config` (the channel's hyperparameters from the
+    ``recall`` section; by default none) and the contract's two methods."""
+
+    @classmethod
+    def from_config(cls, recall: RecallConfig, index: VectorIndex, seed: int, device: str) -> "RecallChannel":
+        """The channel with its configured hyperparameters. ``index`` is the configured faiss index
+        (a template: an embedding channel fits its own copy)."""
+        return cls()
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "RecallChannel":
+        raise NotImplementedError
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        raise NotImplementedError
+
+
+def empty_lists() -> pd.DataFrame:
+    """A channel's output when it has nothing to return."""
+    return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+
+
+def top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
+    """(R, k) score and item-row grids → long frame with rank; -1 item rows (padding) dropped."""
+    r, k = scores.shape
+    valid = item_rows >= 0
+    return pd.DataFrame({
+        S.REQUEST_ID: np.repeat(request_ids, k)[valid.ravel()],
+        S.ITEM_ID: item_ids[item_rows[valid]],
+        "score": scores[valid].astype(np.float32),
+        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), r)[valid.ravel()],
+    })
+
+
+def ranked_lists(ordered: pd.DataFrame, k: int) -> pd.DataFrame:
+    """A channel's output from candidates already ordered best first within each request: ranks 1..k, the rest cut."""
+    rank = (ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).to_numpy(dtype=np.int32)
+    keep = rank <= k
+    return ordered.loc[keep, [S.REQUEST_ID, S.ITEM_ID]].reset_index(drop=True).assign(
+        score=ordered["score"].to_numpy(dtype=np.float32)[keep], rank=rank[keep])
+
+
+def decayed_counts(train_events: pd.DataFrame, half_life_days: float, by: str | None = None,
+                   end: pd.Timestamp | None = None) -> pd.Series:
+    """Positive events per item (per (``by``, item) when given), each weighted ``0.5 ** (age / half_life_days)``
+    at ``end`` (default: the last event), indexed by item id (or by ``by``, item id)."""
+    if half_life_days <= 0:
+        raise ValueError(f"half_life_days must be a float in (0, inf). Got {half_life_days} instead.")
+    positive = train_events[train_events[S.EVENT].isin(S.POSITIVE_EVENTS)]
+    end = train_events[S.TS].max() if end is None else end
+    age_days = (end - positive[S.TS]) / pd.Timedelta(days=1)
+    weight = pd.Series(np.power(0.5, age_days.to_numpy() / half_life_days), index=positive.index)
+    keys = [positive[S.ITEM_ID]] if by is None else [positive[by], positive[S.ITEM_ID]]
+    return weight.groupby(keys, observed=True, sort=True).sum().rename_axis([S.ITEM_ID] if by is None else [by, S.ITEM_ID])
+
+
+def popularity_prior(train_events: pd.DataFrame, item_index: pd.Index, half_life_days: float) -> np.ndarray:
+    """(I,) float32 in [0, 1]: ``log1p`` of each item's decayed positive count over the largest (0 for unseen items)."""
+    counts = decayed_counts(train_events, half_life_days).reindex(item_index, fill_value=0.0).to_numpy()
+    log_count = np.log1p(counts)
+    return (log_count / max(float(log_count.max()), 1e-9)).astype(np.float32)
+
+
+def with_prior(item_vectors: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Item vectors with the popularity prior as one more dimension. Searched with
+    :func:`with_prior_query` query vectors, the inner product is ``similarity + weight * prior``:
+    faiss still does the search, and the weight is a search-time knob (no rebuild to tune it).
+
+    Embedding similarity alone ignores how often an item is wanted at all; logged positives lean to
+    popular items, so a learned channel without the prior can lose to plain popularity on recall.
+    """
+    return np.hstack([item_vectors, prior[:, None]]).astype(np.float32)  # (I, D + 1)
+
+
+def with_prior_query(query_vectors: np.ndarray, weight: float) -> np.ndarray:
+    """Query vectors matching :func:`with_prior` items: ``weight`` in the extra dimension."""
+    return np.hstack([query_vectors, np.full((len(query_vectors), 1), weight, dtype=np.float32)])  # (R, D + 1)
+
+
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def tune_popularity_weight(channel, requests: pd.DataFrame, positives: pd.DataFrame, history: pd.DataFrame, k: int,
+                           weights: tuple[float, ...] = PRIOR_WEIGHTS) -> dict[float, float]:
+    """Set a fitted embedding channel's ``popularity_weight`` to the one with the best recall@``k``
+    on held-out ``requests`` (their (request_id, item_id) ``positives``); ties go to the smaller weight.
+
+    Returns:
+        {weight: recall@k} for every weight tried.
+    """
+    from rankpipe.ranking.metrics import recall_at_k
+
+    results = {}
+    for weight in weights:
+        channel.popularity_weight = weight
+        results[weight] = recall_at_k(channel.retrieve(requests, k, history), positives, k)[0]
+    judged = {w: r for w, r in results.items() if np.isfinite(r)}
+    channel.popularity_weight = max(judged, key=lambda w: (judged[w], -w)) if judged else weights[0]
+    return results
+
+
+def new_index(template: VectorIndex | None) -> VectorIndex:
+    """An unfitted copy of the configured index (exact inner-product search when none is given)."""
+    if template is None:
+        return VectorIndex("Flat", "ip", "auto")
+    return VectorIndex(template.factory, template.metric, template.device, template.nprobe, template.ef_search)
+
+
+def stable_hash(text: str) -> int:
+    # gensim seeds each word's initial vector with hashfxn(word + str(seed)); Python's hash() is
+    # salted per process, which would make training irreproducible across runs.
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def keep_top_per_row(matrix, k: int):
+    """Keep each row's ``k`` largest entries of a CSR matrix (vectorized over all rows at once)."""
+    import scipy.sparse as sp
+
+    matrix = matrix.tocsr()
+    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((-matrix.data, row_of))
+    rank_in_row = np.arange(len(order)) - matrix.indptr[row_of[order]]
+    keep = order[rank_in_row < k]
+    return sp.csr_matrix((matrix.data[keep], (row_of[keep], matrix.indices[keep])), shape=matrix.shape)
+
+
+def launched_by_request(found: pd.DataFrame, requests: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
+    """Drop candidates that did not exist yet at their request's time (``created_at`` after ``ts``).
+
+    Channels that index the whole catalogue (text search) would otherwise offer items launched
+    later; an item without ``created_at`` counts as always available.
+    """
+    created = items.set_index(S.ITEM_ID)[S.CREATED_AT].reindex(found[S.ITEM_ID]).to_numpy()
+    asked = requests.set_index(S.REQUEST_ID)[S.TS].reindex(found[S.REQUEST_ID]).to_numpy()
+    later = ~pd.isna(created) & (created > asked)
+    return found[~later].reset_index(drop=True) if later.any() else found

@@ -1,0 +1,81 @@
+"""The ``recall`` config section: channels and quotas, the merge, the faiss index, and each learned
+channel's own subsection (``recall.item2vec``, ``recall.two_tower``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """The faiss index every embedding channel searches: a factory string (Flat, IVF4096,Flat, HNSW32,
+    IVF1024,PQ16, …) and the search-time knobs of the kinds that have them."""
+
+    factory: str = "Flat"
+    nprobe: int = 32  # IVF: inverted lists scanned per query
+    ef_search: int = 128  # HNSW: candidate list size
+
+
+@dataclass(frozen=True)
+class Item2VecConfig:
+    """gensim skip-gram over sessions of positive events; scores add ``popularity_weight`` × a popularity prior."""
+
+    dims: int = 32
+    window: int = 5
+    negative: int = 5
+    # Items seen fewer times get near-random vectors that crowd real neighbours out of the top-K
+    # (default world recall@100: 0.202 at 1, 0.224 at 3; 20 epochs instead of 8: 0.254).
+    min_count: int = 3
+    epochs: int = 20
+    history: int = 5
+    # A search's query vector (queries are tokens of the sessions) counts this many times the user's
+    # history; 0 trains on items alone. Default world recall@100: 0.621 at 0, 0.703 at 1, 0.713 at 2,
+    # 0.716 at 4 (searches 0.600 → 0.819 at 2; browsing requests unchanged).
+    query_weight: float = 2.0
+    # Weight of the popularity prior added to the cosine; None: chosen per run on the validation
+    # requests from ranking.recall.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
+    popularity_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    """Two-tower retrieval (torch): in-batch softmax with log-Q correction; scores add ``popularity_weight`` × a popularity prior."""
+
+    dims: int = 32
+    hidden: int = 64
+    history: int = 10
+    epochs: int = 5
+    batch_size: int = 1024
+    learning_rate: float = 0.003
+    temperature: float = 0.05
+    # None: chosen per run on the validation requests. The log-Q-corrected towers need no prior on
+    # the default world (recall@100 0.763 at 0, 0.733 at 1) but do on MovieLens (0.120 at 0, 0.169 at 1).
+    popularity_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """Channels, their quotas (channel name → max candidates) and how their lists are merged."""
+
+    # 200 each: at 100 every channel's candidates 101-200 were out of reach, and the merged top 200
+    # fell below two_tower's own (default world 0.815 vs 0.829; at 200 with the gbdt merge, 0.834).
+    quotas: Mapping[str, int] = field(default_factory=lambda: {"bm25": 200, "itemcf": 200, "item2vec": 200, "two_tower": 200, "popularity": 200})
+    k: int = 200
+    popularity_half_life_days: float = 7.0
+    # Scopes of the popularity channel, in order of preference (ranking.recall.PopularityRecall):
+    # query (items clicked after the same query), category (of the user's last positive item), global.
+    popularity_scopes: tuple[str, ...] = ("query", "global")
+    itemcf_half_life_days: float = 30.0
+    # gbdt: LightGBM on every channel's rank and score for the candidate, fitted on validation requests;
+    # learned: a logistic regression on (channel, rank bucket) indicators, fitted likewise;
+    # calibrated: per-channel hit rates combined by noisy-OR; interleave: round-robin by rank;
+    # auto: whichever finds more validation positives in 2-fold cross-validation.
+    merge: str = "auto"
+    calibration_requests: int = 2000  # validation requests sampled to fit the learned / calibrated merge
+    # > 0: the ranker also sees which channels found each pair and at what rank (recall_<channel>_rank),
+    # train rows from this many channel refits before cuts of the train period (see stages._logged_channel_ranks).
+    ranker_snapshots: int = 0
+    index: IndexConfig = field(default_factory=IndexConfig)
+    item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
+    two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)

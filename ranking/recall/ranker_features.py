@@ -1,0 +1,37 @@
+"""Which recall channels found a (request, item) pair, as ranker features (``recall.ranker_snapshots``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+
+
+def channel_rank_features(channel_lists: pd.DataFrame, pairs: pd.DataFrame, quotas: dict[str, int],
+                          covered: pd.Index | None = None) -> pd.DataFrame:
+    """The recall channels that found each (request_id, item_id) pair, as ranker features.
+
+    Args:
+        channel_lists: stacked channel lists: request_id, item_id, rank, channel.
+        pairs: (request_id, item_id) rows to describe, in the order of the output.
+        quotas: channel name → its quota; a channel's list is cut there, as the merge cuts it.
+        covered: the requests the lists speak for (default: all of ``pairs``); the others get NaN
+            everywhere, which the ranker reads as "unknown" rather than "not found".
+
+    Returns:
+        One row per pair: ``recall_<channel>_rank`` (its rank there; ``quota + 1`` when that
+        channel did not find it) per channel in ``quotas``, and ``recall_channels`` (how many did).
+    """
+    keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
+    out = {}
+    for name, quota in quotas.items():
+        mine = channel_lists[(channel_lists["channel"] == name) & (channel_lists["rank"] <= quota)]
+        rank = pd.Series(mine["rank"].to_numpy(dtype=np.float32), index=pd.MultiIndex.from_arrays([mine[S.REQUEST_ID], mine[S.ITEM_ID]]))
+        found = rank[~rank.index.duplicated()].reindex(keys).to_numpy()
+        out[f"recall_{name}_rank"] = np.where(np.isnan(found), np.float32(quota + 1), found).astype(np.float32)
+    frame = pd.DataFrame(out)
+    frame["recall_channels"] = sum((frame[f"recall_{n}_rank"] <= q) for n, q in quotas.items()).astype(np.float32)
+    if covered is not None:
+        frame.loc[~pairs[S.REQUEST_ID].isin(covered).to_numpy(), :] = np.nan
+    return frame

@@ -1,0 +1,235 @@
+"""Every adapter on the real files in ../shared/data, and every format's malformed files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.cli import main
+from rankpipe.pipeline.config import load_config
+from rankpipe.pipeline.datasets import get_adapter, registry, shared_data_dir
+
+DATA = shared_data_dir()
+realdata = pytest.mark.skipif(DATA is None, reason="../shared/data is absent (set RANKPIPE_SHARED_DATA to its location)")
+
+
+def _load(name: str, path) -> dict[str, pd.DataFrame]:
+    config = load_config(None, [], dataset=name, data_path=str(path))
+    return get_adapter(name).load(config.dataset, config.seed).tables
+
+
+def test_registry_lists_all_adapters():
+    assert set(registry()) >= {"synthetic", "tables", "movielens", "letor", "otto", "catalog", "queries"}
+
+
+# ------------------------------------------------------------------------------- real files
+@realdata
+@pytest.mark.realdata
+def test_movielens_latest_small():
+    tables = _load("movielens", DATA / "movielens-latest-small")
+    events, items = tables[S.EVENTS], tables[S.ITEMS]
+    assert len(events) == 100_004 and events[S.USER_ID].nunique() == 671 and len(items) == 9_125
+    assert set(events[S.EVENT]) == {"rating"} and events[S.VALUE].between(0.5, 5).all()
+    assert (events[S.REQUEST_ID] == events[S.SESSION_ID]).all()
+    # a session never spans a gap longer than 30 minutes
+    ordered = events.sort_values([S.SESSION_ID, S.TS])
+    gaps = ordered.groupby(S.SESSION_ID)[S.TS].diff().dropna()
+    assert gaps.max() <= pd.Timedelta(minutes=30)
+    toy = items.set_index(S.ITEM_ID).loc["1"]
+    assert toy[S.TITLE] == "Toy Story (1995)" and toy[S.CATEGORY].startswith("Adventure>Animation") and toy[S.CREATED_AT].year == 1995
+    assert (items["tags"] != "").sum() > 500
+
+
+@realdata
+@pytest.mark.realdata
+def test_letor_lambdarank_example():
+    tables = _load("letor", DATA / "lightgbm-lambdarank")
+    train, test = tables["ltr_train"], tables["ltr_test"]
+    assert train.shape == (3005, 302) and test.shape == (768, 302)
+    assert train["qid"].nunique() == 201 and test["qid"].nunique() == 50
+    assert set(train["label"]) <= {0, 1, 2, 3, 4}
+
+
+@realdata
+@pytest.mark.realdata
+def test_otto_sample():
+    tables = _load("otto", DATA / "otto-sample")
+    expected = sum(len(json.loads(line)["events"]) for line in (DATA / "otto-sample" / "train.jsonl").read_text().splitlines())
+    events = tables[S.EVENTS]
+    assert len(events) == expected and events[S.SESSION_ID].nunique() == 20
+    assert set(events[S.EVENT]) <= {"click", "cart", "purchase"} and "click" in set(events[S.EVENT])
+    assert events[S.TS].min().year == 2022
+
+
+@realdata
+@pytest.mark.realdata
+def test_catalog_reviews():
+    tables = _load("catalog", DATA / "womens-clothing-reviews")
+    items, events = tables[S.ITEMS], tables[S.EVENTS]
+    assert len(items) == 1_206 and len(events) == 23_486
+    assert items[S.CATEGORY].str.count(">").eq(2).all()
+    assert items["description"].str.len().gt(0).mean() > 0.95
+    assert events[S.VALUE].between(1, 5).all()
+
+
+@realdata
+@pytest.mark.realdata
+def test_query_lists():
+    tables = _load("queries", DATA / "queries")
+    counts = tables[S.QUERIES][S.SOURCE].str.split(":").str[0].value_counts()
+    assert counts["wands"] == 480 and counts["esci"] == 150 and counts["nq"] == 7_179
+    judgments = tables[S.JUDGMENTS]
+    assert len(judgments) == 6_678 and set(judgments[S.GRADE]) == {0, 1, 2, 3}
+    assert judgments[S.QUERY].nunique() == 150
+
+
+@realdata
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_letor_run_clears_lightgbm_bars(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["run", "--dataset", "letor", "--path", str(DATA / "lightgbm-lambdarank"), "--workdir", str(tmp_path), "--run-id", "l", "--quiet"]) == 0
+    m = json.loads((tmp_path / "runs" / "l" / "metrics.json").read_text())
+    assert m["rank.ndcg_at_1"] > 0.5674 and m["rank.ndcg_at_3"] > 0.578 and m["rank.ndcg_at_10"] >= 0.73
+
+
+@realdata
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_movielens_funnel_reports_every_channel(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["run", "--dataset", "movielens", "--path", str(DATA / "movielens-latest-small"), "--workdir", str(tmp_path), "--run-id", "m", "--quiet"]) == 0
+    m = json.loads((tmp_path / "runs" / "m" / "metrics.json").read_text())
+    channels = ("popularity", "itemcf", "item2vec", "two_tower")
+    for channel in channels:
+        assert f"recall.{channel}.recall_at_20" in m
+    # The candidates handed to the ranker (the merged top 200, each channel's top 100 at most) find
+    # more than any one channel's top 100. At equal depth the merge doesn't beat every channel on
+    # MovieLens's 651 validation requests (see the issue-5 note), so that is not asserted here.
+    assert m["recall.recall_at_200"] > max(m[f"recall.{c}.recall_at_100"] for c in channels)
+    assert m["recall.item2vec.recall_at_100"] > m["recall.random_recall_at_100"]
+    assert "rank.ndcg_at_10" in m and "rerank.ild_at_10" in m
+
+
+# --------------------------------------------------------------------------- malformed files
+def _error(name, path) -> S.ContractError:
+    with pytest.raises(S.ContractError) as info:
+        _load(name, path)
+    return info.value
+
+
+MOVIES = "movieId,title,genres\n1,Toy Story (1995),Animation|Comedy\n2,Heat (1995),Action\n"
+
+
+@pytest.mark.parametrize(
+    "ratings, expected",
+    [
+        ("userId,movieId,rating,timestamp\n1,1,4.0,1260759144\n1,2,great,1260759179\n", "'great' at line 3"),
+        ("userId,movieId,rating,timestamp\n1,1,4.0,1260759144\n1,2\n", "truncated or empty rows, first at line 3"),
+        ("userId,movieId,rating,timestamp\n1,1,4.0,1260759144\n1,2,3.0,12607591x9\n", "line 3"),
+        ("userId,movieId,rating,timestamp\n1,9,4.0,1260759144\n", "unknown ids"),
+        ("user,movie,rating,time\n1,1,4.0,1260759144\n", "a header starting with"),
+    ],
+)
+def test_movielens_malformed(tmp_path, ratings, expected):
+    (tmp_path / "ratings.csv").write_text(ratings)
+    (tmp_path / "movies.csv").write_text(MOVIES)
+    assert expected in str(_error("movielens", tmp_path))
+
+
+def test_movielens_bad_utf8_and_old_layout(tmp_path):
+    (tmp_path / "ratings.csv").write_bytes(b"userId,movieId,rating,timestamp\n1,1,4.0,1260759144\n1,2,\xff\xfe,1\n")
+    (tmp_path / "movies.csv").write_text(MOVIES)
+    err = _error("movielens", tmp_path)
+    assert err.table == "ratings.csv" and "not UTF-8 at line 3" in str(err)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "u.data").write_text("196\t242\t3\t881250949\n186\t302\t5\t891717742\n")
+    def u_item(movie_id, title, genre_index):  # the old pipe layout: 5 fields, then 19 genre flags
+        flags = ["1" if j == genre_index else "0" for j in range(19)]
+        return "|".join([movie_id, title, "01-Jan-1997", "", "http://x"] + flags)
+
+    (old / "u.item").write_text(u_item("242", "Kolya (1996)", 18) + "\n" + u_item("302", "L.A. Confidential (1997)", 6) + "\n")
+    tables = _load("movielens", old)
+    assert len(tables[S.EVENTS]) == 2 and tables[S.ITEMS].set_index(S.ITEM_ID).loc["242", S.CATEGORY] == "Western"
+
+
+@pytest.mark.parametrize(
+    "train, query, expected",
+    [
+        ("1 qid:1 1:0.5\n0 qid:2 1:0.1\n2 qid:1 1:0.9\n", None, "qid 1 starts again at line 3"),
+        ("1 1:0.5 2:0.1\n0 1:0.1 2:\n", "2\n", "line 2"),
+        ("1 1:0.5\n0 1:abc\n", "2\n", "line 2"),
+        ("1.5 qid:1 1:0.5\n0 qid:1 1:0.1\n", None, "integer relevance grades"),
+        ("1 1:0.5\n0 1:0.1\n", "3\n", "add up to 3"),
+        ("1 1:0.5\n0 1:0.1\n", "two\n", "'two' at line 1"),
+        ("1 1:0.5\n0 1:0.1\n", None, "qid: fields or a x.train.query file"),
+    ],
+)
+def test_letor_malformed(tmp_path, train, query, expected):
+    (tmp_path / "x.train").write_text(train)
+    (tmp_path / "x.test").write_text("1 qid:1 1:0.5\n")
+    if query is not None:
+        (tmp_path / "x.train.query").write_text(query)
+    assert expected in str(_error("letor", tmp_path))
+
+
+def test_letor_bad_utf8(tmp_path):
+    (tmp_path / "x.train").write_bytes(b"1 qid:1 1:0.5\n0 qid:1 1:\xff0.1\n")
+    (tmp_path / "x.test").write_text("1 qid:1 1:0.5\n")
+    assert "bytes that are not UTF-8 (invalid start byte) at line 2" in str(_error("letor", tmp_path))
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (['{"session": 1, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}, {"aid": 6, "ts": 1659304800026, "type": "likes"}]}'], "'likes' in record 1"),
+        (['{"session": 1, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}', '{"session": 2, "events": [{"aid": 5'], "line 2"),
+        (['{"session": 1, "events": [{"aid": 5, "ts": 1659304800025, "type": "clicks"}]}', '{"id": 2, "events": []}'], "record 2"),
+    ],
+)
+def test_otto_malformed(tmp_path, lines, expected):
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    assert expected in str(_error("otto", tmp_path))
+
+
+def test_catalog_malformed(tmp_path):
+    header = "Clothing ID,Title,Review Text,Rating,Division Name,Department Name,Class Name\n"
+    bad_rating = tmp_path / "a.csv"
+    bad_rating.write_text(header + "1,Nice,Good dress,5,General,Dresses,Dresses\n2,Meh,Too small,five,General,Tops,Knits\n")
+    assert "'five' at line 3" in str(_error("catalog", bad_rating))
+    out_of_range = tmp_path / "b.csv"
+    out_of_range.write_text(header + "1,Nice,Good dress,9,General,Dresses,Dresses\n")
+    assert "ratings from 1 to 5" in str(_error("catalog", out_of_range))
+    frame = pd.DataFrame({"Clothing ID": [1], "Title": ["t"], "Rating": [5]})
+    frame.to_parquet(tmp_path / "c.parquet")
+    assert "Review Text" in str(_error("catalog", tmp_path / "c.parquet"))
+
+
+def test_queries_malformed(tmp_path):
+    esci = tmp_path / "esci"
+    esci.mkdir()
+    (esci / "x_judgments.json").write_text(json.dumps({"judgmentRatings": [{"query": "q", "ratings": [{"docId": "B1", "rating": "55.0"}]}]}))
+    assert "'55.0' for query 'q'" in str(_error("queries", esci))
+    (esci / "x_judgments.json").write_text('{"judgmentRatings": [\n  {"query": }\n]}')
+    assert "invalid JSON at line 2" in str(_error("queries", esci))
+    nq = tmp_path / "nq"
+    nq.mkdir()
+    (nq / "q.jsonl").write_text('{"question": "who"}\n{"answer": ["x"]}\n')
+    assert "first at line 2" in str(_error("queries", nq))
+    wands = tmp_path / "wands"
+    wands.mkdir()
+    (wands / "query.csv").write_bytes(b"query_id\tquery\tquery_class\n0\tsalon chair\tChairs\n1\t\xc3\x28 sofa\tSofas\n")
+    assert "not UTF-8 at line 3" in str(_error("queries", wands))
+
+
+def test_malformed_file_exits_2_from_the_cli(tmp_path, capsys):
+    (tmp_path / "x.train").write_text("1 qid:1 1:0.5\n0 qid:2 1:0.1\n2 qid:1 1:0.9\n")
+    (tmp_path / "x.test").write_text("1 qid:1 1:0.5\n")
+    assert main(["run", "--dataset", "letor", "--path", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "x.train" in err and "line 3" in err and "Traceback" not in err
+    assert not (tmp_path / "w" / "runs").exists()

@@ -1,0 +1,105 @@
+"""The command line: the tables dataset, bad input (exit 2, no traceback, nothing written), listings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.cli import main
+from rankpipe.pipeline.config import SyntheticConfig
+from rankpipe.pipeline.datasets.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def tables_dir(tmp_path_factory):
+    """A small world written as a `tables` dataset directory."""
+    directory = tmp_path_factory.mktemp("tables")
+    world = generate(SyntheticConfig(n_users=1200, n_items=600, n_sessions=3500, days=20), seed=11)
+    world.events.to_parquet(directory / "events.parquet")
+    world.items.to_parquet(directory / "items.parquet")
+    world.users.to_parquet(directory / "users.parquet")
+    return directory
+
+
+def _env():
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def test_malformed_events_exit_2_without_traceback_or_output(tables_dir, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    events = pd.read_parquet(tables_dir / "events.parquet")
+    events.loc[events.index[:7], S.USER_ID] = None
+    events.to_parquet(bad / "events.parquet")
+    (bad / "items.parquet").write_bytes((tables_dir / "items.parquet").read_bytes())
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "-m", "rankpipe.pipeline.cli", "run", "--dataset", "tables", "--path", str(bad), "--workdir", str(work)],
+                          capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "table 'events', column 'user_id'" in proc.stderr
+    assert "offending rows (first 5)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not work.exists() or not any(work.rglob("*.parquet"))
+    assert not (work / "runs").exists()
+
+
+def test_missing_file_and_bad_override_exit_2(tmp_path, capsys):
+    assert main(["run", "--dataset", "tables", "--path", str(tmp_path), "--workdir", str(tmp_path / "w")]) == 2
+    assert "events.parquet" in capsys.readouterr().err
+    assert main(["run", "--set", "rank.bogus=1", "--workdir", str(tmp_path / "w")]) == 2
+    assert "unknown config key 'rank.bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tables_dataset_runs_the_funnel(tables_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code = main(["run", "--dataset", "tables", "--path", str(tables_dir), "--workdir", str(tmp_path), "--run-id", "t", "--quiet",
+                 "--set", "rank.lightgbm.n_estimators=60", "--set", "recall.k=100", "--set", "evaluate.recall_ks=[20,100]"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "rank.ndcg_at_10" in out and "MLflow run:" in out
+    assert "rank.oracle_ndcg_at_10" not in out  # real logs carry no oracle
+    assert (tmp_path / "runs" / "t" / "metrics.json").exists()
+
+
+def test_datasets_listing(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic" in out and "tables" in out
+
+
+def test_recall_config_errors_exit_2(tmp_path, capsys):
+    work = str(tmp_path / "w")
+    assert main(["run", "--workdir", work, "--set", "recall.quotas.nope=5"]) == 2
+    assert "unknown channel(s) ['nope']" in capsys.readouterr().err
+    assert main(["run", "--workdir", work, "--set", "recall.merge=best"]) == 2
+    assert "recall.merge must be" in capsys.readouterr().err
+    assert main(["run", "--workdir", work, "--set", "rank.model=nope"]) == 2
+    assert "rank.model must be one of" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()  # refused before anything was written
+
+
+def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_path, capsys, monkeypatch):
+    from rankpipe.ranking.rankers import RANKERS
+
+    assert main(["rankers"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert listed == list(RANKERS)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    work = str(tmp_path / "work")
+    # Every ranker, and one neural ranker trained listwise; same run id: only the rank stage re-runs when the model changes.
+    for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=dcnv2", "rank.neural.nn_loss=lambdaloss"]]:
+        assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
+                     "--quiet", *[a for s in settings for a in ("--set", s)], *[a for f in ("lightgbm", "xgboost", "sklearn") for a in ("--set", f"rank.{f}.n_estimators=40")], "--set", "recall.k=50",
+                     "--set", "evaluate.recall_ks=[20,50]"]) == 0
+        importance = pd.read_parquet(tmp_path / "work" / "runs" / "r" / "rank" / "importance.parquet")
+        assert len(importance) > 0 and importance["gain"].sum() > 0, settings
+        if settings == ["rank.model=din"]:  # the stage gave DIN the users' behaviour sequences
+            assert {"behaviour_target", "behaviour_history"} <= set(importance["feature"]), importance

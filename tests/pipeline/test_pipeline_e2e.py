@@ -1,0 +1,153 @@
+"""The whole funnel on a small synthetic world: quality, MLflow, skipping, promotion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rankpipe.pipeline.config import load_config
+from rankpipe.pipeline.runner import STAGE_NAMES, Runner
+from worlds import SMALL_WORLD
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_KEYS = ["recall.recall_at_100", "rank.ndcg_at_10", "rank.popularity_ndcg_at_10", "rank.oracle_ndcg_at_10",
+                 "rank.auc", "rerank.ndcg_at_10", "rerank.ild_at_10", "promote.promoted"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("work")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        config = load_config(None, SMALL_WORLD)
+        summary = Runner(config, workdir, "first", progress=False).run()
+        yield config, workdir, summary
+
+
+def test_metrics_json_has_every_required_key(first_run):
+    _, _, summary = first_run
+    on_disk = json.loads((summary.run_dir / "metrics.json").read_text())
+    for key in REQUIRED_KEYS:
+        assert key in on_disk, key
+    assert on_disk["promote.promoted"] is True
+    assert summary.executed == list(STAGE_NAMES)
+
+
+def test_ranker_beats_popularity_and_item2vec_beats_random(first_run):
+    m = first_run[2].metrics
+    assert m["rank.ndcg_at_10"] > m["rank.popularity_ndcg_at_10"]
+    assert m["rank.oracle_ndcg_at_10"] > m["rank.popularity_oracle_ndcg_at_10"]
+    assert m["recall.item2vec.recall_at_100"] > 2 * m["recall.random_recall_at_100"]
+    assert m["recall.recall_at_100"] >= max(m[f"recall.{c}.recall_at_100"] for c in ("popularity", "item2vec", "two_tower", "bm25"))
+    assert m["rerank.ild_at_10"] >= m["rerank.before.ild_at_10"]  # MMR trades relevance for diversity, never less diverse
+
+
+def test_cold_item_recall_is_reported_and_behavioural_popularity_cannot_find_cold_items(first_run):
+    m = first_run[2].metrics
+    assert 0 < m["recall.cold.positive_share"] < 1  # the world launches items during the test period
+    assert m["recall.popularity.cold_recall_at_100"] == 0  # no positive event before the test period: no count to rank by
+    assert 0 <= m["recall.cold_recall_at_100"] <= 1
+
+
+def test_ranker_probabilities_are_calibrated_on_valid_and_beat_the_base_rate_on_test(first_run):
+    import pandas as pd
+
+    m, run_dir = first_run[2].metrics, first_run[2].run_dir
+    assert m["rank.logloss_platt"] < m["rank.logloss_base_rate"] and m["rank.logloss_isotonic"] < m["rank.logloss_base_rate"]
+    assert m["rank.ece_platt"] < 0.05
+    logged = pd.read_parquet(run_dir / "rank" / "test_logged.parquet")
+    assert logged["probability"].between(0, 1).all()
+    assert abs(logged["probability"].mean() - (logged["grade"] > 0).mean()) < 0.03  # the test click rate, from valid rows
+    reliability = pd.read_parquet(run_dir / "rank" / "calibration.parquet")
+    assert set(reliability["method"]) == {"base_rate", "platt", "isotonic"}  # lambdarank's scores claim no probability of their own
+    report = (run_dir / "evaluate" / "report.md").read_text()
+    assert "## Calibration" in report and f"| platt | {m['rank.logloss_platt']:.4f} |" in report
+
+
+def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
+    import mlflow
+
+    _, workdir, summary = first_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    parent = client.get_run(summary.mlflow_run_id)
+    assert parent.data.metrics["rank.ndcg_at_10"] == pytest.approx(summary.metrics["rank.ndcg_at_10"])
+    children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(STAGE_NAMES)
+    champion = client.get_model_version_by_alias("rankpipe-synthetic", "champion")
+    assert int(champion.version) == 1
+    assert (workdir / "mlartifacts").is_dir()  # artifacts inside the work dir, not ./mlruns
+    # The registered model serves through MLflow's generic interface, with the scores the run logged.
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model("models:/rankpipe-synthetic@champion")
+    logged = pd.read_parquet(summary.run_dir / "rank" / "test_logged.parquet").head(500)
+    assert served.predict(logged) == pytest.approx(logged["score"].to_numpy(), rel=1e-9, abs=1e-12)
+
+
+def test_identical_rerun_skips_everything(first_run):
+    config, workdir, summary = first_run
+    again = Runner(config, workdir, "first", progress=False).run()
+    assert again.executed == [] and again.skipped == list(STAGE_NAMES)
+    assert again.metrics == summary.metrics
+    assert again.mlflow_run_id == summary.mlflow_run_id
+
+
+def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, monkeypatch):
+    import mlflow
+
+    config, workdir, _ = first_run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # A deliberately weaker ranker (one tiny tree) must not take the alias.
+    weaker = load_config(None, SMALL_WORLD + ["rank.lightgbm.n_estimators=1", "rank.lightgbm.num_leaves=2"])
+    summary = Runner(weaker, workdir, "weaker", progress=False).run()
+    assert summary.metrics["promote.promoted"] is False
+    m = summary.metrics
+    assert m["promote.champion_ndcg_at_10"] > m["promote.challenger_ndcg_at_10"]
+    assert m["promote.delta_ci95_low"] <= m["promote.delta_ndcg_at_10"] <= m["promote.delta_ci95_high"] < 0
+    assert summary.executed == list(STAGE_NAMES)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "champion").version) == 1
+    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "challenger").version) == 2
+
+
+def test_report_is_written_and_logged(first_run):
+    import mlflow
+
+    _, workdir, summary = first_run
+    assert summary.report is not None
+    text = summary.report.read_text()
+    assert "| merged |" in text and "| random |" in text and "rank.ndcg_at_10" in text
+    assert (summary.run_dir / "evaluate" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+    logged = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "evaluate")}
+    assert {"evaluate/report.md", "evaluate/report.png"} <= logged
+
+
+def test_ranker_sees_recall_channels_fitted_before_each_logged_request(tmp_path, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    config = load_config(None, SMALL_WORLD + ["recall.ranker_snapshots=2"])
+    summary = Runner(config, tmp_path, "snapshots", progress=False).run(until="rank")
+    ranks = pd.read_parquet(summary.run_dir / "recall" / "logged_ranks.parquet")
+    requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet")
+    labels = pd.read_parquet(summary.run_dir / "prepare" / "labels.parquet")
+    rows = ranks.merge(requests[["request_id", "split", "ts"]], on="request_id").merge(labels, on=["request_id", "item_id"])
+    train = rows[rows["split"] == "train"]
+    unknown = train["recall_two_tower_rank"].isna()
+    # the first third of the train period precedes every snapshot: unknown there, known after it
+    assert 0.2 < unknown.mean() < 0.45 and train.loc[unknown, "ts"].max() < train.loc[~unknown, "ts"].min()
+    assert rows.loc[rows["split"] != "train", "recall_two_tower_rank"].notna().all()
+    # Channels fitted on the clicks they are asked about would find train positives far more often
+    # than validation ones; snapshots fitted before each request find them about as often.
+    def found_rate(split):
+        positive = rows[(rows["split"] == split) & (rows["grade"] > 0) & rows["recall_channels"].notna()]
+        return float((positive["recall_channels"] > 0).mean())
+    assert found_rate("train") < 1.2 * found_rate("valid"), (found_rate("train"), found_rate("valid"))
+    importance = pd.read_parquet(summary.run_dir / "rank" / "importance.parquet").set_index("feature")["gain"]
+    assert {f"recall_{c}_rank" for c in config.recall.quotas} <= set(importance.index)
+    assert np.isfinite(summary.metrics["rank.valid_ndcg_at_10"])

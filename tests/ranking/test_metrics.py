@@ -1,0 +1,220 @@
+"""Ranking metrics against scikit-learn, slow per-list references, and properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import ndcg_score, roc_auc_score
+
+from rankpipe.ranking import metrics as M
+
+
+def _lists(seed: int, n_lists: int = 30, max_len: int = 12, ties: bool = True):
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, max_len, n_lists)
+    groups = np.repeat(np.arange(n_lists), sizes)
+    scores = rng.integers(0, 4, len(groups)).astype(float) if ties else rng.normal(size=len(groups))
+    labels = rng.integers(0, 4, len(groups))
+    perm = rng.permutation(len(groups))  # rows of a list need not be contiguous
+    return groups[perm], scores[perm], labels[perm]
+
+
+def _slow_dcg(labels_in_order, k, gain):
+    g = [(2.0**l - 1.0) if gain == "exponential" else float(l) for l in labels_in_order]
+    return sum(v / math.log2(i + 2) for i, v in enumerate(g[:k]))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 10])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ndcg_matches_sklearn_with_ties(k, seed):
+    groups, scores, labels = _lists(seed)
+    ours = M.ndcg_per_group(groups, scores, labels, k=k, gain="linear")
+    order = pd.unique(groups)
+    for pos, g in enumerate(order):
+        m = groups == g
+        if labels[m].sum() == 0:
+            assert math.isnan(ours[pos])
+            continue
+        expected = ndcg_score([labels[m]], [scores[m]], k=k)
+        assert ours[pos] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_exponential_ndcg_matches_slow_reference_without_ties(seed):
+    groups, scores, labels = _lists(seed, ties=False)
+    ours = M.ndcg_per_group(groups, scores, labels, k=5)
+    for pos, g in enumerate(pd.unique(groups)):
+        m = groups == g
+        ranked = labels[m][np.argsort(-scores[m])]
+        ideal = np.sort(labels[m])[::-1]
+        idcg = _slow_dcg(ideal, 5, "exponential")
+        expected = _slow_dcg(ranked, 5, "exponential") / idcg if idcg > 0 else float("nan")
+        assert (math.isnan(ours[pos]) and math.isnan(expected)) or ours[pos] == pytest.approx(expected)
+
+
+def test_ndcg_hand_computed():
+    # one list: scores order items b, a, c; labels a=3, b=0, c=1; exponential gains 7, 0, 1
+    dcg = 0 / math.log2(2) + 7 / math.log2(3) + 1 / math.log2(4)
+    idcg = 7 / math.log2(2) + 1 / math.log2(3)
+    value = M.ndcg_at_k(["q", "q", "q"], [0.5, 0.9, 0.1], [3, 0, 1], k=10)
+    assert value == pytest.approx(dcg / idcg)
+
+
+def test_ndcg_rejects_bad_k():
+    with pytest.raises(ValueError, match="k must be"):
+        M.ndcg_at_k([1], [1.0], [1], k=0)
+
+
+list_strategy = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), min_size=1, max_size=15)
+
+
+@given(list_strategy, st.integers(1, 10))
+@settings(max_examples=200, deadline=None)
+def test_ndcg_properties(rows, k):
+    labels = np.array([r[0] for r in rows])
+    scores = np.array([r[1] for r in rows], dtype=float)
+    groups = np.zeros(len(rows), dtype=int)
+    value = M.ndcg_per_group(groups, scores, labels, k=k)[0]
+    if labels.sum() == 0:
+        assert math.isnan(value)
+        return
+    assert 0.0 <= value <= 1.0 + 1e-12
+    assert M.ndcg_per_group(groups, labels.astype(float), labels, k=k)[0] == pytest.approx(1.0)  # ideal order
+    perm = np.random.default_rng(len(rows)).permutation(len(rows))  # tied rows in another order
+    assert M.ndcg_per_group(groups[perm], scores[perm], labels[perm], k=k)[0] == pytest.approx(value)
+
+
+def _slow_mrr(groups, scores, labels):
+    out = []
+    for g in pd.unique(groups):
+        m = groups == g
+        rows = sorted(zip(-scores[m], labels[m] > 0), key=lambda r: (r[0], r[1]))  # pessimistic ties
+        hits = [i for i, (_, rel) in enumerate(rows) if rel]
+        if hits:
+            out.append(1.0 / (hits[0] + 1))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("seed", [0, 5, 6])
+def test_mrr_matches_slow_reference(seed):
+    groups, scores, labels = _lists(seed)
+    assert M.mrr(groups, scores, labels) == pytest.approx(_slow_mrr(groups, scores, labels))
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_auc_matches_sklearn(seed):
+    _, scores, labels = _lists(seed)
+    assert M.auc(scores, labels) == pytest.approx(roc_auc_score(labels > 0, scores))
+    assert math.isnan(M.auc([0.1, 0.2], [0, 0]))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_gauc_matches_per_group_sklearn_weighted_by_impressions(seed):
+    groups, scores, labels = _lists(seed)
+    scores = np.round(scores, 1)  # ties inside groups count one half, as in sklearn
+    frame = pd.DataFrame({"g": groups, "s": scores, "y": np.asarray(labels) > 0})
+    aucs, weights = [], []
+    for _, group in frame.groupby("g"):
+        if group["y"].nunique() == 2:
+            aucs.append(roc_auc_score(group["y"], group["s"]))
+            weights.append(len(group))
+    assert M.gauc(groups, scores, labels) == pytest.approx(np.average(aucs, weights=weights))
+    assert math.isnan(M.gauc(["a", "a", "b"], [0.1, 0.2, 0.3], [0, 0, 1]))  # no group has both classes
+
+
+def test_recall_at_k_reference():
+    candidates = pd.DataFrame({"request_id": ["a"] * 4 + ["b"] * 2, "item_id": ["x", "y", "z", "w", "x", "y"], "rank": [1, 2, 3, 4, 1, 2]})
+    positives = pd.DataFrame({"request_id": ["a", "a", "b", "c"], "item_id": ["z", "q", "y", "x"]})
+    recall, hit = M.recall_at_k(candidates, positives, k=3)
+    # a: 1 of 2 found; b: 1 of 1; c: no candidates, 0 of 1
+    assert recall == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    assert hit == pytest.approx(2 / 3)
+    assert M.recall_at_k(candidates, positives, k=1)[0] == pytest.approx(0.0)
+
+
+def test_intra_list_distance_and_coverage_reference():
+    vectors = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
+    index = pd.Index(["a", "b", "c"])
+    lists = pd.DataFrame({"request_id": [1, 1, 1, 2, 2], "item_id": ["a", "b", "c", "a", "a"], "position": [1, 2, 3, 1, 2]})
+    c = 1 / math.sqrt(2)
+    list1 = ((1 - 0) + (1 - c) + (1 - c)) / 3  # pairs ab, ac, bc
+    list2 = 0.0
+    assert M.intra_list_distance(lists, vectors, index, k=3) == pytest.approx((list1 + list2) / 2, abs=1e-6)
+    category = pd.Series({"a": "x", "b": "y", "c": "x"})
+    assert M.category_coverage(lists, category, k=3) == pytest.approx((2 + 1) / 2)
+    assert M.category_coverage(lists, category, k=1) == pytest.approx(1.0)
+
+
+def test_paired_bootstrap_ci_covers_the_mean_and_excludes_zero_for_a_clear_win():
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 1, 400)
+    a = b + 0.05 + rng.normal(0, 0.02, 400)
+    a[3] = np.nan  # dropped pair
+    mean, low, high = M.paired_bootstrap_ci(a, b, seed=1)
+    assert low < mean < high and low > 0
+    same_mean, same_low, same_high = M.paired_bootstrap_ci(b, b)
+    assert same_mean == 0 and same_low == 0 and same_high == 0
+
+
+
+def _overlap_reference(lists: pd.DataFrame, k: int) -> dict[tuple[str, str], float]:
+    """Slow reference: Python sets per (request, channel)."""
+    sets: dict[tuple[str, str], set] = {}
+    for row in lists.itertuples():
+        if row.rank <= k:
+            sets.setdefault((row.request_id, row.channel), set()).add(row.item_id)
+    channels = sorted({c for _, c in sets})
+    requests = sorted({r for r, _ in sets})
+    out = {}
+    for i, a in enumerate(channels):
+        for b in channels[i + 1:]:
+            values = [len(sets[r, a] & sets[r, b]) / len(sets[r, a] | sets[r, b]) for r in requests if (r, a) in sets and (r, b) in sets]
+            out[a, b] = float(np.mean(values)) if values else float("nan")
+    return out
+
+
+@given(st.lists(st.tuples(st.sampled_from(["r1", "r2", "r3"]), st.sampled_from(["pop", "cf", "i2v"]), st.integers(0, 8)), max_size=60),
+       st.integers(1, 6))
+@settings(max_examples=80, deadline=None)
+def test_channel_overlap_matches_a_set_reference(rows, k):
+    lists = pd.DataFrame(rows, columns=["request_id", "channel", "item_id"]).drop_duplicates()
+    lists["item_id"] = "i" + lists["item_id"].astype(str)
+    lists["rank"] = lists.groupby(["request_id", "channel"]).cumcount() + 1
+    got = M.channel_overlap(lists, k)
+    expected = _overlap_reference(lists, k)
+    assert {(a, b) for a, b in zip(got["a"], got["b"])} == set(expected)
+    for row in got.itertuples():
+        assert row.jaccard == pytest.approx(expected[row.a, row.b], nan_ok=True)
+
+
+# ------------------------------------------------------------------------------ calibration metrics
+def test_log_loss_matches_scikit_learn():
+    from sklearn.metrics import log_loss as reference
+
+    rng = np.random.default_rng(0)
+    p, y = rng.uniform(0.01, 0.99, 500), rng.integers(0, 2, 500)
+    assert M.log_loss(p, y) == pytest.approx(reference(y, p), rel=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 1)), min_size=1, max_size=60), st.integers(1, 12))
+def test_reliability_and_ece_match_a_loop_over_bins(rows, n_bins):
+    p = np.array([r[0] for r in rows])
+    y = np.array([r[1] for r in rows])
+    table = M.reliability_table(p, y, n_bins)
+    assert table["rows"].sum() == len(p)
+    ece = 0.0
+    for b in range(n_bins):  # slow reference: bin b holds [b/n, (b+1)/n), the last bin also 1.0
+        inside = [(pi, yi) for pi, yi in zip(p, y) if min(int(pi * n_bins), n_bins - 1) == b]
+        if inside:
+            predicted, observed = np.mean([i[0] for i in inside]), np.mean([i[1] for i in inside])
+            row = table[table["bin"] == b].iloc[0]
+            assert row["predicted"] == pytest.approx(predicted) and row["observed"] == pytest.approx(observed)
+            assert b / n_bins <= predicted <= (b + 1) / n_bins + 1e-12
+            ece += len(inside) / len(p) * abs(observed - predicted)
+    assert M.expected_calibration_error(p, y, n_bins) == pytest.approx(ece, abs=1e-12)
