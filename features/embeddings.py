@@ -8,8 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from rankpipe.features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
+from rankpipe.features.pit import (
+    SortedEvents,
+    SortedQueries,
+    joint_codes,
+    time_frame,
+    to_seconds,
+)
+from rankpipe.pipeline import schema as S
 
 
 def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, history: pd.DataFrame,
@@ -88,3 +94,16 @@ def history_vectors(request_users: np.ndarray, request_ts: pd.Series | np.ndarra
     norms = np.linalg.norm(summed, axis=1, keepdims=True)
     np.divide(summed, norms, out=out, where=norms > 0)
     return out
+
+
+def embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
+                         item_index: pd.Index, vectors: np.ndarray, n_last: int) -> pd.DataFrame:
+    """``feats`` with ``emb_sim``: the cosine between the user's point-in-time taste (the mean of her last
+    ``n_last`` positive items' vectors, :func:`history_vectors`) and the item's vector; NaN without either."""
+    req = pairs.drop_duplicates(S.REQUEST_ID)
+    user_vec = history_vectors(req[S.USER_ID].to_numpy(), req[S.TS], history, item_index, vectors, n_last)  # (R, D)
+    req_row = pd.Index(req[S.REQUEST_ID]).get_indexer(pairs[S.REQUEST_ID])
+    item_row = item_index.get_indexer(pairs[S.ITEM_ID])
+    sim = np.einsum("nd,nd->n", user_vec[req_row], vectors[np.clip(item_row, 0, None)])  # (N,)
+    has = (item_row >= 0) & (np.linalg.norm(user_vec, axis=1)[req_row] > 0)
+    return feats.assign(emb_sim=np.where(has, sim, np.nan).astype(np.float32))

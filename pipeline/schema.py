@@ -1,5 +1,7 @@
 """The data contract: canonical tables, their column names and Arrow types, the columns of the
-tables the stages pass each other, event types and splits, and the two error types.
+tables the stages pass each other, event types and splits, and the two error types; and the
+component contract every fitted part follows (hyperparameters from the ``__init__`` signature,
+:func:`check_fitted`, saved state as plain files: Parquet, ``.npy`` without pickle, JSON).
 
 This is the bottom layer: it imports nothing of rankpipe's, and every other package (``features``,
 ``ranking``, ``generative``, ``pipeline``) may import it. It lives in ``pipeline/`` because the
@@ -14,11 +16,16 @@ frame (timestamps as ``datetime64[us]``, ids as strings).
 
 from __future__ import annotations
 
+import inspect
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 # Table names.
 EVENTS = "events"
@@ -132,6 +139,53 @@ def check_fitted(model: object, attribute: str, method: str) -> None:
     missing (the estimator contract every fitted component follows)."""
     if not hasattr(model, attribute):
         raise RuntimeError(f"{type(model).__name__} is not fitted yet; call fit(...) before {method}(...)")
+
+
+def init_param_names(cls: type) -> tuple[str, ...]:
+    """A component's hyperparameters: the parameters of ``cls.__init__``, in order (as scikit-learn's
+    ``get_params`` reads them). ``*args`` / ``**kwargs`` are refused: the signature is the whole list."""
+    names = []
+    for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"{cls.__name__}.__init__ takes *{parameter.name}; a component lists its hyperparameters explicitly")
+        names.append(parameter.name)
+    return tuple(names)
+
+
+def get_params(component: object) -> dict[str, Any]:
+    """A component's hyperparameters as passed to ``__init__`` (each stored untouched under its own name)."""
+    return {name: getattr(component, name) for name in init_param_names(type(component))}
+
+
+# Saved state: plain files only (no pickle), so a saved component can be read by anyone and loaded safely.
+def write_frame(frame: pd.DataFrame, path: str | Path) -> None:
+    """``frame`` as Parquet (index dropped: keep what matters in columns)."""
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(path))
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """A frame written by :func:`write_frame`."""
+    return pq.read_table(str(path)).to_pandas()
+
+
+def write_array(array: np.ndarray, path: str | Path) -> None:
+    """A numeric array as ``.npy`` (object arrays are refused: they would need pickle)."""
+    np.save(str(path), np.asarray(array), allow_pickle=False)
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """An array written by :func:`write_array`, loaded without pickle."""
+    return np.load(str(path), allow_pickle=False)
+
+
+def write_json(value: Any, path: str | Path) -> None:
+    """``value`` as UTF-8 JSON."""
+    Path(path).write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def read_json(path: str | Path) -> Any:
+    """JSON written by :func:`write_json`."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 class ContractError(ValueError):

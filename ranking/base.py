@@ -3,14 +3,13 @@ so that the ranker modules can import it without importing the registry that imp
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rankpipe.pipeline.schema import check_fitted
+from rankpipe.pipeline.schema import check_fitted, get_params, init_param_names
 
 
 class Ranker:
@@ -27,18 +26,12 @@ class Ranker:
 
     @classmethod
     def param_names(cls) -> tuple[str, ...]:
-        """The hyperparameters: the keyword parameters of ``__init__``, in order (no ``*args``/``**kwargs``,
-        so that the signature is the whole list)."""
-        names = []
-        for parameter in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-            if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-                raise TypeError(f"{cls.__name__}.__init__ takes *{parameter.name}; a ranker lists its hyperparameters explicitly")
-            names.append(parameter.name)
-        return tuple(names)
+        """The hyperparameters: the keyword parameters of ``__init__``, in order."""
+        return init_param_names(cls)
 
     def get_params(self) -> dict:
         """Hyperparameters as passed to ``__init__`` (each stored untouched under its own name)."""
-        return {n: getattr(self, n) for n in self.param_names()}
+        return get_params(self)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Scores of the rows of ``X`` (higher ranks first); ``X`` must hold every feature seen in fit."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -65,3 +67,44 @@ def mmr_rerank(scored: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndar
     out = scored.iloc[picked_rows][[S.REQUEST_ID, S.ITEM_ID, "score"]].reset_index(drop=True)
     out["position"] = np.tile(np.arange(1, k + 1, dtype=np.int32), n)[valid.ravel()]
     return out
+
+
+class MMRReranker:
+    """MMR (:func:`mmr_rerank`) as a fitted part of the funnel: ``fit(item_ids, item_vectors)`` keeps
+    the embeddings it measures similarity with, ``rerank(scored)`` applies it to any ranked
+    candidates, ``save`` / ``load`` keep it as ``.npy`` vectors, Parquet ids and JSON."""
+
+    def __init__(self, mmr_lambda: float = 0.8, pool: int = 50, k: int = 10):
+        self.mmr_lambda, self.pool, self.k = mmr_lambda, pool, k
+
+    def get_params(self) -> dict:
+        """Hyperparameters as passed to ``__init__``."""
+        return S.get_params(self)
+
+    def fit(self, item_ids, item_vectors: np.ndarray) -> "MMRReranker":
+        """Keep the (I,) item ids and their (I, D) embeddings."""
+        self.item_index_ = pd.Index(np.asarray(item_ids))
+        self.item_vectors_ = np.asarray(item_vectors, dtype=np.float32)
+        return self
+
+    def rerank(self, scored: pd.DataFrame) -> pd.DataFrame:
+        """The final lists of ``scored`` (request_id, item_id, score): request_id, item_id, score, position."""
+        S.check_fitted(self, "item_vectors_", "rerank")
+        return mmr_rerank(scored, self.item_index_, self.item_vectors_, self.mmr_lambda, self.pool, self.k)
+
+    def save(self, directory: str | Path) -> None:
+        """``reranker.json`` (hyperparameters), ``item_vectors.npy`` and ``item_ids.parquet``."""
+        S.check_fitted(self, "item_vectors_", "save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        S.write_array(self.item_vectors_, directory / "item_vectors.npy")
+        S.write_frame(pd.DataFrame({S.ITEM_ID: pd.Series(self.item_index_.to_numpy(), dtype="str")}), directory / "item_ids.parquet")
+        S.write_json({"class": type(self).__name__, "params": self.get_params()},
+                     directory / "reranker.json")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "MMRReranker":
+        """The reranker :meth:`save` wrote."""
+        directory = Path(directory)
+        reranker = cls(**S.read_json(directory / "reranker.json")["params"])
+        return reranker.fit(S.read_frame(directory / "item_ids.parquet")[S.ITEM_ID].to_numpy(), S.read_array(directory / "item_vectors.npy"))

@@ -8,12 +8,21 @@ import time
 
 import numpy as np
 import pandas as pd
-
-from rankpipe.features.embeddings import behaviour_columns, behaviour_sequences, history_vectors
-from rankpipe.features.stats import build_features, enrich_history, feature_groups
+from rankpipe.features.builder import FeatureBuilder
+from rankpipe.features.embeddings import (
+    behaviour_columns,
+    behaviour_sequences,
+    embedding_similarity,
+)
+from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, with_request_context
+from rankpipe.pipeline.stages.base import (
+    StageInputs,
+    StageResult,
+    item_vectors_of,
+    with_request_context,
+)
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking import rankers
@@ -60,18 +69,6 @@ def _select_features(config: Config, train: pd.DataFrame, feature_names: list[st
                            config.rank.selection_correlation, config.rank.selection_null_runs, config.seed)
 
 
-def _with_embedding_similarity(feats: pd.DataFrame, pairs: pd.DataFrame, history: pd.DataFrame,
-                               item_index: pd.Index, vectors: np.ndarray, n_last: int) -> pd.DataFrame:
-    """Add ``emb_sim``: cosine between the user's point-in-time item2vec taste and the item."""
-    req = pairs.drop_duplicates(S.REQUEST_ID)
-    user_vec = history_vectors(req[S.USER_ID].to_numpy(), req[S.TS], history, item_index, vectors, n_last)  # (R, D)
-    req_row = pd.Index(req[S.REQUEST_ID]).get_indexer(pairs[S.REQUEST_ID])
-    item_row = item_index.get_indexer(pairs[S.ITEM_ID])
-    sim = np.einsum("nd,nd->n", user_vec[req_row], vectors[np.clip(item_row, 0, None)])  # (N,)
-    has = (item_row >= 0) & (np.linalg.norm(user_vec, axis=1)[req_row] > 0)
-    return feats.assign(emb_sim=np.where(has, sim, np.nan).astype(np.float32))
-
-
 def _calibrate(ranker, config: Config, X_valid: pd.DataFrame, y_valid: pd.Series, X_test: pd.DataFrame,
                y_test: pd.Series) -> tuple[dict[str, float], pd.DataFrame]:
     """``rank.calibration``: calibrate the ranker on validation rows and measure test log loss / ECE
@@ -110,15 +107,14 @@ def fit_score_calibrate(ranker, config: Config, columns: list[str], group: str, 
 def rank(inputs: StageInputs, config: Config) -> StageResult:
     """Train the ranker on logged train lists (early stopping on valid); score test lists and test candidates."""
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
-    logged, priors = inputs.table("features", "logged"), inputs.table("features", "priors")
-    position_ctr = inputs.table("features", "position_ctr")
+    logged = inputs.table("features", "logged")
     candidates = inputs.table("recall", "candidates")
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
     history = S.positive_history(events)
     n_last = config.recall.item2vec.history
 
     logged_pairs = with_request_context(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)
-    logged = _with_embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
+    logged = embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
     try:  # which channels found each logged pair, from channels fitted before it (recall.ranker_snapshots > 0)
         logged_ranks = inputs.table("recall", "logged_ranks")
     except KeyError:
@@ -149,8 +145,9 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
     cand_pairs = with_request_context(candidates, requests)
-    cand_feats = build_features(cand_pairs, enrich_history(events, items), items, priors, config.features, position_ctr)
-    cand_feats = _with_embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
+    # The candidates go through the features stage's fitted builder: the same code as the training rows.
+    cand_feats = FeatureBuilder.load(inputs.model_dir("features", "builder")).transform(cand_pairs)
+    cand_feats = embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
     if logged_ranks is not None:
         cand_feats = pd.concat([cand_feats.reset_index(drop=True), channel_rank_features(
             inputs.table("recall", "channels"), cand_pairs.reset_index(drop=True), dict(config.recall.quotas))], axis=1)

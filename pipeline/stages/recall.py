@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 
 import pandas as pd
-
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, train_end
-from rankpipe.ranking.recall import MERGES, choose_merge, fit_merge, make_channels, merge_candidates
-from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
+from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    launched_by_request,
+    tune_popularity_weight,
+)
+from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
 
@@ -51,9 +55,10 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
 
     Unless ``recall.merge`` is ``interleave``, the channels also retrieve for a sample of
     validation requests; which channels found the positives there, and at what rank, orders the
-    merged lists (:class:`ranking.recall.LearnedMerge`, or per-channel hit rates combined by
-    noisy-OR; see :func:`ranking.recall.merge_candidates`). ``auto`` picks the method by 2-fold
-    cross-validation on those requests (:func:`ranking.recall.choose_merge`).
+    merged lists (:class:`~rankpipe.ranking.recall.merge.CandidateMerge`: a LightGBM or logistic
+    merge, or per-channel hit rates combined by noisy-OR). ``auto`` picks the method by 2-fold
+    cross-validation on those requests (:func:`~rankpipe.ranking.recall.merge.choose_merge`).
+    Every channel and the merge are saved as the stage's models (plain files).
     """
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     train_events = events[events[S.TS] < train_end(requests)]
@@ -80,28 +85,26 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         if calibrate:
             held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
-    quotas, method, fitted, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}, {}
-    if calibrate:
-        if method == "auto":
-            method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)
-            merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
-        fitted = fit_merge(method, held_out, quotas, valid_positives)
-        if "learned" in fitted:
-            tables["calibration"] = fitted["learned"].summary()
-        elif "hit_rates" in fitted:
-            tables["calibration"] = fitted["hit_rates"]
-    elif method == "auto":
-        method = "interleave"
-    merged = merge_candidates(lists, quotas, config.recall.k, **fitted)
-    channel_lists = pd.concat([df.assign(channel=name) for name, df in lists.items()], ignore_index=True)
+    quotas, method, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}
+    if calibrate and method == "auto":
+        method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)
+        merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
+    elif not calibrate:
+        method = "interleave"  # nothing held out to learn from
+    merge = CandidateMerge(method, config.recall.k).fit(held_out, quotas, valid_positives)
+    if merge.summary() is not None:
+        tables["calibration"] = merge.summary()
+    merged = merge.merge(lists)
+    channel_lists = pd.concat([df.assign(**{S.CHANNEL: name}) for name, df in lists.items()], ignore_index=True)
     tables.update(candidates=merged, channels=channel_lists)
-    models = {}
+    # Every fitted part, saved as plain files: each channel (recall/channel_<name>/) and the merge (recall/merge/).
+    models = {f"channel_{name}": channel for name, channel in channels.items()}
+    models["merge"] = merge
     if "item2vec" in channels:
         i2v = channels["item2vec"]
         vectors = pd.DataFrame(i2v.vectors_, columns=[f"v{j}" for j in range(i2v.vectors_.shape[1])])
         vectors.insert(0, S.ITEM_ID, pd.Series(i2v.item_index_.to_numpy(), dtype="str"))
         tables["item_vectors"] = vectors
-        models["item2vec_index"] = i2v.index_
     if config.recall.ranker_snapshots > 0:
         started = time.perf_counter()
         tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history)
@@ -109,6 +112,5 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
                **{f"merge_is_{m}": float(m == method) for m in MERGES}}
     if "two_tower" in channels:
-        models["two_tower"] = channels["two_tower"]
         metrics["two_tower_train_loss"] = channels["two_tower"].train_loss_
     return StageResult(tables, metrics, models)

@@ -7,16 +7,24 @@ recall stage builds every channel named in ``recall.quotas`` through :func:`make
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import ConfigError
 from rankpipe.ranking.index import VectorIndex
-from rankpipe.ranking.recall.base import RecallChannel
+from rankpipe.ranking.recall.base import CHANNEL_FILE, RecallChannel
 from rankpipe.ranking.recall.bm25 import BM25Recall, ColdBM25Recall
 from rankpipe.ranking.recall.config import RecallConfig
 from rankpipe.ranking.recall.dense_text import DenseTextRecall
 from rankpipe.ranking.recall.generated_queries import GeneratedQueryRecall
 from rankpipe.ranking.recall.item2vec import Item2VecRecall
 from rankpipe.ranking.recall.itemcf import ItemCFRecall
-from rankpipe.ranking.recall.merge import MERGES, choose_merge, fit_merge, merge_candidates
+from rankpipe.ranking.recall.merge import (
+    MERGES,
+    choose_merge,
+    fit_merge,
+    merge_candidates,
+)
 from rankpipe.ranking.recall.popularity import PopularityRecall
 from rankpipe.ranking.recall.two_tower import TwoTowerRecall
 
@@ -31,6 +39,15 @@ CHANNELS: dict[str, type[RecallChannel]] = {
     "dense_text": DenseTextRecall,
     "generated_queries": GeneratedQueryRecall,
 }
+
+
+def load_channel(directory: str | Path, device: str = "auto") -> RecallChannel:
+    """The channel saved in ``directory`` (``channel.json`` names its class), whichever registered class wrote it."""
+    name = S.read_json(Path(directory) / CHANNEL_FILE)["class"]
+    by_class = {cls.__name__: cls for cls in CHANNELS.values()}
+    if name not in by_class:
+        raise ValueError(f"{directory}/{CHANNEL_FILE} names class {name!r}; the registered channels are {sorted(by_class)}")
+    return by_class[name].load(directory, device)
 
 
 def check_recall_config(recall: RecallConfig) -> None:
@@ -51,6 +68,6 @@ def make_channels(recall: RecallConfig, seed: int, device: str) -> dict[str, Rec
     return {name: CHANNELS[name].from_config(recall, index, seed, device) for name in recall.quotas}
 
 
-__all__ = ["CHANNELS", "MERGES", "RecallChannel", "check_recall_config", "choose_merge", "fit_merge", "make_channels", "merge_candidates",
+__all__ = ["CHANNELS", "MERGES", "RecallChannel", "check_recall_config", "load_channel", "choose_merge", "fit_merge", "make_channels", "merge_candidates",
            "BM25Recall", "ColdBM25Recall", "DenseTextRecall", "GeneratedQueryRecall", "Item2VecRecall", "ItemCFRecall", "PopularityRecall",
            "TwoTowerRecall"]

@@ -8,23 +8,31 @@ row per (request_id, item_id) with ``score`` and a 1-based ``rank``. ``requests`
 request_id, user_id, ts, query; ``history`` holds positive events (user_id, item_id, ts) of all
 time, of which a channel may only use rows strictly before each request. ``from_config`` builds a
 channel from the ``recall`` config section, so the registry is one name → class line per channel.
+``save(directory)`` / ``load(directory)`` keep a fitted channel as plain files: ``channel.json``
+(class and hyperparameters) beside the channel's own state (Parquet, ``.npy``, ``.npz``, faiss).
 """
 
 from __future__ import annotations
 
+import inspect
 import zlib
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from rankpipe.pipeline import schema as S
 from rankpipe.ranking.index import VectorIndex
 from rankpipe.ranking.recall.config import RecallConfig
 
+CHANNEL_FILE = "channel.json"
+
 
 class RecallChannel:
     """The base of every channel: :meth:`from_config` (the channel's hyperparameters from the
-    ``recall`` section; by default none) and the contract's two methods."""
+    ``recall`` section; by default none), the contract's two methods, hyperparameters read from the
+    ``__init__`` signature, and :meth:`save` / :meth:`load`. A subclass writes and reads its learned
+    state in ``_save_state`` / ``_load_state``."""
 
     @classmethod
     def from_config(cls, recall: RecallConfig, index: VectorIndex, seed: int, device: str) -> "RecallChannel":
@@ -33,10 +41,78 @@ class RecallChannel:
         return cls()
 
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "RecallChannel":
+        """Learn from the train period's events and the catalogue; returns self."""
         raise NotImplementedError
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Up to ``k`` candidates per request: request_id, item_id, score, rank (1-based)."""
         raise NotImplementedError
+
+    def get_params(self) -> dict[str, Any]:
+        """Hyperparameters as passed to ``__init__``."""
+        return S.get_params(self)
+
+    def save(self, directory: str | Path) -> None:
+        """Write the fitted channel into ``directory``: ``channel.json`` and its state files."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._save_state(directory)
+        params = {k: (index_spec(v) if isinstance(v, VectorIndex) else v) for k, v in self.get_params().items()}
+        S.write_json({"class": type(self).__name__, "params": params}, directory / CHANNEL_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> "RecallChannel":
+        """Rebuild a channel :meth:`save` wrote (indexes on ``device``); no pickle is read."""
+        directory = Path(directory)
+        meta = S.read_json(directory / CHANNEL_FILE)
+        if meta["class"] != cls.__name__:
+            raise ValueError(f"{directory}/{CHANNEL_FILE} holds a {meta['class']}, not a {cls.__name__}")
+        params = {k: (index_from_spec(v, device) if isinstance(v, dict) and "factory" in v else v) for k, v in meta["params"].items()}
+        if "device" in params:
+            params["device"] = device
+        defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()}
+        params = {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v for k, v in params.items()}  # JSON has no tuples
+        channel = cls(**params)
+        channel._load_state(directory, device)
+        return channel
+
+    def _save_state(self, directory: Path) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not save its state")
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not load its state")
+
+
+def index_spec(index: VectorIndex) -> dict[str, Any]:
+    """A faiss index template as JSON: factory, metric and search-time knobs (the device is the loader's)."""
+    return {"factory": index.factory, "metric": index.metric, "nprobe": index.nprobe, "ef_search": index.ef_search}
+
+
+def index_from_spec(spec: dict[str, Any], device: str) -> VectorIndex:
+    """The template :func:`index_spec` described, on ``device``."""
+    return VectorIndex(spec["factory"], spec["metric"], device, spec["nprobe"], spec["ef_search"])
+
+
+def save_index(index: VectorIndex, directory: Path) -> None:
+    """A fitted faiss index in ``directory`` (its file) with the search knobs it was fitted with."""
+    index.save(directory)
+    S.write_json(index_spec(index), directory / "index.json")
+
+
+def load_index(directory: Path, device: str) -> VectorIndex:
+    """The index :func:`save_index` wrote, with its search knobs, on ``device``."""
+    spec = S.read_json(directory / "index.json")
+    return VectorIndex.load(directory, spec["metric"], device, spec["nprobe"], spec["ef_search"])
+
+
+def save_ids(ids, path: Path) -> None:
+    """Item (or token) ids, in order, as a one-column Parquet file."""
+    S.write_frame(pd.DataFrame({"id": pd.Series(np.asarray(ids), dtype="str")}), path)
+
+
+def load_ids(path: Path) -> np.ndarray:
+    """The ids :func:`save_ids` wrote, in order."""
+    return S.read_frame(path)["id"].to_numpy()
 
 
 def empty_lists() -> pd.DataFrame:

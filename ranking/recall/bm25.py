@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-
-from rankpipe.features.text import bm25_weights, item_text, token_matrix
+import scipy.sparse as sp
+from rankpipe.features.text import bm25_weights, item_text, token_matrix, tokenize
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids
+from sklearn.feature_extraction.text import CountVectorizer
 
 
 class BM25Recall(RecallChannel):
@@ -34,6 +37,19 @@ class BM25Recall(RecallChannel):
         log_pop = np.log1p(clicks.reindex(self.item_ids_, fill_value=0).to_numpy(dtype=np.float32))
         self.prior_ = self.popularity_weight * log_pop / max(float(log_pop.max()), 1.0)
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "matrix_", "save")
+        save_ids(self.item_ids_, directory / "item_ids.parquet")
+        S.write_json({token: int(column) for token, column in self.vectorizer_.vocabulary_.items()}, directory / "vocabulary.json")
+        sp.save_npz(directory / "bm25.npz", self.matrix_)
+        S.write_array(self.prior_, directory / "prior.npy")
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.item_ids_ = load_ids(directory / "item_ids.parquet")
+        self.vectorizer_ = CountVectorizer(analyzer=tokenize, binary=True, dtype=np.float32, vocabulary=S.read_json(directory / "vocabulary.json"))
+        self.matrix_ = sp.load_npz(directory / "bm25.npz").tocsr()  # np.load without pickle underneath
+        self.prior_ = S.read_array(directory / "prior.npy")
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "matrix_", "retrieve")

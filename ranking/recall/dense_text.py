@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
+import pandas as pd
 from rankpipe.features.text import embed_texts, item_text
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.index import VectorIndex
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, new_index, top_k_rows
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    empty_lists,
+    load_ids,
+    load_index,
+    new_index,
+    save_ids,
+    save_index,
+    top_k_rows,
+)
 
 
 class DenseTextRecall(RecallChannel):
@@ -30,6 +40,14 @@ class DenseTextRecall(RecallChannel):
         self.item_ids_ = items[S.ITEM_ID].to_numpy()
         self.index_ = new_index(self.index).fit(embed_texts(item_text(items).tolist()))
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "index_", "save")
+        save_ids(self.item_ids_, directory / "item_ids.parquet")
+        save_index(self.index_, directory)
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.item_ids_, self.index_ = load_ids(directory / "item_ids.parquet"), load_index(directory, device)
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "index_", "retrieve")

@@ -3,8 +3,9 @@ model wrote for them from their text (:class:`rankpipe.generative.doc2query.Item
 
 from __future__ import annotations
 
-import pandas as pd
+from pathlib import Path
 
+import pandas as pd
 from rankpipe.generative.doc2query import ItemQueryGenerator
 from rankpipe.generative.normalize import normalize_queries
 from rankpipe.pipeline import schema as S
@@ -33,6 +34,15 @@ class GeneratedQueryRecall(RecallChannel):
                                              progress=self.progress).fit(train_events, items)
         self.generated_ = self.generator_.generate(S.cold_items(train_events, items), self.queries_per_item)
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        # What retrieval reads: the cold items' generated queries. The generator itself serves new
+        # cold items and is refitted with the channel (its CharLM has its own save/load).
+        check_fitted(self, "generated_", "save")
+        S.write_frame(self.generated_, directory / "generated_queries.parquet")
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.generated_ = S.read_frame(directory / "generated_queries.parquet")
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         """Up to ``k`` cold items per search request whose generated queries match its query exactly (after normalization)."""

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-
 from rankpipe.features.embeddings import history_vectors
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.index import VectorIndex
-from rankpipe.ranking.recall.base import (RecallChannel, new_index, popularity_prior, stable_hash, top_k_rows, with_prior,
-                                          with_prior_query)
-
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    load_ids,
+    load_index,
+    new_index,
+    popularity_prior,
+    save_ids,
+    save_index,
+    stable_hash,
+    top_k_rows,
+    with_prior,
+    with_prior_query,
+)
 
 QUERY_TOKEN = "query:"  # prefix of a query's token in item2vec sentences; item ids never start with it
 
@@ -88,6 +99,20 @@ class Item2VecRecall(RecallChannel):
         prior = popularity_prior(train_events, self.item_index_, self.popularity_half_life_days)
         self.index_ = new_index(self.index).fit(with_prior(self.vectors_, prior))
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "index_", "save")
+        S.write_array(self.vectors_, directory / "item_vectors.npy")
+        save_ids(self.item_index_, directory / "item_ids.parquet")
+        S.write_array(self.query_vectors_, directory / "query_vectors.npy")
+        save_ids(self.query_index_, directory / "query_tokens.parquet")
+        save_index(self.index_, directory)
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.vectors_, self.item_index_ = S.read_array(directory / "item_vectors.npy"), pd.Index(load_ids(directory / "item_ids.parquet"))
+        self.query_vectors_ = S.read_array(directory / "query_vectors.npy")
+        self.query_index_ = pd.Index(load_ids(directory / "query_tokens.parquet"))
+        self.index_ = load_index(directory, device)
 
     def user_vectors(self, requests: pd.DataFrame, history: pd.DataFrame) -> np.ndarray:
         """(R, D) point-in-time request vectors: recent items plus the query (zero rows when neither is known)."""

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
 from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, keep_top_per_row, top_k_rows
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    empty_lists,
+    keep_top_per_row,
+    load_ids,
+    save_ids,
+    top_k_rows,
+)
 
 
 class ItemCFRecall(RecallChannel):
@@ -48,6 +56,15 @@ class ItemCFRecall(RecallChannel):
         sim = (sp.diags(inv) @ co @ sp.diags(inv)).tocsr()
         self.similarity_ = keep_top_per_row(sim, self.neighbours)
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "similarity_", "save")
+        save_ids(self.item_index_, directory / "item_ids.parquet")
+        sp.save_npz(directory / "similarity.npz", self.similarity_)
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.item_index_ = pd.Index(load_ids(directory / "item_ids.parquet"))
+        self.similarity_ = sp.load_npz(directory / "similarity.npz").tocsr()
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "similarity_", "retrieve")

@@ -4,10 +4,11 @@ candidate and where; the method chosen by cross-validation on held-out requests.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import scipy.stats
-
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 
@@ -140,6 +141,26 @@ class LearnedMerge:
         matrix, candidate, _ = self._design(stacked)
         return self.model_.predict_proba(matrix)[:, 1][candidate]
 
+    def save(self, directory: Path) -> None:
+        """``learned_merge.json``: the regularization, the indicator columns and the fitted coefficients."""
+        check_fitted(self, "model_", "save")
+        S.write_json({"regularization": self.regularization, "columns": self.columns_.tolist(), "coef": self.model_.coef_.tolist(),
+                      "intercept": self.model_.intercept_.tolist(), "classes": self.model_.classes_.tolist()}, directory / "learned_merge.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> "LearnedMerge":
+        """The merge :meth:`save` wrote: a logistic regression rebuilt from its coefficients."""
+        from sklearn.linear_model import LogisticRegression
+
+        state = S.read_json(directory / "learned_merge.json")
+        merge = cls(state["regularization"])
+        merge.columns_ = pd.Index(state["columns"])
+        model = LogisticRegression(C=merge.regularization, max_iter=2000)
+        model.coef_, model.intercept_ = np.asarray(state["coef"]), np.asarray(state["intercept"])
+        model.classes_, model.n_features_in_ = np.asarray(state["classes"]), len(merge.columns_)
+        merge.model_ = model
+        return merge
+
     def summary(self) -> pd.DataFrame:
         """The fitted log-odds per indicator: channel, bucket (floor(2 log2 rank)), coefficient (the run's ``recall.calibration`` table)."""
         check_fitted(self, "model_", "summary")
@@ -185,22 +206,40 @@ class GBDTMerge:
         self.channels_ = list(quotas)
         design, candidate = self._design(stacked)
         hit = _candidate_hits(stacked, candidate, positives, "gbdt")
-        self.model_ = lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
-                                         min_child_samples=self.min_child_samples, random_state=self.seed, deterministic=True,
-                                         force_row_wise=True, verbose=-1).fit(design, hit)
+        # The booster alone is kept: its predict is the classifier's P(positive), and it saves as LightGBM text.
+        self.booster_ = lgb.LGBMClassifier(n_estimators=self.n_estimators, learning_rate=self.learning_rate, num_leaves=self.num_leaves,
+                                           min_child_samples=self.min_child_samples, random_state=self.seed, deterministic=True,
+                                           force_row_wise=True, verbose=-1).fit(design, hit).booster_
         return self
 
     def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
         """P(positive) of each stacked row's candidate (equal for the rows of one candidate)."""
-        check_fitted(self, "model_", "candidate_scores")
+        check_fitted(self, "booster_", "candidate_scores")
         design, candidate = self._design(stacked)
-        return self.model_.predict_proba(design)[:, 1][candidate]
+        return self.booster_.predict(design)[candidate]
 
     def summary(self) -> pd.DataFrame:
         """feature, gain: what the merge leans on (the run's ``recall.calibration`` table)."""
-        check_fitted(self, "model_", "summary")
-        gain = self.model_.booster_.feature_importance(importance_type="gain")
-        return pd.DataFrame({"feature": self.model_.booster_.feature_name(), "gain": gain}).sort_values("gain", ascending=False, ignore_index=True)
+        check_fitted(self, "booster_", "summary")
+        gain = self.booster_.feature_importance(importance_type="gain")
+        return pd.DataFrame({"feature": self.booster_.feature_name(), "gain": gain}).sort_values("gain", ascending=False, ignore_index=True)
+
+    def save(self, directory: Path) -> None:
+        """``gbdt_merge.txt`` (the LightGBM model as text) and ``gbdt_merge.json`` (hyperparameters, channels)."""
+        check_fitted(self, "booster_", "save")
+        self.booster_.save_model(str(directory / "gbdt_merge.txt"))
+        S.write_json({"params": S.get_params(self),
+                      "channels": self.channels_}, directory / "gbdt_merge.json")
+
+    @classmethod
+    def load(cls, directory: Path) -> "GBDTMerge":
+        """The merge :meth:`save` wrote."""
+        import lightgbm as lgb
+
+        meta = S.read_json(directory / "gbdt_merge.json")
+        merge = cls(**meta["params"])
+        merge.channels_, merge.booster_ = list(meta["channels"]), lgb.Booster(model_file=str(directory / "gbdt_merge.txt"))
+        return merge
 
 
 MERGES = ("gbdt", "learned", "calibrated", "interleave")
@@ -296,3 +335,54 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
     for name, score in _by_channel(stacked, quotas, "score").items():
         merged[f"{name}_score"] = score[candidate[kept]]
     return merged
+
+
+class CandidateMerge:
+    """The fitted merge, applied to any requests' channel lists: ``method`` (one of :data:`MERGES`)
+    fitted on held-out lists (:func:`fit_merge`), the quotas it was fitted with, and the merged
+    list length ``k``. Saves as plain files (``merge.json`` plus the method's own: LightGBM text,
+    JSON coefficients, or a Parquet table of hit rates)."""
+
+    def __init__(self, method: str = "interleave", k: int = 200):
+        self.method, self.k = method, k
+
+    def fit(self, held_out: dict[str, pd.DataFrame], quotas: dict[str, int], positives: pd.DataFrame) -> "CandidateMerge":
+        """Fit on held-out requests' channel lists and their (request_id, item_id) positives (nothing to fit for ``interleave``)."""
+        self.quotas_ = dict(quotas)
+        self.fitted_ = fit_merge(self.method, held_out, quotas, positives) if self.method != "interleave" else {}
+        return self
+
+    def merge(self, channel_lists: dict[str, pd.DataFrame], k: int | None = None) -> pd.DataFrame:
+        """The merged lists (:func:`merge_candidates`) of ``channel_lists``, cut at the fitted quotas and ``k`` (default: the merge's)."""
+        check_fitted(self, "fitted_", "merge")
+        return merge_candidates(channel_lists, self.quotas_, self.k if k is None else k, **self.fitted_)
+
+    def summary(self) -> pd.DataFrame | None:
+        """What the fitted merge leans on (the recall stage's ``calibration`` table); None for ``interleave``."""
+        check_fitted(self, "fitted_", "summary")
+        if "learned" in self.fitted_:
+            return self.fitted_["learned"].summary()
+        return self.fitted_.get("hit_rates")
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``merge.json`` and the fitted method's files into ``directory``."""
+        check_fitted(self, "fitted_", "save")
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if "learned" in self.fitted_:
+            self.fitted_["learned"].save(directory)
+        elif "hit_rates" in self.fitted_:
+            S.write_frame(self.fitted_["hit_rates"], directory / "hit_rates.parquet")
+        S.write_json({"method": self.method, "k": self.k, "quotas": self.quotas_}, directory / "merge.json")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CandidateMerge":
+        """The merge :meth:`save` wrote."""
+        directory = Path(directory)
+        meta = S.read_json(directory / "merge.json")
+        merge = cls(meta["method"], meta["k"])
+        merge.quotas_ = {name: int(quota) for name, quota in meta["quotas"].items()}
+        readers = {"gbdt": lambda: {"learned": GBDTMerge.load(directory)}, "learned": lambda: {"learned": LearnedMerge.load(directory)},
+                   "calibrated": lambda: {"hit_rates": S.read_frame(directory / "hit_rates.parquet")}, "interleave": dict}
+        merge.fitted_ = readers[merge.method]()
+        return merge

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
-
 from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, decayed_counts, empty_lists, ranked_lists
-
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    decayed_counts,
+    empty_lists,
+    ranked_lists,
+)
 
 POPULARITY_SCOPES = ("query", "category", "global")
 
@@ -46,6 +51,26 @@ class PopularityRecall(RecallChannel):
             self.by_category_ = self.scores_.rename_axis(S.ITEM_ID).reset_index(name="count").assign(
                 **{S.CATEGORY: lambda f: self.category_.reindex(f[S.ITEM_ID]).to_numpy()}).set_index([S.CATEGORY, S.ITEM_ID])["count"]
         return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "scores_", "save")
+        S.write_frame(self.scores_.rename("count").rename_axis(S.ITEM_ID).reset_index(), directory / "scores.parquet")
+        S.write_frame(self.category_.rename(S.CATEGORY).rename_axis(S.ITEM_ID).reset_index(), directory / "categories.parquet")
+        if "query" in self.scopes:
+            S.write_frame(self.by_query_.rename("count").reset_index(), directory / "by_query.parquet")
+        if "category" in self.scopes:
+            S.write_frame(self.by_category_.rename("count").reset_index(), directory / "by_category.parquet")
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        scores = S.read_frame(directory / "scores.parquet")
+        self.scores_ = pd.Series(scores["count"].to_numpy(), index=pd.Index(scores[S.ITEM_ID].to_numpy(), name=S.ITEM_ID))
+        categories = S.read_frame(directory / "categories.parquet")
+        self.category_ = categories.set_index(S.ITEM_ID)[S.CATEGORY]
+        self.item_index_ = pd.Index(categories[S.ITEM_ID].to_numpy())
+        if "query" in self.scopes:
+            self.by_query_ = S.read_frame(directory / "by_query.parquet").set_index([S.QUERY, S.ITEM_ID])["count"]
+        if "category" in self.scopes:
+            self.by_category_ = S.read_frame(directory / "by_category.parquet").set_index([S.CATEGORY, S.ITEM_ID])["count"]
 
     def _tier(self, keys: pd.DataFrame, key: str, counts: pd.Series, k: int, tier: int) -> pd.DataFrame:
         """(request_id, item_id, score) of the top ``k`` items per key value, for the requests with that key."""

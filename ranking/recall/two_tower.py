@@ -22,15 +22,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
-from tqdm.auto import tqdm
-
 from rankpipe.features.embeddings import recent_items
 from rankpipe.features.text import item_text, token_matrix
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.index import VectorIndex
-from rankpipe.ranking.recall.base import RecallChannel, new_index, popularity_prior, top_k_rows, with_prior, with_prior_query
+from rankpipe.ranking.recall.base import (
+    RecallChannel,
+    load_index,
+    new_index,
+    popularity_prior,
+    save_index,
+    top_k_rows,
+    with_prior,
+    with_prior_query,
+)
+from torch import nn
+from tqdm.auto import tqdm
 
 MAX_TOKENS = 32  # tokens kept per item text or query; titles in the default world have ~12
 PRICE_BUCKETS = 10
@@ -229,42 +237,34 @@ class TwoTowerRecall(RecallChannel):
         return top_k_rows(requests[S.REQUEST_ID].to_numpy(), scores, rows, self.item_index_.to_numpy())
 
     # ------------------------------------------------------------------------------ persistence
-    def save(self, directory: str | Path) -> None:
-        """``two_tower.pt`` (the state_dict), ``two_tower.json`` (hyperparameters and vocabularies) and the faiss index."""
+    def _save_state(self, directory: Path) -> None:
+        """``two_tower.pt`` (the state_dict), ``two_tower.json`` (vocabularies) and the faiss index."""
         check_fitted(self, "net_", "save")
-        directory = Path(directory)
         torch.save(self.net_.state_dict(), directory / WEIGHTS_FILE)
         meta = {
-            "params": {k: getattr(self, k) for k in ("dims", "hidden", "history", "epochs", "batch_size", "learning_rate", "temperature",
-                                                     "popularity_weight", "popularity_half_life_days", "seed")},
             "item_ids": self.item_index_.tolist(), "categories": self.categories_.tolist(), "tops": self.tops_.tolist(),
             "brands": self.brands_.tolist(), "price_edges": self.price_edges_.tolist(),
             "vocabulary": {t: int(i) for t, i in self.vectorizer_.vocabulary_.items()},
             "item_features": {k: v.tolist() for k, v in self.item_features_.items()},
         }
         (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False))
-        self.index_.save(directory)
+        save_index(self.index_, directory)
 
-    @classmethod
-    def load(cls, directory: str | Path, device: str = "auto") -> "TwoTowerRecall":
-        """Rebuild a saved channel: weights with ``weights_only=True``, vocabularies from JSON, the faiss index from its file."""
+    def _load_state(self, directory: Path, device: str) -> None:
+        """Weights with ``weights_only=True``, vocabularies from JSON, the faiss index from its file."""
+        from rankpipe.features.text import tokenize
         from sklearn.feature_extraction.text import CountVectorizer
 
-        from rankpipe.features.text import tokenize
-
-        directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
-        out = cls(**meta["params"], device=device)
-        out.item_index_, out.categories_ = pd.Index(meta["item_ids"]), pd.Index(meta["categories"])
-        out.tops_, out.brands_, out.price_edges_ = pd.Index(meta["tops"]), pd.Index(meta["brands"]), np.asarray(meta["price_edges"])
-        out.vectorizer_ = CountVectorizer(analyzer=tokenize, binary=True, dtype=np.float32, vocabulary=meta["vocabulary"])
-        out.n_tokens_ = len(meta["vocabulary"])
-        out.item_features_ = {k: np.asarray(v, dtype=np.int64) for k, v in meta["item_features"].items()}
-        item_category = np.append(out.item_features_["category"], len(out.categories_))
-        net = TwoTowerNet(len(out.item_index_), len(out.categories_), len(out.tops_), len(out.brands_), out.n_tokens_,
-                          out.dims, out.hidden, torch.as_tensor(item_category))
+        self.item_index_, self.categories_ = pd.Index(meta["item_ids"]), pd.Index(meta["categories"])
+        self.tops_, self.brands_, self.price_edges_ = pd.Index(meta["tops"]), pd.Index(meta["brands"]), np.asarray(meta["price_edges"])
+        self.vectorizer_ = CountVectorizer(analyzer=tokenize, binary=True, dtype=np.float32, vocabulary=meta["vocabulary"])
+        self.n_tokens_ = len(meta["vocabulary"])
+        self.item_features_ = {k: np.asarray(v, dtype=np.int64) for k, v in meta["item_features"].items()}
+        item_category = np.append(self.item_features_["category"], len(self.categories_))
+        net = TwoTowerNet(len(self.item_index_), len(self.categories_), len(self.tops_), len(self.brands_), self.n_tokens_,
+                          self.dims, self.hidden, torch.as_tensor(item_category))
         net.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-        out.net_ = net.to(_device(device)).eval()
-        out.item_vectors_ = out._all_item_vectors()
-        out.index_ = VectorIndex.load(directory, "ip", device)
-        return out
+        self.net_ = net.to(_device(device)).eval()
+        self.item_vectors_ = self._all_item_vectors()
+        self.index_ = load_index(directory, device)

@@ -230,3 +230,23 @@ def test_dense_similarity_loads_offline_and_ranks_the_matching_item_first():
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+def test_the_fitted_feature_builder_saves_and_transforms_new_pairs_the_same_after_loading(tmp_path):
+    from rankpipe.features.builder import FeatureBuilder
+    from rankpipe.features.config import FeaturesConfig
+    from rankpipe.pipeline.config import SyntheticConfig
+    from rankpipe.pipeline.datasets.synthetic import generate
+
+    world = generate(SyntheticConfig(n_users=300, n_items=200, n_sessions=800, days=10), seed=4)
+    events = world.events
+    cut = events[S.TS].quantile(0.7)
+    builder = FeatureBuilder.from_config(FeaturesConfig(windows_days=(3,), half_lives_days=(2,))).fit(events, world.items, cut)
+    later = events[(events[S.TS] >= cut) & (events[S.EVENT] == "impression")].head(500)
+    features = builder.transform(later)
+    assert len(features) == len(later) and features.shape[1] > 20 and (features.dtypes == np.float32).all()
+    builder.save(tmp_path)
+    loaded = FeatureBuilder.load(tmp_path)
+    pd.testing.assert_frame_equal(loaded.transform(later), features)
+    assert loaded.get_params() == builder.get_params() == {"windows_days": (3,), "half_lives_days": (2,), "dense_text": False,
+                                                            "min_impressions_for_prior": 20}

@@ -52,3 +52,16 @@ def test_mmr_increases_diversity_on_clustered_items():
     diverse = mmr_rerank(scored, index, vectors, 0.5, 10, 4)[S.ITEM_ID].tolist()
     assert plain == ["i0", "i1", "i2", "i3"]
     assert len(set(diverse) & {"i0", "i1", "i2", "i3", "i4"}) == 1
+
+
+def test_the_fitted_reranker_saves_and_reranks_the_same_after_loading(tmp_path):
+    from rankpipe.ranking.rerank import MMRReranker
+
+    scored = _scored(5)
+    items = np.sort(scored[S.ITEM_ID].unique())
+    vectors = np.random.default_rng(0).normal(size=(len(items), 4)).astype(np.float32)
+    reranker = MMRReranker(0.5, 20, 5).fit(items, vectors)
+    lists = reranker.rerank(scored)
+    reranker.save(tmp_path)
+    pd.testing.assert_frame_equal(MMRReranker.load(tmp_path).rerank(scored), lists)
+    assert MMRReranker.load(tmp_path).get_params() == {"mmr_lambda": 0.5, "pool": 20, "k": 5}

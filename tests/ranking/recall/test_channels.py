@@ -10,7 +10,7 @@ from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import SyntheticConfig
 from rankpipe.pipeline.datasets.synthetic import generate
 from rankpipe.pipeline.schema import POSITIVE_EVENTS
-from rankpipe.ranking.recall import CHANNELS
+from rankpipe.ranking.recall import CHANNELS, load_channel
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ SMALL = {"generated_queries": dict(dim=32, layers=1, epochs=2, queries_per_item=
 
 
 @pytest.mark.parametrize("name", sorted(CHANNELS))
-def test_channel_contract(name, world):
+def test_channel_contract(name, world, tmp_path):
     train, items, requests, history = world
     channel = CHANNELS[name](**SMALL.get(name, {}))
     with pytest.raises(RuntimeError, match="not fitted"):
@@ -45,6 +45,14 @@ def test_channel_contract(name, world):
     assert ranks_sorted.all()
     if name in ("bm25", "bm25_cold", "dense_text", "generated_queries"):  # feed requests get nothing from the text channels
         assert set(out[S.REQUEST_ID]) <= set(requests.loc[requests[S.QUERY].notna(), S.REQUEST_ID])
+    # Fitted once, applied anywhere: saved as plain files (no pickle), reloaded, the same lists.
+    channel.save(tmp_path / name)
+    assert not list((tmp_path / name).rglob("*.pkl")) and not list((tmp_path / name).rglob("*.pickle"))
+    loaded = load_channel(tmp_path / name, device="cpu")
+    assert type(loaded) is type(channel)
+    pd.testing.assert_frame_equal(loaded.retrieve(requests, 10, history).reset_index(drop=True), out.reset_index(drop=True))
+    params = {k: v for k, v in channel.get_params().items() if k not in ("index", "device")}
+    assert {k: v for k, v in loaded.get_params().items() if k in params} == params
 
 
 def test_two_tower_serves_cold_users_and_unseen_items_and_reloads(world, tmp_path):

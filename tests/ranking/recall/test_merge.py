@@ -159,3 +159,31 @@ def test_choose_merge_picks_the_method_that_finds_more_held_out_positives():
     assert set(scores) == set(MERGES)
     assert scores["interleave"] == 0.0 and scores[method] > 0.6
     assert method in ("gbdt", "learned", "calibrated")
+
+
+@pytest.mark.parametrize("method", ["gbdt", "learned", "calibrated", "interleave"])
+def test_a_fitted_merge_saves_as_plain_files_and_merges_new_lists_the_same_after_loading(method, tmp_path):
+    from rankpipe.ranking.recall.merge import CandidateMerge
+
+    rng = np.random.default_rng(2)
+    fit_frames, new_frames, positives = {"a": [], "b": []}, {"a": [], "b": []}, []
+    for i in range(400):
+        for frames, r in ((fit_frames, f"v{i}"), (new_frames, f"t{i}")):
+            hit = rng.random() < 0.6
+            frames["a"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-p" if hit else f"{r}-a0", f"{r}-a1", f"{r}-c"],
+                                             "score": rng.random(3).cumsum()[::-1], "rank": [1, 2, 3]}))
+            frames["b"].append(pd.DataFrame({S.REQUEST_ID: r, S.ITEM_ID: [f"{r}-b0", f"{r}-c"], "score": [2.0, 1.0], "rank": [1, 2]}))
+            positives.append((r, f"{r}-p"))
+    held_out = {k: pd.concat(v, ignore_index=True) for k, v in fit_frames.items()}
+    fresh = {k: pd.concat(v, ignore_index=True) for k, v in new_frames.items()}
+    positives = pd.DataFrame(positives, columns=[S.REQUEST_ID, S.ITEM_ID])
+    merge = CandidateMerge(method, k=4).fit(held_out, {"b": 2, "a": 3}, positives[positives[S.REQUEST_ID].str.startswith("v")])
+    merged = merge.merge(fresh)
+    merge.save(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".pkl", ".pickle", ".joblib")]
+    loaded = CandidateMerge.load(tmp_path)
+    pd.testing.assert_frame_equal(loaded.merge(fresh), merged)
+    assert merged.groupby(S.REQUEST_ID).size().max() <= 4
+    if method != "interleave":  # the fitted merges put the channel that finds positives first
+        first = merged[merged["rank"] == 1]
+        assert (first["channel"] == "a").mean() > 0.9
