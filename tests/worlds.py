@@ -7,3 +7,10 @@ SMALL_WORLD = [
     "recall.k=100", "evaluate.recall_ks=[20,100]",
     "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30",
 ]
+
+# The stage tests' world (tests/pipeline/stages): a few seconds per stage, five channels at quota 50.
+TINY_WORLD = SMALL_WORLD + [
+    "dataset.synthetic.n_users=800", "dataset.synthetic.n_items=400", "dataset.synthetic.n_sessions=2500", "dataset.synthetic.days=14",
+    "recall.quotas={item2vec: 50, two_tower: 50, itemcf: 50, bm25: 50, popularity: 50}", "recall.two_tower.epochs=1",
+    "recall.k=50", "evaluate.recall_ks=[10,50]", "recall.calibration_requests=300", "rank.lightgbm.n_estimators=40",
+]
