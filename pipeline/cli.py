@@ -19,7 +19,7 @@ EXIT_BAD_INPUT = 2
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML config file (keys mirror pipeline.config.Config)")
+    parser.add_argument("--config", help="YAML config file (keys mirror the config sections: see the README)")
     parser.add_argument("--dataset", help="dataset adapter name (see `rankpipe datasets`); default synthetic")
     parser.add_argument("--path", help="where the dataset's files are (directory or URI)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
-class LightGBMRankConfig:
-    """LightGBM rankers (``lambdarank``, ``rank_xendcg``, ``lgb_binary``)."""
+class BoostedTreesRankConfig:
+    """What the LightGBM and XGBoost rankers share: leaf-wise trees, early stopping on the validation
+    lists, then a refit on train + valid."""
 
     num_leaves: int = 31
     # A small step and long patience: with 0.05 / 30, early stopping on noisy validation NDCG kept
@@ -24,22 +25,22 @@ class LightGBMRankConfig:
     learning_rate: float = 0.02
     n_estimators: int = 800
     early_stopping_rounds: int = 100
-    min_data_in_leaf: int = 50
     feature_fraction: float = 0.9
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid
 
 
 @dataclass(frozen=True)
-class XGBoostRankConfig:
+class LightGBMRankConfig(BoostedTreesRankConfig):
+    """LightGBM rankers (``lambdarank``, ``rank_xendcg``, ``lgb_binary``)."""
+
+    min_data_in_leaf: int = 50
+
+
+@dataclass(frozen=True)
+class XGBoostRankConfig(BoostedTreesRankConfig):
     """XGBoost rankers (``xgb_ndcg``, ``xgb_pairwise``, ``xgb_binary``): leaf-wise trees like LightGBM's."""
 
-    num_leaves: int = 31
-    learning_rate: float = 0.02
-    n_estimators: int = 800
-    early_stopping_rounds: int = 100
     min_child_weight: float = 1.0  # a leaf's minimum hessian sum (XGBoost has no count-based minimum)
-    feature_fraction: float = 0.9
-    refit: bool = True
 
 
 @dataclass(frozen=True)

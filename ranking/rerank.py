@@ -31,7 +31,7 @@ def mmr_rerank(scored: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndar
     if k < 1 or pool < k:
         raise ValueError(f"need 1 <= k <= pool. Got k={k}, pool={pool} instead.")
     codes, request_ids = pd.factorize(scored[S.REQUEST_ID])
-    scores = scored["score"].to_numpy(dtype=np.float64)
+    scores = scored[S.SCORE].to_numpy(dtype=np.float64)
     order = np.lexsort((-scores, codes))
     c = codes[order]
     pos = np.arange(len(c)) - np.searchsorted(c, c, side="left")
@@ -64,7 +64,7 @@ def mmr_rerank(scored: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndar
         max_sim = np.maximum(max_sim, np.where(ok[:, None], sim[rows, best], 0.0))
     valid = picks >= 0
     picked_rows = slot_row[np.repeat(rows, k), picks.ravel().clip(0)][valid.ravel()]
-    out = scored.iloc[picked_rows][[S.REQUEST_ID, S.ITEM_ID, "score"]].reset_index(drop=True)
+    out = scored.iloc[picked_rows][[S.REQUEST_ID, S.ITEM_ID, S.SCORE]].reset_index(drop=True)
     out["position"] = np.tile(np.arange(1, k + 1, dtype=np.int32), n)[valid.ravel()]
     return out
 

@@ -51,7 +51,7 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     cold_positives = positives[positives[S.ITEM_ID].isin(cold)]
     out["recall.cold.positive_share"] = len(cold_positives) / max(len(positives), 1)
     channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
-    for name, found in channels.groupby("channel", sort=True):
+    for name, found in channels.groupby(S.CHANNEL, sort=True):
         for k in config.evaluate.recall_ks:
             out[f"recall.{name}.recall_at_{k}"], out[f"recall.{name}.hit_rate_at_{k}"] = M.recall_at_k(found, positives, k)
             out[f"recall.{name}.cold_recall_at_{k}"] = M.recall_at_k(found, cold_positives, k)[0]

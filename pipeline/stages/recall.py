@@ -20,7 +20,7 @@ from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
 def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
                           requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """``recall_<channel>_rank`` features (:func:`ranking.recall.channel_rank_features`) for every logged
+    """``recall_<channel>_rank`` features (:func:`~rankpipe.ranking.recall.ranker_features.channel_rank_features`) for every logged
     pair, each from channels fitted before its request's time.
 
     A channel fitted on the train period has seen the very clicks the ranker trains on and would

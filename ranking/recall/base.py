@@ -117,7 +117,7 @@ def load_ids(path: Path) -> np.ndarray:
 
 def empty_lists() -> pd.DataFrame:
     """A channel's output when it has nothing to return."""
-    return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), "score": pd.Series(dtype=np.float32), "rank": pd.Series(dtype=np.int32)})
+    return pd.DataFrame({S.REQUEST_ID: pd.Series(dtype="str"), S.ITEM_ID: pd.Series(dtype="str"), S.SCORE: pd.Series(dtype=np.float32), S.RANK: pd.Series(dtype=np.int32)})
 
 
 def top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarray, item_ids: np.ndarray) -> pd.DataFrame:
@@ -127,8 +127,8 @@ def top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarra
     return pd.DataFrame({
         S.REQUEST_ID: np.repeat(request_ids, k)[valid.ravel()],
         S.ITEM_ID: item_ids[item_rows[valid]],
-        "score": scores[valid].astype(np.float32),
-        "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), r)[valid.ravel()],
+        S.SCORE: scores[valid].astype(np.float32),
+        S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), r)[valid.ravel()],
     })
 
 
@@ -137,7 +137,7 @@ def ranked_lists(ordered: pd.DataFrame, k: int) -> pd.DataFrame:
     rank = (ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).to_numpy(dtype=np.int32)
     keep = rank <= k
     return ordered.loc[keep, [S.REQUEST_ID, S.ITEM_ID]].reset_index(drop=True).assign(
-        score=ordered["score"].to_numpy(dtype=np.float32)[keep], rank=rank[keep])
+        score=ordered[S.SCORE].to_numpy(dtype=np.float32)[keep], rank=rank[keep])
 
 
 def decayed_counts(train_events: pd.DataFrame, half_life_days: float, by: str | None = None,

@@ -68,13 +68,13 @@ class BM25Recall(RecallChannel):
             frames.append(pd.DataFrame({
                 S.QUERY: np.repeat(block.to_numpy(), k),
                 S.ITEM_ID: self.item_ids_[np.take_along_axis(top, order, axis=1)].ravel(),
-                "score": np.take_along_axis(top_scores, order, axis=1).ravel().astype(np.float32),
-                "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
+                S.SCORE: np.take_along_axis(top_scores, order, axis=1).ravel().astype(np.float32),
+                S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
             }))
         if not frames:
             return empty_lists()
         per_query = pd.concat(frames, ignore_index=True)
-        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
+        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, S.SCORE, S.RANK]]
 
 
 class ColdBM25Recall(BM25Recall):

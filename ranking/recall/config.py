@@ -34,7 +34,7 @@ class Item2VecConfig:
     # 0.716 at 4 (searches 0.600 → 0.819 at 2; browsing requests unchanged).
     query_weight: float = 2.0
     # Weight of the popularity prior added to the cosine; None: chosen per run on the validation
-    # requests from ranking.recall.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
+    # requests from ranking.recall.base.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
     popularity_weight: float | None = None
 
 
@@ -63,7 +63,7 @@ class RecallConfig:
     quotas: Mapping[str, int] = field(default_factory=lambda: {"bm25": 200, "itemcf": 200, "item2vec": 200, "two_tower": 200, "popularity": 200})
     k: int = 200
     popularity_half_life_days: float = 7.0
-    # Scopes of the popularity channel, in order of preference (ranking.recall.PopularityRecall):
+    # Scopes of the popularity channel, in order of preference (ranking/recall/popularity.py):
     # query (items clicked after the same query), category (of the user's last positive item), global.
     popularity_scopes: tuple[str, ...] = ("query", "global")
     itemcf_half_life_days: float = 30.0
@@ -74,7 +74,7 @@ class RecallConfig:
     merge: str = "auto"
     calibration_requests: int = 2000  # validation requests sampled to fit the learned / calibrated merge
     # > 0: the ranker also sees which channels found each pair and at what rank (recall_<channel>_rank),
-    # train rows from this many channel refits before cuts of the train period (see stages._logged_channel_ranks).
+    # train rows from this many channel refits before cuts of the train period (see pipeline/stages/recall.py, _logged_channel_ranks).
     ranker_snapshots: int = 0
     index: IndexConfig = field(default_factory=IndexConfig)
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)

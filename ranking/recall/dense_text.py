@@ -57,4 +57,4 @@ class DenseTextRecall(RecallChannel):
         queries = pd.Index(search[S.QUERY].unique())
         scores, rows = self.index_.search(embed_texts(queries.tolist()), k)  # (Q, k) per distinct query
         per_query = top_k_rows(queries.to_numpy(), scores, rows, self.item_ids_).rename(columns={S.REQUEST_ID: S.QUERY})
-        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, "score", "rank"]]
+        return search[[S.REQUEST_ID, S.QUERY]].merge(per_query, on=S.QUERY)[[S.REQUEST_ID, S.ITEM_ID, S.SCORE, S.RANK]]

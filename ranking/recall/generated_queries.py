@@ -50,4 +50,4 @@ class GeneratedQueryRecall(RecallChannel):
         search = requests.loc[requests[S.QUERY].notna(), [S.REQUEST_ID, S.QUERY]]
         search = search.assign(**{S.QUERY: normalize_queries(search[S.QUERY]).to_numpy()})
         found = search.merge(self.generated_, on=S.QUERY)
-        return ranked_lists(found.sort_values([S.REQUEST_ID, "score", S.ITEM_ID], ascending=[True, False, True], kind="stable"), k)
+        return ranked_lists(found.sort_values([S.REQUEST_ID, S.SCORE, S.ITEM_ID], ascending=[True, False, True], kind="stable"), k)

@@ -38,32 +38,32 @@ def channel_hit_rates(channel_lists: dict[str, pd.DataFrame], positives: pd.Data
     for name, found in channel_lists.items():
         if found.empty:
             continue
-        judged = found[[S.REQUEST_ID, S.ITEM_ID, "rank"]].merge(positive_keys, on=[S.REQUEST_ID, S.ITEM_ID], how="left")
-        judged["bucket"] = rank_bucket(judged["rank"].to_numpy())
+        judged = found[[S.REQUEST_ID, S.ITEM_ID, S.RANK]].merge(positive_keys, on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+        judged["bucket"] = rank_bucket(judged[S.RANK].to_numpy())
         stats = judged.groupby("bucket")["_hit"].agg(hits="sum", trials="size").reset_index()
         frames.append(stats.assign(channel=name))
     if not frames:
-        return pd.DataFrame({"channel": pd.Series(dtype="str"), "bucket": pd.Series(dtype=np.int16), "hits": [], "trials": [], "hit_rate": []})
+        return pd.DataFrame({S.CHANNEL: pd.Series(dtype="str"), "bucket": pd.Series(dtype=np.int16), "hits": [], "trials": [], "hit_rate": []})
     table = pd.concat(frames, ignore_index=True)
     # A thin bucket shrinks toward its own channel's overall rate: a weak channel's sparse deep
     # buckets must not borrow the strong channels' hits.
-    by_channel = table.groupby("channel")[["hits", "trials"]].transform("sum")
+    by_channel = table.groupby(S.CHANNEL)[["hits", "trials"]].transform("sum")
     channel_rate = (by_channel["hits"] + 1) / (by_channel["trials"] + 2)  # Laplace: a channel with no hits still has a proper prior
     alpha = table["hits"] + prior_strength * channel_rate
     beta = table["trials"] - table["hits"] + prior_strength * (1 - channel_rate)
     # The merge ranks by a lower credible bound, not the mean: a candidate from a well-measured
     # channel is only displaced by one whose advantage the held-out data actually shows.
     table["hit_rate"] = scipy.stats.beta.ppf(credible_low, alpha, beta)
-    table = table.sort_values(["channel", "bucket"])
-    table["hit_rate"] = table.groupby("channel")["hit_rate"].cummin()
-    return table[["channel", "bucket", "hits", "trials", "hit_rate"]].reset_index(drop=True)
+    table = table.sort_values([S.CHANNEL, "bucket"])
+    table["hit_rate"] = table.groupby(S.CHANNEL)["hit_rate"].cummin()
+    return table[[S.CHANNEL, "bucket", "hits", "trials", "hit_rate"]].reset_index(drop=True)
 
 
 def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd.DataFrame:
     """Every channel's list cut at its quota, stacked with ``channel``, ``priority`` (order in
     ``quotas``), and integer codes ``_request`` and ``_candidate`` (one per (request_id, item_id),
     numbered in order of appearance), so merging never hashes id strings twice."""
-    stacked = pd.concat([channel_lists[name].loc[lambda f, q=quota: f["rank"] <= q].assign(channel=name, priority=priority)
+    stacked = pd.concat([channel_lists[name].loc[lambda f, q=quota: f[S.RANK] <= q].assign(channel=name, priority=priority)
                          for priority, (name, quota) in enumerate(quotas.items())], ignore_index=True)
     request, _ = pd.factorize(stacked[S.REQUEST_ID])
     item, items = pd.factorize(stacked[S.ITEM_ID])
@@ -76,7 +76,7 @@ def _stack(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, int]) -> pd
 def _by_channel(stacked: pd.DataFrame, channels, column: str) -> dict[str, np.ndarray]:
     """channel → (candidates,) float32 of ``column`` where that channel listed the candidate, NaN elsewhere
     (indexed by the ``_candidate`` codes of :func:`_stack`; a channel lists an item once per request)."""
-    candidate, names = stacked["_candidate"].to_numpy(), stacked["channel"].astype("str").to_numpy()
+    candidate, names = stacked["_candidate"].to_numpy(), stacked[S.CHANNEL].astype("str").to_numpy()
     values = stacked[column].to_numpy(dtype=np.float32) if column in stacked else np.full(len(stacked), np.nan, dtype=np.float32)
     n = int(candidate.max()) + 1 if len(candidate) else 0
     out = {}
@@ -117,8 +117,8 @@ class LearnedMerge:
         # Half-octave buckets (1, 2, 3, 4-5, 6-7, 8-11, …): finer than the calibrated merge's octaves,
         # which left the merged top 100 below the best channel's on the default world (0.7634 vs 0.7684;
         # half-octaves 0.7707); the regression pools evidence across buckets, so thin ones are fine.
-        bucket = np.floor(2 * np.log2(np.maximum(stacked["rank"].to_numpy(), 1))).astype(np.int16)
-        names = stacked["channel"].astype("str").to_numpy(dtype=object) + "@" + bucket.astype(str).astype(object)
+        bucket = np.floor(2 * np.log2(np.maximum(stacked[S.RANK].to_numpy(), 1))).astype(np.int16)
+        names = stacked[S.CHANNEL].astype("str").to_numpy(dtype=object) + "@" + bucket.astype(str).astype(object)
         columns = self.columns_ if hasattr(self, "columns_") else pd.Index(np.unique(names))
         col = columns.get_indexer(names)
         keep = col >= 0
@@ -165,7 +165,7 @@ class LearnedMerge:
         """The fitted log-odds per indicator: channel, bucket (floor(2 log2 rank)), coefficient (the run's ``recall.calibration`` table)."""
         check_fitted(self, "model_", "summary")
         channel, bucket = zip(*(c.rsplit("@", 1) for c in self.columns_))
-        return pd.DataFrame({"channel": list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
+        return pd.DataFrame({S.CHANNEL: list(channel), "bucket": np.array(bucket, dtype=np.int16), "coefficient": self.model_.coef_[0]})
 
 
 class GBDTMerge:
@@ -192,9 +192,9 @@ class GBDTMerge:
     def _design(self, stacked: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(one row per candidate: ``<channel>_rank``, ``<channel>_score``, ``n_channels``; candidate code per stacked row)."""
         candidate = stacked["_candidate"].to_numpy()
-        ranks, scores = _by_channel(stacked, self.channels_, "rank"), _by_channel(stacked, self.channels_, "score")
+        ranks, scores = _by_channel(stacked, self.channels_, S.RANK), _by_channel(stacked, self.channels_, S.SCORE)
         design = pd.DataFrame({f"{name}_{value}": table[name] for name in self.channels_
-                               for value, table in (("rank", ranks), ("score", scores))})
+                               for value, table in ((S.RANK, ranks), (S.SCORE, scores))})
         design["n_channels"] = design[[f"{c}_rank" for c in self.channels_]].notna().sum(axis=1).astype(np.float32)
         return design, candidate
 
@@ -308,31 +308,31 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
     """
     stacked = _stack(channel_lists, quotas)
     if learned is not None:
-        stacked["merge_score"] = learned.candidate_scores(stacked)
-        key_first, key_second = -stacked["merge_score"].to_numpy(), np.zeros(len(stacked))
+        stacked[S.MERGE_SCORE] = learned.candidate_scores(stacked)
+        key_first, key_second = -stacked[S.MERGE_SCORE].to_numpy(), np.zeros(len(stacked))
     elif hit_rates is not None and len(hit_rates):
-        lookup = hit_rates.set_index(["channel", "bucket"])["hit_rate"]
-        keys = pd.MultiIndex.from_arrays([stacked["channel"].to_numpy(), rank_bucket(stacked["rank"].to_numpy())])
+        lookup = hit_rates.set_index([S.CHANNEL, "bucket"])["hit_rate"]
+        keys = pd.MultiIndex.from_arrays([stacked[S.CHANNEL].to_numpy(), rank_bucket(stacked[S.RANK].to_numpy())])
         p = lookup.reindex(keys).to_numpy(dtype=np.float64)
         p = np.nan_to_num(p, nan=0.0)  # a channel never seen on held-out requests earns no head slots
         # log P(every channel that found it is wrong), summed per candidate
         log_all_wrong = np.bincount(stacked["_candidate"].to_numpy(), weights=np.log1p(-np.clip(p, 0.0, 1.0 - 1e-9)))
-        stacked["merge_score"] = 1.0 - np.exp(log_all_wrong[stacked["_candidate"].to_numpy()])
-        key_first, key_second = -stacked["merge_score"].to_numpy(), -p
+        stacked[S.MERGE_SCORE] = 1.0 - np.exp(log_all_wrong[stacked["_candidate"].to_numpy()])
+        key_first, key_second = -stacked[S.MERGE_SCORE].to_numpy(), -p
     else:
-        stacked["merge_score"] = np.nan
-        key_first, key_second = stacked["rank"].to_numpy(), np.zeros(len(stacked))
+        stacked[S.MERGE_SCORE] = np.nan
+        key_first, key_second = stacked[S.RANK].to_numpy(), np.zeros(len(stacked))
     request_codes, candidate = stacked["_request"].to_numpy(), stacked["_candidate"].to_numpy()
-    order = np.lexsort((stacked["priority"].to_numpy(), stacked["rank"].to_numpy(), key_second, key_first, request_codes))
+    order = np.lexsort((stacked["priority"].to_numpy(), stacked[S.RANK].to_numpy(), key_second, key_first, request_codes))
     # The first row of each candidate in that order is its best: np.unique's first index, back in order.
     first_rows = order[np.sort(np.unique(candidate[order], return_index=True)[1])]
     first_request = request_codes[first_rows]
     group_start = np.r_[0, np.flatnonzero(first_request[1:] != first_request[:-1]) + 1]  # rows are grouped by request
     rank = np.arange(len(first_rows)) - np.repeat(group_start, np.diff(np.r_[group_start, len(first_rows)])) + 1
     kept = first_rows[rank <= k]
-    merged = stacked.iloc[kept][[S.REQUEST_ID, S.ITEM_ID, "channel", "merge_score"]].reset_index(drop=True)
-    merged.insert(2, "rank", rank[rank <= k].astype(np.int32))
-    for name, score in _by_channel(stacked, quotas, "score").items():
+    merged = stacked.iloc[kept][[S.REQUEST_ID, S.ITEM_ID, S.CHANNEL, S.MERGE_SCORE]].reset_index(drop=True)
+    merged.insert(2, S.RANK, rank[rank <= k].astype(np.int32))
+    for name, score in _by_channel(stacked, quotas, S.SCORE).items():
         merged[f"{name}_score"] = score[candidate[kept]]
     return merged
 

@@ -77,8 +77,8 @@ class PopularityRecall(RecallChannel):
         table = counts.rename("count").reset_index()
         table = table.sort_values([key, "count"], ascending=[True, False], kind="stable")
         table = table[table.groupby(key, sort=False).cumcount() < k]
-        table["score"] = tier + table["count"] / (1.0 + float(counts.max()))  # in [tier, tier + 1)
-        return keys.merge(table[[key, S.ITEM_ID, "score"]], on=key)[[S.REQUEST_ID, S.ITEM_ID, "score"]]
+        table[S.SCORE] = tier + table["count"] / (1.0 + float(counts.max()))  # in [tier, tier + 1)
+        return keys.merge(table[[key, S.ITEM_ID, S.SCORE]], on=key)[[S.REQUEST_ID, S.ITEM_ID, S.SCORE]]
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "scores_", "retrieve")
@@ -96,11 +96,11 @@ class PopularityRecall(RecallChannel):
             frames.append(pd.DataFrame({
                 S.REQUEST_ID: np.repeat(requests[S.REQUEST_ID].to_numpy(), len(top)),
                 S.ITEM_ID: np.tile(top.index.to_numpy(), len(requests)),
-                "score": np.tile((top / (1.0 + float(top.max()))).to_numpy(), len(requests)),
+                S.SCORE: np.tile((top / (1.0 + float(top.max()))).to_numpy(), len(requests)),
             }))
         found = pd.concat(frames, ignore_index=True) if frames else empty_lists()
         if found.empty:
             return empty_lists()
         # Keep each item's best tier, order by score, cut at k.
-        return ranked_lists(found.sort_values([S.REQUEST_ID, "score"], ascending=[True, False], kind="stable")
+        return ranked_lists(found.sort_values([S.REQUEST_ID, S.SCORE], ascending=[True, False], kind="stable")
                             .drop_duplicates([S.REQUEST_ID, S.ITEM_ID]), k)

@@ -25,8 +25,8 @@ def channel_rank_features(channel_lists: pd.DataFrame, pairs: pd.DataFrame, quot
     keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
     out = {}
     for name, quota in quotas.items():
-        mine = channel_lists[(channel_lists["channel"] == name) & (channel_lists["rank"] <= quota)]
-        rank = pd.Series(mine["rank"].to_numpy(dtype=np.float32), index=pd.MultiIndex.from_arrays([mine[S.REQUEST_ID], mine[S.ITEM_ID]]))
+        mine = channel_lists[(channel_lists[S.CHANNEL] == name) & (channel_lists[S.RANK] <= quota)]
+        rank = pd.Series(mine[S.RANK].to_numpy(dtype=np.float32), index=pd.MultiIndex.from_arrays([mine[S.REQUEST_ID], mine[S.ITEM_ID]]))
         found = rank[~rank.index.duplicated()].reindex(keys).to_numpy()
         out[f"recall_{name}_rank"] = np.where(np.isnan(found), np.float32(quota + 1), found).astype(np.float32)
     frame = pd.DataFrame(out)

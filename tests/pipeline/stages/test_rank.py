@@ -29,7 +29,7 @@ def _ltr(seed, n_queries):
                          "f_1": signal, "f_2": rng.normal(size=len(qid))})
 
 
-def test_rank_ltr_learns_the_informative_feature_and_calibrates():
+def test_rank_ltr_learns_the_informative_feature_calibrates_and_evaluates():
     config = load_config(None, ["rank.lightgbm.n_estimators=40", "rank.lightgbm.min_data_in_leaf=5"])
     dataset = type("LTR", (), {"tables": {"ltr_train": _ltr(0, 120), "ltr_test": _ltr(1, 40)}})()
     prepared = stages.prepare_ltr(stages.StageInputs(None, None, dataset), config).tables
@@ -38,3 +38,6 @@ def test_rank_ltr_learns_the_informative_feature_and_calibrates():
     assert result.tables["importance"].iloc[0]["feature"] == "f_1"
     assert logged[S.SCORE].corr(logged["f_1"], method="spearman") > 0.7  # trees: monotone in the signal, not linear
     assert logged[S.PROBABILITY].between(0, 1).all() and "logloss_platt" in result.metrics
+    evaluated = stages.evaluate_ltr(stages.StageInputs(lambda stage, name: result.tables[name], None), config)
+    metrics = dict(zip(evaluated.tables["metrics"][S.METRIC], evaluated.tables["metrics"]["value"]))
+    assert metrics["rank.ndcg_at_10"] > 0.7 and 0.5 < metrics["rank.auc"] <= 1
