@@ -94,8 +94,8 @@ def item2vec_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
     from rankpipe.pipeline import schema as S
     from rankpipe.pipeline.config import Config
     from rankpipe.pipeline.datasets.synthetic import generate
-    from rankpipe.ranking.recall import make_channels
     from rankpipe.pipeline.schema import POSITIVE_EVENTS
+    from rankpipe.ranking.recall import make_channels
 
     config = Config()
     world = generate(config.dataset.synthetic, seed=seed)

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pandas as pd  # noqa: E402
 
-from rankpipe.pipeline.schema import cold_items  # noqa: E402
 from rankpipe.pipeline import schema as S  # noqa: E402
 from rankpipe.pipeline import stages  # noqa: E402
-from rankpipe.pipeline.stages.base import train_end  # noqa: E402
 from rankpipe.pipeline.config import load_config  # noqa: E402
 from rankpipe.pipeline.datasets import Dataset  # noqa: E402
 from rankpipe.pipeline.datasets.synthetic import generate  # noqa: E402
+from rankpipe.pipeline.schema import cold_items  # noqa: E402
+from rankpipe.pipeline.stages.base import train_end  # noqa: E402
 from rankpipe.ranking import metrics as M  # noqa: E402
 
 

@@ -37,6 +37,7 @@ from rankpipe.generative.normalize import normalize_queries  # noqa: E402
 from rankpipe.generative.prefix import PrefixCompleter  # noqa: E402
 from rankpipe.pipeline.datasets import shared_data_dir  # noqa: E402
 
+
 def real_sets(directory: Path) -> dict[str, pd.Series]:
     """Distinct normalized queries of each real list: wands, esci, nq."""
     from rankpipe.pipeline.config import DatasetConfig

@@ -13,13 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from rankpipe.features.config import FeaturesConfig
-from rankpipe.features.stats import (
-    build_features,
-    enrich_history,
-    fit_position_ctr,
-    fit_priors,
-)
+from rankpipe.features.stats import build_features, enrich_history, fit_position_ctr, fit_priors
 from rankpipe.pipeline import schema as S
 
 BUILDER_FILE = "feature_builder.json"

@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from rankpipe.features.pit import (
-    SortedEvents,
-    SortedQueries,
-    joint_codes,
-    time_frame,
-    to_seconds,
-)
+
+from rankpipe.features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
 from rankpipe.pipeline import schema as S
 
 

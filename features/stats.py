@@ -12,15 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rankpipe.features.config import FeaturesConfig
 from rankpipe.features.engine import Column, walk
 from rankpipe.features.pit import column_codes, pair_codes
 from rankpipe.features.text import bm25_weights, embed_texts, item_text, pair_scores, query_coverage, token_matrix
 from rankpipe.pipeline import schema as S
-from rankpipe.features.config import FeaturesConfig
 
 DAY_S = 86_400
 TOP_CATEGORY = "category_top"  # derived key: the first level of the item's category path (``top>mid>leaf``)

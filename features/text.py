@@ -55,6 +55,12 @@ def token_matrix(texts: pd.Series, vocabulary_from: pd.Series | None = None) -> 
     return vectorizer.transform(texts.tolist()).tocsr(), vectorizer
 
 
+def vocabulary_of(vectorizer: CountVectorizer) -> dict[str, int]:
+    """Token → column of a fitted vectorizer, or of one built from a saved vocabulary (which sets
+    ``vocabulary_`` only once it first transforms)."""
+    return getattr(vectorizer, "vocabulary_", None) or dict(vectorizer.vocabulary)
+
+
 def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens: sp.csr_matrix, item_tokens: sp.csr_matrix) -> np.ndarray:
     """Share of each query's distinct tokens found in the item's text, per (query, item) row.
 

@@ -7,10 +7,10 @@ key; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import math
 import sys
 import traceback
+from pathlib import Path
 
 from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.pipeline.schema import ContractError

@@ -20,8 +20,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.metrics import ndcg_at_k
 from rankpipe.ranking.base import Ranker
+from rankpipe.ranking.metrics import ndcg_at_k
 
 # Trees need a value for missing features; a finite sentinel below any real value sorts them apart.
 MISSING = np.float32(-3.0e38)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from worlds import SMALL_WORLD
 
 from rankpipe.pipeline.config import load_config
-
-from worlds import SMALL_WORLD
 
 REPO = Path(__file__).resolve().parent.parent
 

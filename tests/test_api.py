@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from worlds import TINY_WORLD
 
 import rankpipe
-from worlds import TINY_WORLD
 
 
 def test_import_rankpipe_loads_nothing_heavy():

@@ -14,7 +14,6 @@ from rankpipe.pipeline.datasets.base import Dataset, DatasetAdapter
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.schema import ConfigError
 
-
 __all__ = ["Dataset", "DatasetAdapter", "DatasetConfig", "get_adapter", "registry", "shared_data_dir"]
 
 

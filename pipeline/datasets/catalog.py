@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited
 from rankpipe.pipeline.graphs import TABLES_ONLY, names
+from rankpipe.pipeline.schema import ConfigError
 
 COLUMNS = ["Clothing ID", "Title", "Review Text", "Rating", "Division Name", "Department Name", "Class Name"]
 NO_TIME = pd.Timestamp("2019-01-01")  # the dataset's publication year; the reviews carry no time

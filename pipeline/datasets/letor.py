@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint
 from rankpipe.pipeline.graphs import LEARNING_TO_RANK, names
-from rankpipe.pipeline.schema import ContractError
+from rankpipe.pipeline.schema import ConfigError, ContractError
 
 QID, LABEL = "qid", "label"
 _LINE = re.compile(r"^\s*(?P<label>[-+]?\d+(\.\d*)?)(\s+qid:(?P<qid>\d+))?(\s+\d+:[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)*\s*(#.*)?$")

@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited, sessions_from_gaps
 from rankpipe.pipeline.graphs import FUNNEL, names
+from rankpipe.pipeline.schema import ConfigError
 
 SESSION_GAP = pd.Timedelta(minutes=30)
 U_ITEM_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",

@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_jsonl
 from rankpipe.pipeline.graphs import TABLES_ONLY, names
+from rankpipe.pipeline.schema import ConfigError
 
 EVENT_TYPES = {"clicks": "click", "carts": "cart", "orders": "purchase"}
 

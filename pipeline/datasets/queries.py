@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
 from rankpipe.pipeline.graphs import QUERY_LISTS, names
+from rankpipe.pipeline.schema import ConfigError
 
 ESCI_GRADES = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.synthetic import generate
 from rankpipe.pipeline.graphs import FUNNEL, names
-
 
 
 class SyntheticAdapter:

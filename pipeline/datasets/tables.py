@@ -13,10 +13,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.datasets.base import Dataset
+from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.graphs import FUNNEL, names
+from rankpipe.pipeline.schema import ConfigError
 
 REQUIRED = (S.EVENTS, S.ITEMS)
 OPTIONAL = (S.USERS, S.JUDGMENTS)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.pipeline import schema as S
 
 ID_COLUMNS = [S.REQUEST_ID, S.ITEM_ID]

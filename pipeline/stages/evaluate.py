@@ -6,15 +6,10 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import (
-    ID_COLUMNS,
-    StageInputs,
-    StageResult,
-    item_vectors_of,
-    train_end,
-)
+from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, item_vectors_of, train_end
 from rankpipe.ranking import metrics as M
 
 

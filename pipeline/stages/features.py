@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+
 from rankpipe.features.builder import FeatureBuilder
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import (
-    StageInputs,
-    StageResult,
-    train_end,
-    with_request_context,
-)
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, train_end, with_request_context
 
 
 def features(inputs: StageInputs, config: Config) -> StageResult:

@@ -8,21 +8,13 @@ import time
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.features.builder import FeatureBuilder
-from rankpipe.features.embeddings import (
-    behaviour_columns,
-    behaviour_sequences,
-    embedding_similarity,
-)
+from rankpipe.features.embeddings import behaviour_columns, behaviour_sequences, embedding_similarity
 from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import (
-    StageInputs,
-    StageResult,
-    item_vectors_of,
-    with_request_context,
-)
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking import rankers

@@ -5,15 +5,12 @@ from __future__ import annotations
 import time
 
 import pandas as pd
+
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
-from rankpipe.ranking.recall.base import (
-    RecallChannel,
-    launched_by_request,
-    tune_popularity_weight,
-)
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
 from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 

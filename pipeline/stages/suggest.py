@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.generative.normalize import normalize_queries
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
@@ -28,12 +29,7 @@ def suggest(inputs: StageInputs, config: Config) -> StageResult:
     """
     from rankpipe.generative.sessions import NextQuerySuggester, PreSearchSuggester
     from rankpipe.generative.suggester import QuerySuggester
-    from rankpipe.generative.train import (
-        fit_query_models,
-        list_mrr,
-        sample_queries,
-        tune_and_judge,
-    )
+    from rankpipe.generative.train import fit_query_models, list_mrr, sample_queries, tune_and_judge
 
     requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
     searches = requests[requests[S.QUERY].notna() & (requests[S.QUERY].astype("str").str.strip() != "")]
@@ -70,13 +66,7 @@ def suggest_queries(inputs: StageInputs, config: Config) -> StageResult:
     """Query suggestion on query lists without time (WANDS, ESCI, Natural Questions): a seeded split
     of each source's distinct queries (70% train, 10% valid, 20% test); one suggester fitted on all
     sources' training queries, judged per source and overall; registered in MLflow."""
-    from rankpipe.generative.evaluate import (
-        best_blend_weight,
-        compare,
-        pool,
-        prefix_pairs,
-        score_lists,
-    )
+    from rankpipe.generative.evaluate import best_blend_weight, compare, pool, prefix_pairs, score_lists
     from rankpipe.generative.suggester import QuerySuggester
     from rankpipe.generative.train import fit_query_models, sample_queries
 

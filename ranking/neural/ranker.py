@@ -26,8 +26,8 @@ import pandas as pd
 from rankpipe.features.embeddings import BEHAVIOUR_HISTORY_PREFIX, BEHAVIOUR_TARGET
 from rankpipe.features.encoders import Bucketize, NumericPreprocessor, encoder_from_dict, encoder_to_dict
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.metrics import ndcg_at_k
 from rankpipe.ranking.base import Ranker
+from rankpipe.ranking.metrics import ndcg_at_k
 
 NN_LOSSES = ("binary", "listnet", "lambdaloss")
 

@@ -19,12 +19,7 @@ from rankpipe.ranking.recall.dense_text import DenseTextRecall
 from rankpipe.ranking.recall.generated_queries import GeneratedQueryRecall
 from rankpipe.ranking.recall.item2vec import Item2VecRecall
 from rankpipe.ranking.recall.itemcf import ItemCFRecall
-from rankpipe.ranking.recall.merge import (
-    MERGES,
-    choose_merge,
-    fit_merge,
-    merge_candidates,
-)
+from rankpipe.ranking.recall.merge import MERGES, choose_merge, fit_merge, merge_candidates
 from rankpipe.ranking.recall.popularity import PopularityRecall
 from rankpipe.ranking.recall.two_tower import TwoTowerRecall
 

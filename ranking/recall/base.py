@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.pipeline import schema as S
 from rankpipe.ranking.index import VectorIndex
 from rankpipe.ranking.recall.config import RecallConfig

@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from rankpipe.features.text import bm25_weights, item_text, token_matrix, tokenize
+from sklearn.feature_extraction.text import CountVectorizer
+
+from rankpipe.features.text import bm25_weights, item_text, token_matrix, tokenize, vocabulary_of
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids
-from sklearn.feature_extraction.text import CountVectorizer
 
 
 class BM25Recall(RecallChannel):
@@ -41,7 +42,7 @@ class BM25Recall(RecallChannel):
     def _save_state(self, directory: Path) -> None:
         check_fitted(self, "matrix_", "save")
         save_ids(self.item_ids_, directory / "item_ids.parquet")
-        S.write_json({token: int(column) for token, column in self.vectorizer_.vocabulary_.items()}, directory / "vocabulary.json")
+        S.write_json({token: int(column) for token, column in vocabulary_of(self.vectorizer_).items()}, directory / "vocabulary.json")
         sp.save_npz(directory / "bm25.npz", self.matrix_)
         S.write_array(self.prior_, directory / "prior.npy")
 

@@ -5,20 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from rankpipe.features.text import embed_texts, item_text
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.index import VectorIndex
-from rankpipe.ranking.recall.base import (
-    RecallChannel,
-    empty_lists,
-    load_ids,
-    load_index,
-    new_index,
-    save_ids,
-    save_index,
-    top_k_rows,
-)
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, load_index, new_index, save_ids, save_index, top_k_rows
 
 
 class DenseTextRecall(RecallChannel):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+
 from rankpipe.generative.doc2query import ItemQueryGenerator
 from rankpipe.generative.normalize import normalize_queries
 from rankpipe.pipeline import schema as S

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.features.embeddings import history_vectors
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted

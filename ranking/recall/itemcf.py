@@ -7,17 +7,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
 from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import (
-    RecallChannel,
-    empty_lists,
-    keep_top_per_row,
-    load_ids,
-    save_ids,
-    top_k_rows,
-)
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, keep_top_per_row, load_ids, save_ids, top_k_rows
 
 
 class ItemCFRecall(RecallChannel):

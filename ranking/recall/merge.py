@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.stats
+
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 

@@ -6,15 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import (
-    RecallChannel,
-    decayed_counts,
-    empty_lists,
-    ranked_lists,
-)
+from rankpipe.ranking.recall.base import RecallChannel, decayed_counts, empty_lists, ranked_lists
 
 POPULARITY_SCOPES = ("query", "category", "global")
 

@@ -22,8 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
 from rankpipe.features.embeddings import recent_items
-from rankpipe.features.text import item_text, token_matrix
+from rankpipe.features.text import item_text, token_matrix, vocabulary_of
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.index import VectorIndex
@@ -37,8 +40,6 @@ from rankpipe.ranking.recall.base import (
     with_prior,
     with_prior_query,
 )
-from torch import nn
-from tqdm.auto import tqdm
 
 MAX_TOKENS = 32  # tokens kept per item text or query; titles in the default world have ~12
 PRICE_BUCKETS = 10
@@ -244,7 +245,7 @@ class TwoTowerRecall(RecallChannel):
         meta = {
             "item_ids": self.item_index_.tolist(), "categories": self.categories_.tolist(), "tops": self.tops_.tolist(),
             "brands": self.brands_.tolist(), "price_edges": self.price_edges_.tolist(),
-            "vocabulary": {t: int(i) for t, i in self.vectorizer_.vocabulary_.items()},
+            "vocabulary": {t: int(i) for t, i in vocabulary_of(self.vectorizer_).items()},
             "item_features": {k: v.tolist() for k, v in self.item_features_.items()},
         }
         (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False))
@@ -252,8 +253,9 @@ class TwoTowerRecall(RecallChannel):
 
     def _load_state(self, directory: Path, device: str) -> None:
         """Weights with ``weights_only=True``, vocabularies from JSON, the faiss index from its file."""
-        from rankpipe.features.text import tokenize
         from sklearn.feature_extraction.text import CountVectorizer
+
+        from rankpipe.features.text import tokenize
 
         meta = json.loads((directory / META_FILE).read_text())
         self.item_index_, self.categories_ = pd.Index(meta["item_ids"]), pd.Index(meta["categories"])

@@ -10,8 +10,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rankpipe.features.encoders import (MISSING, OUT_OF_VOCABULARY, Bucketize, Categorify, Clip, FillMissing, HashBuckets, NumericPreprocessor,
-                               Standardize, TargetEncode, encoder_from_dict, encoder_to_dict)
+from rankpipe.features.encoders import (
+    MISSING,
+    OUT_OF_VOCABULARY,
+    Bucketize,
+    Categorify,
+    Clip,
+    FillMissing,
+    HashBuckets,
+    NumericPreprocessor,
+    Standardize,
+    TargetEncode,
+    encoder_from_dict,
+    encoder_to_dict,
+)
 from rankpipe.features.stats import missing_policies
 from rankpipe.pipeline.config import FeaturesConfig
 

@@ -221,9 +221,9 @@ def test_presearch_personalizes_known_users_and_serves_unknown_ones_the_popular_
 @pytest.mark.slow
 def test_suggest_stage_registers_a_suggester_that_the_cli_and_mlflow_serve(tmp_path, capsys, monkeypatch):
     import mlflow
+    from worlds import SMALL_WORLD
 
     from rankpipe.pipeline.cli import main
-    from worlds import SMALL_WORLD
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     work = str(tmp_path / "work")

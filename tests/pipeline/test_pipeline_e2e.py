@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from worlds import SMALL_WORLD
 
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.runner import STAGE_NAMES, Runner
-from worlds import SMALL_WORLD
 
 pytestmark = pytest.mark.slow
 

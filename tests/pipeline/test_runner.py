@@ -6,11 +6,11 @@ import json
 
 import pandas as pd
 import pytest
+from worlds import SMALL_WORLD
 
 import rankpipe.pipeline.stages as stages
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.runner import Runner
-from worlds import SMALL_WORLD
 
 pytestmark = pytest.mark.slow
 

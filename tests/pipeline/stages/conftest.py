@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from worlds import TINY_WORLD
+
 from rankpipe.pipeline import stages
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.datasets import get_adapter
-from worlds import TINY_WORLD
 
 
 @dataclass

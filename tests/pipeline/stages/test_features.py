@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from rankpipe.features.builder import FeatureBuilder
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.stages.base import with_request_context

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline import stages
 from rankpipe.pipeline.config import load_config

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from worlds import TINY_WORLD
+
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline import stages
 from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.ranking.recall import CHANNELS, load_channel
 from rankpipe.ranking.recall.base import RecallChannel, load_ids, ranked_lists, save_ids
 from rankpipe.ranking.recall.merge import CandidateMerge
-from worlds import TINY_WORLD
 
 
 def test_candidates_are_test_requests_within_k_and_already_launched(tiny_funnel, tiny_config):

@@ -6,18 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
+from rankpipe.features.embeddings import BEHAVIOUR_TARGET, behaviour_columns
 from rankpipe.ranking.metrics import ndcg_at_k
 from rankpipe.ranking.neural.dcnv2 import CrossNetV2, DCNv2
 from rankpipe.ranking.neural.deepfm import DeepFM, DeepFMConfig
 from rankpipe.ranking.neural.esmm import esmm_loss
 from rankpipe.ranking.neural.lambdaloss import lambdaloss
 from rankpipe.ranking.neural.listnet import listnet_loss
-from rankpipe.features.embeddings import BEHAVIOUR_TARGET, behaviour_columns
 from rankpipe.ranking.neural.ranker import DINRanker, ESMMRanker
 from rankpipe.ranking.neural.train import TrainConfig, list_rows, load_checkpoint, predict_logits, save_checkpoint, train_binary
 from rankpipe.ranking.rankers import make_ranker

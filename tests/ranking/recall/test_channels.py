@@ -51,6 +51,9 @@ def test_channel_contract(name, world, tmp_path):
     loaded = load_channel(tmp_path / name, device="cpu")
     assert type(loaded) is type(channel)
     pd.testing.assert_frame_equal(loaded.retrieve(requests, 10, history).reset_index(drop=True), out.reset_index(drop=True))
+    loaded.save(tmp_path / f"{name}-again")  # a loaded channel saves again (a funnel re-saves the parts it read)
+    pd.testing.assert_frame_equal(load_channel(tmp_path / f"{name}-again", device="cpu").retrieve(requests, 10, history).reset_index(drop=True),
+                                  out.reset_index(drop=True))
     params = {k: v for k, v in channel.get_params().items() if k not in ("index", "device")}
     assert {k: v for k, v in loaded.get_params().items() if k in params} == params
 
