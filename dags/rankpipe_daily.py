@@ -4,8 +4,12 @@ Every task runs ``Runner.run(until=stage)`` with the same run id (the logical da
 before it are found up to date and skipped, and an Airflow retry of a failed task resumes exactly
 where the runner stopped. Bad input (exit code 2 of the CLI) fails the task without retrying.
 
+After ``promote``, the ``score`` task writes the champion funnel's feed lists for every user active
+in the last ``score_users`` (``active:7d``) to ``<workdir>/lists/feed/date=<ds>/part-0.parquet``; a
+retry replaces that partition whole.
+
 DAG params (override per run in the UI or with ``airflow dags trigger --conf``): ``dataset``,
-``path``, ``workdir``, ``overrides`` (a list of ``key=value`` strings).
+``path``, ``workdir``, ``overrides`` (a list of ``key=value`` strings), ``score_users``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,20 @@ def run_stage(stage: str, params: dict | None = None, ds_nodash: str | None = No
     return {k: v for k, v in summary.metrics.items() if k.startswith(f"{stage}.") and not (isinstance(v, float) and math.isnan(v))}
 
 
+@task
+def score(params: dict | None = None, ds: str | None = None) -> dict:
+    """Score the active users with the current champion funnel into this logical date's partition."""
+    from airflow.exceptions import AirflowFailException
+
+    from rankpipe.pipeline.schema import ConfigError, ContractError
+    from rankpipe.pipeline.scoring import score_feed_partition
+
+    try:
+        return score_feed_partition(params["workdir"], params["dataset"], params["score_users"], f"date={ds}")
+    except (ContractError, ConfigError) as exc:
+        raise AirflowFailException(f"bad input: {exc}") from None
+
+
 @dag(
     dag_id="rankpipe_daily",
     schedule="@daily",
@@ -49,6 +67,7 @@ def run_stage(stage: str, params: dict | None = None, ds_nodash: str | None = No
         "path": Param("", type="string"),
         "workdir": Param("rankpipe-work", type="string"),
         "overrides": Param([], type="array"),
+        "score_users": Param("active:7d", type="string"),
     },
     tags=["rankpipe"],
 )
@@ -59,6 +78,10 @@ def rankpipe_daily():
         if previous is not None:
             previous >> current
         previous = current
+        if stage == "promote":  # the champion's lists right after the promotion gate
+            scored = score.override(task_id="score")()
+            previous >> scored
+            previous = scored
 
 
 rankpipe_daily()

@@ -64,6 +64,14 @@ class FeatureBuilder:
         S.check_fitted(self, "history_", "transform")
         return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_)
 
+    def until(self, cutoff: pd.Timestamp) -> "FeatureBuilder":
+        """The same fitted builder reading only the events at or before ``cutoff`` (scoring "as of" a day)."""
+        S.check_fitted(self, "history_", "until")
+        out = FeatureBuilder(**self.get_params())
+        out.history_ = self.history_[self.history_[S.TS] <= cutoff].reset_index(drop=True)
+        out.items_, out.train_end_, out.priors_, out.position_ctr_ = self.items_, self.train_end_, self.priors_, self.position_ctr_
+        return out
+
     def save(self, directory: str | Path) -> None:
         """``feature_builder.json`` (hyperparameters, the train cutoff) and one Parquet file per fitted table."""
         S.check_fitted(self, "history_", "save")

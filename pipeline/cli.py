@@ -1,4 +1,5 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe suggest``.
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe datasets``, ``rankpipe rankers``,
+``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
 key; ``--debug`` adds the traceback.
@@ -12,6 +13,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.pipeline.schema import ContractError
 
@@ -39,6 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     stage = sub.add_parser("stage", help="run one stage and the stages it needs")
     stage.add_argument("name", help="a stage of the dataset's graph (see `rankpipe datasets`), e.g. rank")
     _common(stage)
+    score = sub.add_parser("score", help="rank new requests with the champion funnel (or --model-uri) and write the lists as Parquet")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument("--requests", help="a Parquet or CSV file of requests: request_id, user_id, ts[, query]")
+    source.add_argument("--users", metavar="active:<N>d", help="a feed request for every user active in the last N days of the log")
+    source.add_argument("--queries", metavar="top:<N>", help="a search request for each of the N most frequent queries of the log")
+    score.add_argument("--out", required=True, help="the Parquet file to write (with --partition: the dataset directory)")
+    score.add_argument("--partition", help="write OUT/<partition>/part-0.parquet, replacing that partition whole (e.g. date=2026-12-01)")
+    score.add_argument("--k", type=int, help="items per list (default: the funnel's rerank.k)")
+    score.add_argument("--model-uri", help="models:/rankpipe-<dataset>@challenger, runs:/…, or a saved funnel directory; "
+                       "default: models:/rankpipe-<dataset>@champion")
+    score.add_argument("--dataset", default="synthetic", help="whose champion to use when --model-uri is not given (default synthetic)")
+    score.add_argument("--cutoff", help="use the log only up to this time (default: its end); features as of then")
+    score.add_argument("--allow-past", action="store_true", help="score requests timed before the funnel's cutoff too")
+    score.add_argument("--workdir", default="rankpipe-work", help="where the MLflow store lives (default ./rankpipe-work)")
+    score.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
     suggest = sub.add_parser("suggest", help="query suggestions from a trained suggester (the suggest stage's model)")
@@ -85,7 +102,9 @@ def _suggester_dir(args) -> Path:
 
         import mlflow
 
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
+        store = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workdir.resolve() / 'mlflow.db'}"
+        mlflow.set_tracking_uri(store)
+        mlflow.set_registry_uri(store)
         local = Path(mlflow.artifacts.download_artifacts(args.model_uri))
         return local / mlflow.models.Model.load(str(local)).flavors["python_function"]["data"]
     if args.model_uri:
@@ -115,6 +134,45 @@ def _suggest(args) -> int:
     return 0
 
 
+def _score(args) -> int:
+    """``rankpipe score``: requests → the funnel → Parquet lists; bad input exits 2 naming what was wrong."""
+    import time
+
+    import pandas as pd
+
+    from rankpipe.pipeline import scoring
+
+    try:
+        if args.k is not None and args.k < 1:
+            raise ConfigError(f"--k must be at least 1. Got {args.k} instead.")
+        funnel = scoring.load_funnel(args.model_uri, args.workdir, args.dataset)
+        if args.cutoff:
+            try:
+                cutoff = pd.Timestamp(args.cutoff)
+            except ValueError:
+                raise ConfigError(f"--cutoff expects a time like 2026-03-01 or 2026-03-01T12:00. Got {args.cutoff!r} instead.") from None
+            funnel = funnel.until(cutoff)
+        if args.requests:
+            requests = scoring.read_requests(args.requests)
+        elif args.users:
+            requests = scoring.feed_requests(funnel, args.users)
+        else:
+            requests = scoring.search_requests(funnel, args.queries)
+        started = time.perf_counter()
+        lists = funnel.score(requests, allow_past=args.allow_past, k=args.k)
+        seconds = time.perf_counter() - started
+        path = scoring.write_lists(lists, args.out, args.partition)
+    except (ContractError, ConfigError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    served = lists[S.REQUEST_ID].nunique()
+    print(f"scored {len(requests)} requests in {seconds:.1f}s ({len(requests) / max(seconds, 1e-9):,.0f}/s); "
+          f"{served} got a list, {len(lists)} rows written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rankpipe`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -132,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "suggest":
         return _suggest(args)
+    if args.command == "score":
+        return _score(args)
     try:
         from rankpipe.pipeline.runner import Runner
 

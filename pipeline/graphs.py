@@ -28,7 +28,7 @@ FUNNEL = (
     StageSpec("rank", "rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
     StageSpec("rerank", "rerank", ("rank", "recall"), ("rerank",)),
     StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
-    StageSpec("promote", "promote", ("rank",), ("promote", "dataset.name")),
+    StageSpec("promote", "promote", ("features", "recall", "rank", "rerank"), ("promote", "dataset.name")),
     StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset.name")),
 )
 
@@ -36,7 +36,7 @@ LEARNING_TO_RANK = (
     StageSpec("prepare", "prepare_ltr", (), ("split", "seed")),
     StageSpec("rank", "rank_ltr", ("prepare",), ("rank", "seed")),
     StageSpec("evaluate", "evaluate_ltr", ("rank",), ()),
-    StageSpec("promote", "promote", ("rank",), ("promote", "dataset.name")),
+    StageSpec("promote", "promote_ltr", ("rank",), ("promote", "dataset.name")),
 )
 
 TABLES_ONLY = (StageSpec("prepare", "prepare_tables", (), ()),)

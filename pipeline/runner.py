@@ -164,7 +164,8 @@ class Runner:
                 (tmp / name).write_bytes(content)
             marker = {"stage": stage, "fingerprint": fingerprint, "seconds": round(seconds, 3),
                       "metrics": {k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in result.metrics.items()},
-                      "tables": sorted(result.tables), "models": sorted(result.models), "files": sorted(result.files)}
+                      "tables": sorted(result.tables), "models": sorted(result.models), "files": sorted(result.files),
+                      "registered": sorted(r.model[1] for r in result.registrations if r.model[0] == stage)}
             (tmp / "_SUCCESS.json").write_text(json.dumps(marker, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -239,7 +240,8 @@ class Runner:
             if tracker is not None:
                 for stage in summary.executed:
                     marker = self._done(stage) or {}
-                    for name in marker.get("models", []) + marker.get("files", []):
+                    registered = set(marker.get("registered", []))  # already in the registry as a model: not logged twice
+                    for name in [m for m in marker.get("models", []) if m not in registered] + marker.get("files", []):
                         tracker.log_artifact(self.run_dir / stage / name, f"{stage}" if name in marker.get("files", []) else f"{stage}/{name}")
             summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
             (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
@@ -296,10 +298,12 @@ class Runner:
                     directory = self.model_dir(owner, name)
                 if registration.kind == "ranker":
                     version = tracker.register(registration.name, directory, registration.alias == "champion", registration.tags)
+                elif registration.kind == "funnel":
+                    version = tracker.register_funnel(registration.name, directory, registration.alias == "champion", registration.tags)
                 elif registration.kind == "suggester":
                     version = tracker.register_suggester(registration.name, directory, registration.tags)
                 else:
-                    raise ValueError(f"stage {stage} asked to register a {registration.kind!r}; the runner registers rankers and suggesters")
+                    raise ValueError(f"stage {stage} asked to register a {registration.kind!r}; the runner registers funnels, rankers and suggesters")
             result.metrics[registration.metric] = version
 
     def _table_metrics(self, stage: str) -> dict[str, float]:

@@ -85,7 +85,8 @@ class Tracker:
 
     # ------------------------------------------------------------------------------ registry
     def load_champion(self, name: str):
-        """The ranker behind ``name@champion``, or None when there is none yet."""
+        """The ranker behind ``name@champion`` (a registered funnel's ranker, or a registered ranker),
+        or None when there is none yet."""
         from mlflow.exceptions import MlflowException
 
         from rankpipe.ranking.rankers import LambdaRankRanker
@@ -97,10 +98,12 @@ class Tracker:
         uri = f"models:/{name}@champion"
         if "lightgbm" in self.mlflow.models.get_model_info(uri).flavors:  # versions registered before rankers had one format
             return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(uri))
+        from rankpipe.ranking.funnel import FUNNEL_FILE
         from rankpipe.ranking.rankers import load_ranker
 
         local = self.mlflow.artifacts.download_artifacts(uri)
-        return load_ranker(Path(local) / self.mlflow.models.Model.load(local).flavors["python_function"]["data"])
+        data = Path(local) / self.mlflow.models.Model.load(local).flavors["python_function"]["data"]
+        return load_ranker(data / "ranker" if (data / FUNNEL_FILE).exists() else data)
 
     def register(self, name: str, ranker_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
         """Log the ranker directory (its own format: LightGBM text, XGBoost JSON or skops, and
@@ -110,10 +113,24 @@ class Tracker:
 
         info = self.mlflow.pyfunc.log_model(name="ranker", loader_module="rankpipe.ranking.registry_model", data_path=str(ranker_dir),
                                             pip_requirements=ranker_requirements(ranker_dir))
-        version = self.mlflow.register_model(info.model_uri, name)
+        return self._register(info.model_uri, name, "champion" if promoted else "challenger", tags)
+
+    def register_funnel(self, name: str, funnel_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
+        """Log a saved :class:`~rankpipe.ranking.funnel.Funnel` (every part in its own format, the
+        ranker's native file inside) as a python_function model served by
+        :mod:`rankpipe.ranking.funnel_model`, register it as a new version of ``name`` and set its
+        alias; ``predict(requests)`` gives ranked lists."""
+        from rankpipe.ranking.funnel_model import funnel_requirements, funnel_signature
+
+        info = self.mlflow.pyfunc.log_model(name="funnel", loader_module="rankpipe.ranking.funnel_model", data_path=str(funnel_dir),
+                                            pip_requirements=funnel_requirements(funnel_dir), signature=funnel_signature())
+        return self._register(info.model_uri, name, "champion" if promoted else "challenger", tags)
+
+    def _register(self, model_uri: str, name: str, alias: str, tags: dict[str, str]) -> int:
+        version = self.mlflow.register_model(model_uri, name)
         for key, value in tags.items():
             self.client.set_model_version_tag(name, version.version, key, value)
-        self.client.set_registered_model_alias(name, "champion" if promoted else "challenger", version.version)
+        self.client.set_registered_model_alias(name, alias, version.version)
         return int(version.version)
 
     def register_suggester(self, name: str, suggester_dir: Path, tags: dict[str, str]) -> int:
@@ -124,9 +141,5 @@ class Tracker:
         requirements = ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]
         info = self.mlflow.pyfunc.log_model(name="suggester", loader_module="rankpipe.generative.registry_model", data_path=str(suggester_dir),
                                             pip_requirements=requirements)
-        registered = self.mlflow.register_model(info.model_uri, name)
-        for key, value in tags.items():
-            self.client.set_model_version_tag(name, registered.version, key, value)
-        self.client.set_registered_model_alias(name, "champion", registered.version)
-        return int(registered.version)
+        return self._register(info.model_uri, name, "champion", tags)
 

@@ -26,7 +26,7 @@ from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult
 from rankpipe.pipeline.stages.evaluate import evaluate, evaluate_ltr
 from rankpipe.pipeline.stages.features import features
 from rankpipe.pipeline.stages.prepare import prepare, prepare_ltr, prepare_tables
-from rankpipe.pipeline.stages.promote import promote
+from rankpipe.pipeline.stages.promote import promote, promote_ltr
 from rankpipe.pipeline.stages.rank import rank, rank_ltr
 from rankpipe.pipeline.stages.recall import recall
 from rankpipe.pipeline.stages.rerank import rerank
@@ -45,4 +45,4 @@ def check_config(config: Config) -> None:
 
 
 __all__ = ["Registration", "StageInputs", "StageResult", "check_config", "evaluate", "evaluate_ltr", "features", "prepare", "prepare_ltr",
-           "prepare_tables", "promote", "rank", "rank_ltr", "recall", "rerank", "suggest", "suggest_queries"]
+           "prepare_tables", "promote", "promote_ltr", "rank", "rank_ltr", "recall", "rerank", "suggest", "suggest_queries"]

@@ -77,6 +77,11 @@ def with_request_context(labels_or_candidates: pd.DataFrame, requests: pd.DataFr
     return labels_or_candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS, S.SPLIT]], on=S.REQUEST_ID, how="inner")
 
 
+def recall_depth(config) -> int:
+    """How many candidates each channel retrieves per request: the merged list length, or the deepest recall@K judged."""
+    return max(config.recall.k, max(config.evaluate.recall_ks))
+
+
 def item_vectors_of(table: pd.DataFrame) -> tuple[pd.Index, np.ndarray]:
     """(item id index, (I, D) float32 matrix) from a ``recall.item_vectors`` table."""
     return pd.Index(table[S.ITEM_ID].to_numpy()), table.drop(columns=[S.ITEM_ID]).to_numpy(dtype=np.float32)

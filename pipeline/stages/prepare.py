@@ -34,6 +34,8 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     """Split requests by time (whole requests on one side) and derive graded labels per (request, item)."""
     dataset = inputs.dataset
     events = interactions_from_ratings(dataset.tables[S.EVENTS], config.dataset.rating_threshold)
+    if not events[S.TS].is_monotonic_increasing:  # prepare.events is the history, in time order (ties keep the file's order)
+        events = events.sort_values(S.TS, kind="stable", ignore_index=True)
     items = dataset.tables[S.ITEMS]
     in_request = events[events[S.REQUEST_ID].notna()]
     if in_request.empty:

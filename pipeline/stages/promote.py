@@ -1,14 +1,21 @@
-"""The promote stage: the promotion gate, judged on this run's test lists; the registry write is the runner's."""
+"""The promote stages: the promotion gate, judged on this run's test lists, and the fitted funnel (or, for a
+ready feature table, the ranker) handed to the runner to register."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from rankpipe.features.builder import FeatureBuilder
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult
+from rankpipe.pipeline.config import Config, to_dict
+from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult, recall_depth
 from rankpipe.ranking import metrics as M
+from rankpipe.ranking.funnel import Funnel
+from rankpipe.ranking.rankers import load_ranker
+from rankpipe.ranking.recall import load_channel
+from rankpipe.ranking.recall.merge import CandidateMerge
+from rankpipe.ranking.rerank import MMRReranker
 
 
 def decide_promotion(challenger: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
@@ -22,12 +29,13 @@ def decide_promotion(challenger: float, champion: float | None, min_improvement:
     return False, f"challenger {challenger:.4f} <= champion {champion:.4f} + {min_improvement}"
 
 
-def promote(inputs: StageInputs, config: Config) -> StageResult:
-    """Judge the rank stage's ranker against the registered champion on this test split, and ask the
-    runner to register it: as ``champion`` only if it passes the gate, else as ``challenger``.
+def _judge(inputs: StageInputs, config: Config) -> tuple[str, bool, dict, pd.DataFrame, dict[str, str]]:
+    """The gate shared by both promote stages: the rank stage's ranker against the registered
+    champion's, both scored on this run's test lists (same split, same labels), so the comparison
+    never trusts a number measured on other data.
 
-    The champion is re-scored on this run's test lists (same split, same labels), so the comparison
-    never trusts a number measured on other data. The new version's number becomes metric ``version``.
+    Returns:
+        (registered model name, promoted, metrics, the decision table, the version's tags)
     """
     if inputs.load_champion is None:
         raise RuntimeError("the promote stage needs the model registry (MLflow tracking); run with tracking enabled or stop at 'evaluate'")
@@ -51,12 +59,33 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
             # Logged beside the gate so a reader can tell a real win from noise on this split.
             delta, low, high = M.paired_bootstrap_ci(challenger_per_request, champion_per_request, seed=config.seed)
     promoted, reason = decide_promotion(challenger, champion_score, config.promote.min_improvement)
-    registration = Registration("ranker", name, ("rank", "ranker"), "champion" if promoted else "challenger",
-                                {"test_ndcg_at_10": f"{challenger:.6f}", "decision": note or reason}, metric="version")
     metrics = {"promoted": promoted, "challenger_ndcg_at_10": challenger}
     if champion_score is not None and np.isfinite(champion_score):
         metrics.update(champion_ndcg_at_10=champion_score, delta_ndcg_at_10=delta, delta_ci95_low=low, delta_ci95_high=high)
     # The registered version is in the stage's metrics (``version``) once the runner has written it.
     decision = pd.DataFrame([{"model_name": name, "promoted": promoted, "reason": note or reason,
                               "challenger_ndcg_at_10": challenger, "champion_ndcg_at_10": champion_score}])
+    return name, promoted, metrics, decision, {"test_ndcg_at_10": f"{challenger:.6f}", "decision": note or reason}
+
+
+def promote(inputs: StageInputs, config: Config) -> StageResult:
+    """Judge the funnel's ranker against the champion's (:func:`_judge`) and ask the runner to register
+    the whole fitted funnel (:class:`~rankpipe.ranking.funnel.Funnel`: every channel, the merge, the
+    feature builder, the ranker and its calibrator, the reranker, read back from their stages' files)
+    as ``rankpipe-<dataset>``: alias ``champion`` only if it passes the gate, else ``challenger``.
+    The new version's number becomes metric ``version``."""
+    name, promoted, metrics, decision, tags = _judge(inputs, config)
+    funnel = Funnel({channel: load_channel(inputs.model_dir("recall", f"channel_{channel}"), config.device) for channel in config.recall.quotas},
+                    CandidateMerge.load(inputs.model_dir("recall", "merge")), FeatureBuilder.load(inputs.model_dir("features", "builder")),
+                    load_ranker(inputs.model_dir("rank", "ranker")), MMRReranker.load(inputs.model_dir("rerank", "reranker")),
+                    depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config))
+    registration = Registration("funnel", name, ("promote", "funnel"), "champion" if promoted else "challenger", tags, metric="version")
+    return StageResult({"decision": decision}, metrics, {"funnel": funnel}, registrations=[registration])
+
+
+def promote_ltr(inputs: StageInputs, config: Config) -> StageResult:
+    """:func:`promote` for a ready feature table: there is no recall or feature builder, so the ranker
+    alone is registered (served by ``rankpipe.ranking.registry_model``)."""
+    name, promoted, metrics, decision, tags = _judge(inputs, config)
+    registration = Registration("ranker", name, ("rank", "ranker"), "champion" if promoted else "challenger", tags, metric="version")
     return StageResult({"decision": decision}, metrics, registrations=[registration])

@@ -18,7 +18,7 @@ from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking import rankers
-from rankpipe.ranking.recall.ranker_features import channel_rank_features
+from rankpipe.ranking.funnel import rank_candidates
 
 
 def ranker_from_config(config: Config, **overrides):
@@ -136,20 +136,12 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     test_logged, metrics, reliability = fit_score_calibrate(ranker, config, model_columns, S.REQUEST_ID, train, valid, all_valid, test)
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
-    cand_pairs = with_request_context(candidates, requests)
-    # The candidates go through the features stage's fitted builder: the same code as the training rows.
-    cand_feats = FeatureBuilder.load(inputs.model_dir("features", "builder")).transform(cand_pairs)
-    cand_feats = embedding_similarity(cand_feats, cand_pairs, history, item_index, vectors, n_last)
-    if logged_ranks is not None:
-        cand_feats = pd.concat([cand_feats.reset_index(drop=True), channel_rank_features(
-            inputs.table("recall", "channels"), cand_pairs.reset_index(drop=True), dict(config.recall.quotas))], axis=1)
-    scored = cand_pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.RANK, S.CHANNEL]].reset_index(drop=True)
-    if sequence_length:
-        cand_feats = pd.concat([cand_feats.reset_index(drop=True),
-                                behaviour_sequences(cand_pairs.reset_index(drop=True), history, item_ids, sequence_length)], axis=1)
-    scored[S.SCORE] = ranker.predict(cand_feats[model_columns]).astype(np.float64)
-    if ranker.calibrator_ is not None:
-        scored[S.PROBABILITY] = ranker.calibrator_.predict(scored[S.SCORE].to_numpy())
+    # The candidates go through the one scoring path the fitted funnel uses for any request
+    # (ranking.funnel.rank_candidates): the features stage's saved builder, emb_sim, channel ranks
+    # and behaviour columns as the ranker needs them, the ranker and its calibrator.
+    builder = FeatureBuilder.load(inputs.model_dir("features", "builder"))
+    channel_lists = inputs.table("recall", "channels") if logged_ranks is not None else None
+    scored = rank_candidates(candidates, requests, builder, ranker, history, item_index, vectors, n_last, channel_lists, dict(config.recall.quotas))
 
     importance = ranker.feature_importance()
     if config.rank.ablation:

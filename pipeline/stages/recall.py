@@ -8,7 +8,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, train_end
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
 from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
 from rankpipe.ranking.recall.merge import CandidateMerge
@@ -66,7 +66,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     history = S.positive_history(events)
     channels = make_channels(config.recall, config.seed, config.device)
-    depth = max(config.recall.k, max(config.evaluate.recall_ks))
+    depth = recall_depth(config)
     labels = inputs.table("prepare", "labels")
     valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
     untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}

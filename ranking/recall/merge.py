@@ -139,6 +139,8 @@ class LearnedMerge:
     def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
         """P(positive) of each stacked row's candidate (equal for the rows of one candidate)."""
         check_fitted(self, "model_", "candidate_scores")
+        if stacked.empty:
+            return np.zeros(0)
         matrix, candidate, _ = self._design(stacked)
         return self.model_.predict_proba(matrix)[:, 1][candidate]
 
@@ -216,6 +218,8 @@ class GBDTMerge:
     def candidate_scores(self, stacked: pd.DataFrame) -> np.ndarray:
         """P(positive) of each stacked row's candidate (equal for the rows of one candidate)."""
         check_fitted(self, "booster_", "candidate_scores")
+        if stacked.empty:  # no channel found anything: nothing to score (LightGBM refuses an empty frame)
+            return np.zeros(0)
         design, candidate = self._design(stacked)
         return self.booster_.predict(design)[candidate]
 

@@ -22,8 +22,9 @@ def test_dagbag_imports_without_errors():
     bag = DagBag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     dag = bag.dags["rankpipe_daily"]  # get_dag() would query the metadata database
-    assert [t.task_id for t in dag.topological_sort()] == list(STAGE_NAMES)
-    for upstream, downstream in zip(STAGE_NAMES, STAGE_NAMES[1:]):
+    tasks = [*STAGE_NAMES[: STAGE_NAMES.index("promote") + 1], "score", *STAGE_NAMES[STAGE_NAMES.index("promote") + 1:]]
+    assert [t.task_id for t in dag.topological_sort()] == tasks
+    for upstream, downstream in zip(tasks, tasks[1:]):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
 
 
@@ -52,3 +53,10 @@ def test_dag_runs_the_funnel_end_to_end(tmp_path):
     (run_dir,) = (tmp_path / "work" / "runs").iterdir()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["promote.promoted"] is True and "rank.ndcg_at_10" in metrics
+    # The score task wrote the champion's feed lists into this logical date's partition, and nothing half-written.
+    import pandas as pd
+
+    (partition,) = (tmp_path / "work" / "lists" / "feed").iterdir()
+    assert partition.name.startswith("date=")
+    lists = pd.read_parquet(partition / "part-0.parquet")
+    assert len(lists) > 0 and lists["rank"].min() == 1 and lists["request_id"].str.startswith("feed:").all()

@@ -78,13 +78,32 @@ def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
     champion = client.get_model_version_by_alias("rankpipe-synthetic", "champion")
     assert int(champion.version) == 1
     assert (workdir / "mlartifacts").is_dir()  # artifacts inside the work dir, not ./mlruns
-    # The registered model serves through MLflow's generic interface, with the scores the run logged.
+
+
+def test_the_registered_funnel_scores_the_test_requests_exactly_as_the_rerank_stage_did(first_run):
+    """The consistency proof: the champion funnel, loaded through MLflow's generic interface, gives
+    the run's own test requests the lists its rerank stage wrote (same items, same order, same scores)."""
+    import mlflow
     import pandas as pd
 
+    from rankpipe.pipeline.schema import ContractError
+
+    _, workdir, summary = first_run
     mlflow.set_tracking_uri(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     served = mlflow.pyfunc.load_model("models:/rankpipe-synthetic@champion")
-    logged = pd.read_parquet(summary.run_dir / "rank" / "test_logged.parquet").head(500)
-    assert served.predict(logged) == pytest.approx(logged["score"].to_numpy(), rel=1e-9, abs=1e-12)
+    requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet")
+    test = requests[requests["split"] == "test"].drop(columns=["split", "session_id"])
+    lists = served.predict(test, params={"allow_past": True})
+    final = pd.read_parquet(summary.run_dir / "rerank" / "lists.parquet").rename(columns={"position": "rank"})
+    keys = ["request_id", "rank"]
+    got = lists.sort_values(keys, ignore_index=True)
+    want = final.sort_values(keys, ignore_index=True)
+    assert len(want) > 1000
+    pd.testing.assert_frame_equal(got[["request_id", "rank", "item_id"]], want[["request_id", "rank", "item_id"]], check_dtype=False)
+    assert got["score"].to_numpy() == pytest.approx(want["score"].to_numpy(), rel=1e-12, abs=1e-12)
+    assert got["probability"].between(0, 1).all() and got["channels"].notna().all()
+    with pytest.raises(ContractError, match="cutoff"):  # the past is refused unless asked for
+        served.predict(test.head(5))
 
 
 def test_identical_rerun_skips_everything(first_run):
@@ -151,3 +170,35 @@ def test_ranker_sees_recall_channels_fitted_before_each_logged_request(tmp_path,
     importance = pd.read_parquet(summary.run_dir / "rank" / "importance.parquet").set_index("feature")["gain"]
     assert {f"recall_{c}_rank" for c in config.recall.quotas} <= set(importance.index)
     assert np.isfinite(summary.metrics["rank.valid_ndcg_at_10"])
+
+
+def test_rankpipe_score_writes_feed_and_search_lists_and_refuses_bad_requests(first_run, tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from rankpipe.pipeline.cli import main
+    from rankpipe.ranking.funnel import LIST_COLUMNS
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _, workdir, summary = first_run
+    common = ["--workdir", str(workdir)]
+    assert main(["score", "--users", "active:3d", "--k", "20", "--out", str(tmp_path / "feed.parquet"), *common]) == 0
+    feed = pd.read_parquet(tmp_path / "feed.parquet")
+    assert list(feed.columns) == list(LIST_COLUMNS) and feed.groupby("request_id").size().max() == 20 and feed["query"].isna().all()
+    assert main(["score", "--queries", "top:25", "--out", str(tmp_path / "search.parquet"), *common]) == 0
+    search = pd.read_parquet(tmp_path / "search.parquet")
+    assert search["request_id"].nunique() == 25 and search["query"].notna().all()
+    # A partition is replaced whole on a retry, and nothing half-written is left beside it.
+    for _ in range(2):
+        assert main(["score", "--users", "active:1d", "--out", str(tmp_path / "lists"), "--partition", "date=2026-12-01", *common]) == 0
+    assert [p.name for p in (tmp_path / "lists").iterdir()] == ["date=2026-12-01"]
+    # Bad requests: exit 2, the column named.
+    requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet").head(3)
+    requests.drop(columns=["ts"]).to_parquet(tmp_path / "bad.parquet")
+    assert main(["score", "--requests", str(tmp_path / "bad.parquet"), "--out", str(tmp_path / "x.parquet"), *common]) == 2
+    assert "column 'ts'" in capsys.readouterr().err
+    requests.to_parquet(tmp_path / "past.parquet")
+    assert main(["score", "--requests", str(tmp_path / "past.parquet"), "--out", str(tmp_path / "x.parquet"), *common]) == 2
+    assert "cutoff" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
+    assert main(["score", "--requests", str(tmp_path / "past.parquet"), "--allow-past", "--out", str(tmp_path / "x.parquet"), *common]) == 0
+    assert main(["score", "--users", "active:7d", "--model-uri", "models:/rankpipe-synthetic@nope", "--out", str(tmp_path / "y.parquet"),
+                 *common]) == 2

@@ -1,0 +1,129 @@
+"""Batch scoring: the champion funnel (or any registered or saved one) applied to new requests.
+
+``rankpipe score`` and the Python API come here: find the funnel (a registry URI, a saved funnel
+directory, or ``rankpipe-<dataset>@champion`` in the work directory's MLflow), build or read the
+requests, score them, and write the lists as Parquet without ever leaving a half-written file or
+partition behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.schema import ConfigError
+from rankpipe.ranking.funnel import Funnel
+
+FEED_SPEC = re.compile(r"^active:(\d+)d$")
+SEARCH_SPEC = re.compile(r"^top:(\d+)$")
+ANONYMOUS = "anonymous"  # the user of a head-query request: nobody in particular (the unknown-user fallbacks serve it)
+
+
+def load_funnel(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic", device: str = "auto") -> Funnel:
+    """The funnel ``model_uri`` names: ``models:/…`` or ``runs:/…`` (read from the work directory's
+    MLflow store unless ``MLFLOW_TRACKING_URI`` is set), or a directory a funnel was saved in (a run's
+    ``promote/funnel``); by default the champion ``models:/rankpipe-<dataset>@champion``."""
+    uri = model_uri or f"models:/rankpipe-{dataset}@champion"
+    if "://" not in uri and not uri.startswith("models:/"):
+        path = Path(uri)
+        if not (path / "funnel.json").exists():
+            raise ConfigError(f"--model-uri {uri}: not a registered model URI nor a directory holding funnel.json")
+        return Funnel.load(path, device)
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri_of_store = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri_of_store)
+    mlflow.set_registry_uri(uri_of_store)  # models:/ URIs resolve in the registry, which keeps its own URI once set
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(uri))
+    except MlflowException as error:
+        raise ConfigError(f"model {uri}: not found in the registry ({str(error).splitlines()[0]}); run `rankpipe run` first, "
+                          "or pass --model-uri") from None
+    data = local / mlflow.models.Model.load(str(local)).flavors["python_function"]["data"]
+    if not (data / "funnel.json").exists():
+        raise ConfigError(f"model {uri} is a registered ranker, not a funnel: it was registered before funnels were (re-run `rankpipe run`)")
+    return Funnel.load(data, device)
+
+
+def feed_requests(funnel: Funnel, spec: str, at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """One feed request (no query) per user with any event in the last N days of the funnel's log
+    (``spec`` ``active:<N>d``), timed at ``at`` (default: the funnel's cutoff)."""
+    match = FEED_SPEC.match(spec)
+    if not match:
+        raise ConfigError(f"--users expects active:<N>d, e.g. active:7d. Got {spec!r} instead.")
+    at = funnel.cutoff if at is None else pd.Timestamp(at)
+    history = funnel.builder.history_
+    recent = history.loc[history[S.TS] > funnel.cutoff - pd.Timedelta(days=int(match.group(1))), S.USER_ID]
+    users = pd.Series(recent.astype("str").unique()).sort_values(ignore_index=True)
+    return pd.DataFrame({S.REQUEST_ID: "feed:" + users, S.USER_ID: users, S.TS: at, S.QUERY: pd.Series(None, index=users.index, dtype="str")})
+
+
+def search_requests(funnel: Funnel, spec: str, at: pd.Timestamp | None = None) -> pd.DataFrame:
+    """One search request for each of the N most frequent queries of the funnel's log (``spec``
+    ``top:<N>``), by an anonymous user, timed at ``at`` (default: the funnel's cutoff)."""
+    match = SEARCH_SPEC.match(spec)
+    if not match:
+        raise ConfigError(f"--queries expects top:<N>, e.g. top:10000. Got {spec!r} instead.")
+    at = funnel.cutoff if at is None else pd.Timestamp(at)
+    history = funnel.builder.history_
+    queries = history.loc[history[S.QUERY].notna() & (history[S.EVENT] == "impression"), S.QUERY].astype("str").str.strip()
+    top = queries[queries != ""].value_counts().head(int(match.group(1)))
+    n = len(top)
+    return pd.DataFrame({S.REQUEST_ID: [f"search:{i:06d}" for i in range(1, n + 1)], S.USER_ID: [ANONYMOUS] * n, S.TS: [at] * n,
+                         S.QUERY: top.index.to_numpy()})
+
+
+def read_requests(path: str | Path) -> pd.DataFrame:
+    """Requests from a Parquet or CSV file (request_id, user_id, ts[, query])."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"--requests {path}: no such file")
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+
+
+def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = None) -> Path:
+    """Write ``lists`` as Parquet, atomically: to ``out`` (a file), or, with ``partition`` (e.g.
+    ``date=2026-12-01``), as ``out/<partition>/part-0.parquet``, replacing that partition whole, so a
+    retried task replaces its own output and a reader never sees half of one. Returns the path written."""
+    out = Path(out)
+    if partition is None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            S.write_frame(lists, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return out
+    if "/" in partition or partition.startswith("."):
+        raise ConfigError(f"--partition must be one directory name like date=2026-12-01. Got {partition!r} instead.")
+    final, staging = out / partition, out / f".{partition}.tmp-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    try:
+        S.write_frame(lists, staging / "part-0.parquet")
+        old = out / f".{partition}.old-{uuid.uuid4().hex[:8]}"
+        if final.exists():
+            final.rename(old)  # the previous attempt's partition steps aside; renames are atomic
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final / "part-0.parquet"
+
+
+def score_feed_partition(workdir: str | Path, dataset: str, users: str, partition: str, model_uri: str | None = None) -> dict:
+    """The DAG's ``score`` task: the champion funnel's feed lists for every active user (``users``,
+    e.g. ``active:7d``), written to ``<workdir>/lists/feed/<partition>/part-0.parquet`` (replacing the
+    partition whole, so a retry is idempotent). Returns what it did, for the task's XCom."""
+    funnel = load_funnel(model_uri, workdir, dataset)
+    requests = feed_requests(funnel, users)
+    lists = funnel.score(requests)
+    path = write_lists(lists, Path(workdir) / "lists" / "feed", partition)
+    return {"requests": len(requests), "rows": len(lists), "path": str(path)}

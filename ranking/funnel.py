@@ -1,0 +1,221 @@
+"""The fitted funnel: every part the stages fitted, put together to rank new requests.
+
+``Funnel.score(requests)`` runs recall (each channel's ``retrieve``, items not yet launched at the
+request's time dropped, the fitted merge), the feature builder's ``transform`` over the candidates,
+the ranker and its calibrator, and the reranker. :func:`rank_candidates` is the one function that
+turns merged candidates into scored candidates: the rank stage calls it for the test requests and
+the funnel for any request, so a run's own test requests scored through a saved funnel give the
+lists its rerank stage wrote.
+
+Saved as plain files in one directory: ``funnel.json`` (what ties the parts together, and the
+config that made them) and one folder per part in its own format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.features.builder import FeatureBuilder
+from rankpipe.features.embeddings import behaviour_sequences, embedding_similarity
+from rankpipe.pipeline import schema as S
+from rankpipe.ranking.base import Ranker
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request
+from rankpipe.ranking.recall.merge import CandidateMerge
+from rankpipe.ranking.recall.ranker_features import channel_rank_features
+from rankpipe.ranking.rerank import MMRReranker
+
+FUNNEL_FILE = "funnel.json"
+REQUEST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY)
+# The columns of a scored list (rankpipe score writes them).
+LIST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.QUERY, S.RANK, S.ITEM_ID, S.SCORE, S.PROBABILITY, "channels")
+
+
+def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: FeatureBuilder, ranker: Ranker, history: pd.DataFrame,
+                    item_index: pd.Index, item_vectors: np.ndarray, n_last: int, channel_lists: pd.DataFrame | None = None,
+                    quotas: dict[str, int] | None = None) -> pd.DataFrame:
+    """Score merged candidates with the ranker: the features of training (the builder's point-in-time
+    statistics, ``emb_sim`` from the item2vec vectors, and, when the ranker was trained on them, which
+    channels found the pair and behaviour sequences), then ``predict`` and the calibrator.
+
+    Args:
+        candidates: the merge's output (request_id, item_id, rank, channel, …).
+        requests: request_id, user_id, ts, query of the candidates' requests.
+        history: positive events (user_id, item_id, ts); only those before a request count.
+        item_index / item_vectors: the item2vec channel's ids and (I, D) vectors, for ``emb_sim``.
+        n_last: how many recent positives make the user's taste vector.
+        channel_lists / quotas: every channel's own lists and quotas, for ``recall_<channel>_rank``.
+
+    Returns:
+        request_id, item_id, user_id, query, rank (the merged rank), channel, score, and probability
+        when the ranker is calibrated; in the candidates' order.
+    """
+    pairs = candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="inner")
+    features = embedding_similarity(builder.transform(pairs), pairs, history, item_index, item_vectors, n_last)
+    if any(name.startswith("recall_") for name in ranker.feature_names_):
+        if channel_lists is None or quotas is None:
+            raise ValueError("the ranker reads which recall channels found each pair (recall_<channel>_rank); pass channel_lists and quotas")
+        features = pd.concat([features.reset_index(drop=True), channel_rank_features(channel_lists, pairs.reset_index(drop=True), quotas)], axis=1)
+    if getattr(ranker, "uses_behaviour", False):
+        sequences = behaviour_sequences(pairs.reset_index(drop=True), history, pd.Index(builder.items_[S.ITEM_ID]), ranker.nn_history)
+        features = pd.concat([features.reset_index(drop=True), sequences], axis=1)
+    scored = pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.RANK, S.CHANNEL]].reset_index(drop=True)
+    scored[S.SCORE] = ranker.predict(features).astype(np.float64)
+    if ranker.calibrator_ is not None:
+        scored[S.PROBABILITY] = ranker.calibrator_.predict(scored[S.SCORE].to_numpy())
+    return scored
+
+
+def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: bool = False) -> pd.DataFrame:
+    """Requests in the funnel's terms (request_id and user_id as strings, ts as a timestamp, query
+    nullable), or a :class:`~rankpipe.pipeline.schema.ContractError` naming the column and rows.
+
+    Refused: a missing column (``query`` may be absent: feed requests), a duplicate or null
+    request id, a null user or time, and, unless ``allow_past``, a request timed before the funnel's
+    ``cutoff`` (the last event it knows): scoring the past is almost always the wrong file.
+    """
+    table = "requests"
+    if not isinstance(requests, pd.DataFrame):
+        raise S.ContractError(table, None, "a DataFrame with columns request_id, user_id, ts[, query]", type(requests).__name__)
+    missing = [c for c in (S.REQUEST_ID, S.USER_ID, S.TS) if c not in requests.columns]
+    if missing:
+        raise S.ContractError(table, missing[0], f"columns {[S.REQUEST_ID, S.USER_ID, S.TS]} (and optionally {S.QUERY!r})",
+                              f"columns {list(requests.columns)}")
+    out = pd.DataFrame({S.REQUEST_ID: requests[S.REQUEST_ID], S.USER_ID: requests[S.USER_ID]})
+    for column in (S.REQUEST_ID, S.USER_ID):
+        if out[column].isna().any():
+            raise S.ContractError(table, column, "a value on every row", f"{int(out[column].isna().sum())} nulls", requests[out[column].isna()])
+        out[column] = out[column].astype("str")
+    duplicated = out[S.REQUEST_ID].duplicated(keep=False)
+    if duplicated.any():
+        raise S.ContractError(table, S.REQUEST_ID, "one row per request id", f"{int(duplicated.sum())} rows share an id", requests[duplicated])
+    try:
+        ts = pd.to_datetime(requests[S.TS]).astype("datetime64[us]")
+    except (ValueError, TypeError) as error:
+        raise S.ContractError(table, S.TS, "timestamps", f"values that are not ({error})") from None
+    if ts.isna().any():
+        raise S.ContractError(table, S.TS, "a timestamp on every row", f"{int(ts.isna().sum())} nulls", requests[ts.isna()])
+    if not allow_past and (ts < cutoff).any():
+        early = ts < cutoff
+        raise S.ContractError(table, S.TS, f"requests at or after the funnel's cutoff {cutoff} (allow_past to score earlier ones)",
+                              f"{int(early.sum())} earlier requests", requests[early])
+    out[S.TS] = ts.to_numpy()
+    query = requests[S.QUERY].astype("str").where(requests[S.QUERY].notna()) if S.QUERY in requests else pd.Series(None, index=out.index, dtype="str")
+    out[S.QUERY] = query.where(query.str.strip() != "")  # an empty query is a feed request
+    return out.reset_index(drop=True)
+
+
+class Funnel:
+    """The fitted funnel (see the module docstring).
+
+    Args:
+        channels: fitted recall channels by name (the merge's quotas name them).
+        merge: the fitted :class:`CandidateMerge`.
+        builder: the fitted :class:`FeatureBuilder` (its history is the log as of its cutoff).
+        ranker: the fitted, calibrated ranker.
+        reranker: the fitted :class:`MMRReranker`.
+        depth: how many candidates each channel retrieves (the recall stage's depth).
+        n_last: recent positives in the user's taste vector (``recall.item2vec.history``).
+        config: the resolved run config as plain values, kept for the record.
+    """
+
+    def __init__(self, channels: dict[str, RecallChannel], merge: CandidateMerge, builder: FeatureBuilder, ranker: Ranker,
+                 reranker: MMRReranker, depth: int, n_last: int, config: dict[str, Any] | None = None):
+        self.channels, self.merge, self.builder, self.ranker, self.reranker = channels, merge, builder, ranker, reranker
+        self.depth, self.n_last, self.config = depth, n_last, config or {}
+
+    @property
+    def cutoff(self) -> pd.Timestamp:
+        """The last event the funnel knows (its history ends there)."""
+        return self.builder.history_[S.TS].max()
+
+    def history(self) -> pd.DataFrame:
+        """The positive events the channels and features read (user_id, item_id, ts)."""
+        if not hasattr(self, "_history"):
+            self._history = S.positive_history(self.builder.history_)
+        return self._history
+
+    def until(self, cutoff: pd.Timestamp) -> "Funnel":
+        """The same fitted parts, reading the log only up to ``cutoff``: features, histories and the
+        catalogue as they were then (items launched later are never returned)."""
+        cutoff = pd.Timestamp(cutoff)
+        if cutoff > self.cutoff:
+            raise S.ConfigError(f"cutoff {cutoff} is after the funnel's last event {self.cutoff}: it knows nothing later")
+        first = self.builder.history_[S.TS].min()
+        if cutoff < first:
+            raise S.ConfigError(f"cutoff {cutoff} is before the funnel's first event {first}: it would know nothing")
+        return Funnel(self.channels, self.merge, self.builder.until(cutoff), self.ranker, self.reranker, self.depth, self.n_last, self.config)
+
+    def recall(self, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(merged candidates, every channel's own lists) for ``requests``; an item launched after a
+        request's time or after the funnel's cutoff is never a candidate."""
+        items = self.builder.items_
+        cutoff = self.cutoff
+        launched = items[items[S.CREATED_AT].isna() | (items[S.CREATED_AT] <= cutoff)] if S.CREATED_AT in items else items
+        lists = {name: self._known(launched_by_request(channel.retrieve(requests, self.depth, self.history()), requests, items), launched)
+                 for name, channel in self.channels.items()}
+        channel_lists = pd.concat([frame.assign(**{S.CHANNEL: name}) for name, frame in lists.items()], ignore_index=True)
+        return self.merge.merge(lists), channel_lists
+
+    @staticmethod
+    def _known(found: pd.DataFrame, launched: pd.DataFrame) -> pd.DataFrame:
+        keep = found[S.ITEM_ID].isin(launched[S.ITEM_ID])
+        return found if keep.all() else found[keep].reset_index(drop=True)
+
+    def score(self, requests: pd.DataFrame, allow_past: bool = False, k: int | None = None) -> pd.DataFrame:
+        """The final ranked lists of ``requests`` (request_id, user_id, ts, query; checked by
+        :func:`validate_requests`): :data:`LIST_COLUMNS`, ``rank`` 1-based, at most the reranker's
+        ``k`` per request; ``channels`` names every channel that found the item. A request no channel
+        finds anything for gets no rows. ``k``: list length (default: the reranker's)."""
+        requests = validate_requests(requests, self.cutoff, allow_past)
+        merged, channel_lists = self.recall(requests)
+        i2v = self.channels["item2vec"]
+        scored = rank_candidates(merged, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
+                                 channel_lists, self.merge.quotas_)
+        reranker = self.reranker
+        if k is not None and k != reranker.k:
+            if k < 1:
+                raise ValueError(f"k must be at least 1. Got {k} instead.")
+            reranker = MMRReranker(reranker.mmr_lambda, max(reranker.pool, k), k).fit(reranker.item_index_, reranker.item_vectors_)
+        return self.describe(reranker.rerank(scored), scored, channel_lists)
+
+    @staticmethod
+    def describe(lists: pd.DataFrame, scored: pd.DataFrame, channel_lists: pd.DataFrame) -> pd.DataFrame:
+        """The reranked ``lists`` with each item's user, query, probability and the channels that found it."""
+        keys = [S.REQUEST_ID, S.ITEM_ID]
+        context = scored.drop(columns=[S.SCORE, S.RANK, S.CHANNEL]).drop_duplicates(keys)
+        found = (channel_lists.sort_values([S.REQUEST_ID, S.ITEM_ID, S.CHANNEL], kind="stable").groupby(keys, sort=False)[S.CHANNEL]
+                 .agg(",".join).rename("channels").reset_index())
+        out = lists.merge(context, on=keys, how="left").merge(found, on=keys, how="left").rename(columns={S.POSITION: S.RANK})
+        if S.PROBABILITY not in out:
+            out[S.PROBABILITY] = np.nan
+        return out[list(LIST_COLUMNS)]
+
+    # ------------------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> None:
+        """Every part in its own folder (channels/<name>/, merge/, builder/, ranker/, reranker/) and ``funnel.json``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, channel in self.channels.items():
+            channel.save(directory / "channels" / name)
+        self.merge.save(directory / "merge")
+        self.builder.save(directory / "builder")
+        self.ranker.save(directory / "ranker")
+        self.reranker.save(directory / "reranker")
+        S.write_json({"channels": list(self.channels), "depth": self.depth, "n_last": self.n_last, "config": self.config},
+                     directory / FUNNEL_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "auto") -> "Funnel":
+        """The funnel :meth:`save` wrote; no pickle is read."""
+        from rankpipe.ranking.rankers import load_ranker
+        from rankpipe.ranking.recall import load_channel
+
+        directory = Path(directory)
+        meta = S.read_json(directory / FUNNEL_FILE)
+        channels = {name: load_channel(directory / "channels" / name, device) for name in meta["channels"]}
+        return cls(channels, CandidateMerge.load(directory / "merge"), FeatureBuilder.load(directory / "builder"),
+                   load_ranker(directory / "ranker"), MMRReranker.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"])

@@ -1,0 +1,106 @@
+"""The fitted funnel, put together from the tiny world's stage outputs: it gives the run's own test
+requests the rerank stage's lists, and serves requests the log never saw (each fallback of the
+README's Scoring section), and refuses bad requests naming the column."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from rankpipe.features.builder import FeatureBuilder
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.stages.base import recall_depth
+from rankpipe.ranking.funnel import LIST_COLUMNS, Funnel
+from rankpipe.ranking.rankers import load_ranker
+from rankpipe.ranking.recall import load_channel
+from rankpipe.ranking.recall.merge import CandidateMerge
+from rankpipe.ranking.rerank import MMRReranker
+
+
+@pytest.fixture(scope="module")
+def funnel(tiny_funnel, tiny_config, tmp_path_factory) -> Funnel:
+    state, config = tiny_funnel, tiny_config
+    fitted = Funnel({name: load_channel(state.model_dir("recall", f"channel_{name}"), "cpu") for name in config.recall.quotas},
+                    CandidateMerge.load(state.model_dir("recall", "merge")), FeatureBuilder.load(state.model_dir("features", "builder")),
+                    load_ranker(state.model_dir("rank", "ranker")), MMRReranker.load(state.model_dir("rerank", "reranker")),
+                    recall_depth(config), config.recall.item2vec.history)
+    directory = tmp_path_factory.mktemp("funnel")
+    fitted.save(directory)
+    return Funnel.load(directory, "cpu")
+
+
+def _request(funnel, **values) -> pd.DataFrame:
+    row = {S.REQUEST_ID: "r1", S.USER_ID: "nobody-ever", S.TS: funnel.cutoff + pd.Timedelta(hours=1), S.QUERY: None, **values}
+    return pd.DataFrame([row])
+
+
+def test_the_saved_funnel_gives_the_test_requests_the_rerank_stage_lists(funnel, tiny_funnel):
+    requests = tiny_funnel.tables[("prepare", "requests")]
+    test = requests[requests[S.SPLIT] == S.TEST]
+    lists = funnel.score(test, allow_past=True)
+    final = tiny_funnel.tables[("rerank", "lists")]
+    assert list(lists.columns) == list(LIST_COLUMNS)
+    got = lists.sort_values([S.REQUEST_ID, S.RANK], ignore_index=True)
+    want = final.sort_values([S.REQUEST_ID, S.POSITION], ignore_index=True)
+    assert got[[S.REQUEST_ID, S.ITEM_ID]].equals(want[[S.REQUEST_ID, S.ITEM_ID]])
+    assert (got[S.SCORE].to_numpy() == want[S.SCORE].to_numpy()).all()
+
+
+def test_an_unknown_user_feed_request_still_gets_a_full_list(funnel):
+    lists = funnel.score(_request(funnel))
+    assert len(lists) == funnel.reranker.k and lists[S.RANK].tolist() == list(range(1, funnel.reranker.k + 1))
+    assert lists["channels"].str.contains("popularity").any()  # the context-free channel serves her
+
+
+@pytest.mark.parametrize("query", ["zzqx vvkw", "", "   "])
+def test_an_unseen_or_empty_query_still_gets_a_list(funnel, query):
+    lists = funnel.score(_request(funnel, query=query))
+    assert len(lists) == funnel.reranker.k
+    if not query.strip():  # an empty query is a feed request
+        assert lists[S.QUERY].isna().all()
+
+
+def test_an_unknown_item_in_the_users_history_is_ignored(funnel):
+    builder = funnel.builder
+    ghost = builder.history_.iloc[[0]].assign(**{S.USER_ID: "ghost", S.ITEM_ID: "not-in-the-catalogue", S.EVENT: "click",
+                                                  S.TS: funnel.cutoff - pd.Timedelta(minutes=5)})
+    haunted = FeatureBuilder(**builder.get_params())
+    haunted.history_ = pd.concat([builder.history_, ghost], ignore_index=True).sort_values(S.TS, kind="stable", ignore_index=True)
+    haunted.items_, haunted.priors_, haunted.position_ctr_, haunted.train_end_ = builder.items_, builder.priors_, builder.position_ctr_, builder.train_end_
+    lists = Funnel(funnel.channels, funnel.merge, haunted, funnel.ranker, funnel.reranker, funnel.depth, funnel.n_last).score(
+        _request(funnel, **{S.USER_ID: "ghost"}))
+    assert len(lists) == funnel.reranker.k and "not-in-the-catalogue" not in set(lists[S.ITEM_ID])
+
+
+def test_items_launched_after_the_cutoff_are_never_returned(funnel):
+    items, history = funnel.builder.items_, funnel.builder.history_
+    launched = items[S.CREATED_AT][items[S.CREATED_AT] > history[S.TS].min()].sort_values()  # launches inside the log
+    assert len(launched) > 10
+    cutoff = launched.iloc[len(launched) // 2]  # half of them come later
+    earlier = funnel.until(cutoff)
+    requests = pd.DataFrame({S.REQUEST_ID: [f"r{i}" for i in range(40)], S.USER_ID: funnel.builder.history_[S.USER_ID].unique()[:40],
+                             S.TS: funnel.cutoff, S.QUERY: None})
+    lists = earlier.score(requests, allow_past=False)
+    late = set(items.loc[items[S.CREATED_AT] > cutoff, S.ITEM_ID])
+    assert len(lists) > 0 and not set(lists[S.ITEM_ID]) & late
+    assert earlier.builder.history_[S.TS].max() <= cutoff
+    with pytest.raises(S.ConfigError, match="before the funnel's first event"):
+        funnel.until(history[S.TS].min() - pd.Timedelta(days=1))
+
+
+def test_fewer_candidates_than_k_gives_a_shorter_list_not_an_error(funnel):
+    k = funnel.merge.k + 20
+    lists = funnel.score(_request(funnel), k=k)
+    assert 0 < len(lists) <= funnel.merge.k < k and lists[S.RANK].max() == len(lists)
+
+
+@pytest.mark.parametrize("change, column, message", [
+    (lambda r: r.drop(columns=[S.USER_ID]), S.USER_ID, "columns"),
+    (lambda r: pd.concat([r, r], ignore_index=True), S.REQUEST_ID, "one row per request id"),
+    (lambda r: r.assign(**{S.TS: r[S.TS] - pd.Timedelta(days=30)}), S.TS, "cutoff"),
+    (lambda r: r.assign(**{S.TS: "not a time"}), S.TS, "timestamps"),
+])
+def test_bad_requests_are_refused_naming_the_column(funnel, change, column, message):
+    with pytest.raises(S.ContractError, match=message) as error:
+        funnel.score(change(_request(funnel)))
+    assert error.value.table == "requests" and error.value.column == column
