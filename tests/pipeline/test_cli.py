@@ -67,6 +67,16 @@ def test_tables_dataset_runs_the_funnel(tables_dir, tmp_path, capsys, monkeypatc
     assert "rank.ndcg_at_10" in out and "MLflow run:" in out
     assert "rank.oracle_ndcg_at_10" not in out  # real logs carry no oracle
     assert (tmp_path / "runs" / "t" / "metrics.json").exists()
+    # The registered funnel of the user's own tables ranks tomorrow's requests from a file.
+    events = pd.read_parquet(tables_dir / "events.parquet")
+    users = events["user_id"].drop_duplicates().head(30)
+    tomorrow = pd.DataFrame({"request_id": [f"t{i}" for i in range(len(users))], "user_id": users.to_numpy(),
+                             "ts": events["ts"].max() + pd.Timedelta(days=1), "query": None})
+    tomorrow.to_parquet(tmp_path / "tomorrow.parquet")
+    assert main(["score", "--dataset", "tables", "--requests", str(tmp_path / "tomorrow.parquet"), "--workdir", str(tmp_path),
+                 "--out", str(tmp_path / "lists.parquet")]) == 0
+    lists = pd.read_parquet(tmp_path / "lists.parquet")
+    assert set(lists["request_id"]) == set(tomorrow["request_id"]) and lists.groupby("request_id").size().min() == 10
 
 
 def test_datasets_listing(capsys):

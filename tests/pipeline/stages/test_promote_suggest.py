@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from rankpipe.pipeline import stages
+from rankpipe.ranking.funnel import Funnel
 
 
 class _Fixed:
@@ -23,10 +24,11 @@ def _promote(tiny_funnel, config, champion):
     return stages.promote(tiny_funnel.inputs(load_champion=lambda name: champion), config)
 
 
-def test_a_first_model_is_registered_as_champion_and_nothing_is_written(tiny_funnel, tiny_config):
+def test_a_first_funnel_is_registered_as_champion_and_nothing_is_written(tiny_funnel, tiny_config):
     result = _promote(tiny_funnel, tiny_config, None)
     (registration,) = result.registrations
-    assert registration.kind == "ranker" and registration.alias == "champion" and registration.model == ("rank", "ranker")
+    assert registration.kind == "funnel" and registration.alias == "champion" and registration.model == ("promote", "funnel")
+    assert isinstance(result.models["funnel"], Funnel) and set(result.models["funnel"].channels) == set(tiny_config.recall.quotas)
     assert registration.name == "rankpipe-synthetic" and registration.metric == "version"
     assert result.metrics["promoted"] is True and "version" not in result.metrics  # the runner adds it once registered
 
