@@ -46,8 +46,8 @@ from rankpipe.ranking.recall.base import launched_by_request, with_prior_query  
 from rankpipe.ranking.recall.merge import CandidateMerge  # noqa: E402
 from rankpipe.ranking.rerank import MMRReranker  # noqa: E402
 
-QUICK = ["dataset.synthetic.n_users=1500", "dataset.synthetic.n_items=800", "dataset.synthetic.n_sessions=4000", "dataset.synthetic.days=20",
-         "rank.lightgbm.n_estimators=60", "recall.two_tower.epochs=1", "suggest.epochs=1"]
+QUICK = ["dataset.synthetic.n_users=800", "dataset.synthetic.n_items=400", "dataset.synthetic.n_sessions=2500", "dataset.synthetic.days=14",
+         "rank.lightgbm.n_estimators=40", "recall.two_tower.epochs=1", "recall.item2vec.epochs=5", "recall.calibration_requests=300"]
 
 
 def train_funnel(overrides: list[str], workdir: Path) -> Funnel:
@@ -115,10 +115,10 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="requests timed one at a time through the registered-model wrapper")
     parser.add_argument("--funnel", help="a saved funnel directory (a run's promote/funnel); default: train the default world here")
     parser.add_argument("--run-dir", help="a finished run directory whose stages' parts make the funnel (rankpipe-work/runs/<id>)")
-    parser.add_argument("--quick", action="store_true", help="a small world and 2,000 requests (what the test runs)")
+    parser.add_argument("--quick", action="store_true", help="a tiny world and 1,000 requests (what the test runs)")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.batch, args.single = 2_000, 1_000, 50
+        args.requests, args.batch, args.single = 1_000, 500, 30
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if args.funnel:
