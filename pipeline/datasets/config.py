@@ -26,6 +26,12 @@ class SyntheticConfig:
     launch_share: float = 0.15
     trend_share: float = 0.2
     freshness: float = 1.0
+    # List context (both 0: every slot's click is drawn on its own, a position-based model, and the
+    # world is the one before these knobs existed). satiation: logit an item loses for each item above
+    # it in the list of the same leaf category, and again for each of the same brand (the user has
+    # already seen one of those). cascade_stop: probability that the user stops scanning after a click.
+    satiation: float = 0.0
+    cascade_stop: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ Users have latent tastes over a category tree; items have categories (``top>mid>
 colours, prices, a latent vector and a quality; popularity is Zipf. Sessions hold search requests
 (queries drawn from item attributes, in English or Chinese) and feed requests (no query). A logging
 policy shows ``list_size`` items per request, ordered by noisy popularity; clicks follow a
-position-biased examination model, then carts and purchases.
+position-biased examination model, then carts and purchases. Optionally the list matters too
+(``satiation``, ``cascade_stop``): an item attracts less when items of its leaf category or brand are
+shown above it, and the user may stop scanning after a click; :func:`expected_list_value` is then the
+oracle of a whole list (expected clicks and purchases under this same user model).
 
 The world drifts, as real logs do: some items launch inside the window (and are never shown
 before), new items carry a novelty bonus that fades with age, and some items trend for a few days
@@ -51,6 +54,8 @@ N_BRANDS = 240
 # Click model constants: examination probability (1/position)**EXAMINATION_POWER; relevance logit
 # weights. Kept module-level so tests and docs can refer to the generator's truth.
 EXAMINATION_POWER = 0.8
+# A click becomes a cart with probability sigmoid(logit - CART_OFFSET), a cart a purchase with PURCHASE_GIVEN_CART.
+CART_OFFSET, PURCHASE_GIVEN_CART = 1.5, 0.45
 W_TASTE, W_QUALITY, W_COLOR, W_BRAND, W_LEAF_MISS, BIAS = 3.0, 0.6, 1.2, 1.2, 4.0, -2.3
 # Drift: novelty fades with time constant FRESH_DAYS; trend bumps are Gaussian in time with a width
 # (standard deviation) and height (logit) drawn from these ranges.
@@ -112,19 +117,9 @@ def item_drift(age_s: np.ndarray, from_peak_s: np.ndarray, trend_width_days: np.
     return novelty + trend
 
 
-def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracle_queries: pd.DataFrame,
-                   pairs: pd.DataFrame) -> np.ndarray:
-    """Probability that the user clicks the item if she examines it, for each row of ``pairs``.
-
-    Args:
-        oracle_*: the oracle tables of a synthetic world (as produced by :func:`generate`).
-        pairs: columns user_id, item_id, query (null for feed requests) and ts (the request time:
-            the world drifts, so relevance depends on when).
-
-    Returns:
-        float64 array (len(pairs),) in [0, 1); 0 for an item not yet launched at ts; unknown users
-        or items get NaN.
-    """
+def _pair_truth(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracle_queries: pd.DataFrame,
+                pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(relevance logit, known, launched, item leaf, item brand) of each (user_id, item_id, query, ts) row of ``pairs``."""
     if S.TS not in pairs:
         raise ValueError(f"true_relevance: pairs need column {S.TS!r} (the request time); got columns {list(pairs.columns)}")
     users = oracle_users.set_index(S.USER_ID)
@@ -134,7 +129,7 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
     i = items.index.get_indexer(pairs[S.ITEM_ID])
     q = queries.index.get_indexer(pairs[S.QUERY].fillna("\x00"))
     known = (u >= 0) & (i >= 0)
-    rows = np.where(known, i, 0)  # item rows; unknown pairs read row 0 and are masked at the end
+    rows = np.where(known, i, 0)  # item rows; unknown pairs read row 0 and are masked by the callers
     taste = np.stack(users["taste"].to_numpy())[np.where(known, u, 0)]
     vec = np.stack(items["vec"].to_numpy())[rows]
     item_leaf, item_color, item_brand = (items[c].to_numpy()[rows] for c in ("leaf", "color", "brand"))
@@ -150,7 +145,97 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
         (q_leaf == item_leaf).astype(float), ((q_color >= 0) & (q_color == item_color)).astype(float),
         ((q_brand >= 0) & (q_brand == item_brand)).astype(float), drift,
     )
-    return np.where(known, np.where(age_s >= 0, _sigmoid(logit), 0.0), np.nan)
+    return logit, known, age_s >= 0, item_leaf, item_brand
+
+
+def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracle_queries: pd.DataFrame,
+                   pairs: pd.DataFrame) -> np.ndarray:
+    """Probability that the user clicks the item if she examines it (alone, out of any list), for each row of ``pairs``.
+
+    Args:
+        oracle_*: the oracle tables of a synthetic world (as produced by :func:`generate`).
+        pairs: columns user_id, item_id, query (null for feed requests) and ts (the request time:
+            the world drifts, so relevance depends on when).
+
+    Returns:
+        float64 array (len(pairs),) in [0, 1); 0 for an item not yet launched at ts; unknown users
+        or items get NaN.
+    """
+    logit, known, launched, _, _ = _pair_truth(oracle_users, oracle_items, oracle_queries, pairs)
+    return np.where(known, np.where(launched, _sigmoid(logit), 0.0), np.nan)
+
+
+def examination(position: np.ndarray) -> np.ndarray:
+    """Probability that the user examines the slot at 1-based ``position`` (once she has reached it)."""
+    return (1.0 / np.asarray(position, dtype=np.float64)) ** EXAMINATION_POWER
+
+
+def repeats_above(lists: np.ndarray, position: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each slot of some ranked lists, how many slots above it in its list share its ``key``.
+
+    Args:
+        lists: (N,) list code of each slot; position: (N,) its place in the list; key: (N,) e.g. its category.
+    """
+    order = np.lexsort((position, key, lists))
+    list_sorted, key_sorted = lists[order], key[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (list_sorted[1:] != list_sorted[:-1]) | (key_sorted[1:] != key_sorted[:-1])
+    index = np.arange(len(order))
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = index - np.maximum.accumulate(np.where(first, index, 0))
+    return out
+
+
+def satiation_penalty(lists: np.ndarray, position: np.ndarray, leaf: np.ndarray, brand: np.ndarray, satiation: float) -> np.ndarray:
+    """The logit each slot loses to the items above it: ``satiation`` per item of its leaf category and per item of its brand."""
+    if not satiation:
+        return np.zeros(len(lists))
+    return satiation * (repeats_above(lists, position, leaf) + repeats_above(lists, position, brand))
+
+
+def _exclusive_cumsum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sum of the values before each element within its list; elements sorted by list, ``starts`` the first index of each one's list."""
+    total = np.cumsum(values)
+    return (total - values) - (total[starts] - values[starts])
+
+
+def expected_list_value(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracle_queries: pd.DataFrame, lists: pd.DataFrame,
+                        satiation: float = 0.0, cascade_stop: float = 0.0) -> pd.DataFrame:
+    """Expected clicks and purchases of each ranked list under the world's own user model, exactly.
+
+    The model is the generator's: the user reaches a slot unless she stopped after a click above it
+    (probability ``cascade_stop`` per click), examines it with :func:`examination`, and clicks with
+    the item's relevance after :func:`satiation_penalty`; a click becomes a purchase as in the log.
+    So ``P(click at p) = reach_p · e_p · a_p`` with ``reach_p = Π_{q<p} (1 − cascade_stop · e_q · a_q)``.
+
+    Args:
+        oracle_*: the world's oracle tables; satiation / cascade_stop: the world's list-context settings.
+        lists: request_id, user_id, query, ts, item_id, position (1-based, as shown). An unknown item
+            or one not launched yet fills its slot but is never clicked.
+
+    Returns:
+        request_id, expected_clicks, expected_purchases: one row per list, in order of first appearance.
+    """
+    missing = [c for c in (S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS, S.ITEM_ID, S.POSITION) if c not in lists]
+    if missing:
+        raise ValueError(f"expected_list_value: lists need column {missing[0]!r}; got columns {list(lists.columns)}")
+    codes, request_ids = pd.factorize(lists[S.REQUEST_ID])
+    position = lists[S.POSITION].to_numpy(dtype=np.float64)
+    order = np.lexsort((position, codes))
+    codes, position = codes[order], position[order]
+    logit, known, launched, leaf, brand = _pair_truth(oracle_users, oracle_items, oracle_queries, lists.iloc[order])
+    unknown_key = -1 - np.arange(len(order))  # an unknown item repeats nothing
+    leaf, brand = np.where(known, leaf, unknown_key), np.where(known, brand, unknown_key)
+    logit = logit - satiation_penalty(codes, position, leaf, brand, satiation)
+    attract = np.where(known & launched, _sigmoid(logit), 0.0)
+    click_if_reached = examination(position) * attract
+    starts = np.searchsorted(codes, codes, side="left")
+    reach = np.exp(_exclusive_cumsum(np.log1p(-cascade_stop * click_if_reached), starts)) if cascade_stop else 1.0
+    clicks = reach * click_if_reached
+    purchases = clicks * _sigmoid(logit - CART_OFFSET) * PURCHASE_GIVEN_CART
+    n = len(request_ids)
+    return pd.DataFrame({S.REQUEST_ID: request_ids, "expected_clicks": np.bincount(codes, clicks, minlength=n),
+                         "expected_purchases": np.bincount(codes, purchases, minlength=n)})
 
 
 def _seconds(ts) -> np.ndarray:
@@ -188,15 +273,17 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
     Returns:
         A :class:`World` whose ``items``, ``users`` and ``events`` follow the data contract.
     """
-    for name in ("launch_share", "trend_share"):
+    for name in ("launch_share", "trend_share", "cascade_stop"):
         if not 0.0 <= getattr(config, name) <= 1.0:
             raise ValueError(f"dataset.synthetic.{name} must be in [0, 1]. Got {getattr(config, name)} instead.")
-    if config.freshness < 0:
-        raise ValueError(f"dataset.synthetic.freshness must be >= 0. Got {config.freshness} instead.")
+    for name in ("freshness", "satiation"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"dataset.synthetic.{name} must be >= 0. Got {getattr(config, name)} instead.")
     rng = np.random.default_rng(seed)
     # Drift draws come from their own stream, so a stationary config (all drift 0) is the same world
     # as before drift existed, and the drift knobs don't reshuffle everything else.
     drift_rng = np.random.default_rng([seed, 1])
+    list_rng = np.random.default_rng([seed, 2])  # the cascade's stop draws, for the same reason
     n_leaves = len(CATEGORY_TREE)
     tops = sorted({t for t, _, _, _ in CATEGORY_TREE})
     leaf_top = np.array([tops.index(t) for t, _, _, _ in CATEGORY_TREE])
@@ -335,11 +422,17 @@ def generate(config: SyntheticConfig = SyntheticConfig(), seed: int = 42) -> Wor
         item_drift(r_time[slot_req] - created_s[slot_item], r_time[slot_req] - trend_peak_s[slot_item],
                    trend_width_days[slot_item], trend_height[slot_item], config.freshness),
     )
+    logit = logit - satiation_penalty(slot_req, position, leaf[slot_item], brand[slot_item], config.satiation)
     attract = _sigmoid(logit)
-    examined = rng.random(len(slot_req)) < (1.0 / position) ** EXAMINATION_POWER
+    examined = rng.random(len(slot_req)) < examination(position)
     clicked = examined & (rng.random(len(slot_req)) < attract)
-    carted = clicked & (rng.random(len(slot_req)) < _sigmoid(logit - 1.5))
-    bought = carted & (rng.random(len(slot_req)) < 0.45)
+    if config.cascade_stop:
+        # The user may stop scanning after a click: nothing below her first stop is examined. Before
+        # that stop every slot was reached, so the first drawn stop is the real one.
+        stops = clicked & (list_rng.random(len(slot_req)) < config.cascade_stop)
+        clicked &= _exclusive_cumsum(stops.astype(np.int64), starts) == 0
+    carted = clicked & (rng.random(len(slot_req)) < _sigmoid(logit - CART_OFFSET))
+    bought = carted & (rng.random(len(slot_req)) < PURCHASE_GIVEN_CART)
 
     base_ts = r_time[slot_req]
     click_ts = base_ts + 3.0 + position + rng.exponential(20.0, len(slot_req))

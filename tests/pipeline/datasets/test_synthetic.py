@@ -6,7 +6,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import SyntheticConfig
-from rankpipe.pipeline.datasets.synthetic import EXAMINATION_POWER, generate, true_relevance
+from rankpipe.pipeline.datasets.synthetic import EXAMINATION_POWER, expected_list_value, generate, repeats_above, true_relevance
 
 TINY = SyntheticConfig(n_users=400, n_items=300, n_sessions=1500, days=10)
 
@@ -94,3 +94,77 @@ def test_bad_drift_settings_are_named():
 
     with pytest.raises(ValueError, match="launch_share"):
         generate(SyntheticConfig(n_users=10, n_items=10, n_sessions=10, launch_share=1.5))
+    with pytest.raises(ValueError, match="cascade_stop"):
+        generate(SyntheticConfig(n_users=10, n_items=10, n_sessions=10, cascade_stop=-0.1))
+    with pytest.raises(ValueError, match="satiation"):
+        generate(SyntheticConfig(n_users=10, n_items=10, n_sessions=10, satiation=-1.0))
+
+
+# ------------------------------------------------------------------------------ list context
+
+# The TINY world's events as generated before the list-context knobs existed (commit b5c77c4): with
+# satiation and cascade_stop at 0 the generator must give exactly that world.
+TINY_EVENTS_FINGERPRINT = 16445985975081985948
+
+
+def test_list_context_off_is_the_world_before_it():
+    events = generate(TINY, seed=1).events
+    assert int(pd.util.hash_pandas_object(events, index=True).sum()) % (1 << 64) == TINY_EVENTS_FINGERPRINT
+    with_context = generate(SyntheticConfig(**{**TINY.__dict__, "satiation": 0.5}), seed=1).events
+    assert not with_context.equals(events)
+
+
+def test_repeats_above_counts_same_key_slots_above_each_one():
+    import numpy as np
+
+    lists = np.array([0, 0, 0, 0, 1, 1])
+    position = np.array([3, 1, 2, 4, 1, 2])
+    key = np.array([7, 7, 8, 7, 7, 7])
+    # list 0 in shown order: pos1 key7, pos2 key8, pos3 key7, pos4 key7
+    assert repeats_above(lists, position, key).tolist() == [1, 0, 0, 2, 0, 1]
+
+
+def _logged_lists(world) -> pd.DataFrame:
+    ev = world.events
+    shown = ev[ev[S.EVENT] == "impression"][[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS, S.ITEM_ID, S.POSITION]]
+    return shown.assign(**{S.QUERY: shown[S.QUERY].where(shown[S.QUERY] != "None")})
+
+
+def test_expected_list_value_is_what_the_generator_draws():
+    """The oracle's expected clicks and purchases of the logged lists match the clicks and purchases
+    the generator drew on them, within four standard errors (lists are independent)."""
+    import numpy as np
+
+    config = SyntheticConfig(n_users=2000, n_items=1000, n_sessions=8000, days=20, satiation=0.6, cascade_stop=0.7)
+    world = generate(config, seed=5)
+    lists = _logged_lists(world)
+    value = expected_list_value(world.oracle_users, world.oracle_items, world.oracle_queries, lists, config.satiation, config.cascade_stop)
+    drawn = world.events[world.events[S.EVENT].isin(["click", "purchase"])].groupby([S.REQUEST_ID, S.EVENT]).size().unstack(fill_value=0)
+    drawn = drawn.reindex(value[S.REQUEST_ID], fill_value=0)
+    for kind, column in (("click", "expected_clicks"), ("purchase", "expected_purchases")):
+        residual = drawn[kind].to_numpy() - value[column].to_numpy()
+        standard_error = residual.std() / np.sqrt(len(residual))
+        assert abs(residual.mean()) < 4 * standard_error, (kind, residual.mean(), standard_error)
+    # The model the oracle ignores is wrong by far more: the same lists without list context.
+    plain = expected_list_value(world.oracle_users, world.oracle_items, world.oracle_queries, lists)
+    residual = drawn["click"].to_numpy() - plain["expected_clicks"].to_numpy()
+    assert abs(residual.mean()) > 10 * residual.std() / np.sqrt(len(residual))
+
+
+def test_satiation_makes_repeats_worth_less():
+    """The same items are worth more spread over categories than stacked in one: moving each shown
+    list's same-category repeats below its first items raises the expected clicks under satiation,
+    while without it the move is only a shuffle of positions."""
+    world = generate(TINY, seed=1)
+    lists = _logged_lists(world)
+    oracle = (world.oracle_users, world.oracle_items, world.oracle_queries)
+    leaf = world.oracle_items.set_index(S.ITEM_ID)["leaf"]
+    lists = lists.assign(leaf=leaf.reindex(lists[S.ITEM_ID]).to_numpy())
+    lists = lists.sort_values([S.REQUEST_ID, S.POSITION])
+    repeat = lists.groupby([S.REQUEST_ID, "leaf"]).cumcount()  # 0: first of its category in the list
+    spread = lists.assign(**{S.POSITION: lists.assign(r=repeat.to_numpy()).sort_values([S.REQUEST_ID, "r", S.POSITION])
+                             .groupby(S.REQUEST_ID).cumcount().reindex(lists.index) + 1})
+    off = expected_list_value(*oracle, lists)["expected_clicks"].sum()
+    assert abs(expected_list_value(*oracle, spread)["expected_clicks"].sum() - off) / off < 0.2  # position only: a shuffle
+    stacked, scattered = (expected_list_value(*oracle, frame, satiation=1.0)["expected_clicks"].sum() for frame in (lists, spread))
+    assert scattered > stacked
