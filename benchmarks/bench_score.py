@@ -44,7 +44,7 @@ from rankpipe.ranking.rankers import load_ranker  # noqa: E402
 from rankpipe.ranking.recall import load_channel  # noqa: E402
 from rankpipe.ranking.recall.base import launched_by_request, with_prior_query  # noqa: E402
 from rankpipe.ranking.recall.merge import CandidateMerge  # noqa: E402
-from rankpipe.ranking.rerank import MMRReranker  # noqa: E402
+from rankpipe.ranking.rerank import RerankChain  # noqa: E402
 
 QUICK = ["dataset.synthetic.n_users=800", "dataset.synthetic.n_items=400", "dataset.synthetic.n_sessions=2500", "dataset.synthetic.days=14",
          "rank.lightgbm.n_estimators=40", "recall.two_tower.epochs=1", "recall.item2vec.epochs=5", "recall.calibration_requests=300"]
@@ -64,7 +64,7 @@ def funnel_of_run(run_dir: Path) -> Funnel:
     part = lambda stage, name: Path(run_dir) / stage / name  # noqa: E731
     return Funnel({name: load_channel(part("recall", f"channel_{name}")) for name in config.recall.quotas},
                   CandidateMerge.load(part("recall", "merge")), FeatureBuilder.load(part("features", "builder")),
-                  load_ranker(part("rank", "ranker")), MMRReranker.load(part("rerank", "reranker")), recall_depth(config),
+                  load_ranker(part("rank", "ranker")), RerankChain.load(part("rerank", "reranker")), recall_depth(config),
                   config.recall.item2vec.history)
 
 
@@ -105,7 +105,7 @@ def profile_batch(funnel: Funnel, requests: pd.DataFrame, timings: dict[str, flo
     if booster is not None:
         matrix = features.reindex(columns=funnel.ranker.feature_names_).to_numpy(dtype=np.float32)
         timed("library.lightgbm_predict", booster.predict, matrix)
-    timed("rerank", funnel.reranker.rerank, scored)
+    timed("rerank", funnel.reranker.rerank, scored, requests, history)
 
 
 def main() -> None:

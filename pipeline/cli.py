@@ -1,4 +1,4 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe datasets``, ``rankpipe rankers``,
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``,
 ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
+    sub.add_parser("rerankers", help="list the rerankers rerank.chain can name")
     suggest = sub.add_parser("suggest", help="query suggestions from a trained suggester (the suggest stage's model)")
     suggest.add_argument("prefix", help="what the user typed (may be empty: '' with --user gives pre-search suggestions)")
     suggest.add_argument("--user", help="user id: with an empty prefix, her pre-search suggestions")
@@ -187,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
 
         for name, cls in RANKERS.items():
             print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    if args.command == "rerankers":
+        from rankpipe.ranking.rerank import RERANKERS
+
+        for name, cls in RERANKERS.items():
+            print(f"{name:<8} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
     if args.command == "suggest":
         return _suggest(args)

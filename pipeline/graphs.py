@@ -26,8 +26,8 @@ FUNNEL = (
     StageSpec("features", "features", ("prepare",), ("features", "split")),
     StageSpec("recall", "recall", ("prepare",), ("recall", "evaluate.recall_ks", "seed", "device")),
     StageSpec("rank", "rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
-    StageSpec("rerank", "rerank", ("rank", "recall"), ("rerank",)),
-    StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank.k")),
+    StageSpec("rerank", "rerank", ("prepare", "rank", "recall"), ("rerank", "seed", "device", "recall.item2vec.history")),
+    StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank", "dataset.synthetic", "seed")),
     StageSpec("promote", "promote", ("features", "recall", "rank", "rerank"), ("promote", "dataset.name")),
     StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset.name")),
 )

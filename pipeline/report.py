@@ -12,6 +12,7 @@ import re
 import pandas as pd
 
 PLOT_FILE = "report.png"
+TRADEOFF_PLOT_FILE = "rerank_tradeoff.png"
 
 
 def _fmt(value: float) -> str:
@@ -104,11 +105,48 @@ def _channel_lines(metrics: dict[str, float], channels: list[str]) -> list[str]:
     return lines + [""]
 
 
+def tradeoff_figure(tradeoff: pd.DataFrame) -> bytes:
+    """PNG of the rerankers' trade-off: relevance against diversity (ILD@k) as MMR's λ and DPP's θ
+    sweep, with the chain's and the ranker's own operating points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    for name, rows in tradeoff[tradeoff["parameter"] != ""].groupby("reranker", sort=False):
+        ax.plot(rows["ild"], rows["relevance"], marker="o", label=f"{name} ({rows['parameter'].iloc[0]})")
+        for row in rows.itertuples():
+            ax.annotate(f"{row.value:g}", (row.ild, row.relevance), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for row in tradeoff[tradeoff["parameter"] == ""].itertuples():
+        ax.scatter([row.ild], [row.relevance], marker="*" if row.reranker != "ranker" else "s", s=140, zorder=3, label=row.reranker)
+    ax.set(xlabel="diversity: intra-list distance", ylabel=str(tradeoff["relevance_metric"].iloc[0]).replace("_", " "),
+           title="Reranking: relevance against diversity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def tradeoff_lines(tradeoff: pd.DataFrame) -> list[str]:
+    """Markdown section of the trade-off table."""
+    metric = str(tradeoff["relevance_metric"].iloc[0])
+    lines = ["", "## Reranking trade-off (same candidates)", "", f"![trade-off]({TRADEOFF_PLOT_FILE})", "",
+             f"| reranker | parameter | {metric} | ILD |", "| --- | --- | --- | --- |"]
+    lines += [f"| {r.reranker} | {r.parameter}{'' if r.parameter == '' else ' = ' + format(r.value, 'g')} | {_fmt(r.relevance)} | {_fmt(r.ild)} |"
+              for r in tradeoff.itertuples()]
+    return lines
+
+
 def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame,
-                 selection: pd.DataFrame | None = None, calibration: pd.DataFrame | None = None) -> tuple[str, bytes]:
+                 selection: pd.DataFrame | None = None, calibration: pd.DataFrame | None = None,
+                 tradeoff: pd.DataFrame | None = None) -> tuple[str, bytes]:
     """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance, the
-    reliability of its calibrated probabilities and, when feature selection ran, the features it
-    dropped and why."""
+    reliability of its calibrated probabilities, the rerankers' trade-off table (its figure is
+    :func:`tradeoff_figure`) and, when feature selection ran, the features it dropped and why."""
     lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
     recall = recall_table(metrics)
     if len(recall):
@@ -124,6 +162,8 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
         summary = calibration.groupby("method", sort=False)[["logloss", "ece"]].first()
         lines += ["", "## Calibration: P(click) on test rows (fitted on validation rows)", "", "| method | log loss | ECE |", "| --- | --- | --- |"]
         lines += [f"| {m} | {_fmt(r.logloss)} | {_fmt(r.ece)} |" for m, r in summary.iterrows()]
+    if tradeoff is not None and len(tradeoff):
+        lines += tradeoff_lines(tradeoff)
     lines += ["", "## Top features (gain)", "", "| feature | share of gain |", "| --- | --- |"]
     total = max(float(importance["gain"].sum()), 1e-12)
     lines += [f"| {r.feature} | {r.gain / total:.3f} |" for r in importance.head(15).itertuples()]

@@ -90,9 +90,59 @@ class RankConfig:
 
 
 @dataclass(frozen=True)
-class RerankConfig:
-    """MMR rerank: relevance weight ``mmr_lambda`` in [0, 1], pool size and final list length."""
+class MMRRerankConfig:
+    """``mmr``: relevance weight λ in [0, 1] (1 keeps the ranker's order)."""
 
-    mmr_lambda: float = 0.8
+    relevance_weight: float = 0.8
+
+
+@dataclass(frozen=True)
+class DPPRerankConfig:
+    """``dpp``: θ in [0, 1] trading relevance (1 keeps the ranker's order) for diversity."""
+
+    theta: float = 0.7
+
+
+@dataclass(frozen=True)
+class PRMRerankConfig:
+    """``prm``: the list transformer's size and training (ranking/rerank/prm.py)."""
+
+    top_n: int = 20
+    dim: int = 32
+    heads: int = 2
+    layers: int = 1
+    dropout: float = 0.1
+    epochs: int = 8
+    batch_size: int = 256  # lists
+    learning_rate: float = 1e-3
+    patience: int = 2
+    loss: str = "softmax"  # list-wise softmax on clicks, or bce
+    max_train_lists: int = 100_000
+
+
+@dataclass(frozen=True)
+class RulesRerankConfig:
+    """``rules``: filters, dedupe, scatter (at most ``max_per_window`` of one category/brand in any
+    ``window`` slots) and a pinned fresh slot (ranking/rerank/rules.py)."""
+
+    scatter_by: str = "category"  # category, brand, or "" (off)
+    window: int = 4
+    max_per_window: int = 2
+    dedupe_by: str = ""  # title, brand, or "" (off)
+    fresh_within: int = 0  # at least one item launched within fresh_days among the first n slots (0: off)
+    fresh_days: float = 14.0
+    exclude_categories: tuple[str, ...] = ()  # category prefixes never shown
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    """The rerankers applied in turn (``chain``, names from ``rankpipe rerankers``) to each request's
+    top ``pool`` candidates, the final list length ``k``, and one section per reranker."""
+
+    chain: tuple[str, ...] = ("mmr",)
     pool: int = 50
     k: int = 10
+    mmr: MMRRerankConfig = field(default_factory=MMRRerankConfig)
+    dpp: DPPRerankConfig = field(default_factory=DPPRerankConfig)
+    prm: PRMRerankConfig = field(default_factory=PRMRerankConfig)
+    rules: RulesRerankConfig = field(default_factory=RulesRerankConfig)

@@ -26,7 +26,7 @@ from rankpipe.ranking.base import Ranker
 from rankpipe.ranking.recall.base import RecallChannel, launched_by_request
 from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
-from rankpipe.ranking.rerank import MMRReranker
+from rankpipe.ranking.rerank import RerankChain
 
 FUNNEL_FILE = "funnel.json"
 REQUEST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY)
@@ -116,14 +116,14 @@ class Funnel:
         merge: the fitted :class:`CandidateMerge`.
         builder: the fitted :class:`FeatureBuilder` (its history is the log as of its cutoff).
         ranker: the fitted, calibrated ranker.
-        reranker: the fitted :class:`MMRReranker`.
+        reranker: the fitted :class:`~rankpipe.ranking.rerank.RerankChain` (``rerank.chain``).
         depth: how many candidates each channel retrieves (the recall stage's depth).
         n_last: recent positives in the user's taste vector (``recall.item2vec.history``).
         config: the resolved run config as plain values, kept for the record.
     """
 
     def __init__(self, channels: dict[str, RecallChannel], merge: CandidateMerge, builder: FeatureBuilder, ranker: Ranker,
-                 reranker: MMRReranker, depth: int, n_last: int, config: dict[str, Any] | None = None):
+                 reranker: RerankChain, depth: int, n_last: int, config: dict[str, Any] | None = None):
         self.channels, self.merge, self.builder, self.ranker, self.reranker = channels, merge, builder, ranker, reranker
         self.depth, self.n_last, self.config = depth, n_last, config or {}
 
@@ -179,8 +179,8 @@ class Funnel:
         if k is not None and k != reranker.k:
             if k < 1:
                 raise ValueError(f"k must be at least 1. Got {k} instead.")
-            reranker = MMRReranker(reranker.mmr_lambda, max(reranker.pool, k), k).fit(reranker.item_index_, reranker.item_vectors_)
-        return self.describe(reranker.rerank(scored), scored, channel_lists)
+            reranker = reranker.with_k(k)
+        return self.describe(reranker.rerank(scored, requests, self.history()), scored, channel_lists)
 
     @staticmethod
     def describe(lists: pd.DataFrame, scored: pd.DataFrame, channel_lists: pd.DataFrame) -> pd.DataFrame:
@@ -218,4 +218,4 @@ class Funnel:
         meta = S.read_json(directory / FUNNEL_FILE)
         channels = {name: load_channel(directory / "channels" / name, device) for name in meta["channels"]}
         return cls(channels, CandidateMerge.load(directory / "merge"), FeatureBuilder.load(directory / "builder"),
-                   load_ranker(directory / "ranker"), MMRReranker.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"])
+                   load_ranker(directory / "ranker"), RerankChain.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"])

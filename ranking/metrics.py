@@ -255,6 +255,56 @@ def category_coverage(lists: pd.DataFrame, item_category: pd.Series, k: int = 10
     return float(distinct.sum(axis=1).mean())
 
 
+def alpha_ndcg_at_k(lists: pd.DataFrame, positives: pd.DataFrame, item_topic: pd.Series, k: int = 10, alpha: float = 0.5,
+                    group: str = "request_id", item: str = "item_id", position: str = "position") -> float:
+    """α-NDCG@k (Clarke et al. 2008) with one topic per item (e.g. its category), binary relevance.
+
+    A relevant item's gain is ``(1 − α)^n``, n the relevant items of its topic above it in the list,
+    so a second relevant item of the same topic is worth less. The ideal list is the greedy one over
+    the group's ``positives`` (round robin over their topics, which is optimal with one topic per
+    item). Mean over the lists of groups with a positive; α = 0 is binary NDCG.
+
+    Args:
+        lists: group, item, position (1-based). positives: group, item of the relevant pairs.
+        item_topic: topic per item id (an item without one is its own topic).
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1). Got {alpha} instead.")
+    judged = lists[lists[position] <= k]
+    relevant = pd.MultiIndex.from_frame(positives[[group, item]]).unique()
+    hit = pd.MultiIndex.from_frame(judged[[group, item]]).isin(relevant)
+
+    def topic_codes(items: pd.Series) -> np.ndarray:
+        codes = pd.factorize(item_topic.reindex(items.to_numpy()).to_numpy())[0]
+        return np.where(codes >= 0, codes, -1 - np.arange(len(codes)))  # no topic: its own
+
+    def repeats(groups: np.ndarray, topics: np.ndarray, order_key: np.ndarray) -> np.ndarray:
+        order = np.lexsort((order_key, topics, groups))
+        g, t = groups[order], topics[order]
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = (g[1:] != g[:-1]) | (t[1:] != t[:-1])
+        index = np.arange(len(order))
+        out = np.empty(len(order), dtype=np.int64)
+        out[order] = index - np.maximum.accumulate(np.where(first, index, 0))
+        return out
+
+    groups_all = pd.Index(positives[group].unique())
+    # DCG of each list: relevant rows only, counting relevant rows of the same topic above.
+    rel_rows = judged[hit]
+    g_codes = groups_all.get_indexer(rel_rows[group])
+    seen = repeats(g_codes, topic_codes(rel_rows[item]), rel_rows[position].to_numpy())
+    dcg = np.bincount(g_codes[g_codes >= 0], ((1 - alpha) ** seen / np.log2(rel_rows[position].to_numpy() + 1.0))[g_codes >= 0],
+                      minlength=len(groups_all))
+    # Ideal: each positive's gain (1 − α)^j (j its rank within its topic), sorted down per group, cut at k.
+    p_codes = groups_all.get_indexer(positives[group])
+    p_gain = (1 - alpha) ** repeats(p_codes, topic_codes(positives[item]), np.zeros(len(positives)))
+    order = np.lexsort((-p_gain, p_codes))
+    slot = _positions(p_codes[order])
+    ideal = np.bincount(p_codes[order], np.where(slot < k, p_gain[order] / np.log2(slot + 2.0), 0.0), minlength=len(groups_all))
+    listed = np.isin(np.arange(len(groups_all)), groups_all.get_indexer(lists[group].unique()))
+    return float(np.mean(dcg[listed] / ideal[listed])) if listed.any() else float("nan")
+
+
 def paired_bootstrap_ci(a: np.ndarray, b: np.ndarray, n_resamples: int = 2000, level: float = 0.95,
                         seed: int = 0) -> tuple[float, float, float]:
     """Mean of ``a - b`` over paired units (e.g. per-request NDCG) and its bootstrap percentile interval.

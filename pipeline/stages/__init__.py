@@ -12,6 +12,7 @@ Tables passed between stages (``stage.table``; columns named in :mod:`rankpipe.p
 - ``recall.candidates`` (merged), ``recall.channels`` (each channel's own list), ``recall.item_vectors``
 - ``rank.test_logged``: test impressions with features and the ranker's score
 - ``rank.candidates``: test candidates with the ranker's score
+- ``rank.logged_scores``: the ranker's score of every logged pair (all splits)
 - ``rerank.lists``: the final lists
 - ``evaluate.metrics``: every metric as (name, value)
 
@@ -34,11 +35,13 @@ from rankpipe.pipeline.stages.suggest import suggest, suggest_queries
 from rankpipe.ranking.calibration import CALIBRATION_METHODS
 from rankpipe.ranking.rankers import ranker_params
 from rankpipe.ranking.recall import check_recall_config
+from rankpipe.ranking.rerank import check_rerank_config
 
 
 def check_config(config: Config) -> None:
     """Config errors that only the components can judge, raised before the run writes anything."""
     check_recall_config(config.recall)
+    check_rerank_config(config.rerank)
     ranker_params(config.rank, config.seed, config.device)  # an unknown rank.model, or a family key it does not take
     if config.rank.calibration not in ("none", *CALIBRATION_METHODS):
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")

@@ -24,6 +24,25 @@ def _oracle(inputs: StageInputs) -> Callable[[pd.DataFrame], np.ndarray] | None:
     return lambda pairs: true_relevance(*tables, pairs)
 
 
+def _list_value(inputs: StageInputs, config: Config) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
+    """Expected clicks and purchases of whole lists under the synthetic world's own user model
+    (:func:`~rankpipe.pipeline.datasets.synthetic.expected_list_value`), when the dataset knows it."""
+    try:
+        tables = [inputs.table("prepare", n) for n in ("oracle_users", "oracle_items", "oracle_queries")]
+    except KeyError:
+        return None
+    from rankpipe.pipeline.datasets.synthetic import expected_list_value
+
+    world = config.dataset.synthetic
+    requests = inputs.table("prepare", "requests")[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]]
+
+    def value(lists: pd.DataFrame) -> pd.DataFrame:
+        shown = lists[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]].merge(requests, on=S.REQUEST_ID, how="left")
+        return expected_list_value(*tables, shown, world.satiation, world.cascade_stop).set_index(S.REQUEST_ID)
+
+    return value
+
+
 def _top_lists(scored: pd.DataFrame, k: int) -> pd.DataFrame:
     ordered = scored.sort_values([S.REQUEST_ID, S.SCORE], ascending=[True, False], kind="stable")
     ordered = ordered.assign(position=ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1)
@@ -79,34 +98,27 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         # because clicks were drawn at positions the logging policy chose.
         out["rank.truth_order_ndcg_at_10"] = M.ndcg_at_k(groups, truth, grades, 10)
 
-    # rerank: the final lists against the rank stage's own top-k, both scored on the logged labels
-    item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
-    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
-    k = config.rerank.k
-    final = inputs.table("rerank", "lists")
-    ranked = _top_lists(inputs.table("rank", "candidates"), k)
-    for prefix, lists in (("rerank", final), ("rerank.before", ranked)):
-        judged = lists.merge(test_labels[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]], on=ID_COLUMNS, how="left").fillna({S.GRADE: 0})
-        judged = judged[judged[S.REQUEST_ID].isin(positives[S.REQUEST_ID])]
-        out[f"{prefix}.ndcg_at_{k}"] = M.ndcg_at_k(judged[S.REQUEST_ID], -judged["position"], judged[S.GRADE], k)
-        out[f"{prefix}.ild_at_{k}"] = M.intra_list_distance(lists, vectors, item_index, k)
-        out[f"{prefix}.category_coverage_at_{k}"] = M.category_coverage(lists, category, k)
-        if oracle is not None:
-            context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
-            out[f"{prefix}.true_relevance_at_{k}"] = float(np.nanmean(oracle(context)))
-    return _evaluation_result(out, inputs, config)
+    # rerank: the final lists against the rank stage's own top-k of the same candidates
+    rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items)
+    out.update(rerank_out)
+    return _evaluation_result(out, inputs, config, tradeoff)
 
 
-def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config) -> StageResult:
+def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config, tradeoff: pd.DataFrame | None = None) -> StageResult:
     """The evaluate stage's output: the metrics table and the report (Markdown + figure)."""
-    from rankpipe.pipeline.report import PLOT_FILE, build_report
+    from rankpipe.pipeline.report import PLOT_FILE, TRADEOFF_PLOT_FILE, build_report, tradeoff_figure
 
     metrics = {k: float(v) for k, v in metrics.items()}
     selection = inputs.table("rank", "selection")
     text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"), selection,
-                                inputs.table("rank", "calibration"))
+                                inputs.table("rank", "calibration"), tradeoff)
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
-    return StageResult({"metrics": table}, {}, files={"report.md": text.encode(), PLOT_FILE: figure})
+    files = {"report.md": text.encode(), PLOT_FILE: figure}
+    tables = {"metrics": table}
+    if tradeoff is not None:
+        files[TRADEOFF_PLOT_FILE] = tradeoff_figure(tradeoff)
+        tables["tradeoff"] = tradeoff
+    return StageResult(tables, {}, files=files)
 
 
 def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
@@ -117,3 +129,95 @@ def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
     # No users in an LTR file: GAUC is per list (query), weighted by its rows.
     out.update({"rank.mrr": M.mrr(groups, scores, grades), "rank.auc": M.auc(scores, grades), "rank.gauc": M.gauc(groups, scores, grades)})
     return _evaluation_result(out, inputs, config)
+
+
+# The trade-off curve: MMR's λ and DPP's θ swept on the same candidates.
+TRADEOFF_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+
+
+def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFrame, positives: pd.DataFrame,
+                   items: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+    """The final lists against the ranker's own top k of the same candidates: NDCG@k on the logged
+    labels, ILD, category coverage, α-NDCG; on the synthetic world their expected list value (clicks
+    and purchases under the world's user model, with the paired 95% CI of the difference); PRM's
+    NDCG@10 reordering the logged test lists. Also returns the trade-off table: relevance (expected
+    list value, else NDCG@k) and ILD of MMR over λ and DPP over θ on the same candidates, with the
+    chain's and the ranker's operating points."""
+    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, top_by_score
+    from rankpipe.ranking.rerank.prm import as_ranked
+
+    out: dict[str, float] = {}
+    item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
+    category = items.set_index(S.ITEM_ID)[S.CATEGORY]
+    k = config.rerank.k
+    candidates = inputs.table("rank", "candidates")
+    final = inputs.table("rerank", "lists")
+    ranked = _top_lists(candidates, k)
+    list_value = _list_value(inputs, config)
+    judged_requests = positives[S.REQUEST_ID].unique()
+
+    def describe(lists: pd.DataFrame) -> dict[str, float]:
+        judged = lists.merge(test_labels[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]], on=ID_COLUMNS, how="left").fillna({S.GRADE: 0})
+        judged = judged[judged[S.REQUEST_ID].isin(judged_requests)]
+        row = {f"ndcg_at_{k}": M.ndcg_at_k(judged[S.REQUEST_ID], -judged[S.POSITION], judged[S.GRADE], k),
+               f"ild_at_{k}": M.intra_list_distance(lists, vectors, item_index, k),
+               f"category_coverage_at_{k}": M.category_coverage(lists, category, k),
+               f"alpha_ndcg_at_{k}": M.alpha_ndcg_at_k(lists, positives, category, k)}
+        return row
+
+    values = {}
+    for prefix, lists in (("rerank", final), ("rerank.before", ranked)):
+        out.update({f"{prefix}.{name}": v for name, v in describe(lists).items()})
+        if list_value is not None:
+            values[prefix] = list_value(lists)
+            out[f"{prefix}.expected_list_value"] = float(values[prefix]["expected_clicks"].mean())
+            out[f"{prefix}.expected_purchases"] = float(values[prefix]["expected_purchases"].mean())
+    if list_value is not None:
+        paired = values["rerank"].join(values["rerank.before"], rsuffix="_before", how="inner")
+        delta, low, high = M.paired_bootstrap_ci(paired["expected_clicks"].to_numpy(), paired["expected_clicks_before"].to_numpy(), seed=config.seed)
+        out.update({"rerank.expected_list_value_delta": delta, "rerank.expected_list_value_ci_low": low,
+                    "rerank.expected_list_value_ci_high": high})
+
+    chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
+    history = S.positive_history(inputs.table("prepare", "events"))
+    requests = inputs.table("prepare", "requests")
+    if "prm" in chain.names:  # PRM alone, reordering the logged test lists from the ranker's order, judged on their clicks
+        prm = chain.rerankers[chain.names.index("prm")]
+        logged = inputs.table("rank", "test_logged")
+        logged = logged[logged[S.REQUEST_ID].isin(judged_requests)]
+        lists = as_ranked(logged[[S.REQUEST_ID, S.ITEM_ID, S.SCORE, S.USER_ID, S.TS, S.GRADE]].assign(**{S.POSITION: 0}))
+        reordered = prm.rerank(lists, k, history)
+        before = M.ndcg_per_group(lists[S.REQUEST_ID], -lists[S.POSITION], lists[S.GRADE], 10)
+        after = M.ndcg_per_group(reordered[S.REQUEST_ID], -reordered[S.POSITION], reordered[S.GRADE], 10)
+        # ndcg_per_group orders groups by first appearance: align both on the request ids
+        before = pd.Series(before, index=pd.unique(lists[S.REQUEST_ID]))
+        after = pd.Series(after, index=pd.unique(reordered[S.REQUEST_ID])).reindex(before.index)
+        delta, low, high = M.paired_bootstrap_ci(after.to_numpy(), before.to_numpy(), seed=config.seed)
+        out.update({"rerank.prm.logged_ndcg_at_10": float(np.nanmean(after)), "rerank.prm.ranker_logged_ndcg_at_10": float(np.nanmean(before)),
+                    "rerank.prm.logged_ndcg_delta_ci_low": low, "rerank.prm.logged_ndcg_delta_ci_high": high})
+
+    # The trade-off curve: relevance (expected list value, else logged NDCG@k) against diversity (ILD) over λ / θ.
+    pool = top_by_score(candidates, config.rerank.pool)
+    rows = []
+    for cls, parameter in ((MMRReranker, "relevance_weight"), (DPPReranker, "theta")):
+        fitted = cls(**{parameter: 0.5}).fit(_vectors_only(item_index, vectors))
+        for value in TRADEOFF_GRID:
+            setattr(fitted, parameter, value)
+            lists = fitted.rerank(pool, k)
+            lists = lists[lists[S.POSITION] <= k]
+            row = describe(lists)
+            relevance = float(list_value(lists)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
+            rows.append({"reranker": cls.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
+    final_relevance = out.get("rerank.expected_list_value", out[f"rerank.ndcg_at_{k}"])
+    rows.append({"reranker": "chain:" + "+".join(chain.names) if chain.names else "ranker", "parameter": "", "value": np.nan,
+                 "relevance": final_relevance, "ild": out[f"rerank.ild_at_{k}"]})
+    rows.append({"reranker": "ranker", "parameter": "", "value": np.nan, "relevance": out.get("rerank.before.expected_list_value",
+                 out[f"rerank.before.ndcg_at_{k}"]), "ild": out[f"rerank.before.ild_at_{k}"]})
+    tradeoff = pd.DataFrame(rows).assign(relevance_metric="expected_list_value" if list_value is not None else f"ndcg_at_{k}")
+    return out, tradeoff
+
+
+def _vectors_only(item_index: pd.Index, vectors: np.ndarray):
+    from rankpipe.ranking.rerank import RerankData
+
+    return RerankData(pd.DataFrame({S.ITEM_ID: []}), item_index, vectors)

@@ -15,7 +15,7 @@ from rankpipe.ranking.funnel import Funnel
 from rankpipe.ranking.rankers import load_ranker
 from rankpipe.ranking.recall import load_channel
 from rankpipe.ranking.recall.merge import CandidateMerge
-from rankpipe.ranking.rerank import MMRReranker
+from rankpipe.ranking.rerank import RerankChain
 
 
 def decide_promotion(challenger: float, champion: float | None, min_improvement: float) -> tuple[bool, str]:
@@ -77,7 +77,7 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
     name, promoted, metrics, decision, tags = _judge(inputs, config)
     funnel = Funnel({channel: load_channel(inputs.model_dir("recall", f"channel_{channel}"), config.device) for channel in config.recall.quotas},
                     CandidateMerge.load(inputs.model_dir("recall", "merge")), FeatureBuilder.load(inputs.model_dir("features", "builder")),
-                    load_ranker(inputs.model_dir("rank", "ranker")), MMRReranker.load(inputs.model_dir("rerank", "reranker")),
+                    load_ranker(inputs.model_dir("rank", "ranker")), RerankChain.load(inputs.model_dir("rerank", "reranker")),
                     depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config))
     registration = Registration("funnel", name, ("promote", "funnel"), "champion" if promoted else "challenger", tags, metric="version")
     return StageResult({"decision": decision}, metrics, {"funnel": funnel}, registrations=[registration])

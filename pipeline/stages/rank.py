@@ -149,7 +149,9 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         full = M.ndcg_at_k(test_logged[S.REQUEST_ID], test_logged[S.SCORE], test_logged[S.GRADE], 10)
         metrics.update(feature_ablation(config, train, valid, test, groups, full))
     metrics.update({"n_features": len(feature_names), "n_features_dropped": len(selection)})
-    tables = {"test_logged": test_logged, "candidates": scored, "selection": selection, "calibration": reliability,
+    # Every logged list's scores (train and valid in-sample), for rerankers that learn from the ranker's lists (PRM).
+    logged_scores = logged[[S.REQUEST_ID, S.ITEM_ID]].assign(**{S.SCORE: ranker.predict(logged[model_columns]).astype(np.float64)})
+    tables = {"test_logged": test_logged, "candidates": scored, "logged_scores": logged_scores, "selection": selection, "calibration": reliability,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})
 
