@@ -119,7 +119,8 @@ def tradeoff_figure(tradeoff: pd.DataFrame) -> bytes:
         for row in rows.itertuples():
             ax.annotate(f"{row.value:g}", (row.ild, row.relevance), textcoords="offset points", xytext=(4, 3), fontsize=7)
     for row in tradeoff[tradeoff["parameter"] == ""].itertuples():
-        ax.scatter([row.ild], [row.relevance], marker="*" if row.reranker != "ranker" else "s", s=140, zorder=3, label=row.reranker)
+        ranker = row.reranker == "ranker"
+        ax.scatter([row.ild], [row.relevance], marker="s" if ranker else "*", s=140, zorder=3, color="black" if ranker else "#c0392b", label=row.reranker)
     ax.set(xlabel="diversity: intra-list distance", ylabel=str(tradeoff["relevance_metric"].iloc[0]).replace("_", " "),
            title="Reranking: relevance against diversity")
     ax.grid(alpha=0.3)

@@ -46,14 +46,15 @@ class Ranker:
         scores on held-out rows ``X`` to P(grade > 0); :meth:`predict_proba` applies it."""
         from rankpipe.ranking.calibration import Calibrator
 
-        self.calibrator_ = Calibrator(method, self.score_kind).fit(self._calibration_scores(X), np.asarray(y) > 0)
+        self.calibrator_ = Calibrator(method, self.score_kind).fit(self.held_out_scores(X), np.asarray(y) > 0)
         return self
 
-    def _calibration_scores(self, X: pd.DataFrame) -> np.ndarray:
-        """Scores to fit the calibration on. A ranker refit on train + valid overrides this with its
-        model from before the refit: the final model's scores on valid rows are in-sample and
-        overconfident (on the LETOR example's 300 validation rows, Platt's test log loss went from
-        below the base rate to above it)."""
+    def held_out_scores(self, X: pd.DataFrame) -> np.ndarray:
+        """Scores of validation rows from a model that never trained on them: what calibration (and
+        any model stacked on the ranker, like PRM) must learn from. A ranker refit on train + valid
+        overrides this with its model from before the refit: the final model's scores on valid rows
+        are in-sample and overconfident (on the LETOR example's 300 validation rows, Platt's test log
+        loss went from below the base rate to above it)."""
         return self.predict(X)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

@@ -98,9 +98,11 @@ class MMRRerankConfig:
 
 @dataclass(frozen=True)
 class DPPRerankConfig:
-    """``dpp``: θ in [0, 1] trading relevance (1 keeps the ranker's order) for diversity."""
+    """``dpp``: θ in [0, 1] trading relevance (1 keeps the ranker's order) for diversity, and the
+    similarity the kernel measures: ``attributes`` (same category, same brand), ``embedding`` (item2vec cosine) or ``both``."""
 
-    theta: float = 0.7
+    theta: float = 0.9
+    similarity: str = "attributes"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class PRMRerankConfig:
     patience: int = 2
     loss: str = "softmax"  # list-wise softmax on clicks, or bce
     max_train_lists: int = 100_000
+    train_order: str = "shown"  # the training lists as shown, or as the ranker orders them (ranked)
 
 
 @dataclass(frozen=True)

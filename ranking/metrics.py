@@ -265,12 +265,17 @@ def alpha_ndcg_at_k(lists: pd.DataFrame, positives: pd.DataFrame, item_topic: pd
     item). Mean over the lists of groups with a positive; α = 0 is binary NDCG.
 
     Args:
-        lists: group, item, position (1-based). positives: group, item of the relevant pairs.
+        lists: group, item, position (the order within each list; ranks count from 1 whatever its values).
+        positives: group, item of the relevant pairs.
         item_topic: topic per item id (an item without one is its own topic).
     """
     if not 0.0 <= alpha < 1.0:
         raise ValueError(f"alpha must be in [0, 1). Got {alpha} instead.")
-    judged = lists[lists[position] <= k]
+    codes = _group_codes(lists[group])[0]
+    order = np.lexsort((lists[position].to_numpy(), codes))
+    ranked = lists.iloc[order]
+    rank = _positions(codes[order])  # 0-based rank within the list
+    judged = ranked[rank < k].assign(_rank=rank[rank < k] + 1)
     relevant = pd.MultiIndex.from_frame(positives[[group, item]]).unique()
     hit = pd.MultiIndex.from_frame(judged[[group, item]]).isin(relevant)
 
@@ -292,8 +297,8 @@ def alpha_ndcg_at_k(lists: pd.DataFrame, positives: pd.DataFrame, item_topic: pd
     # DCG of each list: relevant rows only, counting relevant rows of the same topic above.
     rel_rows = judged[hit]
     g_codes = groups_all.get_indexer(rel_rows[group])
-    seen = repeats(g_codes, topic_codes(rel_rows[item]), rel_rows[position].to_numpy())
-    dcg = np.bincount(g_codes[g_codes >= 0], ((1 - alpha) ** seen / np.log2(rel_rows[position].to_numpy() + 1.0))[g_codes >= 0],
+    seen = repeats(g_codes, topic_codes(rel_rows[item]), rel_rows["_rank"].to_numpy())
+    dcg = np.bincount(g_codes[g_codes >= 0], ((1 - alpha) ** seen / np.log2(rel_rows["_rank"].to_numpy() + 1.0))[g_codes >= 0],
                       minlength=len(groups_all))
     # Ideal: each positive's gain (1 − α)^j (j its rank within its topic), sorted down per group, cut at k.
     p_codes = groups_all.get_indexer(positives[group])

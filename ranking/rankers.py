@@ -130,7 +130,7 @@ class LambdaRankRanker(Ranker):
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(X, num_iteration=self.best_iteration_)
 
-    def _calibration_scores(self, X: pd.DataFrame) -> np.ndarray:
+    def held_out_scores(self, X: pd.DataFrame) -> np.ndarray:
         held_out = getattr(self, "held_out_booster_", None)
         if held_out is None:
             return self.predict(X)
@@ -258,7 +258,7 @@ class XGBoostRanker(Ranker):
 
         return self.booster_.predict(xgb.DMatrix(X))
 
-    def _calibration_scores(self, X: pd.DataFrame) -> np.ndarray:
+    def held_out_scores(self, X: pd.DataFrame) -> np.ndarray:
         import xgboost as xgb
 
         held_out = getattr(self, "held_out_booster_", None)

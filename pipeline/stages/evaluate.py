@@ -143,7 +143,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     NDCG@10 reordering the logged test lists. Also returns the trade-off table: relevance (expected
     list value, else NDCG@k) and ILD of MMR over λ and DPP over θ on the same candidates, with the
     chain's and the ranker's operating points."""
-    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, top_by_score
+    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, RerankData, top_by_score
     from rankpipe.ranking.rerank.prm import as_ranked
 
     out: dict[str, float] = {}
@@ -173,7 +173,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
             out[f"{prefix}.expected_list_value"] = float(values[prefix]["expected_clicks"].mean())
             out[f"{prefix}.expected_purchases"] = float(values[prefix]["expected_purchases"].mean())
     if list_value is not None:
-        paired = values["rerank"].join(values["rerank.before"], rsuffix="_before", how="inner")
+        paired = values["rerank"].join(values["rerank.before"].add_suffix("_before"), how="inner")
         delta, low, high = M.paired_bootstrap_ci(paired["expected_clicks"].to_numpy(), paired["expected_clicks_before"].to_numpy(), seed=config.seed)
         out.update({"rerank.expected_list_value_delta": delta, "rerank.expected_list_value_ci_low": low,
                     "rerank.expected_list_value_ci_high": high})
@@ -195,19 +195,26 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
         delta, low, high = M.paired_bootstrap_ci(after.to_numpy(), before.to_numpy(), seed=config.seed)
         out.update({"rerank.prm.logged_ndcg_at_10": float(np.nanmean(after)), "rerank.prm.ranker_logged_ndcg_at_10": float(np.nanmean(before)),
                     "rerank.prm.logged_ndcg_delta_ci_low": low, "rerank.prm.logged_ndcg_delta_ci_high": high})
+        oracle = _oracle(inputs)
+        if oracle is not None:  # the same two orders judged by the world's true relevance instead of the logged clicks
+            for name, frame in (("logged_oracle_ndcg_at_10", reordered), ("ranker_logged_oracle_ndcg_at_10", lists)):
+                context = frame[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]].merge(logged[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.TS]],
+                                                                           on=ID_COLUMNS, how="left")
+                out[f"rerank.prm.{name}"] = M.ndcg_at_k(context[S.REQUEST_ID], -context[S.POSITION], oracle(context), 10, gain="linear")
 
     # The trade-off curve: relevance (expected list value, else logged NDCG@k) against diversity (ILD) over λ / θ.
     pool = top_by_score(candidates, config.rerank.pool)
     rows = []
-    for cls, parameter in ((MMRReranker, "relevance_weight"), (DPPReranker, "theta")):
-        fitted = cls(**{parameter: 0.5}).fit(_vectors_only(item_index, vectors))
+    catalogue = RerankData(items, item_index, vectors)
+    for fitted, parameter in ((MMRReranker().fit(catalogue), "relevance_weight"),
+                              (DPPReranker(similarity=config.rerank.dpp.similarity).fit(catalogue), "theta")):
         for value in TRADEOFF_GRID:
             setattr(fitted, parameter, value)
             lists = fitted.rerank(pool, k)
             lists = lists[lists[S.POSITION] <= k]
             row = describe(lists)
             relevance = float(list_value(lists)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
-            rows.append({"reranker": cls.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
+            rows.append({"reranker": fitted.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
     final_relevance = out.get("rerank.expected_list_value", out[f"rerank.ndcg_at_{k}"])
     rows.append({"reranker": "chain:" + "+".join(chain.names) if chain.names else "ranker", "parameter": "", "value": np.nan,
                  "relevance": final_relevance, "ild": out[f"rerank.ild_at_{k}"]})
@@ -216,8 +223,3 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     tradeoff = pd.DataFrame(rows).assign(relevance_metric="expected_list_value" if list_value is not None else f"ndcg_at_{k}")
     return out, tradeoff
 
-
-def _vectors_only(item_index: pd.Index, vectors: np.ndarray):
-    from rankpipe.ranking.rerank import RerankData
-
-    return RerankData(pd.DataFrame({S.ITEM_ID: []}), item_index, vectors)

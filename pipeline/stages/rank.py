@@ -149,8 +149,13 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         full = M.ndcg_at_k(test_logged[S.REQUEST_ID], test_logged[S.SCORE], test_logged[S.GRADE], 10)
         metrics.update(feature_ablation(config, train, valid, test, groups, full))
     metrics.update({"n_features": len(feature_names), "n_features_dropped": len(selection)})
-    # Every logged list's scores (train and valid in-sample), for rerankers that learn from the ranker's lists (PRM).
+    # Every logged list's scores, for rerankers that learn from the ranker's lists (PRM): validation
+    # lists scored by the model that never saw them (held_out_scores: out of sample, as test lists
+    # are), train lists in-sample (no such model exists for them).
+    is_valid = (logged[S.SPLIT] == S.VALID).to_numpy()
     logged_scores = logged[[S.REQUEST_ID, S.ITEM_ID]].assign(**{S.SCORE: ranker.predict(logged[model_columns]).astype(np.float64)})
+    if is_valid.any():
+        logged_scores.loc[is_valid, S.SCORE] = ranker.held_out_scores(logged.loc[is_valid, model_columns]).astype(np.float64)
     tables = {"test_logged": test_logged, "candidates": scored, "logged_scores": logged_scores, "selection": selection, "calibration": reliability,
               "importance": importance.rename_axis("feature").reset_index(name="gain")}
     return StageResult(tables, metrics, {"ranker": ranker})

@@ -25,6 +25,10 @@ from rankpipe.pipeline import schema as S
 from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker, unit_vectors
 
 PRM_LOSSES = ("softmax", "bce")
+# The order of the training lists the position encoding reads: as shown (the user saw the items above
+# each one; clicks came from that order) or as the ranker would order them (the order PRM serves).
+TRAIN_ORDERS = ("shown", "ranked")
+RANKER_SCORE_COLUMN = 1  # the dense input column holding the ranker's score standardised within the list
 
 
 def _torch_model(n_dense: int, n_categories: int, n_brands: int, dim: int, heads: int, layers: int, positions: int, dropout: float):
@@ -44,13 +48,19 @@ def _torch_model(n_dense: int, n_categories: int, n_brands: int, dim: int, heads
             layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True)
             self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
             self.head = nn.Sequential(nn.Linear(2 * dim, dim), nn.ReLU(), nn.Linear(dim, 1))
+            # A correction to the ranker: the output starts as the ranker's score (standardised within
+            # the list, dense column RANKER_SCORE_COLUMN) and the head, zero at first, learns what the list changes.
+            nn.init.zeros_(self.head[-1].weight)
+            nn.init.zeros_(self.head[-1].bias)
+            self.score_weight = nn.Parameter(torch.ones(()))
 
         def forward(self, dense: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
             padding = ids[..., 0] < 0
             ids = ids.clamp(min=0)
             tokens = self.dense(dense) + self.category(ids[..., 0]) + self.brand(ids[..., 1]) + self.position(ids[..., 2])
             encoded = self.encoder(tokens, src_key_padding_mask=padding)
-            return self.head(torch.cat([encoded, tokens], dim=-1)).squeeze(-1).masked_fill(padding, 0.0)
+            correction = self.head(torch.cat([encoded, tokens], dim=-1)).squeeze(-1)
+            return (self.score_weight * dense[..., RANKER_SCORE_COLUMN] + correction).masked_fill(padding, 0.0)
 
     return PRMNetwork()
 
@@ -86,6 +96,7 @@ class PRMReranker(Reranker):
         epochs / batch_size / learning_rate / patience: training (batch size in lists).
         loss: ``softmax`` (list-wise, on clicks) or ``bce``.
         max_train_lists: a sample of the logged training lists above this.
+        train_order: ``shown`` (the training lists in the order they were shown) or ``ranked`` (by the ranker's score).
         n_last: recent positive items in the personal vector.
         seed / device / progress: the run's seed, ``auto``/``cpu``/``cuda``, progress bars.
     """
@@ -94,14 +105,18 @@ class PRMReranker(Reranker):
 
     def __init__(self, top_n: int = 20, dim: int = 32, heads: int = 2, layers: int = 1, dropout: float = 0.1, epochs: int = 8,
                  batch_size: int = 256, learning_rate: float = 1e-3, patience: int = 2, loss: str = "softmax",
-                 max_train_lists: int = 100_000, n_last: int = 5, seed: int = 0, device: str = "auto", progress: bool = True):
+                 max_train_lists: int = 100_000, train_order: str = "shown", n_last: int = 5, seed: int = 0, device: str = "auto",
+                 progress: bool = True):
+        if train_order not in TRAIN_ORDERS:
+            raise ValueError(f"rerank.prm.train_order must be one of {list(TRAIN_ORDERS)}. Got {train_order!r} instead.")
         if loss not in PRM_LOSSES:
             raise ValueError(f"rerank.prm.loss must be one of {list(PRM_LOSSES)}. Got {loss!r} instead.")
         if top_n < 2 or dim % heads:
             raise ValueError(f"rerank.prm needs top_n >= 2 and dim divisible by heads. Got top_n={top_n}, dim={dim}, heads={heads} instead.")
         self.top_n, self.dim, self.heads, self.layers, self.dropout = top_n, dim, heads, layers, dropout
         self.epochs, self.batch_size, self.learning_rate, self.patience, self.loss = epochs, batch_size, learning_rate, patience, loss
-        self.max_train_lists, self.n_last, self.seed, self.device, self.progress = max_train_lists, n_last, seed, device, progress
+        self.max_train_lists, self.train_order = max_train_lists, train_order
+        self.n_last, self.seed, self.device, self.progress = n_last, seed, device, progress
 
     # ------------------------------------------------------------------------------ inputs
     def _inputs(self, lists: pd.DataFrame, grid: ListGrid, history: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +183,9 @@ class PRMReranker(Reranker):
         self.score_std_ = float(train[S.SCORE].std()) or 1.0
         self.positions_ = int(max(self.top_n, train.groupby(S.REQUEST_ID).size().max()))
         train = train.reset_index(drop=True)
-        train_grid = ListGrid.of(train, self.positions_)  # as shown: the position encoding is what the user saw above
+        if self.train_order == "ranked":
+            train = as_ranked(train)
+        train_grid = ListGrid.of(train, self.positions_)
         dense, ids = self._inputs(train, train_grid, data.history)
         labels = train_grid.values((train[S.GRADE].to_numpy() > 0).astype(np.float32), -1.0)  # (R, N), −1 pads
         valid = as_ranked(valid.reset_index(drop=True))  # as served: the ranker's order
@@ -176,6 +193,9 @@ class PRMReranker(Reranker):
         valid_dense, valid_ids = self._inputs(valid, valid_grid, data.history)
         valid_rows = valid_grid.rows[valid_grid.present]
 
+        import torch
+
+        torch.manual_seed(self.seed)  # the initial weights: the same for the same seed, whatever ran before
         self.network_ = _torch_model(dense.shape[-1], len(self.categories_), len(self.brands_), self.dim, self.heads, self.layers,
                                      self.positions_, self.dropout)
 

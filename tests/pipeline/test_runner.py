@@ -46,7 +46,7 @@ def test_failed_stage_reruns_alone_with_identical_outputs(tmp_path, monkeypatch)
 def test_config_change_reruns_only_affected_stages(tmp_path):
     config = load_config(None, TINY)
     Runner(config, tmp_path, "r", progress=False, track=False).run(until="rerank")
-    changed = load_config(None, TINY + ["rerank.mmr_lambda=0.5"])
+    changed = load_config(None, TINY + ["rerank.mmr.relevance_weight=0.5"])
     summary = Runner(changed, tmp_path, "r", progress=False, track=False).run(until="rerank")
     assert summary.executed == ["rerank"]
     # One stage and its upstream only: the run still reports every stage of it that is up to date.

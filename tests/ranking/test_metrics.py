@@ -218,3 +218,56 @@ def test_reliability_and_ece_match_a_loop_over_bins(rows, n_bins):
             assert b / n_bins <= predicted <= (b + 1) / n_bins + 1e-12
             ece += len(inside) / len(p) * abs(observed - predicted)
     assert M.expected_calibration_error(p, y, n_bins) == pytest.approx(ece, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------ α-NDCG
+
+def _alpha_ndcg_reference(lists: pd.DataFrame, positives: pd.DataFrame, topic: dict, k: int, alpha: float) -> float:
+    """α-NDCG the slow way: per list, gains from a running topic count; the ideal by greedy choice."""
+    values = []
+    for group, rows in lists.groupby("request_id"):
+        relevant = set(positives.loc[positives["request_id"] == group, "item_id"])
+        if not relevant:
+            continue
+        seen: dict = {}
+        dcg = 0.0
+        for rank, item in enumerate(rows.sort_values("position")["item_id"].tolist()[:k]):
+            if item in relevant:
+                t = topic.get(item, ("own", item))
+                dcg += (1 - alpha) ** seen.get(t, 0) / np.log2(rank + 2)
+                seen[t] = seen.get(t, 0) + 1
+        remaining, seen, ideal = list(relevant), {}, 0.0
+        for rank in range(min(k, len(remaining))):
+            best = max(remaining, key=lambda i: (1 - alpha) ** seen.get(topic.get(i, ("own", i)), 0))
+            t = topic.get(best, ("own", best))
+            ideal += (1 - alpha) ** seen.get(t, 0) / np.log2(rank + 2)
+            seen[t] = seen.get(t, 0) + 1
+            remaining.remove(best)
+        values.append(dcg / ideal)
+    return float(np.mean(values)) if values else float("nan")
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), alpha=st.sampled_from([0.0, 0.3, 0.5, 0.9]), k=st.integers(1, 8))
+def test_alpha_ndcg_matches_the_slow_reference(seed, alpha, k):
+    rng = np.random.default_rng(seed)
+    n_groups, n_items = 5, 12
+    items = [f"i{j}" for j in range(n_items)]
+    topic = {i: f"t{rng.integers(0, 3)}" for i in items[:-2]}  # the last two items have no topic
+    rows = [(f"g{g}", item, pos + 1) for g in range(n_groups) for pos, item in enumerate(rng.permutation(items)[: rng.integers(1, 10)])]
+    lists = pd.DataFrame(rows, columns=["request_id", "item_id", "position"])
+    positives = pd.DataFrame([(f"g{g}", i) for g in range(n_groups) for i in items if rng.random() < 0.3], columns=["request_id", "item_id"])
+    expected = _alpha_ndcg_reference(lists, positives, topic, k, alpha)
+    got = M.alpha_ndcg_at_k(lists, positives, pd.Series(topic), k, alpha)
+    assert (np.isnan(expected) and np.isnan(got)) or np.isclose(got, expected)
+
+
+def test_alpha_ndcg_at_zero_alpha_is_binary_ndcg():
+    rng = np.random.default_rng(0)
+    lists = pd.DataFrame({"request_id": np.repeat(["a", "b", "c"], 10), "item_id": [f"i{j}" for j in rng.integers(0, 15, 30)],
+                          "position": np.tile(np.arange(1, 11), 3)}).drop_duplicates(["request_id", "item_id"])
+    positives = lists.sample(frac=0.4, random_state=1)[["request_id", "item_id"]]
+    topic = pd.Series({f"i{j}": f"t{j % 2}" for j in range(15)})
+    labels = lists.merge(positives.assign(rel=1), how="left").fillna({"rel": 0})
+    # NDCG's ideal is over the list's own rows; here every positive is in its list, so the two ideals agree.
+    assert np.isclose(M.alpha_ndcg_at_k(lists, positives, topic, 10, 0.0), M.ndcg_at_k(labels["request_id"], -labels["position"], labels["rel"], 10, "linear"))

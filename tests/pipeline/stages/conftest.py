@@ -47,9 +47,14 @@ class InMemory:
         return result
 
 
+# The stage tests' world has list context on and the deepest rerank chain, so evaluate's list metrics run.
+STAGE_WORLD = TINY_WORLD + ["dataset.synthetic.satiation=1.0", "dataset.synthetic.cascade_stop=0.5", "rerank.chain=[prm, dpp, rules]",
+                            "rerank.prm.epochs=2"]
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
-    return load_config(None, TINY_WORLD)
+    return load_config(None, STAGE_WORLD)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from rankpipe.ranking.funnel import LIST_COLUMNS, Funnel
 from rankpipe.ranking.rankers import load_ranker
 from rankpipe.ranking.recall import load_channel
 from rankpipe.ranking.recall.merge import CandidateMerge
-from rankpipe.ranking.rerank import MMRReranker
+from rankpipe.ranking.rerank import RerankChain
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def funnel(tiny_funnel, tiny_config, tmp_path_factory) -> Funnel:
     state, config = tiny_funnel, tiny_config
     fitted = Funnel({name: load_channel(state.model_dir("recall", f"channel_{name}"), "cpu") for name in config.recall.quotas},
                     CandidateMerge.load(state.model_dir("recall", "merge")), FeatureBuilder.load(state.model_dir("features", "builder")),
-                    load_ranker(state.model_dir("rank", "ranker")), MMRReranker.load(state.model_dir("rerank", "reranker")),
+                    load_ranker(state.model_dir("rank", "ranker")), RerankChain.load(state.model_dir("rerank", "reranker")),
                     recall_depth(config), config.recall.item2vec.history)
     directory = tmp_path_factory.mktemp("funnel")
     fitted.save(directory)

@@ -12,18 +12,19 @@ from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain
 from rankpipe.ranking.rerank.dpp import dpp_kernel, dpp_picks, greedy_map_reference
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(seed=st.integers(0, 10_000), size=st.integers(2, 12), dims=st.integers(1, 6), k=st.integers(1, 10),
-       theta=st.sampled_from([0.0, 0.3, 0.7, 0.9, 0.99]))
-def test_fast_greedy_map_picks_what_brute_force_determinants_pick(seed, size, dims, k, theta):
+       theta=st.sampled_from([0.0, 0.3, 0.7, 0.9, 0.99]), similarity=st.sampled_from(["embedding", "attributes", "both"]))
+def test_fast_greedy_map_picks_what_brute_force_determinants_pick(seed, size, dims, k, theta, similarity):
     rng = np.random.default_rng(seed)
     emb = rng.normal(size=(size, dims))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    has = rng.random(size) > 0.2
-    emb *= has[:, None]
+    emb *= (rng.random(size) > 0.2)[:, None]  # some items have no embedding
+    codes = rng.integers(0, 3, size=(size, 2))  # category, brand
+    emb, codes = (emb if similarity != "attributes" else None), (codes if similarity != "embedding" else None)
     rel = rng.random(size)
-    fast = dpp_picks(rel[None], emb[None], has[None], np.ones((1, size), bool), theta, k)[0]
-    assert [int(i) for i in fast if i >= 0] == greedy_map_reference(dpp_kernel(rel, emb, has, theta), k)
+    fast = dpp_picks(rel[None], np.ones((1, size), bool), theta, k, None if emb is None else emb[None], None if codes is None else codes[None])[0]
+    assert [int(i) for i in fast if i >= 0] == greedy_map_reference(dpp_kernel(rel, theta, emb, codes), k)
 
 
 def test_dpp_greedy_is_close_to_the_exact_map_on_small_lists():
@@ -36,7 +37,7 @@ def test_dpp_greedy_is_close_to_the_exact_map_on_small_lists():
         emb = rng.normal(size=(8, 3))
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         rel = rng.random(8)
-        kernel = dpp_kernel(rel, emb, np.ones(8, bool), 0.5)
+        kernel = dpp_kernel(rel, 0.5, emb)
         greedy = greedy_map_reference(kernel, 4)
         best = max(np.linalg.det(kernel[np.ix_(s, s)]) for s in map(list, combinations(range(8), 4)))
         ratios.append(np.linalg.det(kernel[np.ix_(greedy, greedy)]) / best)
@@ -47,9 +48,10 @@ def test_dpp_greedy_is_close_to_the_exact_map_on_small_lists():
 def test_lower_lambda_and_theta_give_more_diverse_lists(catalogue, make_scored):
     scored = make_scored(4, n_requests=40)
     for cls, values in ((MMRReranker, (1.0, 0.6, 0.2)), (DPPReranker, (1.0, 0.7, 0.3))):
+        make = (lambda v, cls=cls: cls(v)) if cls is MMRReranker else (lambda v: DPPReranker(v, similarity="embedding"))
         ild = []
         for value in values:
-            lists = RerankChain([cls(value).fit(catalogue)], 30, 10).rerank(scored)
+            lists = RerankChain([make(value).fit(catalogue)], 30, 10).rerank(scored)
             ild.append(M.intra_list_distance(lists, catalogue.item_vectors, catalogue.item_index, 10))
         # The neutral setting is the least diverse; DPP's log det is not ILD, so only MMR must rise at every step.
         assert ild[0] < min(ild[1:]) and (cls is DPPReranker or ild[1] < ild[2]), (cls.name, ild)
