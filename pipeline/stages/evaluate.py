@@ -132,7 +132,7 @@ def evaluate_ltr(inputs: StageInputs, config: Config) -> StageResult:
 
 
 # The trade-off curve: MMR's λ and DPP's θ swept on the same candidates.
-TRADEOFF_GRID = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0)
+TRADEOFF_GRID = (0.0, 0.3, 0.6, 0.8, 0.9, 1.0)
 
 
 def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFrame, positives: pd.DataFrame,

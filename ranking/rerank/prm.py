@@ -96,7 +96,8 @@ class PRMReranker(Reranker):
         epochs / batch_size / learning_rate / patience: training (batch size in lists).
         loss: ``softmax`` (list-wise, on clicks) or ``bce``.
         max_train_lists: a sample of the logged training lists above this.
-        train_order: ``shown`` (the training lists in the order they were shown) or ``ranked`` (by the ranker's score).
+        train_order: ``shown`` (the training lists in the order they were shown) or ``ranked`` (by the
+            ranker's score; also what ``shown`` falls back to when the log has no positions).
         n_last: recent positive items in the personal vector.
         seed / device / progress: the run's seed, ``auto``/``cpu``/``cuda``, progress bars.
     """
@@ -181,11 +182,13 @@ class PRMReranker(Reranker):
             train = train[train[S.REQUEST_ID].isin(rng.choice(train_ids, self.max_train_lists, replace=False))]
         self.score_mean_ = float(train[S.SCORE].mean())
         self.score_std_ = float(train[S.SCORE].std()) or 1.0
-        self.positions_ = int(max(self.top_n, train.groupby(S.REQUEST_ID).size().max()))
+        self.positions_ = self.top_n  # the network reads at most top_n slots of any list, in training as in serving
         train = train.reset_index(drop=True)
-        if self.train_order == "ranked":
+        # Without a display order in the log (ratings, say) there is no "as shown": the ranker's order stands in.
+        self.trained_on_ = self.train_order if train[S.POSITION].notna().all() else "ranked"
+        if self.trained_on_ == "ranked":
             train = as_ranked(train)
-        train_grid = ListGrid.of(train, self.positions_)
+        train_grid = ListGrid.of(train, self.positions_)  # each list's first top_n slots in that order
         dense, ids = self._inputs(train, train_grid, data.history)
         labels = train_grid.values((train[S.GRADE].to_numpy() > 0).astype(np.float32), -1.0)  # (R, N), −1 pads
         valid = as_ranked(valid.reset_index(drop=True))  # as served: the ranker's order
@@ -243,6 +246,7 @@ class PRMReranker(Reranker):
         S.write_frame(pd.DataFrame({S.ITEM_ID: pd.Series(self.item_index_.to_numpy(), dtype="str")}), directory / "item_ids.parquet")
         S.write_json({"categories": [str(c) for c in self.categories_], "brands": [str(b) for b in self.brands_], "positions": self.positions_,
                       "n_dense": int(self.network_.dense[0].in_features), "score_mean": self.score_mean_, "score_std": self.score_std_,
+                      "trained_on": self.trained_on_,
                       "best_epoch": self.best_epoch_, "valid_ndcg": self.valid_ndcg_}, directory / "prm.json")
         torch.save({k: v.detach().cpu() for k, v in self.network_.state_dict().items()}, directory / "prm_state_dict.pt")
 
@@ -255,7 +259,7 @@ class PRMReranker(Reranker):
         self.item_attributes_ = S.read_frame(directory / "items.parquet").set_index(S.ITEM_ID)
         self.categories_, self.brands_ = pd.Index(meta["categories"]), pd.Index(meta["brands"])
         self.positions_, self.score_mean_, self.score_std_ = meta["positions"], meta["score_mean"], meta["score_std"]
-        self.best_epoch_, self.valid_ndcg_ = meta["best_epoch"], meta["valid_ndcg"]
+        self.best_epoch_, self.valid_ndcg_, self.trained_on_ = meta["best_epoch"], meta["valid_ndcg"], meta["trained_on"]
         self.network_ = _torch_model(meta["n_dense"], len(self.categories_), len(self.brands_), self.dim, self.heads, self.layers,
                                      self.positions_, self.dropout)
         self.network_.load_state_dict(torch.load(directory / "prm_state_dict.pt", map_location="cpu", weights_only=True))

@@ -68,3 +68,11 @@ def test_bad_settings_name_their_key():
 def test_unfitted_reranker_says_so(make_scored):
     with pytest.raises(RuntimeError, match="not fitted"):
         DPPReranker().rerank(top_by_score(make_scored(0), 10), 5)
+
+
+def test_rankpipe_rerankers_lists_the_registry(capsys):
+    from rankpipe.pipeline.cli import main
+
+    assert main(["rerankers"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == list(RERANKERS) == ["mmr", "dpp", "prm", "rules"]

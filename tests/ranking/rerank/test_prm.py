@@ -78,3 +78,13 @@ def test_prm_needs_the_request_context_and_logged_lists():
     with pytest.raises(ValueError, match="rerank.prm.loss"):
         PRMReranker(loss="hinge")
     assert RerankChain([prm], 8, 5).rerank(lists.drop(columns=[S.POSITION]), lists, data.history).groupby(S.REQUEST_ID).size().eq(5).all()
+
+
+def test_a_log_without_display_order_trains_on_the_ranker_order():
+    """Ratings have no positions: PRM then learns from the ranker's order, reading at most top_n slots of any list."""
+    lists, data, _, _ = _logged(200)
+    lists[S.POSITION] = pd.array([pd.NA] * len(lists), dtype="Int32")
+    prm = PRMReranker(top_n=5, epochs=1, progress=False, device="cpu").fit(type(data)(data.items, data.item_index, data.item_vectors, data.history, lists))
+    assert prm.trained_on_ == "ranked" and prm.positions_ == 5
+    out = prm.rerank(as_ranked(lists), 8)
+    assert out.groupby(S.REQUEST_ID).size().eq(LIST).all()
