@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+from threadpoolctl import threadpool_limits
 
-from rankpipe.ranking.rerank.dpp import dpp_kernel, dpp_picks, greedy_map_reference  # noqa: E402
-from rankpipe.ranking.rerank.prm import _torch_model  # noqa: E402
+from rankpipe.ranking.rerank.dpp import dpp_kernel, dpp_picks, greedy_map_reference
+from rankpipe.ranking.rerank.prm import _torch_model
 
 CANDIDATES, SELECT, DIMS, THETA = 200, 10, 32, 0.9
 PRM_TOP, N_DENSE = 20, 5 + 2 * DIMS
@@ -70,7 +70,7 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float 
 
 def numpy_prm_forward(state: dict[str, np.ndarray], dense: np.ndarray, ids: np.ndarray, heads: int) -> np.ndarray:
     """PRM's forward pass in plain NumPy from its ``state_dict`` (eval mode: no dropout), one encoder layer."""
-    linear = lambda x, name: x @ state[f"{name}.weight"].T + state[f"{name}.bias"]  # noqa: E731
+    linear = lambda x, name: x @ state[f"{name}.weight"].T + state[f"{name}.bias"]
     padding = ids[..., 0] < 0
     safe = np.clip(ids, 0, None)
     tokens = (linear(np.maximum(linear(dense, "dense.0"), 0), "dense.2") + state["category.weight"][safe[..., 0]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -154,6 +154,8 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     final = inputs.table("rerank", "lists")
     ranked = _top_lists(candidates, k)
     list_value = _list_value(inputs, config)
+    oracle = _oracle(inputs)
+    requests = inputs.table("prepare", "requests")
     judged_requests = positives[S.REQUEST_ID].unique()
 
     def describe(lists: pd.DataFrame) -> dict[str, float]:
@@ -163,6 +165,9 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
                f"ild_at_{k}": M.intra_list_distance(lists, vectors, item_index, k),
                f"category_coverage_at_{k}": M.category_coverage(lists, category, k),
                f"alpha_ndcg_at_{k}": M.alpha_ndcg_at_k(lists, positives, category, k)}
+        if oracle is not None:  # the mean true relevance of the listed items, out of any list context
+            context = lists[ID_COLUMNS].merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
+            row[f"true_relevance_at_{k}"] = float(np.nanmean(oracle(context)))
         return row
 
     values = {}
@@ -180,7 +185,6 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
 
     chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
     history = S.positive_history(inputs.table("prepare", "events"))
-    requests = inputs.table("prepare", "requests")
     if "prm" in chain.names:  # PRM alone, reordering the logged test lists from the ranker's order, judged on their clicks
         prm = chain.rerankers[chain.names.index("prm")]
         logged = inputs.table("rank", "test_logged")
@@ -195,7 +199,6 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
         delta, low, high = M.paired_bootstrap_ci(after.to_numpy(), before.to_numpy(), seed=config.seed)
         out.update({"rerank.prm.logged_ndcg_at_10": float(np.nanmean(after)), "rerank.prm.ranker_logged_ndcg_at_10": float(np.nanmean(before)),
                     "rerank.prm.logged_ndcg_delta_ci_low": low, "rerank.prm.logged_ndcg_delta_ci_high": high})
-        oracle = _oracle(inputs)
         if oracle is not None:  # the same two orders judged by the world's true relevance instead of the logged clicks
             for name, frame in (("logged_oracle_ndcg_at_10", reordered), ("ranker_logged_oracle_ndcg_at_10", lists)):
                 context = frame[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]].merge(logged[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.TS]],

@@ -10,8 +10,8 @@ Rerankers (one file each, the contract in :mod:`.base`): ``mmr`` (maximal margin
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,13 +71,13 @@ class RerankChain:
         """The chain's reranker names, in order."""
         return [r.name for r in self.rerankers]
 
-    def fit(self, data: RerankData) -> "RerankChain":
+    def fit(self, data: RerankData) -> RerankChain:
         """Fit every reranker on ``data``."""
         for reranker in self.rerankers:
             reranker.fit(data)
         return self
 
-    def with_k(self, k: int) -> "RerankChain":
+    def with_k(self, k: int) -> RerankChain:
         """The same fitted rerankers serving lists of ``k`` (the pool grows to ``k`` if smaller)."""
         return RerankChain(self.rerankers, max(self.pool, k), k)
 
@@ -110,7 +110,7 @@ class RerankChain:
         S.write_json({"chain": self.names, "pool": self.pool, "k": self.k}, directory / CHAIN_FILE)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "RerankChain":
+    def load(cls, directory: str | Path) -> RerankChain:
         """The chain :meth:`save` wrote; no pickle is read."""
         directory = Path(directory)
         meta = S.read_json(directory / CHAIN_FILE)

@@ -59,7 +59,7 @@ class Reranker:
         """Hyperparameters as passed to ``__init__``."""
         return S.get_params(self)
 
-    def fit(self, data: RerankData) -> "Reranker":
+    def fit(self, data: RerankData) -> Reranker:
         """Learn what the reranker needs from ``data``; returns self."""
         raise NotImplementedError
 
@@ -77,7 +77,7 @@ class Reranker:
         S.write_json({"reranker": self.name, "params": self.get_params()}, directory / RERANKER_FILE)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Reranker":
+    def load(cls, directory: str | Path) -> Reranker:
         """The reranker :meth:`save` wrote."""
         directory = Path(directory)
         meta = S.read_json(directory / RERANKER_FILE)
@@ -110,7 +110,7 @@ class ListGrid:
         return self.rows >= 0
 
     @classmethod
-    def of(cls, lists: pd.DataFrame, width: int | None = None) -> "ListGrid":
+    def of(cls, lists: pd.DataFrame, width: int | None = None) -> ListGrid:
         """The grid of ``lists`` (request_id, position), slots ordered by position; at most ``width`` per list."""
         codes, request_ids = pd.factorize(lists[S.REQUEST_ID])
         order = np.lexsort((lists[S.POSITION].to_numpy(), codes))
@@ -168,7 +168,7 @@ def scaled_relevance(grid: ListGrid, scores: np.ndarray) -> np.ndarray:
 class EmbeddingReranker(Reranker):
     """A reranker that measures similarity with item embeddings (MMR, DPP): ``fit`` keeps them."""
 
-    def fit(self, data: RerankData) -> "EmbeddingReranker":
+    def fit(self, data: RerankData) -> EmbeddingReranker:
         """Keep the item ids and their embeddings."""
         self.item_index_ = pd.Index(np.asarray(data.item_index))
         self.item_vectors_ = np.asarray(data.item_vectors, dtype=np.float32)

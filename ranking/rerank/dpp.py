@@ -134,7 +134,7 @@ class DPPReranker(EmbeddingReranker):
             raise ValueError(f"rerank.dpp.similarity must be one of {list(SIMILARITIES)}. Got {similarity!r} instead.")
         self.theta, self.similarity = theta, similarity
 
-    def fit(self, data: RerankData) -> "DPPReranker":
+    def fit(self, data: RerankData) -> DPPReranker:
         """Keep the embeddings and the catalogue's category and brand codes (as ``similarity`` needs)."""
         super().fit(data)
         columns = [c for c in ATTRIBUTES if c in data.items] if self.similarity != "embedding" else []

@@ -153,10 +153,10 @@ class PRMReranker(Reranker):
         return self.item_attributes_[column].reindex(item_ids).to_numpy() if column in self.item_attributes_ else np.full(len(item_ids), None)
 
     # ------------------------------------------------------------------------------ fit
-    def fit(self, data: RerankData) -> "PRMReranker":
+    def fit(self, data: RerankData) -> PRMReranker:
         """Train on ``data.logged``'s train lists with a click (early stopping on its valid lists)."""
-        from rankpipe.ranking.neural.train import TrainConfig, train_model
         from rankpipe.ranking.metrics import ndcg_at_k
+        from rankpipe.ranking.neural.train import TrainConfig, train_model
 
         logged = data.logged
         if logged is None or not len(logged):

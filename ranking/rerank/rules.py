@@ -96,7 +96,7 @@ class RulesReranker(Reranker):
         wanted = [self.scatter_by, self.dedupe_by, S.CATEGORY if self.exclude_categories else "", S.CREATED_AT if self.fresh_within else ""]
         return sorted({c for c in wanted if c})
 
-    def fit(self, data: RerankData) -> "RulesReranker":
+    def fit(self, data: RerankData) -> RulesReranker:
         """Keep the catalogue columns the rules read (item_id and category, brand, title, created_at as used)."""
         missing = [c for c in self._columns() if c not in data.items]
         if missing:

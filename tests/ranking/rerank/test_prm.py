@@ -55,7 +55,7 @@ def test_untrained_prm_keeps_the_ranker_order():
 
 
 def test_prm_learns_satiation_the_ranker_cannot_see(tmp_path):
-    lists, data, category, relevance = _logged(4000)
+    _, data, category, relevance = _logged(4000)
     prm = PRMReranker(top_n=8, epochs=12, patience=4, batch_size=64, progress=False, device="cpu", seed=3).fit(data)
     fresh, _, _, _ = _logged(500, seed=7)
     ranked = as_ranked(fresh)
