@@ -118,9 +118,13 @@ def tradeoff_figure(tradeoff: pd.DataFrame) -> bytes:
         ax.plot(rows["ild"], rows["relevance"], marker="o", label=f"{name} ({rows['parameter'].iloc[0]})")
         for row in rows.itertuples():
             ax.annotate(f"{row.value:g}", (row.ild, row.relevance), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    for row in tradeoff[tradeoff["parameter"] == ""].itertuples():
-        ranker = row.reranker == "ranker"
-        ax.scatter([row.ild], [row.relevance], marker="s" if ranker else "*", s=140, zorder=3, color="black" if ranker else "#c0392b", label=row.reranker)
+    points = tradeoff[tradeoff["parameter"] == ""]
+    others = iter(["#8e44ad", "#16a085", "#d35400", "#7f8c8d"])
+    for row in points.itertuples():
+        ranker, chain = row.reranker == "ranker", row.reranker.startswith("chain:")
+        color = "black" if ranker else "#c0392b" if chain else next(others, "#7f8c8d")
+        ax.scatter([row.ild], [row.relevance], marker="s" if ranker else "*" if chain else "D", s=140 if chain else 70, zorder=3, color=color,
+                   label=row.reranker)
     ax.set(xlabel="diversity: intra-list distance", ylabel=str(tradeoff["relevance_metric"].iloc[0]).replace("_", " "),
            title="Reranking: relevance against diversity")
     ax.grid(alpha=0.3)

@@ -142,7 +142,8 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     and purchases under the world's user model, with the paired 95% CI of the difference); PRM's
     NDCG@10 reordering the logged test lists. Also returns the trade-off table: relevance (expected
     list value, else NDCG@k) and ILD of MMR over λ and DPP over θ on the same candidates, with the
-    chain's and the ranker's operating points."""
+    operating points of the chain, of each of its rerankers alone (as fitted and configured) and of
+    the ranker."""
     from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, RerankData, top_by_score
     from rankpipe.ranking.rerank.prm import as_ranked
 
@@ -218,6 +219,12 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
             row = describe(lists)
             relevance = float(list_value(lists)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
             rows.append({"reranker": fitted.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
+    if len(chain.names) > 1:  # each fitted member of the chain alone, as configured: where each one stands
+        for reranker in chain.rerankers:
+            alone = RerankChain([reranker], chain.pool, k).rerank(candidates, requests, history)
+            row = describe(alone)
+            relevance = float(list_value(alone)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
+            rows.append({"reranker": f"{reranker.name} alone", "parameter": "", "value": np.nan, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
     final_relevance = out.get("rerank.expected_list_value", out[f"rerank.ndcg_at_{k}"])
     rows.append({"reranker": "chain:" + "+".join(chain.names) if chain.names else "ranker", "parameter": "", "value": np.nan,
                  "relevance": final_relevance, "ild": out[f"rerank.ild_at_{k}"]})

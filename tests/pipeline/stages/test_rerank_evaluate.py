@@ -45,7 +45,7 @@ def test_evaluate_judges_final_lists_by_their_expected_value_with_a_paired_inter
     assert low <= delta <= high
     assert abs(delta - (metrics["rerank.expected_list_value"] - metrics["rerank.before.expected_list_value"])) < 1e-9
     tradeoff = result.tables["tradeoff"]
-    assert {"mmr", "dpp", "ranker", "chain:prm+dpp+rules"} <= set(tradeoff["reranker"])
+    assert {"mmr", "dpp", "ranker", "chain:prm+dpp+rules", "prm alone", "dpp alone", "rules alone"} <= set(tradeoff["reranker"])
     # θ = 1 and λ = 1 are the ranker's own order: the same point as the ranker's.
     ranker = tradeoff[tradeoff["reranker"] == "ranker"].iloc[0]
     for name in ("mmr", "dpp"):
