@@ -255,6 +255,23 @@ def category_coverage(lists: pd.DataFrame, item_category: pd.Series, k: int = 10
     return float(distinct.sum(axis=1).mean())
 
 
+def repeats_above(lists: np.ndarray, position: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each slot of some ranked lists, how many slots above it in its list share its ``key``
+    (ties in ``position`` count in input order).
+
+    Args:
+        lists: (N,) list code of each slot; position: (N,) its place in the list; key: (N,) e.g. its category.
+    """
+    order = np.lexsort((position, key, lists))
+    list_sorted, key_sorted = lists[order], key[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (list_sorted[1:] != list_sorted[:-1]) | (key_sorted[1:] != key_sorted[:-1])
+    index = np.arange(len(order))
+    out = np.empty(len(order), dtype=np.int64)
+    out[order] = index - np.maximum.accumulate(np.where(first, index, 0))
+    return out
+
+
 def alpha_ndcg_at_k(lists: pd.DataFrame, positives: pd.DataFrame, item_topic: pd.Series, k: int = 10, alpha: float = 0.5,
                     group: str = "request_id", item: str = "item_id", position: str = "position") -> float:
     """α-NDCG@k (Clarke et al. 2008) with one topic per item (e.g. its category), binary relevance.
@@ -283,26 +300,16 @@ def alpha_ndcg_at_k(lists: pd.DataFrame, positives: pd.DataFrame, item_topic: pd
         codes = pd.factorize(item_topic.reindex(items.to_numpy()).to_numpy())[0]
         return np.where(codes >= 0, codes, -1 - np.arange(len(codes)))  # no topic: its own
 
-    def repeats(groups: np.ndarray, topics: np.ndarray, order_key: np.ndarray) -> np.ndarray:
-        order = np.lexsort((order_key, topics, groups))
-        g, t = groups[order], topics[order]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = (g[1:] != g[:-1]) | (t[1:] != t[:-1])
-        index = np.arange(len(order))
-        out = np.empty(len(order), dtype=np.int64)
-        out[order] = index - np.maximum.accumulate(np.where(first, index, 0))
-        return out
-
     groups_all = pd.Index(positives[group].unique())
     # DCG of each list: relevant rows only, counting relevant rows of the same topic above.
     rel_rows = judged[hit]
     g_codes = groups_all.get_indexer(rel_rows[group])
-    seen = repeats(g_codes, topic_codes(rel_rows[item]), rel_rows["_rank"].to_numpy())
+    seen = repeats_above(g_codes, rel_rows["_rank"].to_numpy(), topic_codes(rel_rows[item]))
     dcg = np.bincount(g_codes[g_codes >= 0], ((1 - alpha) ** seen / np.log2(rel_rows["_rank"].to_numpy() + 1.0))[g_codes >= 0],
                       minlength=len(groups_all))
     # Ideal: each positive's gain (1 − α)^j (j its rank within its topic), sorted down per group, cut at k.
     p_codes = groups_all.get_indexer(positives[group])
-    p_gain = (1 - alpha) ** repeats(p_codes, topic_codes(positives[item]), np.zeros(len(positives)))
+    p_gain = (1 - alpha) ** repeats_above(p_codes, np.zeros(len(positives)), topic_codes(positives[item]))
     order = np.lexsort((-p_gain, p_codes))
     slot = _positions(p_codes[order])
     ideal = np.bincount(p_codes[order], np.where(slot < k, p_gain[order] / np.log2(slot + 2.0), 0.0), minlength=len(groups_all))

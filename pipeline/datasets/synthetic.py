@@ -27,6 +27,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.config import SyntheticConfig
+from rankpipe.ranking.metrics import repeats_above
 
 LATENT_DIMS = 16
 
@@ -168,22 +169,6 @@ def true_relevance(oracle_users: pd.DataFrame, oracle_items: pd.DataFrame, oracl
 def examination(position: np.ndarray) -> np.ndarray:
     """Probability that the user examines the slot at 1-based ``position`` (once she has reached it)."""
     return (1.0 / np.asarray(position, dtype=np.float64)) ** EXAMINATION_POWER
-
-
-def repeats_above(lists: np.ndarray, position: np.ndarray, key: np.ndarray) -> np.ndarray:
-    """For each slot of some ranked lists, how many slots above it in its list share its ``key``.
-
-    Args:
-        lists: (N,) list code of each slot; position: (N,) its place in the list; key: (N,) e.g. its category.
-    """
-    order = np.lexsort((position, key, lists))
-    list_sorted, key_sorted = lists[order], key[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = (list_sorted[1:] != list_sorted[:-1]) | (key_sorted[1:] != key_sorted[:-1])
-    index = np.arange(len(order))
-    out = np.empty(len(order), dtype=np.int64)
-    out[order] = index - np.maximum.accumulate(np.where(first, index, 0))
-    return out
 
 
 def satiation_penalty(lists: np.ndarray, position: np.ndarray, leaf: np.ndarray, brand: np.ndarray, satiation: float) -> np.ndarray:

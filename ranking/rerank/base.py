@@ -156,6 +156,12 @@ def unit_vectors(item_index: pd.Index, item_vectors: np.ndarray, item_ids: np.nd
     return unit[rows.clip(0)] * has[:, None], has
 
 
+def attribute_codes(values: pd.Series) -> np.ndarray:
+    """Integer codes of an attribute (category, brand, …); a missing value gets its own negative code, so it repeats nothing."""
+    codes, _ = pd.factorize(values)
+    return np.where(codes >= 0, codes, -1 - np.arange(len(codes))).astype(np.int64)
+
+
 def scaled_relevance(grid: ListGrid, scores: np.ndarray) -> np.ndarray:
     """Scores min-max scaled to [0, 1] within each list (0 in empty slots; 1 everywhere in a list of ties)."""
     rel = grid.values(scores, np.nan).astype(np.float64)

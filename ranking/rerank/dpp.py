@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.ranking.rerank.base import EmbeddingReranker, ListGrid, RerankData, scaled_relevance
+from rankpipe.ranking.rerank.base import EmbeddingReranker, ListGrid, RerankData, attribute_codes, scaled_relevance
 
 RIDGE = 1e-3  # added to K's diagonal: keeps K positive definite when more items than dimensions are picked
 MIN_GAIN = 1e-10  # a marginal gain (d²) below this: the item adds nothing new; greedy MAP stops there
@@ -152,8 +152,7 @@ class DPPReranker(EmbeddingReranker):
         if self.similarity != "embedding":
             S.check_fitted(self, "attributes_", "rerank")
             table = self.attributes_.set_index(S.ITEM_ID).reindex(lists[S.ITEM_ID].to_numpy())
-            unique = -1 - np.arange(len(lists))  # a missing attribute is shared with no one
-            codes = np.stack([grid.values(np.where((c := pd.factorize(table[column])[0]) >= 0, c, unique), -1) for column in table.columns], axis=-1)
+            codes = np.stack([grid.values(attribute_codes(table[column]), -1) for column in table.columns], axis=-1)
         picks = dpp_picks(scaled_relevance(grid, lists[S.SCORE].to_numpy()), grid.present, self.theta, k, emb, codes)
         return grid.reordered(lists, picks)
 

@@ -25,16 +25,10 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker
+from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker, attribute_codes
 
 SCATTER_KEYS = ("category", "brand")
 DEDUPE_KEYS = ("title", "brand")
-
-
-def _keys_of(values: pd.Series) -> np.ndarray:
-    """Integer codes of ``values``; a missing value gets its own negative code, so it repeats nothing."""
-    codes, _ = pd.factorize(values)
-    return np.where(codes >= 0, codes, -1 - np.arange(len(codes))).astype(np.int64)
 
 
 def rule_picks(keys: np.ndarray, fresh: np.ndarray, present: np.ndarray, k: int, window: int, max_per_window: int,
@@ -120,7 +114,7 @@ class RulesReranker(Reranker):
             lists, attributes = lists[~repeated].reset_index(drop=True), attributes[~repeated].reset_index(drop=True)
         grid = ListGrid.of(lists)
         if self.scatter_by:
-            keys, max_per_window = grid.values(_keys_of(attributes[self.scatter_by]), -1), self.max_per_window
+            keys, max_per_window = grid.values(attribute_codes(attributes[self.scatter_by]), -1), self.max_per_window
         else:
             keys, max_per_window = np.zeros(grid.rows.shape, dtype=np.int64), self.window  # m >= w: never binds
         fresh = np.zeros(grid.rows.shape, dtype=bool)

@@ -222,6 +222,14 @@ def test_reliability_and_ece_match_a_loop_over_bins(rows, n_bins):
 
 # ------------------------------------------------------------------------------ α-NDCG
 
+def test_repeats_above_counts_same_key_slots_above_each_one():
+    lists = np.array([0, 0, 0, 0, 1, 1])
+    position = np.array([3, 1, 2, 4, 1, 2])
+    key = np.array([7, 7, 8, 7, 7, 7])
+    # list 0 in shown order: pos1 key7, pos2 key8, pos3 key7, pos4 key7
+    assert M.repeats_above(lists, position, key).tolist() == [1, 0, 0, 2, 0, 1]
+
+
 def _alpha_ndcg_reference(lists: pd.DataFrame, positives: pd.DataFrame, topic: dict, k: int, alpha: float) -> float:
     """α-NDCG the slow way: per list, gains from a running topic count; the ideal by greedy choice."""
     values = []

@@ -6,7 +6,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import SyntheticConfig
-from rankpipe.pipeline.datasets.synthetic import EXAMINATION_POWER, expected_list_value, generate, repeats_above, true_relevance
+from rankpipe.pipeline.datasets.synthetic import EXAMINATION_POWER, expected_list_value, generate, true_relevance
 
 TINY = SyntheticConfig(n_users=400, n_items=300, n_sessions=1500, days=10)
 
@@ -112,16 +112,6 @@ def test_list_context_off_is_the_world_before_it():
     assert int(pd.util.hash_pandas_object(events, index=True).sum()) % (1 << 64) == TINY_EVENTS_FINGERPRINT
     with_context = generate(SyntheticConfig(**{**TINY.__dict__, "satiation": 0.5}), seed=1).events
     assert not with_context.equals(events)
-
-
-def test_repeats_above_counts_same_key_slots_above_each_one():
-    import numpy as np
-
-    lists = np.array([0, 0, 0, 0, 1, 1])
-    position = np.array([3, 1, 2, 4, 1, 2])
-    key = np.array([7, 7, 8, 7, 7, 7])
-    # list 0 in shown order: pos1 key7, pos2 key8, pos3 key7, pos4 key7
-    assert repeats_above(lists, position, key).tolist() == [1, 0, 0, 2, 0, 1]
 
 
 def _logged_lists(world) -> pd.DataFrame:
