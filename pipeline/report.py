@@ -34,6 +34,17 @@ def recall_table(metrics: dict[str, float]) -> pd.DataFrame:
     return table.loc[order]
 
 
+def _png(fig) -> bytes:
+    """The figure as PNG bytes (laid out tight, 110 dpi), and closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _figure(metrics: dict[str, float], importance: pd.DataFrame, calibration: pd.DataFrame | None = None) -> bytes:
     import matplotlib
 
@@ -80,11 +91,7 @@ def _figure(metrics: dict[str, float], importance: pd.DataFrame, calibration: pd
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted P(click)", ylabel="observed click rate", title="Reliability (test rows)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def _channel_lines(metrics: dict[str, float], channels: list[str]) -> list[str]:
@@ -129,11 +136,7 @@ def tradeoff_figure(tradeoff: pd.DataFrame) -> bytes:
            title="Reranking: relevance against diversity")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def tradeoff_lines(tradeoff: pd.DataFrame) -> list[str]:
