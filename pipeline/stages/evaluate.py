@@ -43,12 +43,6 @@ def _list_value(inputs: StageInputs, config: Config) -> Callable[[pd.DataFrame],
     return value
 
 
-def _top_lists(scored: pd.DataFrame, k: int) -> pd.DataFrame:
-    ordered = scored.sort_values([S.REQUEST_ID, S.SCORE], ascending=[True, False], kind="stable")
-    ordered = ordered.assign(position=ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1)
-    return ordered[ordered["position"] <= k]
-
-
 def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     """Metrics of every stage on the test split, keyed ``stage.metric``."""
     requests, labels, items = inputs.table("prepare", "requests"), inputs.table("prepare", "labels"), inputs.table("prepare", "items")
@@ -145,7 +139,6 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     operating points of the chain, of each of its rerankers alone (as fitted and configured) and of
     the ranker."""
     from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, RerankData, top_by_score
-    from rankpipe.ranking.rerank.prm import as_ranked
 
     out: dict[str, float] = {}
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
@@ -153,7 +146,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     k = config.rerank.k
     candidates = inputs.table("rank", "candidates")
     final = inputs.table("rerank", "lists")
-    ranked = _top_lists(candidates, k)
+    ranked = top_by_score(candidates, k)
     list_value = _list_value(inputs, config)
     oracle = _oracle(inputs)
     requests = inputs.table("prepare", "requests")
@@ -190,7 +183,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
         prm = chain.rerankers[chain.names.index("prm")]
         logged = inputs.table("rank", "test_logged")
         logged = logged[logged[S.REQUEST_ID].isin(judged_requests)]
-        lists = as_ranked(logged[[S.REQUEST_ID, S.ITEM_ID, S.SCORE, S.USER_ID, S.TS, S.GRADE]].assign(**{S.POSITION: 0}))
+        lists = top_by_score(logged[[S.REQUEST_ID, S.ITEM_ID, S.SCORE, S.USER_ID, S.TS, S.GRADE]])
         reordered = prm.rerank(lists, k, history)
         before = M.ndcg_per_group(lists[S.REQUEST_ID], -lists[S.POSITION], lists[S.GRADE], 10)
         after = M.ndcg_per_group(reordered[S.REQUEST_ID], -reordered[S.POSITION], reordered[S.GRADE], 10)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker
+from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker, top_by_score
 from rankpipe.ranking.rerank.dpp import DPPReranker
 from rankpipe.ranking.rerank.mmr import MMRReranker
 from rankpipe.ranking.rerank.prm import PRMReranker
@@ -119,17 +119,6 @@ class RerankChain:
             raise ValueError(f"{directory / CHAIN_FILE} names reranker {unknown[0]!r}; this rankpipe knows {sorted(RERANKERS)}")
         rerankers = [RERANKERS[name].load(directory / f"{i}-{name}") for i, name in enumerate(meta["chain"])]
         return cls(rerankers, meta["pool"], meta["k"])
-
-
-def top_by_score(scored: pd.DataFrame, pool: int) -> pd.DataFrame:
-    """Each request's ``pool`` best rows of ``scored`` by score (ties in input order), numbered 1… in ``position``."""
-    codes = pd.factorize(scored[S.REQUEST_ID])[0]
-    order = np.lexsort((-scored[S.SCORE].to_numpy(dtype=np.float64), codes))
-    c = codes[order]
-    slot = np.arange(len(c)) - np.searchsorted(c, c, side="left")
-    out = scored.iloc[order[slot < pool]].reset_index(drop=True)
-    out[S.POSITION] = (slot[slot < pool] + 1).astype(np.int32)
-    return out
 
 
 __all__ = ["RERANKERS", "DPPReranker", "ListGrid", "MMRReranker", "PRMReranker", "RerankChain", "RerankData", "Reranker", "RulesReranker",

@@ -194,3 +194,16 @@ class EmbeddingReranker(Reranker):
     def _load_state(self, directory: Path) -> None:
         self.item_index_ = pd.Index(S.read_frame(directory / "item_ids.parquet")[S.ITEM_ID].to_numpy())
         self.item_vectors_ = S.read_array(directory / "item_vectors.npy")
+
+
+def top_by_score(scored: pd.DataFrame, pool: int | None = None) -> pd.DataFrame:
+    """Each request's ``pool`` best rows of ``scored`` by score (all of them when None; ties in input
+    order), sorted by request then score, numbered 1… in ``position``: the ranker's order."""
+    codes = pd.factorize(scored[S.REQUEST_ID])[0]
+    order = np.lexsort((-scored[S.SCORE].to_numpy(dtype=np.float64), codes))
+    c = codes[order]
+    slot = np.arange(len(c)) - np.searchsorted(c, c, side="left")
+    keep = slot < pool if pool is not None else np.ones(len(slot), dtype=bool)
+    out = scored.iloc[order[keep]].reset_index(drop=True)
+    out[S.POSITION] = (slot[keep] + 1).astype(np.int32)
+    return out

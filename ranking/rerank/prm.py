@@ -22,7 +22,7 @@ import pandas as pd
 
 from rankpipe.features.embeddings import history_vectors
 from rankpipe.pipeline import schema as S
-from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker, unit_vectors
+from rankpipe.ranking.rerank.base import ListGrid, RerankData, Reranker, top_by_score, unit_vectors
 
 PRM_LOSSES = ("softmax", "bce")
 # The order of the training lists the position encoding reads: as shown (the user saw the items above
@@ -187,11 +187,11 @@ class PRMReranker(Reranker):
         # Without a display order in the log (ratings, say) there is no "as shown": the ranker's order stands in.
         self.trained_on_ = self.train_order if train[S.POSITION].notna().all() else "ranked"
         if self.trained_on_ == "ranked":
-            train = as_ranked(train)
+            train = top_by_score(train)
         train_grid = ListGrid.of(train, self.positions_)  # each list's first top_n slots in that order
         dense, ids = self._inputs(train, train_grid, data.history)
         labels = train_grid.values((train[S.GRADE].to_numpy() > 0).astype(np.float32), -1.0)  # (R, N), −1 pads
-        valid = as_ranked(valid.reset_index(drop=True))  # as served: the ranker's order
+        valid = top_by_score(valid)  # as served: the ranker's order
         valid_grid = ListGrid.of(valid, self.top_n)
         valid_dense, valid_ids = self._inputs(valid, valid_grid, data.history)
         valid_rows = valid_grid.rows[valid_grid.present]
@@ -264,12 +264,3 @@ class PRMReranker(Reranker):
                                      self.positions_, self.dropout)
         self.network_.load_state_dict(torch.load(directory / "prm_state_dict.pt", map_location="cpu", weights_only=True))
         self.network_.eval()
-
-
-def as_ranked(lists: pd.DataFrame) -> pd.DataFrame:
-    """``lists`` with ``position`` renumbered by score (the ranker's order), best first."""
-    order = np.lexsort((-lists[S.SCORE].to_numpy(dtype=np.float64), pd.factorize(lists[S.REQUEST_ID])[0]))
-    codes = pd.factorize(lists[S.REQUEST_ID])[0][order]
-    out = lists.copy()
-    out.loc[out.index[order], S.POSITION] = (np.arange(len(order)) - np.searchsorted(codes, codes, side="left") + 1)
-    return out
