@@ -1,14 +1,22 @@
-"""The ``tables`` adapter: a user's own logs as Parquet files named after the contract's tables.
+"""The ``tables`` adapter: a user's own logs as Parquet named after the contract's tables.
 
 ``PATH/events.parquet`` and ``PATH/items.parquet`` are required, ``users.parquet`` and
-``judgments.parquet`` optional. PATH may be a local directory or any URI pyarrow's filesystems
-understand (``s3://…``, ``gs://…``, ``hdfs://…``).
+``judgments.parquet`` optional. Each may be one file or a directory of Parquet files, as Spark and
+Dask write them (``events.parquet/part-00000.parquet``, or hive partitions such as
+``events.parquet/day=2026-03-01/part-0.parquet``, whose partition columns become columns); a
+directory ``PATH/events/`` is read the same way. PATH may be a local directory or any URI pyarrow's
+filesystems understand (``s3://…``, ``gs://…``, ``hdfs://…``).
+
+Each file of a directory is checked against the contract on its own, so an error names the file it
+is in; files are read in path order, which is the order ties in time keep.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+import pandas as pd
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -39,31 +47,64 @@ class TablesAdapter:
     graph = FUNNEL
     stages = names(FUNNEL)
 
-    def _infos(self, config: DatasetConfig) -> tuple[pafs.FileSystem, str, dict[str, pafs.FileInfo]]:
+    def _infos(self, config: DatasetConfig) -> tuple[pafs.FileSystem, str, dict[str, list[pafs.FileInfo]]]:
+        """The Parquet files of each table present: ``[file]`` or a directory's files in path order."""
         fs, root = _filesystem(config.path)
         root = root.rstrip("/")
-        names = REQUIRED + OPTIONAL
-        infos = fs.get_file_info([f"{root}/{n}.parquet" for n in names])
-        found = {n: info for n, info in zip(names, infos) if info.type == pafs.FileType.File}
+        found: dict[str, list[pafs.FileInfo]] = {}
+        for name in REQUIRED + OPTIONAL:
+            for path in (f"{root}/{name}.parquet", f"{root}/{name}"):
+                info = fs.get_file_info(path)
+                if info.type == pafs.FileType.File:
+                    found[name] = [info]
+                elif info.type == pafs.FileType.Directory:
+                    files = [f for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if _is_data_file(f, path)]
+                    if not files:
+                        raise S.ContractError(name, None, f"Parquet files in the directory {path}", "none (an empty directory)")
+                    found[name] = sorted(files, key=lambda f: f.path)
+                else:
+                    continue
+                break
         for name in REQUIRED:
             if name not in found:
-                raise S.ContractError(name, None, f"a file {root}/{name}.parquet", "no such file")
+                raise S.ContractError(name, None, f"a file or directory {root}/{name}.parquet", "no such file")
         return fs, root, found
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str:
-        """Path, size and modification time of each file: cheap, and changes whenever a file is rewritten."""
+        """Path, size and modification time of each file: cheap, and changes whenever a file is rewritten, added or removed."""
         _, root, found = self._infos(config)
-        parts = [root] + [f"{n}:{i.size}:{i.mtime_ns}" for n, i in sorted(found.items())]
+        parts = [root] + [f"{n}:{i.path}:{i.size}:{i.mtime_ns}" for n, files in sorted(found.items()) for i in files]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def load(self, config: DatasetConfig, seed: int) -> Dataset:
-        """Read and validate every table present."""
+        """Read and validate every table present, file by file."""
         fs, root, found = self._infos(config)
-        tables = {}
-        for name in found:
-            try:
-                table = pq.read_table(f"{root}/{name}.parquet", filesystem=fs)
-            except Exception as exc:  # pyarrow raises several types for corrupt files
-                raise S.ContractError(name, None, "a readable Parquet file", f"{type(exc).__name__}: {exc}") from None
-            tables[name] = S.validate_table(name, table)
-        return Dataset(self.name, tables)
+        return Dataset(self.name, {name: read_table(name, files, fs, root) for name, files in found.items()})
+
+
+def _is_data_file(info: pafs.FileInfo, directory: str) -> bool:
+    """A Parquet part file: not a directory, not a marker or hidden file (``_SUCCESS``, ``.crc``, ``_metadata``)."""
+    relative = info.path[len(directory):].lstrip("/")
+    return info.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in relative.split("/"))
+
+
+def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str) -> pd.DataFrame:
+    """One contract table from its Parquet files, each validated on its own (errors name the file);
+    hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them."""
+    frames = []
+    for info in files:
+        where = info.path[len(root):].lstrip("/")
+        label = name if "/" not in where else f"{name} ({where})"
+        try:
+            table = pq.read_table(info.path, filesystem=fs)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise S.ContractError(label, None, "a readable Parquet file", f"{type(exc).__name__}: {exc}") from None
+        for part in where.split("/")[1:-1]:  # the directories between the table's own and the file
+            key, sep, value = part.partition("=")
+            if sep and key not in table.column_names:
+                table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
+        try:
+            frames.append(S.validate_table(name, table))
+        except S.ContractError as exc:
+            raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

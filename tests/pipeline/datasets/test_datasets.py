@@ -238,3 +238,57 @@ def test_malformed_file_exits_2_from_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "x.train" in err and "line 3" in err and "Traceback" not in err
     assert not (tmp_path / "w" / "runs").exists()
+
+
+def _small_world_tables(directory):
+    from rankpipe.pipeline.datasets.config import SyntheticConfig
+    from rankpipe.pipeline.datasets.synthetic import generate
+
+    world = generate(SyntheticConfig(n_users=300, n_items=150, n_sessions=600, days=6), seed=3)
+    world.items.to_parquet(directory / "items.parquet")
+    return world
+
+
+def test_tables_reads_partitioned_directories_like_one_file(tmp_path):
+    """events.parquet as hive partitions by day (as Spark and Dask write them) and items/ as a
+    directory of part files: the same validated tables as single files, plus the partition column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    single, parted = tmp_path / "single", tmp_path / "parted"
+    single.mkdir(), parted.mkdir()
+    world = _small_world_tables(single)
+    world.events.to_parquet(single / "events.parquet")
+    events = world.events.assign(day=world.events[S.TS].dt.strftime("%Y-%m-%d"))
+    pq.write_to_dataset(pa.Table.from_pandas(events, preserve_index=False), parted / "events.parquet", partition_cols=["day"])
+    (parted / "events.parquet" / "_SUCCESS").write_text("")  # Spark's marker file is not data
+    (parted / "items").mkdir()
+    half = len(world.items) // 2
+    world.items.iloc[:half].to_parquet(parted / "items" / "part-00000.parquet")
+    world.items.iloc[half:].to_parquet(parted / "items" / "part-00001.parquet")
+
+    one, many = _load("tables", single), _load("tables", parted)
+    pd.testing.assert_frame_equal(many[S.ITEMS], one[S.ITEMS])
+    assert many[S.EVENTS]["day"].nunique() == events["day"].nunique()
+    # Within a day the file keeps the log's order, and days come in path (= time) order.
+    pd.testing.assert_frame_equal(many[S.EVENTS].drop(columns="day"), one[S.EVENTS])
+    adapter, config = get_adapter("tables"), load_config(None, [], dataset="tables", data_path=str(parted)).dataset
+    before = adapter.fingerprint(config, 0)
+    (parted / "items" / "part-00001.parquet").unlink()
+    assert adapter.fingerprint(config, 0) != before  # a file gone: the data changed
+
+
+def test_tables_error_names_the_partition_file(tmp_path):
+    world = _small_world_tables(tmp_path)
+    events = world.events.copy()
+    events.loc[events.index[-3:], S.EVENT] = "hover"
+    cut = events[S.TS].iloc[len(events) // 2]
+    (tmp_path / "events").mkdir()
+    events[events[S.TS] < cut].to_parquet(tmp_path / "events" / "part-0.parquet")
+    events[events[S.TS] >= cut].to_parquet(tmp_path / "events" / "part-1.parquet")
+    with pytest.raises(S.ContractError, match=r"table 'events \(events/part-1.parquet\)', column 'event'"):
+        _load("tables", tmp_path)
+    for f in (tmp_path / "events").iterdir():
+        f.unlink()
+    with pytest.raises(S.ContractError, match="an empty directory"):
+        _load("tables", tmp_path)
