@@ -59,10 +59,15 @@ class FeatureBuilder:
         self.position_ctr_ = fit_position_ctr(self.history_, self.train_end_)
         return self
 
-    def transform(self, pairs: pd.DataFrame) -> pd.DataFrame:
-        """A float32 feature frame aligned with ``pairs`` (columns ts, user_id, item_id, query)."""
+    def transform(self, pairs: pd.DataFrame, counter=None) -> pd.DataFrame:
+        """A float32 feature frame aligned with ``pairs`` (columns ts, user_id, item_id, query).
+
+        ``counter``: what computes the count statistics (default
+        :func:`~rankpipe.features.stats.count_features` in this process; an engine's runs it on a cluster).
+        """
         S.check_fitted(self, "history_", "transform")
-        return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_)
+        extra = {"counter": counter} if counter is not None else {}
+        return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_, **extra)
 
     def until(self, cutoff: pd.Timestamp) -> "FeatureBuilder":
         """The same fitted builder reading only the events at or before ``cutoff`` (scoring "as of" a day)."""

@@ -275,7 +275,7 @@ def fit_priors(history: pd.DataFrame, train_end: pd.Timestamp, min_impressions: 
 
 
 def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFrame, priors: pd.DataFrame,
-                   config: FeaturesConfig, position_ctr: pd.DataFrame | None = None) -> pd.DataFrame:
+                   config: FeaturesConfig, position_ctr: pd.DataFrame | None = None, counter=count_features) -> pd.DataFrame:
     """Point-in-time features for (request, item) pairs: the one function behind training rows and scoring.
 
     Args:
@@ -285,6 +285,8 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
         priors: :func:`fit_priors` output.
         config: windows and half-lives of the statistics.
         position_ctr: :func:`fit_position_ctr` output, for COEC.
+        counter: computes the count statistics, with :func:`count_features`'s arguments and
+            result; an engine passes one that runs that same function on a cluster's partitions.
 
     Returns:
         A float32 feature frame aligned with ``pairs`` (same index order).
@@ -293,7 +295,7 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
     item_rows = items.set_index(S.ITEM_ID)
     _attach_item_keys(enriched, item_keys(items))
-    columns = count_features(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
+    columns = counter(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:
         for rate, num, den in RATES:

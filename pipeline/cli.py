@@ -28,8 +28,22 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set rank.lightgbm.learning_rate=0.1 (repeatable)")
     parser.add_argument("--workdir", default="rankpipe-work", help="where runs/ and the MLflow store live (default ./rankpipe-work)")
     parser.add_argument("--run-id", help="run id; re-running an existing id skips what is up to date and resumes the rest")
+    _engine_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--verbose", action="store_true", help="debug lines, and the libraries' own INFO logs (gensim, faiss, MLflow, Dask)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
+
+
+def _engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=("local", "dask"), help="where the work runs (engine.name): one process (default) or a Dask cluster")
+    parser.add_argument("--scheduler", help="a Dask scheduler address (engine.scheduler, e.g. tcp://scheduler:8786); "
+                        "default with --engine dask: a LocalCluster sized to this machine")
+
+
+def _engine_overrides(args) -> list[str]:
+    """``--engine`` / ``--scheduler`` as the config overrides they stand for (applied after ``--set``)."""
+    out = [f"engine.name={args.engine}"] if args.engine else []
+    return out + ([f"engine.scheduler={args.scheduler}"] if args.scheduler else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--cutoff", help="use the log only up to this time (default: its end); features as of then")
     score.add_argument("--allow-past", action="store_true", help="score requests timed before the funnel's cutoff too")
     score.add_argument("--workdir", default="rankpipe-work", help="where the MLflow store lives (default ./rankpipe-work)")
+    _engine_options(score)
+    score.add_argument("--verbose", action="store_true", help="debug lines, and the libraries' own INFO logs")
     score.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
@@ -142,11 +158,14 @@ def _score(args) -> int:
     import pandas as pd
 
     from rankpipe.pipeline import scoring
+    from rankpipe.pipeline.engine import open_engine
 
     try:
         if args.k is not None and args.k < 1:
             raise ConfigError(f"--k must be at least 1. Got {args.k} instead.")
-        funnel = scoring.load_funnel(args.model_uri, args.workdir, args.dataset)
+        directory = scoring.funnel_directory(args.model_uri, args.workdir, args.dataset)
+        funnel = scoring.Funnel.load(directory)
+        cutoff = None
         if args.cutoff:
             try:
                 cutoff = pd.Timestamp(args.cutoff)
@@ -159,9 +178,11 @@ def _score(args) -> int:
             requests = scoring.feed_requests(funnel, args.users)
         else:
             requests = scoring.search_requests(funnel, args.queries)
-        started = time.perf_counter()
-        lists = funnel.score(requests, allow_past=args.allow_past, k=args.k)
-        seconds = time.perf_counter() - started
+        engine_config = load_config(None, _engine_overrides(args)).engine
+        with open_engine(engine_config) as engine:
+            started = time.perf_counter()
+            lists = scoring.score_on(engine, funnel, directory, requests, args.allow_past, args.k, cutoff)
+            seconds = time.perf_counter() - started
         path = scoring.write_lists(lists, args.out, args.partition)
     except (ContractError, ConfigError) as exc:
         if args.debug:
@@ -177,6 +198,10 @@ def _score(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rankpipe`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in ("run", "stage", "score"):
+        from rankpipe.pipeline import logs
+
+        logs.setup(verbose=args.verbose, quiet=getattr(args, "quiet", False))
     if args.command == "datasets":
         from rankpipe.pipeline.datasets import registry
 
@@ -202,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from rankpipe.pipeline.runner import Runner
 
-        config = load_config(args.config, args.overrides, dataset=args.dataset, data_path=args.path)
+        config = load_config(args.config, [*args.overrides, *_engine_overrides(args)], dataset=args.dataset, data_path=args.path)
         runner = Runner(config, args.workdir, args.run_id, progress=not args.quiet)
         summary = runner.run(until=args.name if args.command == "stage" else None)
     except (ContractError, ConfigError) as exc:

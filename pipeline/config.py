@@ -29,7 +29,7 @@ from rankpipe.pipeline.schema import ConfigError
 from rankpipe.ranking.config import RankConfig, RerankConfig
 from rankpipe.ranking.recall.config import IndexConfig, Item2VecConfig, RecallConfig, TwoTowerConfig
 
-__all__ = ["Config", "ConfigError", "DatasetConfig", "EvaluateConfig", "FeaturesConfig", "IndexConfig", "Item2VecConfig", "PromoteConfig",
+__all__ = ["Config", "ConfigError", "DatasetConfig", "EngineConfig", "EvaluateConfig", "FeaturesConfig", "IndexConfig", "Item2VecConfig", "PromoteConfig",
            "RankConfig", "RecallConfig", "RerankConfig", "SplitConfig", "SuggestConfig", "SyntheticConfig", "TwoTowerConfig", "load_config"]
 
 
@@ -59,11 +59,31 @@ class PromoteConfig:
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Where the stages run: ``local`` (one process, the default) or ``dask``.
+
+    With ``dask``, ``scheduler`` is the address of a running Dask scheduler (``tcp://host:8786``);
+    without one a ``LocalCluster`` of ``workers`` processes (default: one per core, at most 4), each
+    held to ``memory_limit`` (e.g. ``4GiB``; default: Dask's share of this machine's memory), is
+    started for the run. ``partitions`` is how many key partitions the point-in-time features are
+    shuffled into (default: 4 per worker). The engine never changes a result, so it is not part of
+    any stage's fingerprint: a run started on one engine resumes on the other.
+    """
+
+    name: str = "local"
+    scheduler: str | None = None
+    workers: int | None = None
+    memory_limit: str | None = None
+    partitions: int | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole resolved configuration of one run."""
 
     seed: int = 42
     device: str = "auto"
+    engine: EngineConfig = field(default_factory=EngineConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)

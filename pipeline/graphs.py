@@ -47,6 +47,21 @@ QUERY_LISTS = (StageSpec("prepare", "prepare_tables", (), ()),
 FUNNEL_STAGES = tuple(s.name for s in FUNNEL)
 
 
+def direct_needs(graph: tuple[StageSpec, ...]) -> dict[str, tuple[str, ...]]:
+    """Each stage's upstream stages less those reached through another of them (the transitive
+    reduction): the edges a scheduler draws, so ``rank`` waits for ``features`` and ``recall`` and
+    not again for ``prepare``, which both of them wait for."""
+    needs = {spec.name: set(spec.needs) for spec in graph}
+
+    def above(stage: str) -> set[str]:
+        out: set[str] = set()
+        for name in needs[stage]:
+            out |= {name} | above(name)
+        return out
+
+    return {spec.name: tuple(n for n in spec.needs if not any(n in above(m) for m in spec.needs if m != n)) for spec in graph}
+
+
 def names(graph: tuple[StageSpec, ...]) -> tuple[str, ...]:
     """Stage names of a graph, in run order."""
     return tuple(s.name for s in graph)

@@ -20,7 +20,6 @@ import hashlib
 import importlib
 import json
 import shutil
-import sys
 import threading
 import time
 import uuid
@@ -37,9 +36,12 @@ import pyarrow.parquet as pq
 from rankpipe.pipeline import stages as stage_functions
 from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, save_config
 from rankpipe.pipeline.datasets import get_adapter
+from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine
 from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
+from rankpipe.pipeline.logs import get_logger
 
 PACKAGES = ("pipeline", "features", "ranking", "generative")
+log = get_logger(__name__)
 
 
 STAGE_NAMES = FUNNEL_STAGES  # the full funnel, for callers that run the default graph
@@ -54,6 +56,21 @@ def code_version() -> str:
             digest.update(str(path.relative_to(root)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def absolute_workdir(workdir: str) -> Path:
+    """``workdir`` as an absolute local path (``/srv/rankpipe`` or ``file:///srv/rankpipe``).
+
+    A scheduled job must not depend on the directory its worker happens to start in: a relative
+    work directory there is a ConfigError, as is a remote URI, which the runner cannot write yet.
+    """
+    text = str(workdir or "").strip()
+    text = text.removeprefix("file://")
+    if "://" in text:
+        raise ConfigError(f"workdir must be a local absolute path or a file:// URI (runs are written by the local filesystem). Got {workdir!r} instead.")
+    if not text or not Path(text).is_absolute():
+        raise ConfigError(f"workdir must be an absolute path (e.g. /srv/rankpipe), not one relative to the worker's directory. Got {workdir!r} instead.")
+    return Path(text)
 
 
 def _section(config: Config, dotted: str) -> Any:
@@ -95,6 +112,7 @@ class Runner:
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
         self._pending: dict[str, Future] = {}
         self._dataset = None
+        self._engine = LOCAL
         self.adapter = get_adapter(config.dataset.name)
         self.graph = self.adapter.graph
 
@@ -176,7 +194,7 @@ class Runner:
 
     def _say(self, text: str) -> None:
         if self.progress:
-            print(text, file=sys.stderr, flush=True)
+            log.info(text)
 
     # ------------------------------------------------------------------------------ running
     def run(self, until: str | None = None) -> RunSummary:
@@ -186,6 +204,7 @@ class Runner:
             ContractError / ConfigError: bad input; raised before anything is written.
         """
         stage_functions.check_config(self.config)
+        check_engine_config(self.config.engine)
         stage_names = names(self.graph)
         if until is not None and until not in stage_names:
             raise ConfigError(f"dataset '{self.config.dataset.name}' runs the stages {list(stage_names)}; there is no stage {until!r}")
@@ -227,7 +246,9 @@ class Runner:
             (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
         ok = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankpipe-writer")
+        engine_scope = contextlib.ExitStack()
         try:
+            self._engine = engine_scope.enter_context(open_engine(self.config.engine))
             for index, stage in enumerate(wanted, 1):
                 if stage not in todo:
                     summary.skipped.append(stage)
@@ -244,7 +265,11 @@ class Runner:
                     for name in [m for m in marker.get("models", []) if m not in registered] + marker.get("files", []):
                         tracker.log_artifact(self.run_dir / stage / name, f"{stage}" if name in marker.get("files", []) else f"{stage}/{name}")
             summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
-            (self.run_dir / "metrics.json").write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
+            # Tasks of one scheduled run may finish together (the DAG's branches): each replaces the
+            # file whole, so a reader never sees half of one and half of another.
+            partial = self.run_dir / f".metrics.json.tmp-{uuid.uuid4().hex[:8]}"
+            partial.write_text(json.dumps(summary.metrics, indent=2, sort_keys=True))
+            partial.replace(self.run_dir / "metrics.json")
             if tracker is not None:
                 tracker.log_metrics(summary.metrics)
                 tracker.log_artifact(self.run_dir / "metrics.json")
@@ -255,6 +280,7 @@ class Runner:
                 self._wait()  # a failed stage still leaves the stages before it complete on disk
             finally:
                 self._writer.shutdown(wait=True)
+                engine_scope.close()
                 if tracker is not None:
                     tracker.end(ok)
         return summary
@@ -266,7 +292,7 @@ class Runner:
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
         inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
-                                             tracker.load_champion if tracker is not None else None)
+                                             tracker.load_champion if tracker is not None else None, self._engine)
         started = time.perf_counter()
         context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
         with context:

@@ -8,6 +8,7 @@ partition behind.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -29,12 +30,18 @@ def load_funnel(model_uri: str | None, workdir: str | Path, dataset: str = "synt
     """The funnel ``model_uri`` names: ``models:/…`` or ``runs:/…`` (read from the work directory's
     MLflow store unless ``MLFLOW_TRACKING_URI`` is set), or a directory a funnel was saved in (a run's
     ``promote/funnel``); by default the champion ``models:/rankpipe-<dataset>@champion``."""
+    return Funnel.load(funnel_directory(model_uri, workdir, dataset), device)
+
+
+def funnel_directory(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic") -> Path:
+    """The local directory holding the funnel ``model_uri`` names (see :func:`load_funnel`); a
+    registered one is downloaded from the registry first."""
     uri = model_uri or f"models:/rankpipe-{dataset}@champion"
     if "://" not in uri and not uri.startswith("models:/"):
         path = Path(uri)
         if not (path / "funnel.json").exists():
             raise ConfigError(f"--model-uri {uri}: not a registered model URI nor a directory holding funnel.json")
-        return Funnel.load(path, device)
+        return path
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -49,7 +56,41 @@ def load_funnel(model_uri: str | None, workdir: str | Path, dataset: str = "synt
     data = local / mlflow.models.Model.load(str(local)).flavors["python_function"]["data"]
     if not (data / "funnel.json").exists():
         raise ConfigError(f"model {uri} is a registered ranker, not a funnel: it was registered before funnels were (re-run `rankpipe run`)")
-    return Funnel.load(data, device)
+    return data
+
+
+_WORKER_FUNNELS: dict[tuple[str, str | None], Funnel] = {}  # in each Dask worker process: the funnels it has loaded
+
+
+def _score_partition(directory: str, cutoff: str | None, requests: pd.DataFrame, allow_past: bool, k: int | None) -> pd.DataFrame:
+    """One partition of requests scored on a worker, which loads the funnel once and keeps it."""
+    key = (directory, cutoff)
+    if key not in _WORKER_FUNNELS:
+        funnel = Funnel.load(directory)
+        _WORKER_FUNNELS[key] = funnel.until(pd.Timestamp(cutoff)) if cutoff else funnel
+    return _WORKER_FUNNELS[key].score(requests, allow_past=allow_past, k=k)
+
+
+def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFrame, allow_past: bool = False, k: int | None = None,
+             cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
+    """``funnel.score(requests)`` on ``engine``: in this process, or on a Dask cluster as a map over
+    partitions of the requests, each worker loading the funnel from ``directory`` (which its workers
+    must be able to read) once and keeping it. Requests are scored independently, so the lists are
+    the same either way, in the same order. ``funnel`` is the same funnel (``until(cutoff)`` applied),
+    used here to check the requests before any work is sent."""
+    if not engine.distributed:
+        return funnel.score(requests, allow_past=allow_past, k=k)
+    from rankpipe.ranking.funnel import validate_requests
+
+    requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, here
+    if k is not None and k < 1:
+        raise ConfigError(f"--k must be at least 1. Got {k} instead.")
+    n = max(1, min(engine.partitions, len(requests)))
+    bounds = [round(i * len(requests) / n) for i in range(n + 1)]
+    chunks = [requests.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+    stamp = None if cutoff is None else pd.Timestamp(cutoff).isoformat()
+    futures = engine.client.map(_score_partition, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, pure=False)
+    return pd.concat(engine.client.gather(futures), ignore_index=True)
 
 
 def feed_requests(funnel: Funnel, spec: str, at: pd.Timestamp | None = None) -> pd.DataFrame:

@@ -169,7 +169,8 @@ class Funnel:
         """The final ranked lists of ``requests`` (request_id, user_id, ts, query; checked by
         :func:`validate_requests`): :data:`LIST_COLUMNS`, ``rank`` 1-based, at most the reranker's
         ``k`` per request; ``channels`` names every channel that found the item. A request no channel
-        finds anything for gets no rows. ``k``: list length (default: the reranker's)."""
+        finds anything for gets no rows. ``k``: list length (default: the reranker's). The lists come
+        in the order of ``requests``, so scoring them in parts and concatenating gives the same frame."""
         requests = validate_requests(requests, self.cutoff, allow_past)
         merged, channel_lists = self.recall(requests)
         i2v = self.channels["item2vec"]
@@ -180,7 +181,9 @@ class Funnel:
             if k < 1:
                 raise ValueError(f"k must be at least 1. Got {k} instead.")
             reranker = reranker.with_k(k)
-        return self.describe(reranker.rerank(scored, requests, self.history()), scored, channel_lists)
+        lists = self.describe(reranker.rerank(scored, requests, self.history()), scored, channel_lists)
+        request_order = pd.Index(requests[S.REQUEST_ID]).get_indexer(lists[S.REQUEST_ID])
+        return lists.iloc[np.lexsort((lists[S.RANK].to_numpy(), request_order))].reset_index(drop=True)
 
     @staticmethod
     def describe(lists: pd.DataFrame, scored: pd.DataFrame, channel_lists: pd.DataFrame) -> pd.DataFrame:

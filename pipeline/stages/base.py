@@ -55,12 +55,14 @@ class StageInputs:
 
     ``load_champion(name)`` reads the ranker behind ``name@champion`` from the registry (None when
     there is none, or when the run is not tracked); reading is all a stage may do with the registry.
+    ``engine`` is the open :class:`~rankpipe.pipeline.engine.Engine` (None: this process).
     """
 
     load_table: Callable[[str, str], pd.DataFrame]
     model_dir: Callable[[str, str], Any]
     dataset: Any = None  # the loaded Dataset, for prepare only
     load_champion: Callable[[str], Any] | None = None
+    engine: Any = None
 
     def table(self, stage: str, name: str) -> pd.DataFrame:
         """The upstream table ``stage.name``; KeyError when that stage did not write it."""

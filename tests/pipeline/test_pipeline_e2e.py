@@ -202,3 +202,20 @@ def test_rankpipe_score_writes_feed_and_search_lists_and_refuses_bad_requests(fi
     assert main(["score", "--requests", str(tmp_path / "past.parquet"), "--allow-past", "--out", str(tmp_path / "x.parquet"), *common]) == 0
     assert main(["score", "--users", "active:7d", "--model-uri", "models:/rankpipe-synthetic@nope", "--out", str(tmp_path / "y.parquet"),
                  *common]) == 2
+
+
+def test_rankpipe_score_on_dask_writes_the_local_engines_lists(first_run, tmp_path, monkeypatch):
+    """`rankpipe score --engine dask` (a LocalCluster; each worker loads the funnel once and scores
+    its partitions of the requests) writes exactly the lists the local engine writes."""
+    import pandas as pd
+
+    from rankpipe.pipeline.cli import main
+
+    pytest.importorskip("dask.distributed")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    common = ["--users", "active:3d", "--workdir", str(first_run[1])]
+    assert main(["score", *common, "--out", str(tmp_path / "local.parquet")]) == 0
+    assert main(["score", *common, "--engine", "dask", "--out", str(tmp_path / "dask.parquet")]) == 0
+    local, dask = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask.parquet")
+    assert local["request_id"].nunique() > 50
+    pd.testing.assert_frame_equal(dask, local)

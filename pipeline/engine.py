@@ -1,0 +1,189 @@
+"""Execution engines: where a stage's heavy work runs (``engine.name``: ``local`` or ``dask``).
+
+``local`` is one process (pandas, numpy, the compiled kernels on all cores). ``dask`` runs on a
+Dask cluster: a running scheduler named by ``engine.scheduler``, or a ``LocalCluster`` started for
+the run. The engine never changes a result, only where it is computed, so it is in no stage's
+fingerprint.
+
+What runs on Dask so far: the point-in-time count statistics of the ``features`` stage and of
+scoring (:func:`count_features_on_dask`). The events and the requests are shuffled by the entity key
+of each family of count groups (item, user, query), so that every event of a key lands in the same
+partition as every request that reads it; each partition then runs the compiled kernel through the
+same :func:`~rankpipe.features.stats.count_features` the local engine calls, and the pieces are put
+back in the requests' order. A key's statistics depend only on that key's events, in time order, so
+the result is the local engine's, bit for bit (``tests/pipeline/test_engine.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.features.stats import COUNT_GROUPS, CountGroup, count_features
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.config import EngineConfig
+from rankpipe.pipeline.logs import get_logger
+from rankpipe.pipeline.schema import ConfigError
+
+ENGINES = ("local", "dask")
+_ROW, _PART = "_rankpipe_row", "_rankpipe_part"  # helper columns: a row's place in its frame, its key partition
+log = get_logger(__name__)
+
+
+def check_engine_config(engine: EngineConfig) -> None:
+    """ConfigError naming the ``engine`` key that is wrong, before anything runs."""
+    if engine.name not in ENGINES:
+        raise ConfigError(f"engine.name must be one of {list(ENGINES)}. Got {engine.name!r} instead.")
+    if engine.name == "local" and engine.scheduler:
+        raise ConfigError(f"engine.scheduler ({engine.scheduler!r}) is only used with engine.name=dask; set --engine dask too.")
+    for key in ("workers", "partitions"):
+        value = getattr(engine, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"engine.{key} must be at least 1 (or unset for the default). Got {value} instead.")
+
+
+@dataclass
+class Engine:
+    """An open engine: ``client`` is the Dask client (None on the local engine)."""
+
+    name: str
+    client: Any = None
+    partitions: int = 1
+
+    @property
+    def distributed(self) -> bool:
+        """Whether work is sent to a Dask cluster."""
+        return self.client is not None
+
+
+LOCAL = Engine("local")
+
+
+@contextlib.contextmanager
+def open_engine(config: EngineConfig) -> Iterator[Engine]:
+    """The engine ``config`` names, open for the duration of the block (a LocalCluster is shut down after).
+
+    Raises:
+        ConfigError: Dask is not installed, or no scheduler answers at ``engine.scheduler``.
+    """
+    check_engine_config(config)
+    if config.name == "local":
+        yield LOCAL
+        return
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("engine.name=dask needs Dask: pip install -e '.[dask]'") from None
+    cluster = None
+    if config.scheduler:
+        try:
+            client = Client(config.scheduler, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"engine.scheduler: no Dask scheduler answered at {config.scheduler!r} ({exc})") from None
+    else:
+        workers = config.workers or min(4, os.cpu_count() or 1)
+        # Worker processes are spawned, not forked: a fork after LightGBM, torch or faiss have loaded
+        # OpenMP hangs (libgomp). One thread each, so the kernel's own threads don't oversubscribe.
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               memory_limit=config.memory_limit or "auto")
+        client = Client(cluster)
+    n_workers = max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+    log.info(f"  engine    dask: {n_workers} workers at {client.scheduler.address}")
+    try:
+        yield Engine("dask", client, config.partitions or 4 * n_workers)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def counter_of(engine: Engine | None):
+    """What computes the count statistics on ``engine``: None (the builder's own, in this process)
+    on the local engine, else :func:`count_features_on_dask` bound to it."""
+    if engine is None or not engine.distributed:
+        return None
+    return functools.partial(count_features_on_dask, engine)
+
+
+def _key_families(groups: tuple[CountGroup, ...]) -> dict[str, tuple[CountGroup, ...]]:
+    """Count groups by their first key: groups sharing it (item and query × item) need one shuffle,
+    since every event of a (query, item) pair has that item."""
+    families: dict[str, list[CountGroup]] = {}
+    for group in groups:
+        families.setdefault(group.keys[0], []).append(group)
+    return {key: tuple(members) for key, members in families.items()}
+
+
+def _with_partition(frame: pd.DataFrame, key: str, partitions: int) -> pd.DataFrame:
+    """``frame`` plus its row number and the partition its ``key`` hashes to (the same for events and requests)."""
+    hashed = pd.util.hash_pandas_object(frame[key].astype("str"), index=False).to_numpy()
+    return frame.assign(**{_ROW: np.arange(len(frame), dtype=np.int64), _PART: (hashed % np.uint64(partitions)).astype(np.int64)})
+
+
+def _scattered(engine: Engine, frame: pd.DataFrame, n: int):
+    """``frame`` as a Dask DataFrame of ``n`` row chunks sent to the workers as data, not embedded in
+    the task graph (a graph carrying the log would be as big as the log)."""
+    import dask.dataframe as dd
+
+    bounds = np.linspace(0, len(frame), n + 1).astype(int)
+    chunks = engine.client.scatter([frame.iloc[a:b] for a, b in itertools.pairwise(bounds)])
+    return dd.from_delayed(chunks, meta=frame.iloc[:0], verify_meta=False)
+
+
+def _count_partition(history: pd.DataFrame, pairs: pd.DataFrame, windows_days, groups, half_lives_days, position_ctr) -> pd.DataFrame:
+    """One key partition: the kernel over its events (back in the log's order) for its requests."""
+    history = history.sort_values(_ROW, kind="stable").drop(columns=[_ROW, _PART]).reset_index(drop=True)
+    rows = pairs[_ROW].to_numpy()
+    counts = count_features(history, pairs.drop(columns=[_ROW, _PART]).reset_index(drop=True), windows_days, groups, half_lives_days, position_ctr)
+    return pd.DataFrame({_ROW: rows, **counts})
+
+
+def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.DataFrame, windows_days: tuple[int, ...],
+                           groups: tuple[CountGroup, ...] = COUNT_GROUPS, half_lives_days: tuple[int, ...] = (),
+                           position_ctr: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
+    """:func:`~rankpipe.features.stats.count_features` computed on ``engine``'s cluster; the same
+    columns, values and order (see the module docstring). ``history`` must be in time order."""
+    import dask.dataframe as dd
+
+    if not engine.distributed:
+        return count_features(history, pairs, windows_days, groups, half_lives_days, position_ctr)
+    if not history[S.TS].is_monotonic_increasing:
+        raise ValueError("count_features_on_dask: the history must be in time order (see enrich_history)")
+    n = engine.partitions
+    out: dict[str, np.ndarray] = {}
+    for key, family in _key_families(groups).items():
+        columns = sorted({S.TS, *(k for g in family for k in g.keys)})
+        # The event columns the kernel reads: ts and event always, position for COEC.
+        event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
+        events = _scattered(engine, _with_partition(history[event_columns], key, n), n)
+        requests = _scattered(engine, _with_partition(pairs[columns], key, n), n)
+        # Both sides shuffled on the same partition column into the same number of partitions:
+        # partition i of one holds exactly the keys of partition i of the other.
+        events = events.shuffle(on=_PART, npartitions=n)
+        requests = requests.shuffle(on=_PART, npartitions=n)
+        names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
+        meta = pd.DataFrame({_ROW: pd.Series(dtype=np.int64), **{name: pd.Series(dtype=np.float32) for name in names}})
+        parts = dd.map_partitions(_count_partition, events, requests, windows_days, family, half_lives_days, position_ctr,
+                                  meta=meta, align_dataframes=False)
+        counted = engine.client.compute(parts).result()
+        order = np.argsort(counted[_ROW].to_numpy(), kind="stable")
+        if len(order) != len(pairs):
+            raise RuntimeError(f"count_features_on_dask: {len(order)} rows came back for {len(pairs)} requests (key {key})")
+        out.update({name: counted[name].to_numpy()[order] for name in counted.columns if name != _ROW})
+    # The local engine's column order: group by group as declared.
+    local_order = [name for g in groups for name in _names_of(g, windows_days, half_lives_days)]
+    return {name: out[name] for name in local_order}
+
+
+def _names_of(group: CountGroup, windows_days, half_lives_days) -> list[str]:
+    from rankpipe.features.stats import statistic_columns
+
+    return [name for name, *_ in statistic_columns(group, windows_days, half_lives_days)]
