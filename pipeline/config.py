@@ -66,8 +66,10 @@ class EngineConfig:
     without one a ``LocalCluster`` of ``workers`` processes (default: one per core, at most 4), each
     held to ``memory_limit`` (e.g. ``4GiB``; default: Dask's share of this machine's memory), is
     started for the run. ``partitions`` is how many key partitions the point-in-time features are
-    shuffled into (default: 4 per worker). The engine never changes a result, so it is not part of
-    any stage's fingerprint: a run started on one engine resumes on the other.
+    shuffled into (default: 4 per worker). ``sample_lists`` bounds what one machine sees where a
+    step does not distribute: the training lists the LightGBM ranker's early stopping runs on
+    before its final model trains on the cluster. The engine is not part of any stage's
+    fingerprint: a run started on one engine resumes on the other.
     """
 
     name: str = "local"
@@ -75,6 +77,7 @@ class EngineConfig:
     workers: int | None = None
     memory_limit: str | None = None
     partitions: int | None = None
+    sample_lists: int = 200_000
 
 
 @dataclass(frozen=True)

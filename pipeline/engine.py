@@ -2,16 +2,24 @@
 
 ``local`` is one process (pandas, numpy, the compiled kernels on all cores). ``dask`` runs on a
 Dask cluster: a running scheduler named by ``engine.scheduler``, or a ``LocalCluster`` started for
-the run. The engine never changes a result, only where it is computed, so it is in no stage's
-fingerprint.
+the run.
 
-What runs on Dask so far: the point-in-time count statistics of the ``features`` stage and of
-scoring (:func:`count_features_on_dask`). The events and the requests are shuffled by the entity key
-of each family of count groups (item, user, query), so that every event of a key lands in the same
-partition as every request that reads it; each partition then runs the compiled kernel through the
-same :func:`~rankpipe.features.stats.count_features` the local engine calls, and the pieces are put
-back in the requests' order. A key's statistics depend only on that key's events, in time order, so
-the result is the local engine's, bit for bit (``tests/pipeline/test_engine.py``).
+What runs on Dask so far:
+
+- the point-in-time count statistics of the ``features`` stage and of the rank stage's candidates
+  (:func:`count_features_on_dask`). Events and requests are shuffled by the entity key of each
+  family of count groups (item, user, query), so every event of a key lands in the partition of
+  every request that reads it; each partition runs the compiled kernel through the same
+  :func:`~rankpipe.features.stats.count_features` the local engine calls, and the pieces are put
+  back in the requests' order. A key's statistics depend only on that key's events, in time order,
+  so the result is the local engine's, bit for bit;
+- the LightGBM rankers' final model (:func:`lightgbm_trainer`, ``lightgbm.dask``, lists whole within
+  a partition). Its Dask interface has no early stopping, so the tree count is still chosen in this
+  process on at most ``engine.sample_lists`` training lists. Distributed LightGBM bins each worker's
+  data, so the model is close to, not identical with, the local one;
+- batch scoring (:func:`rankpipe.pipeline.scoring.score_on`).
+
+The engine is in no stage's fingerprint, so a run started on one engine resumes on the other.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import contextlib
 import functools
 import itertools
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,7 +53,7 @@ def check_engine_config(engine: EngineConfig) -> None:
         raise ConfigError(f"engine.name must be one of {list(ENGINES)}. Got {engine.name!r} instead.")
     if engine.name == "local" and engine.scheduler:
         raise ConfigError(f"engine.scheduler ({engine.scheduler!r}) is only used with engine.name=dask; set --engine dask too.")
-    for key in ("workers", "partitions"):
+    for key in ("workers", "partitions", "sample_lists"):
         value = getattr(engine, key)
         if value is not None and value < 1:
             raise ConfigError(f"engine.{key} must be at least 1 (or unset for the default). Got {value} instead.")
@@ -85,7 +94,9 @@ def open_engine(config: EngineConfig) -> Iterator[Engine]:
     cluster = None
     if config.scheduler:
         try:
-            client = Client(config.scheduler, timeout="20s")
+            import dask
+
+            client = Client(config.scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))  # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"engine.scheduler: no Dask scheduler answered at {config.scheduler!r} ({exc})") from None
     else:
@@ -187,3 +198,60 @@ def _names_of(group: CountGroup, windows_days, half_lives_days) -> list[str]:
     from rankpipe.features.stats import statistic_columns
 
     return [name for name, *_ in statistic_columns(group, windows_days, half_lives_days)]
+
+
+def _lightgbm_logs_to_logging() -> None:
+    """Send LightGBM's Python-side messages ("Finding random open ports for workers") to the
+    ``lightgbm`` logger, which :mod:`.logs` holds at WARNING. (The workers' C++ network lines,
+    "[LightGBM] [Info] Trying to bind port", still print: LightGBM keeps its log callback per
+    thread, and the training thread is Dask's.)"""
+    import logging
+
+    import lightgbm
+
+    lightgbm.register_logger(logging.getLogger("lightgbm"))
+
+
+def lightgbm_trainer(engine: Engine):
+    """A final-model trainer for the LightGBM rankers (:meth:`LambdaRankRanker.train_final_with`):
+    ``lightgbm.dask`` over the cluster's workers, each list kept whole within one partition (a
+    query group must not straddle two workers). Returns ``trainer(params, X, y, sizes, rounds)``."""
+
+    def train(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int):
+        import dask.array as da
+        import dask.dataframe as dd
+        from lightgbm.dask import DaskLGBMRanker
+
+        n = max(1, min(engine.partitions, len(sizes)))
+        list_bounds = np.linspace(0, len(sizes), n + 1).astype(int)
+        row_bounds = np.concatenate([[0], np.cumsum(sizes)])[list_bounds]
+        X = X.reset_index(drop=True)
+        parts = [(X.iloc[a:b], pd.Series(y[a:b]), sizes[g:h]) for (a, b), (g, h) in zip(itertools.pairwise(row_bounds), itertools.pairwise(list_bounds))]
+        # Sent as data rather than embedded in the graph; lightgbm.dask zips a partition's rows,
+        # labels and list sizes together and places them on one worker.
+        futures = [engine.client.scatter(list(part), hash=False) for part in parts]
+        X_dask = dd.from_delayed([f[0] for f in futures], meta=X.iloc[:0], verify_meta=False)
+        y_dask = dd.from_delayed([f[1] for f in futures], meta=pd.Series(dtype=np.asarray(y).dtype), verify_meta=False)
+        group = da.concatenate([da.from_delayed(f[2], shape=(len(p[2]),), dtype=np.asarray(sizes).dtype) for f, p in zip(futures, parts)])
+        _lightgbm_logs_to_logging()
+        # No eval set in the final fit, so no metric; eval_at as a param would be warned about on every worker.
+        lightgbm_params = {k: v for k, v in params.items() if k not in ("seed", "metric", "eval_at")}
+        model = DaskLGBMRanker(client=engine.client, n_estimators=rounds, random_state=params.get("seed"), **lightgbm_params)
+        with warnings.catch_warnings():  # Dask sets each worker's threads itself and says so for every fit
+            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+            model.fit(X_dask, y_dask, group=group)
+        return model.to_local().booster_
+
+    return train
+
+
+def block_mapper(engine: Engine):
+    """``map_blocks(function, blocks, **shared) -> list`` on the cluster: ``shared`` sent to every
+    worker once, one task per block, results in the blocks' order (for the channels' row blocks,
+    e.g. :meth:`ItemCFRecall.compute_rows_with`)."""
+
+    def map_blocks(function, blocks: list, **shared) -> list:
+        sent = {name: engine.client.scatter(value, broadcast=True, hash=False) for name, value in shared.items()}
+        return engine.client.gather(engine.client.map(function, blocks, pure=False, **sent))
+
+    return map_blocks

@@ -47,6 +47,8 @@ def quiet_libraries(verbose: bool = False) -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    # Dask's shuffle service warns each time a finished shuffle is torn down: routine, not a problem.
+    logging.getLogger("distributed.shuffle").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def setup(verbose: bool = False, quiet: bool = False, handler: bool = True) -> logging.Logger:

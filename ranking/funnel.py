@@ -36,7 +36,7 @@ LIST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.QUERY, S.RANK, S.ITEM_ID, S.SCORE, S.
 
 def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: FeatureBuilder, ranker: Ranker, history: pd.DataFrame,
                     item_index: pd.Index, item_vectors: np.ndarray, n_last: int, channel_lists: pd.DataFrame | None = None,
-                    quotas: dict[str, int] | None = None) -> pd.DataFrame:
+                    quotas: dict[str, int] | None = None, counter=None) -> pd.DataFrame:
     """Score merged candidates with the ranker: the features of training (the builder's point-in-time
     statistics, ``emb_sim`` from the item2vec vectors, and, when the ranker was trained on them, which
     channels found the pair and behaviour sequences), then ``predict`` and the calibrator.
@@ -48,13 +48,14 @@ def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: F
         item_index / item_vectors: the item2vec channel's ids and (I, D) vectors, for ``emb_sim``.
         n_last: how many recent positives make the user's taste vector.
         channel_lists / quotas: every channel's own lists and quotas, for ``recall_<channel>_rank``.
+        counter: what computes the count statistics (see :meth:`FeatureBuilder.transform`).
 
     Returns:
         request_id, item_id, user_id, query, rank (the merged rank), channel, score, and probability
         when the ranker is calibrated; in the candidates' order.
     """
     pairs = candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="inner")
-    features = embedding_similarity(builder.transform(pairs), pairs, history, item_index, item_vectors, n_last)
+    features = embedding_similarity(builder.transform(pairs, counter), pairs, history, item_index, item_vectors, n_last)
     if any(name.startswith("recall_") for name in ranker.feature_names_):
         if channel_lists is None or quotas is None:
             raise ValueError("the ranker reads which recall channels found each pair (recall_<channel>_rank); pass channel_lists and quotas")

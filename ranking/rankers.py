@@ -69,10 +69,13 @@ class LambdaRankRanker(Ranker):
 
     With validation lists, early stopping picks the number of trees (``valid_score_`` is the
     validation NDCG at that point) and, when ``refit``, the model is then refit on train + valid.
+    :meth:`train_final_with` hands that final training to a cluster (``lightgbm.dask``).
     """
 
     objective = "lambdarank"
     requirements = ("lightgbm",)
+    _final_trainer = None  # set by train_final_with; class default: the final model trains here
+    _search_lists: int | None = None
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
                  early_stopping_rounds: int = 100, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
@@ -89,11 +92,23 @@ class LambdaRankRanker(Ranker):
             "force_col_wise": True, "verbosity": -1,
         }
 
+    def train_final_with(self, trainer, search_lists: int | None = None) -> "LambdaRankRanker":
+        """Train the final model with ``trainer(params, X, y, group_sizes, rounds) -> lgb.Booster``
+        (an engine's: ``lightgbm.dask`` on a cluster) instead of in this process. The tree count is
+        still chosen here, by early stopping on the validation lists, from at most ``search_lists``
+        training lists drawn at random (None: all of them), since LightGBM's Dask interface has no
+        early stopping; the refit on every train + valid list is then the trainer's. Returns self."""
+        self._final_trainer, self._search_lists = trainer, search_lists
+        return self
+
     # tqdm's disable=None hides the bar when stderr is not a terminal (CI logs, cron).
     def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, X_valid: pd.DataFrame | None = None,
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "LambdaRankRanker":
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
+        has_valid = X_valid is not None and len(X_valid) > 0
+        if self._final_trainer is not None and has_valid and self.refit:
+            return self._fit_then_train_final(X, y, groups, X_valid, y_valid, groups_valid)
         order, sizes = _contiguous(groups, self.seed)
         y, y_valid = self._labels(y), None if y_valid is None else self._labels(y_valid)
         train = lgb.Dataset(X.iloc[order], label=np.asarray(y)[order], group=sizes, free_raw_data=True)
@@ -121,6 +136,31 @@ class LambdaRankRanker(Ranker):
             labels = np.concatenate([np.asarray(y)[order], np.asarray(y_valid)[v_order]])
             self.booster_ = lgb.train(self._params(), lgb.Dataset(both, label=labels, group=np.concatenate([sizes, v_sizes])), num_boost_round=rounds)
             self.best_iteration_ = rounds
+        return self
+
+    def _fit_then_train_final(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
+        """Early stopping here on (a sample of) the training lists, then the final refit on every
+        train + valid list by the trainer (see :meth:`train_final_with`)."""
+        lists = pd.unique(np.asarray(groups))
+        search = X, y, groups
+        if self._search_lists is not None and len(lists) > self._search_lists:
+            kept = np.random.default_rng(self.seed).choice(lists, size=self._search_lists, replace=False)
+            mask = np.isin(np.asarray(groups), kept)
+            search = X[mask], np.asarray(y)[mask], np.asarray(groups)[mask]
+        trainer, self._final_trainer = self._final_trainer, None
+        try:
+            self.refit = False
+            self.fit(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
+        finally:
+            self._final_trainer, self.refit = trainer, True
+        self.held_out_booster_ = (self.booster_, self.best_iteration_)
+        rounds = refit_rounds(self.best_iteration_, len(lists), len(pd.unique(np.asarray(groups_valid))))
+        order, sizes = _contiguous(groups, self.seed)
+        v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
+        both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
+        labels = np.concatenate([self._labels(y)[order], self._labels(y_valid)[v_order]])
+        self.booster_ = trainer(self._params(), both, labels, np.concatenate([sizes, v_sizes]), rounds)
+        self.best_iteration_ = rounds
         return self
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
@@ -206,6 +246,31 @@ class XGBoostRanker(Ranker):
                 "grow_policy": "lossguide", "max_leaves": self.num_leaves, "max_depth": 0, "learning_rate": self.learning_rate,
                 "min_child_weight": self.min_child_weight, "colsample_bytree": self.feature_fraction, "seed": self.seed,
                 "verbosity": 0}
+
+    def _fit_then_train_final(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
+        """Early stopping here on (a sample of) the training lists, then the final refit on every
+        train + valid list by the trainer (see :meth:`train_final_with`)."""
+        lists = pd.unique(np.asarray(groups))
+        search = X, y, groups
+        if self._search_lists is not None and len(lists) > self._search_lists:
+            kept = np.random.default_rng(self.seed).choice(lists, size=self._search_lists, replace=False)
+            mask = np.isin(np.asarray(groups), kept)
+            search = X[mask], np.asarray(y)[mask], np.asarray(groups)[mask]
+        trainer, self._final_trainer = self._final_trainer, None
+        try:
+            self.refit = False
+            self.fit(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
+        finally:
+            self._final_trainer, self.refit = trainer, True
+        self.held_out_booster_ = (self.booster_, self.best_iteration_)
+        rounds = refit_rounds(self.best_iteration_, len(lists), len(pd.unique(np.asarray(groups_valid))))
+        order, sizes = _contiguous(groups, self.seed)
+        v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
+        both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
+        labels = np.concatenate([self._labels(y)[order], self._labels(y_valid)[v_order]])
+        self.booster_ = trainer(self._params(), both, labels, np.concatenate([sizes, v_sizes]), rounds)
+        self.best_iteration_ = rounds
+        return self
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         """The labels the objective trains on (graded relevance for the ranking objectives)."""

@@ -8,6 +8,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
+from rankpipe.pipeline.engine import block_mapper
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
 from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
@@ -15,8 +16,19 @@ from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
 
+def channels_on(engine, config: Config) -> dict[str, RecallChannel]:
+    """The configured channels, unfitted; on a Dask engine the ones that can compute in blocks
+    (itemCF's similarity rows) are told to do it on the cluster."""
+    channels = make_channels(config.recall, config.seed, config.device)
+    if engine is not None and engine.distributed:
+        for channel in channels.values():
+            if hasattr(channel, "compute_rows_with"):
+                channel.compute_rows_with(block_mapper(engine))
+    return channels
+
+
 def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
-                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame, engine=None) -> pd.DataFrame:
     """``recall_<channel>_rank`` features (:func:`~rankpipe.ranking.recall.ranker_features.channel_rank_features`) for every logged
     pair, each from channels fitted before its request's time.
 
@@ -37,7 +49,7 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
               for name, channel in channels.items()]
     for cut, until in zip(cuts[:-1], cuts[1:]):
         served = train[(train[S.TS] >= cut) & (train[S.TS] < until)]
-        for name, snapshot in make_channels(config.recall, config.seed, config.device).items():
+        for name, snapshot in channels_on(engine, config).items():
             snapshot.fit(events[events[S.TS] < cut], items)
             if hasattr(channels[name], "popularity_weight"):  # the weight tuned for the full-period channel
                 snapshot.popularity_weight = channels[name].popularity_weight
@@ -65,7 +77,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         valid_requests = valid_requests.sample(config.recall.calibration_requests, random_state=config.seed)
     calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     history = S.positive_history(events)
-    channels = make_channels(config.recall, config.seed, config.device)
+    channels = channels_on(inputs.engine, config)
     depth = recall_depth(config)
     labels = inputs.table("prepare", "labels")
     valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
@@ -104,7 +116,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         tables["item_vectors"] = vectors
     if config.recall.ranker_snapshots > 0:
         started = time.perf_counter()
-        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history)
+        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history, inputs.engine)
         timings["ranker_snapshots_seconds"] = time.perf_counter() - started
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
                **{f"merge_is_{m}": float(m == method) for m in MERGES}}

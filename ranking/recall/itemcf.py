@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,19 @@ from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.recall.base import RecallChannel, empty_lists, keep_top_per_row, load_ids, save_ids, top_k_rows
+
+
+def similarity_rows(rows: tuple[int, int], weighted_t, sessions, inv: np.ndarray, neighbours: int):
+    """Rows ``[a, b)`` of the item-item similarity: session co-occurrence weighted by recency
+    (``weighted_t`` is items × sessions, already weighted), cosine-normalised by the items' session
+    counts (``inv = 1 / sqrt(count)``), each row cut to its ``neighbours`` strongest. Row by row, so
+    any split into blocks gives the same rows."""
+    a, b = rows
+    co = (weighted_t[a:b] @ sessions).tocsr()  # (B, I)
+    co.setdiag(0, k=a)  # an item is not its own neighbour
+    co.eliminate_zeros()
+    sim = (sp.diags(inv[a:b]) @ co @ sp.diags(inv)).tocsr()
+    return keep_top_per_row(sim, neighbours)
 
 
 class ItemCFRecall(RecallChannel):
@@ -31,6 +45,16 @@ class ItemCFRecall(RecallChannel):
     def from_config(cls, recall, index, seed, device) -> "ItemCFRecall":
         return cls(half_life_days=recall.itemcf_half_life_days)
 
+    _map_blocks = None  # set by compute_rows_with; None: every row block here
+
+    def compute_rows_with(self, map_blocks) -> "ItemCFRecall":
+        """Compute the similarity's row blocks with ``map_blocks(function, blocks, **shared) -> list``
+        (an engine's: a Dask cluster, ``shared`` sent to each worker once). Row ``i`` of the
+        similarity depends only on the sessions holding item ``i`` and on all sessions, so the
+        blocks are the one-process result, bit for bit. Returns self."""
+        self._map_blocks = map_blocks
+        return self
+
     def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "ItemCFRecall":
         positive = train_events[train_events[S.EVENT].isin(S.POSITIVE_EVENTS)].drop_duplicates([S.SESSION_ID, S.ITEM_ID])
         self.item_index_ = pd.Index(items[S.ITEM_ID].to_numpy())
@@ -42,13 +66,16 @@ class ItemCFRecall(RecallChannel):
         sessions = sp.csr_matrix((np.ones(len(positive)), (session_codes, item_rows)), shape=(session_codes.max() + 1, n_items))  # (S, I)
         session_weight = np.zeros(sessions.shape[0])
         np.maximum.at(session_weight, session_codes, weight)
-        co = (sessions.T @ sp.diags(session_weight) @ sessions).tocsr()  # (I, I)
-        co.setdiag(0)
-        co.eliminate_zeros()
+        weighted_t = (sessions.T @ sp.diags(session_weight)).tocsr()  # (I, S)
         counts = np.asarray(sessions.sum(axis=0)).ravel()
         inv = 1.0 / np.sqrt(np.maximum(counts, 1.0))
-        sim = (sp.diags(inv) @ co @ sp.diags(inv)).tocsr()
-        self.similarity_ = keep_top_per_row(sim, self.neighbours)
+        if self._map_blocks is None:
+            blocks = [similarity_rows((0, n_items), weighted_t, sessions, inv, self.neighbours)]
+        else:
+            bounds = np.linspace(0, n_items, min(n_items, 64) + 1).astype(int)
+            blocks = self._map_blocks(similarity_rows, [(int(a), int(b)) for a, b in itertools.pairwise(bounds)],
+                                      weighted_t=weighted_t, sessions=sessions, inv=inv, neighbours=self.neighbours)
+        self.similarity_ = sp.vstack(blocks).tocsr()
         return self
 
     def _save_state(self, directory: Path) -> None:

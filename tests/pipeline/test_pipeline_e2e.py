@@ -219,3 +219,34 @@ def test_rankpipe_score_on_dask_writes_the_local_engines_lists(first_run, tmp_pa
     local, dask = pd.read_parquet(tmp_path / "local.parquet"), pd.read_parquet(tmp_path / "dask.parquet")
     assert local["request_id"].nunique() > 50
     pd.testing.assert_frame_equal(dask, local)
+
+
+def test_dask_engine_gives_the_local_features_and_lists_and_a_ranker_as_good(first_run, tmp_path):
+    """The small world up to rank on Dask (a LocalCluster of 2 worker processes) against the local
+    run: the feature table and every recall channel's lists are identical (the same kernels, run per
+    key partition and per row block); the LightGBM ranker trained by lightgbm.dask is within 0.005
+    NDCG@10 of the local one on the test lists. (Distributed LightGBM bins each worker's data, so
+    its model varies a little from run to run: measured -0.0042 to +0.0018 over seeds 42 and 1.)"""
+    import json
+
+    import pandas as pd
+
+    from rankpipe.ranking import metrics as M
+
+    pytest.importorskip("dask.distributed")
+    local_dir = first_run[2].run_dir
+    config = load_config(None, [*SMALL_WORLD, "engine.name=dask", "engine.workers=2"])
+    runner = Runner(config, tmp_path, "dask", progress=False, track=False)
+    runner.run(until="rank")
+    for table in ("features/logged", "recall/channels", "recall/candidates"):
+        pd.testing.assert_frame_equal(pd.read_parquet(runner.run_dir / f"{table}.parquet"), pd.read_parquet(local_dir / f"{table}.parquet"),
+                                      check_exact=True, obj=table)
+
+    def ndcg_and_trees(run_dir):
+        test = pd.read_parquet(run_dir / "rank" / "test_logged.parquet")
+        trees = json.loads((run_dir / "rank" / "_SUCCESS.json").read_text())["metrics"]["trees"]
+        return M.ndcg_at_k(test["request_id"], test["score"], test["grade"], 10), trees
+
+    (dask_ndcg, dask_trees), (local_ndcg, local_trees) = ndcg_and_trees(runner.run_dir), ndcg_and_trees(local_dir)
+    assert dask_trees == local_trees  # chosen the same way, here, by early stopping on the same lists
+    assert abs(dask_ndcg - local_ndcg) <= 0.005, (dask_ndcg, local_ndcg)
