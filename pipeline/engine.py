@@ -7,7 +7,7 @@ the run.
 What runs on Dask so far:
 
 - the point-in-time count statistics of the ``features`` stage and of the rank stage's candidates
-  (:func:`count_features_on_dask`). Events and requests are shuffled by the entity key of each
+  (:func:`count_features_on_dask`). Events and requests are partitioned by the entity key of each
   family of count groups (item, user, query), so every event of a key lands in the partition of
   every request that reads it; each partition runs the compiled kernel through the same
   :func:`~rankpipe.features.stats.count_features` the local engine calls, and the pieces are put
@@ -43,7 +43,7 @@ from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.schema import ConfigError
 
 ENGINES = ("local", "dask")
-_ROW, _PART = "_rankpipe_row", "_rankpipe_part"  # helper columns: a row's place in its frame, its key partition
+_ROW = "_rankpipe_row"  # a request's position in the whole request table, carried through a partition
 log = get_logger(__name__)
 
 
@@ -133,27 +133,28 @@ def _key_families(groups: tuple[CountGroup, ...]) -> dict[str, tuple[CountGroup,
     return {key: tuple(members) for key, members in families.items()}
 
 
-def _with_partition(frame: pd.DataFrame, key: str, partitions: int) -> pd.DataFrame:
-    """``frame`` plus its row number and the partition its ``key`` hashes to (the same for events and requests)."""
-    hashed = pd.util.hash_pandas_object(frame[key].astype("str"), index=False).to_numpy()
-    return frame.assign(**{_ROW: np.arange(len(frame), dtype=np.int64), _PART: (hashed % np.uint64(partitions)).astype(np.int64)})
+def _partition_of(values: pd.Series, partitions: int) -> np.ndarray:
+    """The key partition of each row: a hash of its key's text, the same for events and requests."""
+    hashed = pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy()
+    return (hashed % np.uint64(partitions)).astype(np.int64)
 
 
-def _scattered(engine: Engine, frame: pd.DataFrame, n: int):
-    """``frame`` as a Dask DataFrame of ``n`` row chunks sent to the workers as data, not embedded in
-    the task graph (a graph carrying the log would be as big as the log)."""
-    import dask.dataframe as dd
+def _by_partition(frame: pd.DataFrame, key: str, partitions: int) -> list[np.ndarray]:
+    """For each key partition, the positions of ``frame``'s rows in it, in their original order.
+    Rows without a key are in none: no statistic counts them, and a request without one gets NaN
+    (as :func:`count_features` gives it), so they need not travel."""
+    part = _partition_of(frame[key], partitions)
+    part[frame[key].isna().to_numpy()] = partitions  # past the last partition: left out
+    order = np.argsort(part, kind="stable")  # stable: events stay in time order within a partition
+    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
+    return [order[a:b] for a, b in itertools.pairwise(bounds)]
 
-    bounds = np.linspace(0, len(frame), n + 1).astype(int)
-    chunks = engine.client.scatter([frame.iloc[a:b] for a, b in itertools.pairwise(bounds)])
-    return dd.from_delayed(chunks, meta=frame.iloc[:0], verify_meta=False)
 
-
-def _count_partition(history: pd.DataFrame, pairs: pd.DataFrame, windows_days, groups, half_lives_days, position_ctr) -> pd.DataFrame:
-    """One key partition: the kernel over its events (back in the log's order) for its requests."""
-    history = history.sort_values(_ROW, kind="stable").drop(columns=[_ROW, _PART]).reset_index(drop=True)
-    rows = pairs[_ROW].to_numpy()
-    counts = count_features(history, pairs.drop(columns=[_ROW, _PART]).reset_index(drop=True), windows_days, groups, half_lives_days, position_ctr)
+def _count_partition(history: pd.DataFrame, pairs: pd.DataFrame, rows: np.ndarray, windows_days, groups, half_lives_days,
+                     position_ctr) -> pd.DataFrame:
+    """One key partition on a worker: the kernel over its events (in time order) for its requests,
+    whose positions in the whole request table are ``rows``."""
+    counts = count_features(history.reset_index(drop=True), pairs.reset_index(drop=True), windows_days, groups, half_lives_days, position_ctr)
     return pd.DataFrame({_ROW: rows, **counts})
 
 
@@ -161,8 +162,13 @@ def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.Data
                            groups: tuple[CountGroup, ...] = COUNT_GROUPS, half_lives_days: tuple[int, ...] = (),
                            position_ctr: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     """:func:`~rankpipe.features.stats.count_features` computed on ``engine``'s cluster; the same
-    columns, values and order (see the module docstring). ``history`` must be in time order."""
-    import dask.dataframe as dd
+    columns, values and order (see the module docstring). ``history`` must be in time order.
+
+    The log is in this process already (the stages' tables are pandas), so the shuffle by key is
+    done here, in one pass: each key partition's events and requests are sent to the cluster as data
+    and counted there, and results are filled in as partitions finish.
+    """
+    from dask.distributed import as_completed
 
     if not engine.distributed:
         return count_features(history, pairs, windows_days, groups, half_lives_days, position_ctr)
@@ -174,24 +180,29 @@ def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.Data
         columns = sorted({S.TS, *(k for g in family for k in g.keys)})
         # The event columns the kernel reads: ts and event always, position for COEC.
         event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
-        events = _scattered(engine, _with_partition(history[event_columns], key, n), n)
-        requests = _scattered(engine, _with_partition(pairs[columns], key, n), n)
-        # Both sides shuffled on the same partition column into the same number of partitions:
-        # partition i of one holds exactly the keys of partition i of the other.
-        events = events.shuffle(on=_PART, npartitions=n)
-        requests = requests.shuffle(on=_PART, npartitions=n)
+        events, requests = history[event_columns], pairs[columns]
+        tasks = []
+        for event_rows, request_rows in zip(_by_partition(events, key, n), _by_partition(requests, key, n)):
+            if len(request_rows) == 0:
+                continue
+            sent = engine.client.scatter([events.iloc[event_rows], requests.iloc[request_rows]], hash=False)
+            tasks.append(engine.client.submit(_count_partition, *sent, request_rows, windows_days, family, half_lives_days, position_ctr,
+                                              pure=False))
         names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
-        meta = pd.DataFrame({_ROW: pd.Series(dtype=np.int64), **{name: pd.Series(dtype=np.float32) for name in names}})
-        parts = dd.map_partitions(_count_partition, events, requests, windows_days, family, half_lives_days, position_ctr,
-                                  meta=meta, align_dataframes=False)
-        counted = engine.client.compute(parts).result()
-        order = np.argsort(counted[_ROW].to_numpy(), kind="stable")
-        if len(order) != len(pairs):
-            raise RuntimeError(f"count_features_on_dask: {len(order)} rows came back for {len(pairs)} requests (key {key})")
-        out.update({name: counted[name].to_numpy()[order] for name in counted.columns if name != _ROW})
+        filled = {name: np.full(len(pairs), np.nan, dtype=np.float32) for name in names}
+        seen = 0
+        for task in as_completed(tasks):
+            part = task.result()
+            rows = part[_ROW].to_numpy()
+            seen += len(rows)
+            for name in names:
+                filled[name][rows] = part[name].to_numpy()
+            task.release()
+        if seen != int(requests[key].notna().sum()):
+            raise RuntimeError(f"count_features_on_dask: {seen} rows came back for {int(requests[key].notna().sum())} keyed requests (key {key})")
+        out.update(filled)
     # The local engine's column order: group by group as declared.
-    local_order = [name for g in groups for name in _names_of(g, windows_days, half_lives_days)]
-    return {name: out[name] for name in local_order}
+    return {name: out[name] for g in groups for name in _names_of(g, windows_days, half_lives_days)}
 
 
 def _names_of(group: CountGroup, windows_days, half_lives_days) -> list[str]:
