@@ -64,6 +64,11 @@ def ranker_requirements(directory: str | Path) -> list[str]:
     return ["rankpipe", "pandas", *(f"{lib}=={version(lib)}" for lib in _saved_class(directory).requirements)]
 
 
+def _train_here(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int) -> lgb.Booster:
+    """LightGBM trained in this process on lists of ``sizes`` rows each (the default final trainer)."""
+    return lgb.train(params, lgb.Dataset(X, label=y, group=sizes), num_boost_round=rounds)
+
+
 class LambdaRankRanker(Ranker):
     """LightGBM ``lambdarank`` on graded labels; one query group per request.
 
@@ -106,9 +111,8 @@ class LambdaRankRanker(Ranker):
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "LambdaRankRanker":
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
-        has_valid = X_valid is not None and len(X_valid) > 0
-        if self._final_trainer is not None and has_valid and self.refit:
-            return self._fit_then_train_final(X, y, groups, X_valid, y_valid, groups_valid)
+        if self.refit and X_valid is not None and len(X_valid):
+            return self._fit_then_refit(X, y, groups, X_valid, y_valid, groups_valid)
         order, sizes = _contiguous(groups, self.seed)
         y, y_valid = self._labels(y), None if y_valid is None else self._labels(y_valid)
         train = lgb.Dataset(X.iloc[order], label=np.asarray(y)[order], group=sizes, free_raw_data=True)
@@ -126,39 +130,32 @@ class LambdaRankRanker(Ranker):
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.valid_score_ = float(self.booster_.best_score["valid_0"][f"ndcg@{self.eval_at}"]) if valid_sets else float("nan")
-        if self.refit and valid_sets:
-            self.held_out_booster_ = (self.booster_, self.best_iteration_)  # never saw valid: what calibration scores
-            # Early stopping only chose the number of trees; refit on train + valid so the valid
-            # lists also teach the model, with trees scaled to the larger set (round counts grow
-            # roughly with the data a booster sees).
-            rounds = refit_rounds(self.best_iteration_, len(sizes), len(v_sizes))
-            both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
-            labels = np.concatenate([np.asarray(y)[order], np.asarray(y_valid)[v_order]])
-            self.booster_ = lgb.train(self._params(), lgb.Dataset(both, label=labels, group=np.concatenate([sizes, v_sizes])), num_boost_round=rounds)
-            self.best_iteration_ = rounds
         return self
 
-    def _fit_then_train_final(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
-        """Early stopping here on (a sample of) the training lists, then the final refit on every
-        train + valid list by the trainer (see :meth:`train_final_with`)."""
+    def _fit_then_refit(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
+        """Early stopping on the training lists (at most ``search_lists`` of them, see
+        :meth:`train_final_with`) only chooses the number of trees; the final model is then refit on
+        train + valid, so the valid lists also teach it, with trees scaled to the larger set (round
+        counts grow roughly with the data a booster sees). The refit is the trainer's: here, or a
+        cluster's."""
         lists = pd.unique(np.asarray(groups))
         search = X, y, groups
         if self._search_lists is not None and len(lists) > self._search_lists:
             kept = np.random.default_rng(self.seed).choice(lists, size=self._search_lists, replace=False)
             mask = np.isin(np.asarray(groups), kept)
             search = X[mask], np.asarray(y)[mask], np.asarray(groups)[mask]
-        trainer, self._final_trainer = self._final_trainer, None
         try:
             self.refit = False
             self.fit(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
         finally:
-            self._final_trainer, self.refit = trainer, True
-        self.held_out_booster_ = (self.booster_, self.best_iteration_)
+            self.refit = True
+        self.held_out_booster_ = (self.booster_, self.best_iteration_)  # what calibration scores
         rounds = refit_rounds(self.best_iteration_, len(lists), len(pd.unique(np.asarray(groups_valid))))
         order, sizes = _contiguous(groups, self.seed)
         v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
         both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
         labels = np.concatenate([self._labels(y)[order], self._labels(y_valid)[v_order]])
+        trainer = self._final_trainer or _train_here
         self.booster_ = trainer(self._params(), both, labels, np.concatenate([sizes, v_sizes]), rounds)
         self.best_iteration_ = rounds
         return self
@@ -246,31 +243,6 @@ class XGBoostRanker(Ranker):
                 "grow_policy": "lossguide", "max_leaves": self.num_leaves, "max_depth": 0, "learning_rate": self.learning_rate,
                 "min_child_weight": self.min_child_weight, "colsample_bytree": self.feature_fraction, "seed": self.seed,
                 "verbosity": 0}
-
-    def _fit_then_train_final(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
-        """Early stopping here on (a sample of) the training lists, then the final refit on every
-        train + valid list by the trainer (see :meth:`train_final_with`)."""
-        lists = pd.unique(np.asarray(groups))
-        search = X, y, groups
-        if self._search_lists is not None and len(lists) > self._search_lists:
-            kept = np.random.default_rng(self.seed).choice(lists, size=self._search_lists, replace=False)
-            mask = np.isin(np.asarray(groups), kept)
-            search = X[mask], np.asarray(y)[mask], np.asarray(groups)[mask]
-        trainer, self._final_trainer = self._final_trainer, None
-        try:
-            self.refit = False
-            self.fit(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
-        finally:
-            self._final_trainer, self.refit = trainer, True
-        self.held_out_booster_ = (self.booster_, self.best_iteration_)
-        rounds = refit_rounds(self.best_iteration_, len(lists), len(pd.unique(np.asarray(groups_valid))))
-        order, sizes = _contiguous(groups, self.seed)
-        v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
-        both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
-        labels = np.concatenate([self._labels(y)[order], self._labels(y_valid)[v_order]])
-        self.booster_ = trainer(self._params(), both, labels, np.concatenate([sizes, v_sizes]), rounds)
-        self.best_iteration_ = rounds
-        return self
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
         """The labels the objective trains on (graded relevance for the ranking objectives)."""
