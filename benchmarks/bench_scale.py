@@ -4,7 +4,7 @@ Worlds of 1×, 3× and 10× a base world (users and sessions scaled, the catalog
 more traffic) are generated, then run up to ``--until`` (default ``rank``: prepare, features,
 recall, rank) twice, each in a fresh subprocess so neither inherits the other's heap:
 
-- local: ``engine.name=local``; peak memory is the process's peak RSS;
+- local: ``engine.name=local``; peak memory is the process's peak RSS (VmHWM, in GB of 10^9 bytes);
 - dask: a LocalCluster of ``--workers`` worker processes, each limited to ``--worker-memory``
   (Dask spills to disk above 60% of it and pauses above 80%), started by the subprocess so the
   workers' own peak RSS can be read before it is shut down; the driver's peak is reported too,
@@ -38,13 +38,16 @@ QUICK_BASE = ["dataset.synthetic.n_users=600", "dataset.synthetic.n_items=300", 
 
 # Runs in the subprocess: one engine, one size; prints one JSON line.
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.runner import Runner
 
-engine, workers, memory, until, workdir = sys.argv[1:6]
-overrides = json.loads(sys.argv[6])
+engine, workers, memory, until, workdir, benchmarks = sys.argv[1:7]
+sys.path.insert(0, benchmarks)
+from bench_features import peak_rss_gb  # VmHWM: ru_maxrss would carry the parent's peak across fork and exec
+
+overrides = json.loads(sys.argv[7])
 cluster = client = None
 if engine == "dask":
     from dask.distributed import Client, LocalCluster
@@ -60,10 +63,9 @@ stages = {}
 for marker in Path(runner.run_dir).glob("*/_SUCCESS.json"):
     stages[marker.parent.name] = json.loads(marker.read_text())["seconds"]
 events = json.loads((Path(runner.run_dir) / "prepare" / "_SUCCESS.json").read_text())["metrics"]["n_events"]
-out = {"wall_s": wall, "stages": stages, "n_events": events, "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+out = {"wall_s": wall, "stages": stages, "n_events": events, "peak_gb": peak_rss_gb()}
 if client is not None:
-    peaks = client.run(lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 2**20)
-    out["peak_worker_gb"] = max(peaks.values())
+    out["peak_worker_gb"] = max(client.run(peak_rss_gb).values())
     client.close(); cluster.close()
 print("RESULT " + json.dumps(out))
 """
@@ -79,7 +81,8 @@ def scaled(base: list[str], factor: int) -> list[str]:
 
 def run_child(engine: str, overrides: list[str], args) -> dict:
     with tempfile.TemporaryDirectory() as work:
-        done = subprocess.run([sys.executable, "-c", CHILD, engine, str(args.workers), args.worker_memory, args.until, work, json.dumps(overrides)],
+        done = subprocess.run([sys.executable, "-c", CHILD, engine, str(args.workers), args.worker_memory, args.until, work,
+                               str(Path(__file__).resolve().parent), json.dumps(overrides)],
                               capture_output=True, text=True, timeout=args.timeout, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
