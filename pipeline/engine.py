@@ -28,7 +28,6 @@ import contextlib
 import functools
 import itertools
 import os
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -220,7 +219,18 @@ def _lightgbm_logs_to_logging() -> None:
 
     import lightgbm
 
-    lightgbm.register_logger(logging.getLogger("lightgbm"))
+    logger = logging.getLogger("lightgbm")
+    if not any(isinstance(f, _RoutineLightGBMNotes) for f in logger.filters):
+        logger.addFilter(_RoutineLightGBMNotes())
+    lightgbm.register_logger(logger)
+
+
+class _RoutineLightGBMNotes:
+    """Drops the warning lightgbm.dask gives on every fit that it sets each worker's threads itself."""
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Parameter ") and message.endswith(" will be ignored."))
 
 
 def lightgbm_trainer(engine: Engine):
@@ -248,9 +258,7 @@ def lightgbm_trainer(engine: Engine):
         # No eval set in the final fit, so no metric; eval_at as a param would be warned about on every worker.
         lightgbm_params = {k: v for k, v in params.items() if k not in ("seed", "metric", "eval_at")}
         model = DaskLGBMRanker(client=engine.client, n_estimators=rounds, random_state=params.get("seed"), **lightgbm_params)
-        with warnings.catch_warnings():  # Dask sets each worker's threads itself and says so for every fit
-            warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
-            model.fit(X_dask, y_dask, group=group)
+        model.fit(X_dask, y_dask, group=group)
         return model.to_local().booster_
 
     return train
