@@ -66,7 +66,8 @@ class EngineConfig:
     without one a ``LocalCluster`` of ``workers`` processes (default: one per core, at most 4), each
     held to ``memory_limit`` (e.g. ``4GiB``; default: Dask's share of this machine's memory), is
     started for the run. ``partitions`` is how many key partitions the point-in-time features are
-    shuffled into (default: 4 per worker). ``sample_lists`` bounds what one machine sees where a
+    split into, and how many parts the ranker's data and the scored requests are sent in (default:
+    4 per worker). ``sample_lists`` bounds what one machine sees where a
     step does not distribute: the training lists the LightGBM ranker's early stopping runs on
     before its final model trains on the cluster. The engine is not part of any stage's
     fingerprint: a run started on one engine resumes on the other.

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rankpipe.features.stats import COUNT_GROUPS, CountGroup, count_features
+from rankpipe.features.stats import COUNT_GROUPS, CountGroup, count_features, statistic_columns
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import EngineConfig
 from rankpipe.pipeline.logs import get_logger
@@ -95,7 +95,8 @@ def open_engine(config: EngineConfig) -> Iterator[Engine]:
         try:
             import dask
 
-            client = Client(config.scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))  # DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT
+            # Dask's own connect timeout (30 s unless DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT says otherwise).
+            client = Client(config.scheduler, timeout=dask.config.get("distributed.comm.timeouts.connect"))
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"engine.scheduler: no Dask scheduler answered at {config.scheduler!r} ({exc})") from None
     else:
@@ -124,8 +125,9 @@ def counter_of(engine: Engine | None):
 
 
 def _key_families(groups: tuple[CountGroup, ...]) -> dict[str, tuple[CountGroup, ...]]:
-    """Count groups by their first key: groups sharing it (item and query × item) need one shuffle,
-    since every event of a (query, item) pair has that item."""
+    """Count groups by their first key: groups sharing it (user, user × category and user × top
+    category; query and query × item) are counted in one partitioning, since every event of a
+    (user, category) pair has that user."""
     families: dict[str, list[CountGroup]] = {}
     for group in groups:
         families.setdefault(group.keys[0], []).append(group)
@@ -184,9 +186,8 @@ def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.Data
         for event_rows, request_rows in zip(_by_partition(events, key, n), _by_partition(requests, key, n)):
             if len(request_rows) == 0:
                 continue
-            sent = engine.client.scatter([events.iloc[event_rows], requests.iloc[request_rows]], hash=False)
-            tasks.append(engine.client.submit(_count_partition, *sent, request_rows, windows_days, family, half_lives_days, position_ctr,
-                                              pure=False))
+            sent = engine.client.scatter([events.iloc[event_rows], requests.iloc[request_rows], request_rows], hash=False)
+            tasks.append(engine.client.submit(_count_partition, *sent, windows_days, family, half_lives_days, position_ctr, pure=False))
         names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
         filled = {name: np.full(len(pairs), np.nan, dtype=np.float32) for name in names}
         seen = 0
@@ -205,8 +206,6 @@ def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.Data
 
 
 def _names_of(group: CountGroup, windows_days, half_lives_days) -> list[str]:
-    from rankpipe.features.stats import statistic_columns
-
     return [name for name, *_ in statistic_columns(group, windows_days, half_lives_days)]
 
 

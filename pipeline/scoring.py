@@ -87,7 +87,7 @@ def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFra
         raise ConfigError(f"--k must be at least 1. Got {k} instead.")
     n = max(1, min(engine.partitions, len(requests)))
     bounds = [round(i * len(requests) / n) for i in range(n + 1)]
-    chunks = [requests.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+    chunks = engine.client.scatter([requests.iloc[a:b] for a, b in itertools.pairwise(bounds)], hash=False)  # data, not graph
     stamp = None if cutoff is None else pd.Timestamp(cutoff).isoformat()
     futures = engine.client.map(_score_partition, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, pure=False)
     return pd.concat(engine.client.gather(futures), ignore_index=True)
