@@ -60,8 +60,11 @@ def test_missing_file_and_bad_override_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_tables_dataset_runs_the_funnel(tables_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # Short trainings (the two-tower and the char model): this checks the adapter carries a user's tables through every stage.
+    quick = ["recall.two_tower.epochs=1", "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30"]
     code = main(["run", "--dataset", "tables", "--path", str(tables_dir), "--workdir", str(tmp_path), "--run-id", "t", "--quiet",
-                 "--set", "rank.lightgbm.n_estimators=60", "--set", "recall.k=100", "--set", "evaluate.recall_ks=[20,100]"])
+                 "--set", "rank.lightgbm.n_estimators=60", "--set", "recall.k=100", "--set", "evaluate.recall_ks=[20,100]",
+                 *[a for s in quick for a in ("--set", s)]])
     out = capsys.readouterr().out
     assert code == 0
     assert "rank.ndcg_at_10" in out and "MLflow run:" in out
@@ -108,7 +111,7 @@ def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_pa
     for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=dcnv2", "rank.neural.nn_loss=lambdaloss"]]:
         assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
                      "--quiet", *[a for s in settings for a in ("--set", s)], *[a for f in ("lightgbm", "xgboost", "sklearn") for a in ("--set", f"rank.{f}.n_estimators=40")], "--set", "recall.k=50",
-                     "--set", "evaluate.recall_ks=[20,50]"]) == 0
+                     "--set", "evaluate.recall_ks=[20,50]", "--set", "recall.two_tower.epochs=1"]) == 0
         importance = pd.read_parquet(tmp_path / "work" / "runs" / "r" / "rank" / "importance.parquet")
         assert len(importance) > 0 and importance["gain"].sum() > 0, settings
         if settings == ["rank.model=din"]:  # the stage gave DIN the users' behaviour sequences
