@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from rankpipe.features.config import FeaturesConfig
-from rankpipe.features.stats import build_features, enrich_history, fit_position_ctr, fit_priors
+from rankpipe.features.stats import build_features, count_features, enrich_history, fit_position_ctr, fit_priors
 from rankpipe.pipeline import schema as S
 
 BUILDER_FILE = "feature_builder.json"
@@ -66,8 +66,7 @@ class FeatureBuilder:
         :func:`~rankpipe.features.stats.count_features` in this process; an engine's runs it on a cluster).
         """
         S.check_fitted(self, "history_", "transform")
-        extra = {"counter": counter} if counter is not None else {}
-        return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_, **extra)
+        return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_, counter or count_features)
 
     def until(self, cutoff: pd.Timestamp) -> "FeatureBuilder":
         """The same fitted builder reading only the events at or before ``cutoff`` (scoring "as of" a day)."""

@@ -209,6 +209,12 @@ def _names_of(group: CountGroup, windows_days, half_lives_days) -> list[str]:
     return [name for name, *_ in statistic_columns(group, windows_days, half_lives_days)]
 
 
+def even_parts(total: int, parts: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of ``parts`` contiguous pieces of ``range(total)`` whose sizes differ by at most one."""
+    bounds = np.linspace(0, total, parts + 1).astype(int)
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
 def _lightgbm_logs_to_logging() -> None:
     """Send LightGBM's Python-side messages ("Finding random open ports for workers") to the
     ``lightgbm`` logger, which :mod:`.logs` holds at WARNING. (The workers' C++ network lines,
@@ -242,11 +248,10 @@ def lightgbm_trainer(engine: Engine):
         import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMRanker
 
-        n = max(1, min(engine.partitions, len(sizes)))
-        list_bounds = np.linspace(0, len(sizes), n + 1).astype(int)
-        row_bounds = np.concatenate([[0], np.cumsum(sizes)])[list_bounds]
+        row_start = np.concatenate([[0], np.cumsum(sizes)])  # lists, not rows, are split: a list stays whole
         X = X.reset_index(drop=True)
-        parts = [(X.iloc[a:b], pd.Series(y[a:b]), sizes[g:h]) for (a, b), (g, h) in zip(itertools.pairwise(row_bounds), itertools.pairwise(list_bounds))]
+        parts = [(X.iloc[row_start[g]:row_start[h]], pd.Series(y[row_start[g]:row_start[h]]), sizes[g:h])
+                 for g, h in even_parts(len(sizes), max(1, min(engine.partitions, len(sizes))))]
         # Sent as data rather than embedded in the graph; lightgbm.dask zips a partition's rows,
         # labels and list sizes together and places them on one worker.
         futures = [engine.client.scatter(list(part), hash=False) for part in parts]

@@ -281,6 +281,7 @@ class Runner:
             finally:
                 self._writer.shutdown(wait=True)
                 engine_scope.close()
+                self._engine = LOCAL  # the cluster is gone; nothing may reach for its client after the run
                 if tracker is not None:
                     tracker.end(ok)
         return summary

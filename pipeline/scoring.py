@@ -8,7 +8,6 @@ partition behind.
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import shutil
@@ -85,9 +84,10 @@ def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFra
     requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, here
     if k is not None and k < 1:
         raise ConfigError(f"--k must be at least 1. Got {k} instead.")
+    from rankpipe.pipeline.engine import even_parts
+
     n = max(1, min(engine.partitions, len(requests)))
-    bounds = [round(i * len(requests) / n) for i in range(n + 1)]
-    chunks = engine.client.scatter([requests.iloc[a:b] for a, b in itertools.pairwise(bounds)], hash=False)  # data, not graph
+    chunks = engine.client.scatter([requests.iloc[a:b] for a, b in even_parts(len(requests), n)], hash=False)  # data, not graph
     stamp = None if cutoff is None else pd.Timestamp(cutoff).isoformat()
     futures = engine.client.map(_score_partition, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, pure=False)
     return pd.concat(engine.client.gather(futures), ignore_index=True)

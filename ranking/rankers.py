@@ -113,6 +113,10 @@ class LambdaRankRanker(Ranker):
             raise ValueError("cannot fit a ranker on an empty training set")
         if self.refit and X_valid is not None and len(X_valid):
             return self._fit_then_refit(X, y, groups, X_valid, y_valid, groups_valid)
+        return self._fit_once(X, y, groups, X_valid, y_valid, groups_valid)
+
+    def _fit_once(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
+        """One LightGBM fit, with early stopping on the validation lists when there are any."""
         order, sizes = _contiguous(groups, self.seed)
         y, y_valid = self._labels(y), None if y_valid is None else self._labels(y_valid)
         train = lgb.Dataset(X.iloc[order], label=np.asarray(y)[order], group=sizes, free_raw_data=True)
@@ -144,11 +148,7 @@ class LambdaRankRanker(Ranker):
             kept = np.random.default_rng(self.seed).choice(lists, size=self._search_lists, replace=False)
             mask = np.isin(np.asarray(groups), kept)
             search = X[mask], np.asarray(y)[mask], np.asarray(groups)[mask]
-        try:
-            self.refit = False
-            self.fit(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
-        finally:
-            self.refit = True
+        self._fit_once(*search, X_valid, y_valid, groups_valid)  # early stopping alone: booster_ never saw valid
         self.held_out_booster_ = (self.booster_, self.best_iteration_)  # what calibration scores
         rounds = refit_rounds(self.best_iteration_, len(lists), len(pd.unique(np.asarray(groups_valid))))
         order, sizes = _contiguous(groups, self.seed)
