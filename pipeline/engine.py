@@ -6,6 +6,10 @@ the run.
 
 What runs on Dask so far:
 
+- reading and validating a ``tables`` dataset's events, a partition per file
+  (:meth:`~rankpipe.pipeline.datasets.tables.TablesAdapter.load_on`), and the prepare stage on them
+  (:mod:`rankpipe.pipeline.stages.prepare_dask`), whose events and labels the runner writes from the
+  workers as directories of Parquet files (:func:`write_partitioned`);
 - the point-in-time count statistics of the ``features`` stage and of the rank stage's candidates
   (:func:`count_features_on_dask`). Events and requests are partitioned by the entity key of each
   family of count groups (item, user, query), so every event of a key lands in the partition of
@@ -213,6 +217,25 @@ def even_parts(total: int, parts: int) -> list[tuple[int, int]]:
     """``[start, stop)`` of ``parts`` contiguous pieces of ``range(total)`` whose sizes differ by at most one."""
     bounds = np.linspace(0, total, parts + 1).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+
+
+def frame_on(engine: Engine, frame: pd.DataFrame):
+    """``frame`` as a Dask DataFrame on ``engine``'s workers: ``engine.partitions`` contiguous parts,
+    in order, sent as data (a graph that embeds a large frame is slow to build and to ship)."""
+    import dask.dataframe as dd
+
+    parts = [frame.iloc[a:b] for a, b in even_parts(len(frame), max(1, min(engine.partitions, len(frame))))]
+    futures = engine.client.scatter(parts, hash=False)
+    return dd.from_delayed(futures, meta=frame.iloc[:0], verify_meta=False)
+
+
+PART_NAME = "part-{:05d}.parquet"  # zero-padded, so path order (how readers list a directory) is partition order
+
+
+def write_partitioned(frame, path) -> None:
+    """A Dask DataFrame as a directory of Parquet files, one per partition, written by the workers
+    (``path`` must be one they can reach: a shared or object-store path, or local with a LocalCluster)."""
+    frame.to_parquet(str(path), write_index=False, name_function=PART_NAME.format, write_metadata_file=False)
 
 
 def _lightgbm_logs_to_logging() -> None:

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from rankpipe.pipeline import stages as stage_functions
 from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, save_config
 from rankpipe.pipeline.datasets import get_adapter
-from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine
+from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine, write_partitioned
 from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 from rankpipe.pipeline.logs import get_logger
 
@@ -153,7 +153,7 @@ class Runner:
             path = self.run_dir / stage / f"{name}.parquet"
             if not path.exists():
                 raise KeyError(f"{stage}.{name}")
-            self._cache[key] = pq.read_table(path).to_pandas()
+            self._cache[key] = pq.read_table(path).to_pandas()  # a file, or a directory of them (a table written on Dask)
         return self._cache[key]
 
     def model_dir(self, stage: str, name: str) -> Path:
@@ -168,13 +168,32 @@ class Runner:
             if future is not None:
                 future.result()
 
-    def _write_stage(self, stage: str, result: stage_functions.StageResult, fingerprint: str, seconds: float) -> None:
-        final = self.run_dir / stage
-        tmp = self.run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
+    def _write_dask_tables(self, stage: str, result: stage_functions.StageResult) -> Path | None:
+        """Write the stage's Dask tables now, from the workers, as directories of Parquet files in a
+        new temporary stage directory (returned; None when there are none). They are written before
+        the stage returns, since the cluster's data is the only copy; the rest follows in the writer."""
+        partitioned = {name: table for name, table in result.tables.items() if not isinstance(table, pd.DataFrame)}
+        if not partitioned:
+            return None
+        tmp = (self.run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}").absolute()
         tmp.mkdir(parents=True)
         try:
+            for name, table in partitioned.items():
+                write_partitioned(table, tmp / f"{name}.parquet")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return tmp
+
+    def _write_stage(self, stage: str, result: stage_functions.StageResult, fingerprint: str, seconds: float, tmp: Path | None = None) -> None:
+        final = self.run_dir / stage
+        if tmp is None:
+            tmp = self.run_dir / f".{stage}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp.mkdir(parents=True)
+        try:
             for name, table in result.tables.items():
-                pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / f"{name}.parquet")
+                if isinstance(table, pd.DataFrame):  # the others are written already (_write_dask_tables)
+                    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp / f"{name}.parquet")
             for name, model in result.models.items():
                 (tmp / name).mkdir()
                 model.save(tmp / name)
@@ -226,14 +245,27 @@ class Runner:
             # opened after validation, so bad input still leaves nothing behind.
             importer = threading.Thread(target=importlib.import_module, args=("rankpipe.pipeline.tracking",), daemon=True)
             importer.start()
-        if "prepare" in todo:
-            # Load and validate before creating anything: bad input leaves no trace.
-            started = time.perf_counter()
-            self._dataset = self.adapter.load(self.config.dataset, self.config.seed)
-            self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
-        if importer is not None:
-            importer.join()
+        engine_scope = contextlib.ExitStack()
+        try:
+            self._engine = engine_scope.enter_context(open_engine(self.config.engine))
+            if "prepare" in todo:
+                # Load and validate before creating anything: bad input leaves no trace.
+                started = time.perf_counter()
+                load_on = getattr(self.adapter, "load_on", None)
+                if self._engine.distributed and load_on is not None:  # the log is read and checked on the workers, and stays there
+                    self._dataset = load_on(self._engine, self.config.dataset, self.config.seed)
+                else:
+                    self._dataset = self.adapter.load(self.config.dataset, self.config.seed)
+                self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
+            if importer is not None:
+                importer.join()
+            return self._run_stages(wanted, todo, fingerprints, summary)
+        finally:
+            engine_scope.close()
+            self._engine, self._dataset = LOCAL, None  # the cluster is gone; nothing may reach for its client after the run
 
+    def _run_stages(self, wanted: tuple[str, ...], todo: list[str], fingerprints: dict[str, str], summary: RunSummary) -> RunSummary:
+        """Run the stages of ``todo`` in ``wanted``'s order on the open engine, tracked when enabled."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
         tracker = None
@@ -246,9 +278,7 @@ class Runner:
             (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
         ok = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankpipe-writer")
-        engine_scope = contextlib.ExitStack()
         try:
-            self._engine = engine_scope.enter_context(open_engine(self.config.engine))
             for index, stage in enumerate(wanted, 1):
                 if stage not in todo:
                     summary.skipped.append(stage)
@@ -280,8 +310,6 @@ class Runner:
                 self._wait()  # a failed stage still leaves the stages before it complete on disk
             finally:
                 self._writer.shutdown(wait=True)
-                engine_scope.close()
-                self._engine = LOCAL  # the cluster is gone; nothing may reach for its client after the run
                 if tracker is not None:
                     tracker.end(ok)
         return summary
@@ -298,12 +326,16 @@ class Runner:
         context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
         with context:
             result = fn(inputs, self.config)
+            if spec.function.startswith("prepare"):
+                self._dataset = None  # only prepare reads it; on Dask it holds the workers' copy of the log
             if tracker is not None:
                 self._register(stage, result, tracker)
+            written = self._write_dask_tables(stage, result)
             seconds = time.perf_counter() - started
             for name, table in result.tables.items():
-                self._cache[(stage, name)] = table
-            self._pending[stage] = self._writer.submit(self._write_stage, stage, result, fingerprint, seconds)
+                if isinstance(table, pd.DataFrame):  # a Dask table is read back from its files when asked for
+                    self._cache[(stage, name)] = table
+            self._pending[stage] = self._writer.submit(self._write_stage, stage, result, fingerprint, seconds, written)
             if tracker is not None:
                 tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
         self._say(f"  {stage:<9} done in {seconds:.1f}s")

@@ -207,6 +207,10 @@ class ContractError(ValueError):
                 message += f"\noffending rows (first {len(self.rows)}):\n{self.rows.to_string()}"
         super().__init__(message)
 
+    def __reduce__(self):
+        # Raised on a Dask worker, it travels back pickled; the default rebuilds from the message alone.
+        return (type(self), (self.table, self.column, self.expected, self.found, self.rows))
+
 
 @dataclass(frozen=True)
 class _Kind:

@@ -81,6 +81,14 @@ class TablesAdapter:
         fs, root, found = self._infos(config)
         return Dataset(self.name, {name: read_table(name, files, fs, root) for name, files in found.items()})
 
+    def load_on(self, engine, config: DatasetConfig, seed: int) -> Dataset:
+        """:meth:`load` with ``events`` read and validated on ``engine``'s workers, where it stays
+        (a Dask DataFrame, a partition per file); the other tables are small and come here."""
+        fs, root, found = self._infos(config)
+        tables = {name: read_table(name, files, fs, root) for name, files in found.items() if name != S.EVENTS}
+        tables[S.EVENTS] = read_table_on(engine, S.EVENTS, found[S.EVENTS], fs, root)
+        return Dataset(self.name, tables)
+
 
 def _is_data_file(info: pafs.FileInfo, directory: str) -> bool:
     """A Parquet part file: not a directory, not a marker or hidden file (``_SUCCESS``, ``.crc``, ``_metadata``)."""
@@ -91,20 +99,53 @@ def _is_data_file(info: pafs.FileInfo, directory: str) -> bool:
 def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str) -> pd.DataFrame:
     """One contract table from its Parquet files, each validated on its own (errors name the file);
     hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them."""
-    frames = []
-    for info in files:
-        where = info.path[len(root):].lstrip("/")
-        label = name if "/" not in where else f"{name} ({where})"
-        try:
-            table = pq.read_table(info.path, filesystem=fs)
-        except Exception as exc:  # pyarrow raises several types for corrupt files
-            raise S.ContractError(label, None, "a readable Parquet file", f"{type(exc).__name__}: {exc}") from None
-        for part in where.split("/")[1:-1]:  # the directories between the table's own and the file
-            key, sep, value = part.partition("=")
-            if sep and key not in table.column_names:
-                table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
-        try:
-            frames.append(S.validate_table(name, table))
-        except S.ContractError as exc:
-            raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
+    frames = [read_file(name, info.path, fs, root) for info in files]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: list[str] | None = None) -> pd.DataFrame:
+    """One Parquet file of table ``name``, validated against the contract; errors name the file.
+
+    ``columns``: the columns a partitioned table has (its first file's); a file with others is a
+    ContractError, since the Dask engine reads a table's files as partitions of one schema.
+    """
+    where = path[len(root):].lstrip("/")
+    label = name if "/" not in where else f"{name} ({where})"
+    try:
+        table = pq.read_table(path, filesystem=fs)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise S.ContractError(label, None, "a readable Parquet file", f"{type(exc).__name__}: {exc}") from None
+    for part in where.split("/")[1:-1]:  # the directories between the table's own and the file
+        key, sep, value = part.partition("=")
+        if sep and key not in table.column_names:
+            table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
+    try:
+        frame = S.validate_table(name, table)
+    except S.ContractError as exc:
+        raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
+    if columns is not None and list(frame.columns) != columns:
+        raise S.ContractError(label, None, f"the columns of the table's first file, {columns}", f"{list(frame.columns)}")
+    return frame
+
+
+def read_table_on(engine, name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str):
+    """One contract table as a Dask DataFrame on ``engine``'s workers, one partition per file (in
+    path order), each read and validated on a worker with the errors :func:`read_table` gives.
+
+    The first file is read here too, for the table's columns and types. The partitions are
+    persisted: reading and validation happen now, so bad input fails before the run writes anything,
+    and the table stays in the workers' memory (spilled to their disks past ``engine.memory_limit``).
+    """
+    import dask
+    import dask.dataframe as dd
+    from dask.distributed import futures_of, wait
+
+    first = read_file(name, files[0].path, fs, root)
+    columns = list(first.columns)
+    parts = [dask.delayed(read_file, pure=True)(name, info.path, fs, root, columns) for info in files]
+    frame = engine.client.persist(dd.from_delayed(parts, meta=first.iloc[:0], verify_meta=False))
+    wait(frame)
+    for future in futures_of(frame):
+        if future.status == "error":
+            future.result()  # raises the worker's ContractError, which names the file
+    return frame

@@ -10,6 +10,15 @@ import pandas as pd
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult
+from rankpipe.pipeline.stages.prepare_parts import (
+    NO_REQUESTS,
+    REQUEST_COLUMNS,
+    derived_interactions,
+    graded_events,
+    prepared,
+    split_requests,
+    unknown_items_error,
+)
 
 
 def interactions_from_ratings(events: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -18,20 +27,20 @@ def interactions_from_ratings(events: pd.DataFrame, threshold: float) -> pd.Data
     Explicit feedback then flows through the same labels (a rated item is a shown item; a liked
     one a positive), features and recall channels as implicit feedback. Other events pass through.
     """
-    is_rating = (events[S.EVENT] == "rating").to_numpy()
-    if not is_rating.any():
-        return events
-    ratings = events[is_rating]
-    if ratings[S.VALUE].isna().any():
-        missing = ratings[ratings[S.VALUE].isna()]
-        raise S.ContractError(S.EVENTS, S.VALUE, "a rating value on every rating event", f"{len(missing)} ratings without a value", missing)
-    liked = ratings[ratings[S.VALUE] >= threshold]
-    out = pd.concat([events[~is_rating], ratings.assign(**{S.EVENT: "impression"}), liked.assign(**{S.EVENT: "click"})], ignore_index=True)
-    return out.sort_values(S.TS, kind="stable").reset_index(drop=True)
+    out = derived_interactions(events, threshold)
+    return events if out is events else out.sort_values(S.TS, kind="stable").reset_index(drop=True)
 
 
 def prepare(inputs: StageInputs, config: Config) -> StageResult:
-    """Split requests by time (whole requests on one side) and derive graded labels per (request, item)."""
+    """Split requests by time (whole requests on one side) and derive graded labels per (request, item).
+
+    On the Dask engine the events stay on the workers (:func:`prepare_on_dask`); the result is the same.
+    """
+    engine = inputs.engine
+    if engine is not None and engine.distributed:
+        from rankpipe.pipeline.stages.prepare_dask import prepare_on_dask
+
+        return prepare_on_dask(engine, inputs.dataset, config)
     dataset = inputs.dataset
     events = interactions_from_ratings(dataset.tables[S.EVENTS], config.dataset.rating_threshold)
     if not events[S.TS].is_monotonic_increasing:  # prepare.events is the history, in time order (ties keep the file's order)
@@ -39,33 +48,16 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     items = dataset.tables[S.ITEMS]
     in_request = events[events[S.REQUEST_ID].notna()]
     if in_request.empty:
-        raise S.ContractError(S.EVENTS, S.REQUEST_ID, "request ids on the events shown in lists", "no event with a request_id")
+        raise S.ContractError(*NO_REQUESTS)
     known = events[S.ITEM_ID].isin(items[S.ITEM_ID])
     if not known.all():
-        raise S.ContractError(S.EVENTS, S.ITEM_ID, "item ids present in the items table", f"{int((~known).sum())} events with unknown items", events[~known])
+        raise unknown_items_error(int((~known).sum()), events[~known])
 
-    first = in_request.sort_values(S.TS, kind="stable").drop_duplicates(S.REQUEST_ID)
-    requests = first[[S.REQUEST_ID, S.USER_ID, S.SESSION_ID, S.TS, S.QUERY]].reset_index(drop=True)
-    n = len(requests)
-    n_test = int(round(n * config.split.test_fraction))
-    n_valid = int(round(n * config.split.valid_fraction))
-    if n - n_test - n_valid < 1 or n_test < 1:
-        raise S.ContractError(S.EVENTS, S.REQUEST_ID, "enough requests for a train/valid/test split", f"{n} requests")
-    split = np.full(n, "train", dtype=object)
-    split[n - n_test - n_valid : n - n_test] = "valid"
-    split[n - n_test :] = "test"
-    requests[S.SPLIT] = pd.Series(split, dtype="str")
-
-    graded = in_request[in_request[S.EVENT].isin(list(S.LABEL_GRADES))]
-    labels = graded.assign(grade=S.label_grades(graded[S.EVENT])).groupby(ID_COLUMNS, sort=False, observed=True).agg(
+    requests = split_requests(in_request.drop_duplicates(S.REQUEST_ID)[REQUEST_COLUMNS].reset_index(drop=True), config)
+    labels = graded_events(in_request).groupby(ID_COLUMNS, sort=False, observed=True).agg(
         grade=(S.GRADE, "max"), position=(S.POSITION, "min")).reset_index()
     labels[S.GRADE] = labels[S.GRADE].astype(np.int8)
-
-    tables = {"requests": requests, "labels": labels, "events": events, "items": items}
-    tables.update(dataset.oracle)
-    metrics = {"n_events": len(events), "n_items": len(items), "n_requests": n,
-               **{f"n_{s}_requests": int((requests[S.SPLIT] == s).sum()) for s in S.SPLITS}}
-    return StageResult(tables, metrics)
+    return prepared(requests, labels, events, len(events), items, dataset.oracle)
 
 
 def prepare_tables(inputs: StageInputs, config: Config) -> StageResult:

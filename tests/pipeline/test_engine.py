@@ -31,3 +31,56 @@ def test_unreachable_scheduler_is_a_config_error(tmp_path):
             pytest.raises(ConfigError, match="no Dask scheduler answered at 'tcp://127.0.0.1:9'"):
         Runner(config, tmp_path, "r", progress=False, track=False).run(until="features")
     assert not (tmp_path / "runs" / "r" / "features").exists()
+
+
+def _tables_in_parts(directory, world, parts: int = 4) -> None:
+    """``world`` as a ``tables`` directory: events in ``parts`` files written out of time order (the
+    last day first), with some clicks logged as ratings (liked and not), so both the sort and the
+    ratings' derived rows are exercised."""
+    import numpy as np
+
+    from rankpipe.pipeline import schema as S
+
+    directory.mkdir()
+    world.items.to_parquet(directory / "items.parquet")
+    events = world.events.copy()
+    clicks = np.flatnonzero((events[S.EVENT] == "click").to_numpy())[::7]
+    events.loc[events.index[clicks], S.EVENT] = "rating"
+    events.loc[events.index[clicks], S.VALUE] = np.where(np.arange(len(clicks)) % 2, 5.0, 1.0)
+    (directory / "events").mkdir()
+    for number, rows in enumerate(np.array_split(np.arange(len(events)), parts)[::-1]):
+        events.iloc[rows].to_parquet(directory / "events" / f"part-{number}.parquet")
+
+
+def test_prepare_on_dask_writes_the_local_tables_and_refuses_a_bad_file_before_writing(tmp_path):
+    """`tables` events in part files out of time order, with ratings: prepare on Dask (the files read
+    and validated on 2 workers, sorted, labelled there, written as partitioned Parquet) gives the
+    local stage's requests, labels and events, value for value and in order. A bad file is a
+    ContractError naming it, raised before the run writes anything."""
+    import pandas as pd
+
+    from rankpipe.pipeline import schema as S
+    from rankpipe.pipeline.datasets.config import SyntheticConfig
+    from rankpipe.pipeline.datasets.synthetic import generate
+
+    world = generate(SyntheticConfig(n_users=300, n_items=150, n_sessions=600, days=6), seed=3)
+    _tables_in_parts(tmp_path / "logs", world)
+    common = ["engine.workers=2", "engine.partitions=3", "dataset.rating_threshold=4"]
+    local = Runner(load_config(None, common, dataset="tables", data_path=str(tmp_path / "logs")), tmp_path / "w", "local",
+                   progress=False, track=False)
+    local.run(until="prepare")
+    config = load_config(None, [*common, "engine.name=dask"], dataset="tables", data_path=str(tmp_path / "logs"))
+    on_dask = Runner(config, tmp_path / "w", "dask", progress=False, track=False)
+    on_dask.run(until="prepare")
+    assert (on_dask.run_dir / "prepare" / "events.parquet").is_dir()  # written by the workers, a file per partition
+    for table in ("requests", "labels", "events"):
+        got, want = (pd.read_parquet(r.run_dir / "prepare" / f"{table}.parquet") for r in (on_dask, local))
+        assert len(want) > 100
+        pd.testing.assert_frame_equal(got, want, check_exact=True, obj=table)
+    assert (pd.read_parquet(local.run_dir / "prepare" / "labels.parquet")[S.GRADE] >= 1).any()
+
+    bad = pd.read_parquet(tmp_path / "logs" / "events" / "part-2.parquet").assign(**{S.EVENT: "hover"})
+    bad.to_parquet(tmp_path / "logs" / "events" / "part-2.parquet")
+    with pytest.raises(S.ContractError, match=r"table 'events \(events/part-2.parquet\)', column 'event'"):
+        Runner(config, tmp_path / "w", "bad", progress=False, track=False).run(until="prepare")
+    assert not (tmp_path / "w" / "runs" / "bad").exists()

@@ -1,0 +1,136 @@
+"""The prepare stage on the Dask engine: the event log stays on the workers.
+
+The result is the local stage's, row for row and in the same order: each piece below is the local
+one's per-partition part (:mod:`.prepare`), and a global row order stands in for pandas' stable sorts.
+
+- The events are put in time order by ``(ts, kind, file row)``, which is what the local stable sort
+  by time of "other events, then the ratings' impressions, then their clicks" gives. A log already
+  in time order (checked per partition and across partition bounds) is not shuffled at all.
+- The requests are the first event of each request id: per partition, then across partitions in
+  order, here (a request table is one row per list, small beside the log).
+- The labels are a distributed group-by over (request, item), put in the order of each pair's first
+  event, which is the local group-by's order.
+
+The events and labels come back as Dask DataFrames, which the runner writes as partitioned Parquet
+from the workers; requests and items are pandas.
+"""
+
+from __future__ import annotations
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.config import Config
+from rankpipe.pipeline.engine import Engine, frame_on
+from rankpipe.pipeline.stages.base import ID_COLUMNS, StageResult
+from rankpipe.pipeline.stages.prepare_parts import (
+    NO_REQUESTS,
+    REQUEST_COLUMNS,
+    derived_interactions,
+    graded_events,
+    prepared,
+    split_requests,
+    unknown_items_error,
+)
+
+_FILE_ROW, _KIND, _ROW = "_rankpipe_file_row", "_rankpipe_kind", "_rankpipe_row"
+
+
+def _offsets(frame: dd.DataFrame) -> list[int]:
+    """The global row number of each partition's first row."""
+    lengths = frame.map_partitions(len).compute().to_numpy()
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+
+
+def _numbered(part: pd.DataFrame, offsets: list[int], column: str, partition_info=None) -> pd.DataFrame:
+    """``part`` with its rows' global numbers in ``column``."""
+    start = offsets[partition_info["number"]] if partition_info else 0
+    return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
+
+
+def _interactions_part(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """A partition's events in funnel terms, each row tagged 0 (as logged), 1 (a rating's impression)
+    or 2 (a liked rating's click): the order the local stage's concatenation puts them in."""
+    out = derived_interactions(part, threshold)
+    if out is part:
+        return part.assign(**{_KIND: np.int8(0)})
+    is_rating = (part[S.EVENT] == "rating").to_numpy()
+    n_other, n_ratings = int((~is_rating).sum()), int(is_rating.sum())
+    kind = np.full(len(out), 2, dtype=np.int8)
+    kind[:n_other], kind[n_other:n_other + n_ratings] = 0, 1
+    return out.assign(**{_KIND: kind})
+
+
+def _order_summary(part: pd.DataFrame) -> pd.DataFrame:
+    """Whether a partition is in time order with no derived rows, and its first and last time."""
+    ts = part[S.TS]
+    return pd.DataFrame({"ordered": [bool(ts.is_monotonic_increasing and (part[_KIND] == 0).all())],
+                         "first": [ts.iloc[0] if len(ts) else pd.NaT], "last": [ts.iloc[-1] if len(ts) else pd.NaT]})
+
+
+def _in_time_order(events: dd.DataFrame) -> bool:
+    """Whether the partitions, read in order, are already the local stage's time order."""
+    summary = events.map_partitions(_order_summary, meta={"ordered": bool, "first": "datetime64[us]", "last": "datetime64[us]"}).compute()
+    summary = summary.dropna(subset=["first"])
+    return bool(summary["ordered"].all() and (summary["last"].to_numpy()[:-1] <= summary["first"].to_numpy()[1:]).all())
+
+
+def _first_of_each_request(part: pd.DataFrame) -> pd.DataFrame:
+    in_request = part[part[S.REQUEST_ID].notna()]
+    return in_request.drop_duplicates(S.REQUEST_ID)[REQUEST_COLUMNS]
+
+
+def _graded_part(part: pd.DataFrame) -> pd.DataFrame:
+    return graded_events(part[part[S.REQUEST_ID].notna()])[[*ID_COLUMNS, S.GRADE, S.POSITION, _ROW]]
+
+
+def _tidy_labels(part: pd.DataFrame) -> pd.DataFrame:
+    return part[[*ID_COLUMNS, S.GRADE, S.POSITION]].astype({S.GRADE: np.int8})
+
+
+def prepare_on_dask(engine: Engine, dataset, config: Config) -> StageResult:
+    """:func:`~rankpipe.pipeline.stages.prepare.prepare` with the events on ``engine``'s workers
+    (a Dask DataFrame from the tables adapter, or a pandas one sent there in parts)."""
+    with dask.config.set({"dataframe.convert-string": False}):  # keep pandas' own str columns, as the local stage writes them
+        return _prepare(engine, dataset, config)
+
+
+def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
+    client = engine.client
+    items = dataset.tables[S.ITEMS]
+    events = dataset.tables[S.EVENTS]
+    if isinstance(events, pd.DataFrame):
+        events = frame_on(engine, events)
+    columns = list(events.columns)
+
+    # The local stage's order: time, then the derived rows' kind, then the row's place in the files.
+    events = events.map_partitions(_numbered, _offsets(events), _FILE_ROW, meta={**events.dtypes.to_dict(), _FILE_ROW: np.int64})
+    events = events.map_partitions(_interactions_part, config.dataset.rating_threshold, meta={**events.dtypes.to_dict(), _KIND: np.int8})
+    events = client.persist(events)
+    if not _in_time_order(events):
+        events = client.persist(events.sort_values([S.TS, _KIND, _FILE_ROW]))
+    events = events.map_partitions(_numbered, _offsets(events), _ROW, meta={**events.dtypes.to_dict(), _ROW: np.int64})
+    events = client.persist(events[[*columns, _ROW]])
+
+    item_ids = items[S.ITEM_ID]
+    unknown = events[~events[S.ITEM_ID].isin(item_ids)]
+    firsts = events.map_partitions(_first_of_each_request, meta=events._meta[REQUEST_COLUMNS])
+    n_events, n_unknown, firsts = dask.compute(events.map_partitions(len).sum(), unknown.map_partitions(len).sum(), firsts)
+    if n_unknown:
+        raise unknown_items_error(int(n_unknown), unknown.head(5, npartitions=-1)[columns])
+    if firsts.empty:
+        raise S.ContractError(*NO_REQUESTS)
+    requests = split_requests(firsts.drop_duplicates(S.REQUEST_ID).reset_index(drop=True), config)
+
+    graded = events.map_partitions(_graded_part, meta=_graded_part(events._meta))
+    labels = graded.groupby(ID_COLUMNS, observed=True).agg({S.GRADE: "max", S.POSITION: "min", _ROW: "min"},
+                                                           split_out=engine.partitions).reset_index()
+    # Each pair where its first event is. The sort is persisted before the tidy-up: built on top of
+    # an unpersisted sort, any further step (a projection, a map) made Dask compute the sort's
+    # divisions while building the graph, and that compute never returned (dask 2026.8).
+    labels = client.persist(labels.sort_values(_ROW))
+    labels = labels.map_partitions(_tidy_labels, meta=_tidy_labels(labels._meta))
+    return prepared(requests, labels, events[columns], int(n_events), items, dataset.oracle)
