@@ -99,9 +99,16 @@ def test_recall_config_errors_exit_2(tmp_path, capsys):
     assert not (tmp_path / "w").exists()  # refused before anything was written
 
 
-def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_path, capsys, monkeypatch):
+def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tmp_path, capsys, monkeypatch):
+    """`rankpipe rankers` lists the registry, and each ranker trains in the rank stage. Plumbing, not
+    quality: a world of 600 users, short GBDT and neural trainings."""
     from rankpipe.ranking.rankers import RANKERS
 
+    tables_dir = tmp_path / "tables"
+    tables_dir.mkdir()
+    world = generate(SyntheticConfig(n_users=600, n_items=300, n_sessions=1500, days=10), seed=11)
+    world.events.to_parquet(tables_dir / "events.parquet")
+    world.items.to_parquet(tables_dir / "items.parquet")
     assert main(["rankers"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert listed == list(RANKERS)
@@ -111,7 +118,7 @@ def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tables_dir, tmp_pa
     for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=dcnv2", "rank.neural.nn_loss=lambdaloss"]]:
         assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
                      "--quiet", *[a for s in settings for a in ("--set", s)], *[a for f in ("lightgbm", "xgboost", "sklearn") for a in ("--set", f"rank.{f}.n_estimators=40")], "--set", "recall.k=50",
-                     "--set", "evaluate.recall_ks=[20,50]", "--set", "recall.two_tower.epochs=1"]) == 0
+                     "--set", "evaluate.recall_ks=[20,50]", "--set", "recall.two_tower.epochs=1", "--set", "rank.neural.nn_epochs=2"]) == 0
         importance = pd.read_parquet(tmp_path / "work" / "runs" / "r" / "rank" / "importance.parquet")
         assert len(importance) > 0 and importance["gain"].sum() > 0, settings
         if settings == ["rank.model=din"]:  # the stage gave DIN the users' behaviour sequences
