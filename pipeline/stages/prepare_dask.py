@@ -8,8 +8,9 @@ one's per-partition part (:mod:`.prepare`), and a global row order stands in for
   in time order (checked per partition and across partition bounds) is not shuffled at all.
 - The requests are the first event of each request id: per partition, then across partitions in
   order, here (a request table is one row per list, small beside the log).
-- The labels are a distributed group-by over (request, item), put in the order of each pair's first
-  event, which is the local group-by's order.
+- The labels are grouped per partition, in the order of each pair's first event (the local
+  group-by's order). A request whose events straddle a partition bound is labelled here, from its
+  few rows, and each of its pairs joins the partition of its first event. No shuffle.
 
 The events and labels come back as Dask DataFrames, which the runner writes as partitioned Parquet
 from the workers; requests and items are pandas.
@@ -87,8 +88,33 @@ def _graded_part(part: pd.DataFrame) -> pd.DataFrame:
     return graded_events(part[part[S.REQUEST_ID].notna()])[[*ID_COLUMNS, S.GRADE, S.POSITION, _ROW]]
 
 
-def _tidy_labels(part: pd.DataFrame) -> pd.DataFrame:
-    return part[[*ID_COLUMNS, S.GRADE, S.POSITION]].astype({S.GRADE: np.int8})
+def _label(graded: pd.DataFrame) -> pd.DataFrame:
+    """The label of each (request, item) pair of ``graded`` rows, in the order of their first row, with that row's number."""
+    return graded.groupby(ID_COLUMNS, sort=False, observed=True).agg(
+        grade=(S.GRADE, "max"), position=(S.POSITION, "min"), **{_ROW: (_ROW, "min")}).reset_index()
+
+
+def _graded_of(part: pd.DataFrame, request_ids) -> pd.DataFrame:
+    """A partition's graded rows of the requests ``request_ids``."""
+    graded = _graded_part(part)
+    return graded[graded[S.REQUEST_ID].isin(request_ids)]
+
+
+def _labels_part(part: pd.DataFrame, straddlers, straddling: pd.DataFrame, bounds: list[int], partition_info=None) -> pd.DataFrame:
+    """A partition's labels: its own requests' pairs, plus the straddling requests' pairs whose first
+    event is among its rows, in the order of their first events."""
+    graded = _graded_part(part)
+    own = _label(graded[~graded[S.REQUEST_ID].isin(straddlers)])
+    number = partition_info["number"] if partition_info else 0
+    start, stop = bounds[number], bounds[number + 1] if number + 1 < len(bounds) else np.iinfo(np.int64).max
+    joined = straddling[(straddling[_ROW] >= start) & (straddling[_ROW] < stop)]
+    if len(joined):
+        own = pd.concat([own, joined], ignore_index=True).sort_values(_ROW, kind="stable")
+    return _tidy_labels(own)
+
+
+def _tidy_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    return labels[[*ID_COLUMNS, S.GRADE, S.POSITION]].astype({S.GRADE: np.int8, S.POSITION: "Int32"}).reset_index(drop=True)
 
 
 def prepare_on_dask(engine: Engine, dataset, config: Config) -> StageResult:
@@ -125,12 +151,13 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
         raise S.ContractError(*NO_REQUESTS)
     requests = split_requests(firsts.drop_duplicates(S.REQUEST_ID).reset_index(drop=True), config)
 
-    graded = events.map_partitions(_graded_part, meta=_graded_part(events._meta))
-    labels = graded.groupby(ID_COLUMNS, observed=True).agg({S.GRADE: "max", S.POSITION: "min", _ROW: "min"},
-                                                           split_out=engine.partitions).reset_index()
-    # Each pair where its first event is. The sort is persisted before the tidy-up: built on top of
-    # an unpersisted sort, any further step (a projection, a map) made Dask compute the sort's
-    # divisions while building the graph, and that compute never returned (dask 2026.8).
-    labels = client.persist(labels.sort_values(_ROW))
-    labels = labels.map_partitions(_tidy_labels, meta=_tidy_labels(labels._meta))
+    # Labels without a shuffle: a (request, item) pair's events are in one partition unless its
+    # request straddles a partition bound. Those few requests (they show up first in more than one
+    # partition) are labelled here and each pair goes back to the partition of its first event;
+    # every partition then orders its pairs by their first event, the local group-by's order.
+    straddlers = firsts.loc[firsts[S.REQUEST_ID].duplicated(keep=False), S.REQUEST_ID].unique()
+    straddling = events.map_partitions(_graded_of, straddlers, meta=_graded_of(events._meta, straddlers)).compute()
+    straddling = _label(straddling)
+    bounds = _offsets(events)
+    labels = events.map_partitions(_labels_part, straddlers, straddling, bounds, meta=_tidy_labels(_label(_graded_part(events._meta))))
     return prepared(requests, labels, events[columns], int(n_events), items, dataset.oracle)
