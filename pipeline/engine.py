@@ -21,6 +21,9 @@ What runs on Dask so far:
   a partition). Its Dask interface has no early stopping, so the tree count is still chosen in this
   process on at most ``engine.sample_lists`` training lists. Distributed LightGBM bins each worker's
   data, so the model is close to, not identical with, the local one;
+- the XGBoost rankers' training, early stopping included (:func:`xgboost_trainer`, ``xgboost.dask``,
+  lists whole within a partition); distributed XGBoost merges the workers' quantile sketches, so the
+  model is close to, not identical with, the local one;
 - batch scoring (:func:`rankpipe.pipeline.scoring.score_on`).
 
 The engine is in no stage's fingerprint, so a run started on one engine resumes on the other.
@@ -267,26 +270,57 @@ def lightgbm_trainer(engine: Engine):
     query group must not straddle two workers). Returns ``trainer(params, X, y, sizes, rounds)``."""
 
     def train(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int):
-        import dask.array as da
-        import dask.dataframe as dd
         from lightgbm.dask import DaskLGBMRanker
 
-        row_start = np.concatenate([[0], np.cumsum(sizes)])  # lists, not rows, are split: a list stays whole
-        X = X.reset_index(drop=True)
-        parts = [(X.iloc[row_start[g]:row_start[h]], pd.Series(y[row_start[g]:row_start[h]]), sizes[g:h])
-                 for g, h in even_parts(len(sizes), max(1, min(engine.partitions, len(sizes))))]
-        # Sent as data rather than embedded in the graph; lightgbm.dask zips a partition's rows,
-        # labels and list sizes together and places them on one worker.
-        futures = [engine.client.scatter(list(part), hash=False) for part in parts]
-        X_dask = dd.from_delayed([f[0] for f in futures], meta=X.iloc[:0], verify_meta=False)
-        y_dask = dd.from_delayed([f[1] for f in futures], meta=pd.Series(dtype=np.asarray(y).dtype), verify_meta=False)
-        group = da.concatenate([da.from_delayed(f[2], shape=(len(p[2]),), dtype=np.asarray(sizes).dtype) for f, p in zip(futures, parts)])
+        X_dask, y_dask, group, _ = _whole_lists_on(engine, X, y, sizes)
         _lightgbm_logs_to_logging()
         # No eval set in the final fit, so no metric; eval_at as a param would be warned about on every worker.
         lightgbm_params = {k: v for k, v in params.items() if k not in ("seed", "metric", "eval_at")}
         model = DaskLGBMRanker(client=engine.client, n_estimators=rounds, random_state=params.get("seed"), **lightgbm_params)
         model.fit(X_dask, y_dask, group=group)
         return model.to_local().booster_
+
+    return train
+
+
+def _whole_lists_on(engine: Engine, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray):
+    """``(X, y, list sizes, list id of each row)`` as Dask collections of the same partitions, each
+    holding whole lists (a list must not straddle two workers), in order. Sent as data rather than
+    embedded in the graph; lightgbm.dask and xgboost.dask zip a partition's pieces and place them on
+    one worker."""
+    import dask.array as da
+    import dask.dataframe as dd
+
+    sizes = np.asarray(sizes)
+    row_start = np.concatenate([[0], np.cumsum(sizes)])
+    X = X.reset_index(drop=True)
+    parts = [(X.iloc[row_start[g]:row_start[h]], pd.Series(np.asarray(y)[row_start[g]:row_start[h]]), sizes[g:h],
+              np.repeat(np.arange(g, h), sizes[g:h]))
+             for g, h in even_parts(len(sizes), max(1, min(engine.partitions, len(sizes))))]
+    futures = [engine.client.scatter(list(part), hash=False) for part in parts]
+    X_dask = dd.from_delayed([f[0] for f in futures], meta=X.iloc[:0], verify_meta=False)
+    y_dask = dd.from_delayed([f[1] for f in futures], meta=pd.Series(dtype=np.asarray(y).dtype), verify_meta=False)
+    group = da.concatenate([da.from_delayed(f[2], shape=(len(p[2]),), dtype=sizes.dtype) for f, p in zip(futures, parts)])
+    list_ids = da.concatenate([da.from_delayed(f[3], shape=(len(p[3]),), dtype=np.int64) for f, p in zip(futures, parts)])
+    return X_dask, y_dask, group, list_ids
+
+
+def xgboost_trainer(engine: Engine):
+    """A trainer for the XGBoost rankers (:meth:`XGBoostRanker.train_with`): ``xgboost.dask`` over
+    the cluster's workers, each list whole within a partition, with early stopping on the validation
+    lists as XGBoost does it here. Returns ``trainer(params, train, rounds, valid, early_stopping_rounds)``."""
+
+    def train(params: dict, train_lists: tuple, rounds: int, valid_lists: tuple | None, early_stopping_rounds: int | None):
+        import xgboost.dask as xgb_dask
+
+        def matrix(X, labels, sizes):
+            X_dask, y_dask, _, list_ids = _whole_lists_on(engine, X, labels, sizes)
+            return xgb_dask.DaskDMatrix(engine.client, X_dask, y_dask, qid=list_ids)
+
+        evals = [(matrix(*valid_lists), "valid")] if valid_lists is not None else None
+        out = xgb_dask.train(engine.client, params, matrix(*train_lists), num_boost_round=rounds, evals=evals,
+                             early_stopping_rounds=early_stopping_rounds, verbose_eval=False)
+        return out["booster"]
 
     return train
 

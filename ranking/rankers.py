@@ -248,13 +248,20 @@ class XGBoostRanker(Ranker):
         """The labels the objective trains on (graded relevance for the ranking objectives)."""
         return np.asarray(y)
 
-    def _matrix(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int):
-        import xgboost as xgb
+    _trainer = None  # set by train_with; class default: XGBoost trains here
 
+    def train_with(self, trainer) -> "XGBoostRanker":
+        """Hand every XGBoost training (early stopping on the validation lists, then the refit) to
+        ``trainer(params, train, rounds, valid, early_stopping_rounds) -> xgboost.Booster``, where
+        ``train`` and ``valid`` are ``(X, labels, list sizes)`` with each list's rows contiguous
+        (valid may be None): e.g. ``engine.xgboost_trainer``, which trains with ``xgboost.dask``. Returns self."""
+        self._trainer = trainer
+        return self
+
+    def _lists(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, seed: int) -> tuple[tuple, np.ndarray]:
+        """``((X, labels, sizes), order)``: the rows with each list contiguous and shuffled within it."""
         order, sizes = _contiguous(groups, seed)
-        matrix = xgb.DMatrix(X.iloc[order], label=self._labels(y)[order])
-        matrix.set_group(sizes)
-        return matrix, order, sizes
+        return (X.iloc[order], self._labels(y)[order], sizes), order
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, X_valid: pd.DataFrame | None = None,
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "XGBoostRanker":
@@ -262,21 +269,26 @@ class XGBoostRanker(Ranker):
 
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
-        train, order, sizes = self._matrix(X, np.asarray(y), groups, self.seed)
+        train, _ = self._lists(X, np.asarray(y), groups, self.seed)
+        sizes = train[2]
         has_valid = X_valid is not None and len(X_valid) > 0
-        evals = [(self._matrix(X_valid, np.asarray(y_valid), groups_valid, self.seed + 1)[0], "valid")] if has_valid else []
-        bar = tqdm(total=self.n_estimators, desc=f"rank: xgboost {self.objective}", unit="tree", disable=None if self.progress else True, leave=False)
+        valid = self._lists(X_valid, np.asarray(y_valid), groups_valid, self.seed + 1)[0] if has_valid else None
+        early_stopping = self.early_stopping_rounds if has_valid else None
+        if self._trainer is not None:
+            self.booster_ = self._trainer(self._params(), train, self.n_estimators, valid, early_stopping)
+        else:
+            bar = tqdm(total=self.n_estimators, desc=f"rank: xgboost {self.objective}", unit="tree", disable=None if self.progress else True,
+                       leave=False)
 
-        class _Progress(xgb.callback.TrainingCallback):
-            def after_iteration(self, model, epoch, evals_log) -> bool:
-                bar.update(1)
-                return False
+            class _Progress(xgb.callback.TrainingCallback):
+                def after_iteration(self, model, epoch, evals_log) -> bool:
+                    bar.update(1)
+                    return False
 
-        try:
-            self.booster_ = xgb.train(self._params(), train, num_boost_round=self.n_estimators, evals=evals, verbose_eval=False,
-                                      early_stopping_rounds=self.early_stopping_rounds if has_valid else None, callbacks=[_Progress()])
-        finally:
-            bar.close()
+            try:
+                self.booster_ = _xgboost_here(self._params(), train, self.n_estimators, valid, early_stopping, callbacks=[_Progress()])
+            finally:
+                bar.close()
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration) + 1 if has_valid else self.n_estimators
         self.valid_score_ = float(self.booster_.best_score) if has_valid else float("nan")
@@ -284,9 +296,9 @@ class XGBoostRanker(Ranker):
         if self.refit and has_valid:
             self.held_out_booster_ = self.booster_  # never saw valid: what calibration scores
             rounds = refit_rounds(self.best_iteration_, len(sizes), len(np.unique(groups_valid)))
-            both = self._matrix(pd.concat([X, X_valid], ignore_index=True), np.concatenate([np.asarray(y), np.asarray(y_valid)]),
-                                np.concatenate([_tagged(groups, "t"), _tagged(groups_valid, "v")]), self.seed)[0]
-            self.booster_ = xgb.train(self._params(), both, num_boost_round=rounds, verbose_eval=False)
+            both = self._lists(pd.concat([X, X_valid], ignore_index=True), np.concatenate([np.asarray(y), np.asarray(y_valid)]),
+                               np.concatenate([_tagged(groups, "t"), _tagged(groups_valid, "v")]), self.seed)[0]
+            self.booster_ = (self._trainer or _xgboost_here)(self._params(), both, rounds, None, None)
             self.best_iteration_ = rounds
         return self
 
@@ -315,6 +327,20 @@ class XGBoostRanker(Ranker):
 
         self.booster_ = xgb.Booster(model_file=str(directory / "model.json"))
         self.best_iteration_ = self.booster_.num_boosted_rounds()
+
+
+def _xgboost_here(params: dict, train: tuple, rounds: int, valid: tuple | None, early_stopping_rounds: int | None, callbacks=()):
+    """XGBoost trained in this process on ``(X, labels, list sizes)`` (the default trainer of :class:`XGBoostRanker`)."""
+    import xgboost as xgb
+
+    def matrix(X, labels, sizes):
+        dmatrix = xgb.DMatrix(X, label=labels)
+        dmatrix.set_group(sizes)
+        return dmatrix
+
+    evals = [(matrix(*valid), "valid")] if valid is not None else []
+    return xgb.train(params, matrix(*train), num_boost_round=rounds, evals=evals, verbose_eval=False,
+                     early_stopping_rounds=early_stopping_rounds, callbacks=list(callbacks))
 
 
 def _tagged(groups: np.ndarray, tag: str) -> np.ndarray:

@@ -14,7 +14,7 @@ from rankpipe.features.embeddings import behaviour_columns, behaviour_sequences,
 from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.engine import counter_of, lightgbm_trainer
+from rankpipe.pipeline.engine import counter_of, lightgbm_trainer, xgboost_trainer
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
@@ -123,9 +123,13 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     if config.rank.selection:
         feature_names, selection = _select_features(config, train, feature_names)
     ranker = ranker_from_config(config)
-    if inputs.engine is not None and inputs.engine.distributed and hasattr(ranker, "train_final_with"):
-        # The LightGBM rankers' final model trains on the cluster (lightgbm.dask); others train here.
-        ranker.train_final_with(lightgbm_trainer(inputs.engine), config.engine.sample_lists)
+    if inputs.engine is not None and inputs.engine.distributed:
+        # On the cluster: the LightGBM rankers' final model (lightgbm.dask), the XGBoost rankers'
+        # training (xgboost.dask). The others train here.
+        if hasattr(ranker, "train_final_with"):
+            ranker.train_final_with(lightgbm_trainer(inputs.engine), config.engine.sample_lists)
+        elif hasattr(ranker, "train_with"):
+            ranker.train_with(xgboost_trainer(inputs.engine))
     # A sequence ranker (DIN) also reads each pair's behaviour columns; they are ids, not features to select or ablate.
     sequence_length = ranker.nn_history if getattr(ranker, "uses_behaviour", False) else 0
     item_ids = pd.Index(items[S.ITEM_ID])
