@@ -1,8 +1,9 @@
 """How the funnel's time and memory grow with the log, on the local engine and on Dask.
 
 Worlds of 1×, 3× and 10× a base world (users and sessions scaled, the catalogue kept: a shop with
-more traffic) are generated, then run up to ``--until`` (default ``rank``: prepare, features,
-recall, rank) twice, each in a fresh subprocess so neither inherits the other's heap:
+more traffic) are generated and written as ``tables`` datasets, events partitioned by day (``--input
+synthetic``: generated inside each run instead), then run up to ``--until`` (default ``rank``:
+prepare, features, recall, rank) twice, each in a fresh subprocess so neither inherits the other's heap:
 
 - local: ``engine.name=local``; peak memory is the process's peak RSS (VmHWM, in GB of 10^9 bytes);
 - dask: a LocalCluster of ``--workers`` worker processes, each limited to ``--worker-memory``
@@ -17,7 +18,7 @@ wall time at 10× over 1×), ``peak_worker_gb_10x``, ``peak_driver_gb_10x``, ``d
 
 Usage:
     python benchmarks/bench_scale.py                       # the default world as base: ~1.1M, 3.3M, 11M events
-    python benchmarks/bench_scale.py --sizes 1,3 --until features
+    python benchmarks/bench_scale.py --sizes 1,3,10 --until prepare   # reading, validation and the split alone
     python benchmarks/bench_scale.py --quick               # a tiny base world, 1× and 10×, up to features: a minute, for the test
 """
 
@@ -79,6 +80,23 @@ def scaled(base: list[str], factor: int) -> list[str]:
     return [*base, f"dataset.synthetic.n_users={world.n_users * factor}", f"dataset.synthetic.n_sessions={world.n_sessions * factor}"]
 
 
+def write_tables(overrides: list[str], directory: Path) -> list[str]:
+    """The world of ``overrides`` written as a ``tables`` dataset, events partitioned by day (hive
+    directories, as a shop's log lands); returns the overrides that read it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rankpipe.pipeline.config import load_config
+    from rankpipe.pipeline.datasets.synthetic import generate
+
+    config = load_config(None, overrides)
+    world = generate(config.dataset.synthetic, config.seed)
+    world.items.to_parquet(directory / "items.parquet")
+    events = pa.Table.from_pandas(world.events.assign(day=world.events["ts"].dt.strftime("%Y-%m-%d")), preserve_index=False)
+    pq.write_to_dataset(events, directory / "events.parquet", partition_cols=["day"])
+    return [*overrides, "dataset.name=tables", f"dataset.path={directory}"]
+
+
 def run_child(engine: str, overrides: list[str], args) -> dict:
     with tempfile.TemporaryDirectory() as work:
         done = subprocess.run([sys.executable, "-c", CHILD, engine, str(args.workers), args.worker_memory, args.until, work,
@@ -99,6 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--local-up-to", type=int, default=10, help="run the local engine only for sizes up to this (default 10)")
     parser.add_argument("--timeout", type=int, default=7200, help="seconds per run before it counts as failed")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="base world overrides")
+    parser.add_argument("--input", choices=("tables", "synthetic"), default="tables",
+                        help="tables (default): each world written as a day-partitioned Parquet log, read by the engine "
+                             "(on Dask, by the workers); synthetic: generated in the run's own process")
     parser.add_argument("--quick", action="store_true", help="a tiny base world up to features (seconds)")
     args = parser.parse_args(argv)
     base = list(args.overrides)
@@ -111,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict:
     for size in sizes:
         overrides = scaled(base, size)
         results[size] = {}
+        logs = tempfile.TemporaryDirectory()
+        if args.input == "tables":
+            overrides = write_tables(overrides, Path(logs.name))
         for engine in ("local", "dask"):
             if engine == "local" and size > args.local_up_to:
                 continue
@@ -123,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
             stages = " ".join(f"{k} {v:.1f}" for k, v in sorted(result["stages"].items(), key=lambda kv: -kv[1]))
             print(f"{size:>4}× {engine:<6} {result['n_events']:>10,.0f} {result['wall_s']:>8.1f} {result['peak_gb']:>8.2f} "
                   f"{result.get('peak_worker_gb', float('nan')):>9.2f}  {stages}", flush=True)
-    summary: dict = {"until": args.until, "workers": args.workers, "worker_memory": args.worker_memory, "sizes": results}
+        logs.cleanup()
+    summary: dict = {"input": args.input, "until": args.until, "workers": args.workers, "worker_memory": args.worker_memory, "sizes": results}
 
     def wall(size: int, engine: str) -> float | None:
         return results.get(size, {}).get(engine, {}).get("wall_s")

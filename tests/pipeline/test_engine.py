@@ -104,7 +104,7 @@ def test_xgboost_on_dask_stops_early_and_ranks_as_well_as_here():
         return X, grade, np.repeat(np.arange(n_lists), 20).astype(str)
 
     train, valid, test = lists(300, 1), lists(80, 2), lists(150, 3)
-    settings = dict(n_estimators=200, early_stopping_rounds=20, learning_rate=0.1, progress=False)
+    settings = {"n_estimators": 200, "early_stopping_rounds": 20, "learning_rate": 0.1, "progress": False}
     here = XGBoostRanker(**settings).fit(*train, *valid)
     with open_engine(load_config(None, ["engine.name=dask", "engine.workers=2"]).engine) as engine:
         there = XGBoostRanker(**settings).train_with(xgboost_trainer(engine)).fit(*train, *valid)
