@@ -1,7 +1,7 @@
 """The prepare stage on the Dask engine: the event log stays on the workers.
 
 The result is the local stage's, row for row and in the same order: each piece below is the local
-one's per-partition part (:mod:`.prepare`), and a global row order stands in for pandas' stable sorts.
+one's per-partition part (:mod:`.prepare_parts`), and a global row order stands in for pandas' stable sorts.
 
 - The events are put in time order by ``(ts, kind, file row)``, which is what the local stable sort
   by time of "other events, then the ratings' impressions, then their clicks" gives. A log already
