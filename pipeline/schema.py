@@ -222,7 +222,9 @@ class _Kind:
         if self.name == "string":
             if pa.types.is_dictionary(dtype):
                 dtype = dtype.value_type
-            return pa.types.is_string(dtype) or pa.types.is_large_string(dtype)
+            # A column of nulls only (pandas writes all-None columns to Parquet as type null): a
+            # nullable column takes it, a required id is then refused for its nulls, by name.
+            return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)
         if self.name == "float":
             return pa.types.is_floating(dtype) or pa.types.is_integer(dtype) or pa.types.is_null(dtype)
         if self.name == "int":

@@ -80,3 +80,21 @@ def test_empty_table_and_arrow_input():
 def test_unknown_table():
     with pytest.raises(S.ContractError, match="unknown table"):
         S.validate_table("clicks", pd.DataFrame({"a": [1]}))
+
+
+def test_null_typed_columns_from_parquet_are_nulls_where_the_contract_allows_them(tmp_path):
+    """pandas writes an all-None column to Parquet as type null: a nullable column (request_id,
+    query, brand) reads as nulls; a required id of nulls only is refused for its nulls, not its type."""
+    import pyarrow.parquet as pq
+
+    _events(request_id=[None, None], query=[None, None]).to_parquet(tmp_path / "events.parquet")
+    table = pq.read_table(tmp_path / "events.parquet")
+    assert pa.types.is_null(table.schema.field("request_id").type)
+    events = S.validate_table("events", table)
+    assert str(events["request_id"].dtype) == "str" and events["request_id"].isna().all() and events["query"].isna().all()
+    items = pd.DataFrame({"item_id": ["a", "b"], "title": ["t", "u"], "category": ["x>y", "x"], "brand": [None, None]})
+    items.to_parquet(tmp_path / "items.parquet")
+    assert S.validate_table("items", pq.read_table(tmp_path / "items.parquet"))["brand"].isna().all()
+    _events(user_id=[None, None]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(S.ContractError, match="column 'user_id': expected non-null, non-empty ids; found 2 null or empty values"):
+        S.validate_table("events", pq.read_table(tmp_path / "bad.parquet"))
