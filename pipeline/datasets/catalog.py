@@ -35,12 +35,12 @@ def _file(config: DatasetConfig) -> Path:
     return path / "reviews.parquet" if path.is_dir() else path
 
 
-def read_reviews(path: Path) -> pd.DataFrame:
+def read_reviews(path: Path, encoding: str = "utf-8") -> pd.DataFrame:
     """The review file as strings with a ``_line`` column (row number, 1-based after the header)."""
     if not path.exists():
         raise S.ContractError(path.name, None, f"a reviews file at {path}", "no such file")
     if path.suffix == ".csv":
-        return read_delimited(path, COLUMNS)
+        return read_delimited(path, COLUMNS, encoding=encoding)
     try:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for corrupt files
@@ -66,7 +66,7 @@ class CatalogAdapter:
 
     def load(self, config: DatasetConfig, seed: int) -> Dataset:
         path = _file(config)
-        reviews = read_reviews(path)
+        reviews = read_reviews(path, config.encoding)
         rating = numeric(reviews.astype({"Rating": "str"}), "Rating", path.name)
         if not rating.between(1, 5).all():
             bad = ~rating.between(1, 5)

@@ -41,4 +41,7 @@ class DatasetConfig:
     name: str = "synthetic"
     path: str | None = None
     rating_threshold: float = 4.0  # a rating event at or above this counts as a positive (a click)
+    # The text encoding of delimited files (MovieLens, a catalogue CSV, WANDS query.csv), e.g. latin-1
+    # for MovieLens 100k's u.item. JSON files are UTF-8, as JSON is.
+    encoding: str = "utf-8"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

@@ -10,28 +10,37 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rankpipe.pipeline.schema import ContractError
+from rankpipe.pipeline.schema import ConfigError, ContractError
 
 
-def read_text(path: Path) -> str:
-    """The file decoded as UTF-8; ContractError naming the line of the first invalid byte."""
+def read_text(path: Path, encoding: str = "utf-8", hint: str = "") -> str:
+    """The file decoded as ``encoding``; ContractError naming the line of the first invalid byte
+    (``hint`` is added to it), ConfigError for an encoding Python does not know."""
     if not path.exists():
         raise ContractError(path.name, None, f"a file {path}", "no such file")
     raw = path.read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode(encoding)
+    except LookupError:
+        raise ConfigError(f"dataset.encoding must be a text encoding Python knows (utf-8, latin-1, cp1252, ...). Got {encoding!r} instead.") from None
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ContractError(path.name, None, "UTF-8 text", f"bytes that are not UTF-8 at line {line} ({exc.reason})") from None
+        name = "UTF-8" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+        raise ContractError(path.name, None, f"{name} text", f"bytes that are not {name} at line {line} ({exc.reason}){hint}") from None
 
 
-def read_delimited(path: Path, columns: list[str], sep: str = ",", header: bool = True, required: list[str] | None = None) -> pd.DataFrame:
+ENCODING_HINT = "; if the file is in another encoding, name it: --set dataset.encoding=latin-1 (MovieLens 100k's u.item is latin-1)"
+
+
+def read_delimited(path: Path, columns: list[str], sep: str = ",", header: bool = True, required: list[str] | None = None,
+                   encoding: str = "utf-8") -> pd.DataFrame:
     """A delimited file as strings, checked for the expected header and for truncated rows.
 
     ``required`` (default: all ``columns``) must hold a value on every row; the rest may be empty.
+    ``encoding``: the file's text encoding (``dataset.encoding``).
     Returns a frame of string columns plus ``_line`` (the 1-based line number in the file).
     """
-    text = read_text(path)
+    text = read_text(path, encoding, ENCODING_HINT)
     try:
         frame = pd.read_csv(io.StringIO(text), sep=sep, header=0 if header else None, names=None if header else columns,
                             dtype=str, keep_default_na=False, quoting=0 if sep == "," else 3, on_bad_lines="error", engine="c")

@@ -27,12 +27,12 @@ U_ITEM_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Com
                  "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 
 
-def _ratings(root: Path) -> pd.DataFrame:
+def _ratings(root: Path, encoding: str) -> pd.DataFrame:
     if (root / "ratings.csv").exists():
-        raw = read_delimited(root / "ratings.csv", ["userId", "movieId", "rating", "timestamp"])
+        raw = read_delimited(root / "ratings.csv", ["userId", "movieId", "rating", "timestamp"], encoding=encoding)
         file = "ratings.csv"
     else:
-        raw = read_delimited(root / "u.data", ["userId", "movieId", "rating", "timestamp"], sep="\t", header=False)
+        raw = read_delimited(root / "u.data", ["userId", "movieId", "rating", "timestamp"], sep="\t", header=False, encoding=encoding)
         file = "u.data"
     out = pd.DataFrame({
         S.USER_ID: raw["userId"].astype("str"),
@@ -43,13 +43,13 @@ def _ratings(root: Path) -> pd.DataFrame:
     return out
 
 
-def _movies(root: Path) -> pd.DataFrame:
+def _movies(root: Path, encoding: str) -> pd.DataFrame:
     if (root / "movies.csv").exists():
-        raw = read_delimited(root / "movies.csv", ["movieId", "title", "genres"])
+        raw = read_delimited(root / "movies.csv", ["movieId", "title", "genres"], encoding=encoding)
         genres = raw["genres"].replace("(no genres listed)", "unknown").str.replace("|", ">", regex=False)
     else:
         raw = read_delimited(root / "u.item", ["movieId", "title", "release", "video", "url"] + U_ITEM_GENRES, sep="|", header=False,
-                             required=["movieId", "title"] + U_ITEM_GENRES)  # release dates and URLs are often empty
+                             required=["movieId", "title"] + U_ITEM_GENRES, encoding=encoding)  # release dates and URLs are often empty
         flags = raw[U_ITEM_GENRES].eq("1").to_numpy()
         names_ = np.array(U_ITEM_GENRES, dtype=object)
         genres = pd.Series([">".join(names_[row]) or "unknown" for row in flags], index=raw.index)  # once per movie
@@ -60,10 +60,10 @@ def _movies(root: Path) -> pd.DataFrame:
     })
 
 
-def _tags(root: Path) -> pd.Series | None:
+def _tags(root: Path, encoding: str) -> pd.Series | None:
     if not (root / "tags.csv").exists():
         return None
-    raw = read_delimited(root / "tags.csv", ["userId", "movieId", "tag", "timestamp"])
+    raw = read_delimited(root / "tags.csv", ["userId", "movieId", "tag", "timestamp"], encoding=encoding)
     tags = raw.assign(tag=raw["tag"].str.lower().str.strip()).drop_duplicates(["movieId", "tag"])
     return tags.groupby("movieId")["tag"].agg(" ".join)
 
@@ -94,9 +94,9 @@ class MovieLensAdapter:
     def load(self, config: DatasetConfig, seed: int) -> Dataset:
         """Parse, derive sessions, and validate against the contract."""
         root = self._root(config)
-        ratings = _ratings(root).sort_values([S.USER_ID, S.TS], kind="stable").reset_index(drop=True)
-        items = _movies(root)
-        tags = _tags(root)
+        ratings = _ratings(root, config.encoding).sort_values([S.USER_ID, S.TS], kind="stable").reset_index(drop=True)
+        items = _movies(root, config.encoding)
+        tags = _tags(root, config.encoding)
         if tags is not None:
             items["tags"] = tags.reindex(items[S.ITEM_ID]).fillna("").to_numpy()
         unknown = ~ratings[S.ITEM_ID].isin(items[S.ITEM_ID])

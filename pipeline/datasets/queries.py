@@ -29,8 +29,8 @@ from rankpipe.pipeline.schema import ConfigError
 ESCI_GRADES = {100.0: 3, 10.0: 2, 1.0: 1, 0.0: 0}
 
 
-def _wands(path: Path) -> pd.DataFrame:
-    raw = read_delimited(path, ["query_id", "query", "query_class"], sep="\t", required=["query_id", "query"])
+def _wands(path: Path, encoding: str) -> pd.DataFrame:
+    raw = read_delimited(path, ["query_id", "query", "query_class"], sep="\t", required=["query_id", "query"], encoding=encoding)
     return pd.DataFrame({S.QUERY: raw["query"], S.SOURCE: "wands", "query_class": raw["query_class"].replace("", None)})
 
 
@@ -103,7 +103,7 @@ class QueriesAdapter:
         queries, judgments = [], []
         for path in self._files(config):
             if path.name == "query.csv":
-                queries.append(_wands(path))
+                queries.append(_wands(path, config.encoding))
             elif path.name.endswith("_queryset.json"):
                 queries.append(_esci_queries(path))
             elif path.name.endswith("_judgments.json"):

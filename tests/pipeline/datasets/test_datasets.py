@@ -162,6 +162,28 @@ def test_movielens_bad_utf8_and_old_layout(tmp_path):
     assert len(tables[S.EVENTS]) == 2 and tables[S.ITEMS].set_index(S.ITEM_ID).loc["242", S.CATEGORY] == "Western"
 
 
+def test_movielens_latin1_items_with_dataset_encoding(tmp_path):
+    """MovieLens 100k's u.item is Latin-1: refused as UTF-8 with the key to set named, read with
+    dataset.encoding=latin-1; an encoding Python does not know is a ConfigError naming the key."""
+    from rankpipe.pipeline.config import ConfigError
+
+    (tmp_path / "u.data").write_text("196\t242\t3\t881250949\n")
+    flags = "|".join(["0"] * 18 + ["1"])
+    (tmp_path / "u.item").write_bytes(f"242|Kolya (1996)|01-Jan-1997||http://x|{flags}\n".encode() +
+                                      f"243|Café Society (1996)|01-Jan-1997||http://x|{flags}\n".encode("latin-1"))
+    err = _error("movielens", tmp_path)
+    assert err.table == "u.item" and "not UTF-8 at line 2" in str(err) and "--set dataset.encoding=latin-1" in str(err)
+
+    def load(encoding):
+        config = load_config(None, [f"dataset.encoding={encoding}"], dataset="movielens", data_path=str(tmp_path))
+        return get_adapter("movielens").load(config.dataset, config.seed).tables
+
+    items = load("latin-1")[S.ITEMS].set_index(S.ITEM_ID)
+    assert items.loc["243", S.TITLE] == "Café Society (1996)"
+    with pytest.raises(ConfigError, match="dataset.encoding must be a text encoding Python knows"):
+        load("klingon")
+
+
 @pytest.mark.parametrize(
     "train, query, expected",
     [
