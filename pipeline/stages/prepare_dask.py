@@ -40,15 +40,16 @@ from rankpipe.pipeline.stages.prepare_parts import (
 _FILE_ROW, _KIND, _ROW = "_rankpipe_file_row", "_rankpipe_kind", "_rankpipe_row"
 
 
-def _offsets(frame: dd.DataFrame) -> list[int]:
-    """The global row number of each partition's first row."""
+def _bounds(frame: dd.DataFrame) -> list[int]:
+    """The global row number of each partition's first row, then the number of rows: partition
+    ``i`` holds rows ``[bounds[i], bounds[i + 1])``."""
     lengths = frame.map_partitions(len).compute().to_numpy()
-    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+    return np.concatenate([[0], np.cumsum(lengths)]).tolist()
 
 
-def _numbered(part: pd.DataFrame, offsets: list[int], column: str, partition_info=None) -> pd.DataFrame:
-    """``part`` with its rows' global numbers in ``column``."""
-    start = offsets[partition_info["number"]] if partition_info else 0
+def _numbered(part: pd.DataFrame, bounds: list[int], column: str, partition_info=None) -> pd.DataFrame:
+    """``part`` with its rows' global numbers in ``column`` (``bounds``: :func:`_bounds`)."""
+    start = bounds[partition_info["number"]] if partition_info else 0
     return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
 
 
@@ -106,7 +107,7 @@ def _labels_part(part: pd.DataFrame, straddlers, straddling: pd.DataFrame, bound
     graded = _graded_part(part)
     own = _label(graded[~graded[S.REQUEST_ID].isin(straddlers)])
     number = partition_info["number"] if partition_info else 0
-    start, stop = bounds[number], bounds[number + 1] if number + 1 < len(bounds) else np.iinfo(np.int64).max
+    start, stop = bounds[number], bounds[number + 1]
     joined = straddling[(straddling[_ROW] >= start) & (straddling[_ROW] < stop)]
     if len(joined):
         own = pd.concat([own, joined], ignore_index=True).sort_values(_ROW, kind="stable")
@@ -133,18 +134,19 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
     columns = list(events.columns)
 
     # The local stage's order: time, then the derived rows' kind, then the row's place in the files.
-    events = events.map_partitions(_numbered, _offsets(events), _FILE_ROW, meta={**events.dtypes.to_dict(), _FILE_ROW: np.int64})
+    events = events.map_partitions(_numbered, _bounds(events), _FILE_ROW, meta={**events.dtypes.to_dict(), _FILE_ROW: np.int64})
     events = events.map_partitions(_interactions_part, config.dataset.rating_threshold, meta={**events.dtypes.to_dict(), _KIND: np.int8})
     events = client.persist(events)
     if not _in_time_order(events):
         events = client.persist(events.sort_values([S.TS, _KIND, _FILE_ROW]))
-    events = events.map_partitions(_numbered, _offsets(events), _ROW, meta={**events.dtypes.to_dict(), _ROW: np.int64})
+    bounds = _bounds(events)  # the rows' numbers, the partitions' row ranges and the event count, from one pass
+    events = events.map_partitions(_numbered, bounds, _ROW, meta={**events.dtypes.to_dict(), _ROW: np.int64})
     events = client.persist(events[[*columns, _ROW]])
 
     item_ids = items[S.ITEM_ID]
     unknown = events[~events[S.ITEM_ID].isin(item_ids)]
     firsts = events.map_partitions(_first_of_each_request, meta=events._meta[REQUEST_COLUMNS])
-    n_events, n_unknown, firsts = dask.compute(events.map_partitions(len).sum(), unknown.map_partitions(len).sum(), firsts)
+    n_unknown, firsts = dask.compute(unknown.map_partitions(len).sum(), firsts)
     if n_unknown:
         raise unknown_items_error(int(n_unknown), unknown.head(5, npartitions=-1)[columns])
     if firsts.empty:
@@ -158,6 +160,5 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
     straddlers = firsts.loc[firsts[S.REQUEST_ID].duplicated(keep=False), S.REQUEST_ID].unique()
     straddling = events.map_partitions(_graded_of, straddlers, meta=_graded_of(events._meta, straddlers)).compute()
     straddling = _label(straddling)
-    bounds = _offsets(events)
     labels = events.map_partitions(_labels_part, straddlers, straddling, bounds, meta=_tidy_labels(_label(_graded_part(events._meta))))
-    return prepared(requests, labels, events[columns], int(n_events), items, dataset.oracle)
+    return prepared(requests, labels, events[columns], bounds[-1], items, dataset.oracle)
