@@ -6,6 +6,11 @@ the train period alone: the Beta priors of the smoothed rates and the CTR of eac
 (for COEC). ``transform(pairs)`` is :func:`~rankpipe.features.stats.build_features` over them, so
 training rows and scored candidates go through one function; each pair sees only the history before
 its own ``ts``. ``save`` / ``load`` keep it as Parquet tables and JSON.
+
+Fitted on a Dask DataFrame of events (the ``dask`` engine), the history stays on the cluster's
+workers: enriched there, the priors and position CTRs counted there, the statistics computed there
+by the engine's counter, and saved by them as a directory of Parquet files. :meth:`load` reads any
+saved builder back whole, so a builder fitted on Dask scores in one process like any other.
 """
 
 from __future__ import annotations
@@ -49,9 +54,10 @@ class FeatureBuilder:
         return FeaturesConfig(windows_days=tuple(self.windows_days), half_lives_days=tuple(self.half_lives_days), dense_text=self.dense_text,
                               min_impressions_for_prior=self.min_impressions_for_prior)
 
-    def fit(self, events: pd.DataFrame, items: pd.DataFrame, train_end: pd.Timestamp) -> "FeatureBuilder":
+    def fit(self, events, items: pd.DataFrame, train_end: pd.Timestamp) -> "FeatureBuilder":
         """Keep ``events`` (all of them: a pair only counts those before its own time) and ``items``;
-        fit the priors and the position CTR on the events before ``train_end``."""
+        fit the priors and the position CTR on the events before ``train_end``. ``events`` may be a
+        Dask DataFrame in time order (see the module docstring)."""
         self.history_ = enrich_history(events, items)
         self.items_ = items
         self.train_end_ = pd.Timestamp(train_end)
@@ -66,6 +72,9 @@ class FeatureBuilder:
         :func:`~rankpipe.features.stats.count_features` in this process; an engine's runs it on a cluster).
         """
         S.check_fitted(self, "history_", "transform")
+        if counter is None and not isinstance(self.history_, pd.DataFrame):
+            raise ValueError("FeatureBuilder.transform: this builder's history is on a Dask cluster; pass that engine's counter "
+                             "(rankpipe.pipeline.engine.counter_of(engine)), or load the saved builder, which reads it whole")
         return build_features(pairs, self.history_, self.items_, self.priors_, self.config(), self.position_ctr_, counter or count_features)
 
     def until(self, cutoff: pd.Timestamp) -> "FeatureBuilder":

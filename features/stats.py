@@ -70,21 +70,34 @@ _SLOT_WEIGHTED = np.array([False, False, False, False, True])
 def item_keys(items: pd.DataFrame) -> pd.DataFrame:
     """The item-level keys of the count groups (category and its top level), indexed by item id."""
     keys = items.set_index(S.ITEM_ID)[[S.CATEGORY]]
-    return keys.assign(**{TOP_CATEGORY: keys[S.CATEGORY].str.split(">", n=1).str[0]})
+    top = keys[S.CATEGORY].str.split(">", n=1).str[0].astype(keys[S.CATEGORY].dtype)  # split's pieces come back as objects
+    return keys.assign(**{TOP_CATEGORY: top})
 
 
 def _attach_item_keys(frame: pd.DataFrame, keys: pd.DataFrame) -> None:
     for column in keys.columns:  # an item missing from the catalogue gets null keys, hence zero counts
-        frame[column] = keys[column].reindex(frame[S.ITEM_ID]).to_numpy()
+        frame[column] = keys[column].reindex(frame[S.ITEM_ID]).array  # the keys' own dtype (str), also in an empty frame
 
 
-def enrich_history(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
-    """Events with the item's keys attached (for user × category counts, :func:`item_keys`), in time order."""
-    columns = [S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY] + ([S.POSITION] if S.POSITION in events else [])
-    out = events[columns].copy()
-    _attach_item_keys(out, item_keys(items))
+def enrich_history(events, items: pd.DataFrame):
+    """Events with the item's keys attached (for user × category counts, :func:`item_keys`), in time order.
+
+    ``events`` may be a Dask DataFrame in time order across its partitions (as the prepare stage
+    writes it): each partition is enriched on the workers, and the result stays there, lazy.
+    """
+    if not isinstance(events, pd.DataFrame):
+        keys = item_keys(items)  # sent with each task: the catalogue's keys, not the log
+        return events.map_partitions(_enrich_partition, keys, meta=_enrich_partition(events._meta, keys))
+    out = _enrich_partition(events, item_keys(items))
     if not out[S.TS].is_monotonic_increasing:
         out = out.sort_values(S.TS, kind="stable", ignore_index=True)
+    return out
+
+
+def _enrich_partition(events: pd.DataFrame, keys: pd.DataFrame) -> pd.DataFrame:
+    columns = [S.TS, S.USER_ID, S.ITEM_ID, S.EVENT, S.QUERY] + ([S.POSITION] if S.POSITION in events else [])
+    out = events[columns].copy()
+    _attach_item_keys(out, keys)
     return out
 
 
@@ -226,51 +239,69 @@ def _expected_click_weight(history: pd.DataFrame, position_ctr: pd.DataFrame | N
     return np.where(known, lookup[clipped], overall).astype(np.float32)
 
 
-def fit_position_ctr(history: pd.DataFrame, train_end: pd.Timestamp, max_position: int = 50) -> pd.DataFrame:
+def fit_position_ctr(history, train_end: pd.Timestamp, max_position: int = 50) -> pd.DataFrame:
     """CTR at each shown position on the training period (positions past ``max_position`` pooled).
+
+    ``history`` is a pandas frame or a Dask one (counted on its workers; only the counts come back).
 
     Returns:
         DataFrame with columns position, ctr; position 0 holds the CTR over all positions, used
         for events whose position is unknown. Empty when the events carry no positions.
     """
-    if S.POSITION not in history or history[S.POSITION].isna().all():
-        return pd.DataFrame({"position": pd.Series(dtype=np.int64), "ctr": pd.Series(dtype=np.float64)})
-    past = history[(history[S.TS] < train_end) & history[S.POSITION].notna()]
+    empty = pd.DataFrame({"position": pd.Series(dtype=np.int64), "ctr": pd.Series(dtype=np.float64)})
+    if S.POSITION not in history.columns:
+        return empty
+    past = history[(history[S.TS] < train_end) & history[S.POSITION].notnull()]
     position = past[S.POSITION].astype(np.int64).clip(upper=max_position)
-    shown = position[past[S.EVENT] == "impression"].value_counts()
-    clicked = position[past[S.EVENT] == "click"].value_counts().reindex(shown.index, fill_value=0)
+    shown, clicked, any_position = _computed(position[past[S.EVENT] == "impression"].value_counts(),
+                                             position[past[S.EVENT] == "click"].value_counts(), history[S.POSITION].notnull().any())
+    if not any_position:
+        return empty
+    clicked = clicked.reindex(shown.index, fill_value=0)
     ctr = ((clicked + 1) / (shown + 2)).sort_index()  # Laplace: a rarely shown position is not 0 or 1
     ctr = pd.concat([pd.Series({0: (clicked.sum() + 1) / (shown.sum() + 2)}), ctr])
     return pd.DataFrame({"position": ctr.index.to_numpy(np.int64), "ctr": ctr.to_numpy(np.float64)})
 
 
-def fit_priors(history: pd.DataFrame, train_end: pd.Timestamp, min_impressions: int) -> pd.DataFrame:
+def _computed(*frames) -> tuple:
+    """``frames`` as pandas: Dask collections computed together (one pass over their shared inputs),
+    pandas ones as they are."""
+    if not any(hasattr(frame, "dask") for frame in frames):
+        return frames
+    import dask
+
+    return dask.compute(*frames)
+
+
+def fit_priors(history, train_end: pd.Timestamp, min_impressions: int) -> pd.DataFrame:
     """Empirical-Bayes Beta(alpha, beta) prior per (group, rate), by the method of moments.
 
     Fitted on entity-level rates over events before ``train_end`` among entities with at least
     ``min_impressions`` denominator events; a weak uniform prior where too few entities qualify.
+    ``history`` is a pandas frame or a Dask one (grouped on its workers; only the counts come back).
 
     Returns:
         DataFrame with columns group, rate, alpha, beta.
     """
     past = history[history[S.TS] < train_end]
+    rated = [(group, rate, num, den) for group in COUNT_GROUPS for rate, num, den in RATES if num in group.events and den in group.events]
+    sizes = []
+    for group, _, num, den in rated:
+        keyed = past.dropna(subset=list(group.keys))
+        sizes.append(keyed[keyed[S.EVENT].isin([num, den])].groupby(list(group.keys) + [S.EVENT], observed=True).size())
     rows = []
-    for group in COUNT_GROUPS:
-        for rate, num, den in RATES:
-            if num not in group.events or den not in group.events:
-                continue
-            keyed = past.dropna(subset=list(group.keys))
-            counts = keyed[keyed[S.EVENT].isin([num, den])].groupby(list(group.keys) + [S.EVENT], observed=True).size().unstack(fill_value=0)
-            alpha, beta = 1.0, 1.0
-            if num in counts and den in counts:
-                enough = counts[counts[den] >= min_impressions]
-                if len(enough) >= 5:
-                    r = (enough[num] / enough[den]).clip(0, 1)
-                    mean, var = float(r.mean()), float(r.var())
-                    if 0 < mean < 1 and var > 0:
-                        strength = min(max(mean * (1 - mean) / var - 1, 1.0), 1e4)
-                        alpha, beta = mean * strength, (1 - mean) * strength
-            rows.append({"group": group.name, "rate": rate, "alpha": alpha, "beta": beta})
+    for (group, rate, num, den), size in zip(rated, _computed(*sizes)):
+        counts = size.unstack(fill_value=0).sort_index().sort_index(axis=1)  # key order on either engine (Dask groups in its own): sums add alike
+        alpha, beta = 1.0, 1.0
+        if num in counts and den in counts:
+            enough = counts[counts[den] >= min_impressions]
+            if len(enough) >= 5:
+                r = (enough[num] / enough[den]).clip(0, 1)
+                mean, var = float(r.mean()), float(r.var())
+                if 0 < mean < 1 and var > 0:
+                    strength = min(max(mean * (1 - mean) / var - 1, 1.0), 1e4)
+                    alpha, beta = mean * strength, (1 - mean) * strength
+        rows.append({"group": group.name, "rate": rate, "alpha": alpha, "beta": beta})
     return pd.DataFrame(rows)
 
 

@@ -9,14 +9,17 @@ What runs on Dask so far:
 - reading and validating a ``tables`` dataset's events, a partition per file
   (:meth:`~rankpipe.pipeline.datasets.tables.TablesAdapter.load_on`), and the prepare stage on them
   (:mod:`rankpipe.pipeline.stages.prepare_dask`), whose events and labels the runner writes from the
-  workers as directories of Parquet files (:func:`write_partitioned`);
-- the point-in-time count statistics of the ``features`` stage and of the rank stage's candidates
-  (:func:`count_features_on_dask`). Events and requests are partitioned by the entity key of each
-  family of count groups (item, user, query), so every event of a key lands in the partition of
-  every request that reads it; each partition runs the compiled kernel through the same
-  :func:`~rankpipe.features.stats.count_features` the local engine calls, and the pieces are put
-  back in the requests' order. A key's statistics depend only on that key's events, in time order,
-  so the result is the local engine's, bit for bit;
+  workers as directories of Parquet files (:func:`~rankpipe.pipeline.schema.write_frame`);
+- the ``features`` stage on the events as the workers read them (:meth:`StageInputs.frame
+  <rankpipe.pipeline.stages.base.StageInputs.frame>`): the builder's history enriched per
+  partition, its priors and position CTRs counted there, the history saved by the workers;
+- the point-in-time count statistics, of the training rows and of the rank stage's candidates
+  (:func:`count_features_on_dask`). For each family of count groups (item, user, query), events
+  and requests are shuffled by the entity key with Dask's shuffle, so every event of a key lands in
+  the partition of every request that reads it; each partition puts its events back in time order
+  and runs the compiled kernel through the same :func:`~rankpipe.features.stats.count_features` the
+  local engine calls. A key's statistics depend only on that key's events, in time order, so the
+  result is the local engine's, bit for bit;
 - the LightGBM rankers' final model (:func:`lightgbm_trainer`, ``lightgbm.dask``, lists whole within
   a partition). Its Dask interface has no early stopping, so the tree count is still chosen in this
   process on at most ``engine.sample_lists`` training lists. Distributed LightGBM bins each worker's
@@ -50,6 +53,8 @@ from rankpipe.pipeline.schema import ConfigError
 
 ENGINES = ("local", "dask")
 _ROW = "_rankpipe_row"  # a request's position in the whole request table, carried through a partition
+_ORDER = "_rankpipe_order"  # an event's position in the time-ordered history, to restore that order after a shuffle
+_KEY_HASH = "_rankpipe_key_hash"  # what events and requests are shuffled on
 log = get_logger(__name__)
 
 
@@ -141,73 +146,97 @@ def _key_families(groups: tuple[CountGroup, ...]) -> dict[str, tuple[CountGroup,
     return {key: tuple(members) for key, members in families.items()}
 
 
-def _partition_of(values: pd.Series, partitions: int) -> np.ndarray:
-    """The key partition of each row: a hash of its key's text, the same for events and requests."""
-    hashed = pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy()
-    return (hashed % np.uint64(partitions)).astype(np.int64)
+def _key_hash(values: pd.Series) -> pd.Series:
+    """A hash of each key's text, the same for events and requests whatever their string dtype: the
+    column both are shuffled on, so a key's events and its requests land in the same partition."""
+    return pd.Series(pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy(), index=values.index, name=_KEY_HASH)
 
 
-def _by_partition(frame: pd.DataFrame, key: str, partitions: int) -> list[np.ndarray]:
-    """For each key partition, the positions of ``frame``'s rows in it, in their original order.
-    Rows without a key are in none: no statistic counts them, and a request without one gets NaN
-    (as :func:`count_features` gives it), so they need not travel."""
-    part = _partition_of(frame[key], partitions)
-    part[frame[key].isna().to_numpy()] = partitions  # past the last partition: left out
-    order = np.argsort(part, kind="stable")  # stable: events stay in time order within a partition
-    bounds = np.searchsorted(part[order], np.arange(partitions + 1))
-    return [order[a:b] for a, b in itertools.pairwise(bounds)]
+def _with_row_numbers(frame, column: str):
+    """``frame`` (a Dask DataFrame) with ``column``: each row's position in the whole frame, counted
+    across partitions in order. Also checks, in the same pass, that ``ts`` never goes back."""
+    import dask
+
+    summary = frame[[S.TS]].map_partitions(_partition_summary, meta={"rows": np.int64, "first": "datetime64[us]", "last": "datetime64[us]",
+                                                                      "ordered": bool}).compute()
+    filled = summary[summary["rows"] > 0]
+    if not (filled["ordered"].all() and (filled["first"].to_numpy()[1:] >= filled["last"].to_numpy()[:-1]).all()):
+        raise ValueError("count_features_on_dask: the history must be in time order (see enrich_history)")
+    offsets = np.concatenate([[0], np.cumsum(summary["rows"].to_numpy())[:-1]]).astype(np.int64)
+    with dask.config.set({"dataframe.convert-string": False}):
+        return frame.map_partitions(_number_rows, offsets, column, meta={**frame.dtypes.to_dict(), column: np.int64})
 
 
-def _count_partition(history: pd.DataFrame, pairs: pd.DataFrame, rows: np.ndarray, windows_days, groups, half_lives_days,
-                     position_ctr) -> pd.DataFrame:
-    """One key partition on a worker: the kernel over its events (in time order) for its requests,
-    whose positions in the whole request table are ``rows``."""
-    counts = count_features(history.reset_index(drop=True), pairs.reset_index(drop=True), windows_days, groups, half_lives_days, position_ctr)
-    return pd.DataFrame({_ROW: rows, **counts})
+def _partition_summary(part: pd.DataFrame) -> pd.DataFrame:
+    ts = part[S.TS]
+    return pd.DataFrame({"rows": [len(part)], "first": [ts.min()], "last": [ts.max()], "ordered": [ts.is_monotonic_increasing]}).astype(
+        {"first": "datetime64[us]", "last": "datetime64[us]"})
 
 
-def count_features_on_dask(engine: Engine, history: pd.DataFrame, pairs: pd.DataFrame, windows_days: tuple[int, ...],
+def _number_rows(part: pd.DataFrame, offsets: np.ndarray, column: str, partition_info=None) -> pd.DataFrame:
+    start = offsets[partition_info["number"]] if partition_info else 0
+    return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
+
+
+def _keyed(frame, key: str):
+    """The rows of ``frame`` that have ``key``, with its hash (rows without one are in no statistic;
+    a request without one gets NaN, as :func:`count_features` gives it, so they need not travel)."""
+    frame = frame[frame[key].notnull()]
+    return frame.assign(**{_KEY_HASH: frame[key].map_partitions(_key_hash, meta=(_KEY_HASH, np.uint64))})
+
+
+def _count_partition(events: pd.DataFrame, requests: pd.DataFrame, windows_days, groups, half_lives_days, position_ctr) -> pd.DataFrame:
+    """One key partition on a worker: the kernel over its events, put back in time order, for its
+    requests (``_ROW``: their positions in the whole request table)."""
+    names = [name for g in groups for name in _names_of(g, windows_days, half_lives_days)]
+    if len(requests) == 0:
+        return pd.DataFrame({_ROW: np.zeros(0, np.int64), **{name: np.zeros(0, np.float32) for name in names}})
+    events = events.sort_values(_ORDER).reset_index(drop=True)
+    counts = count_features(events, requests.reset_index(drop=True), windows_days, groups, half_lives_days, position_ctr)
+    return pd.DataFrame({_ROW: requests[_ROW].to_numpy(np.int64), **counts})
+
+
+def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows_days: tuple[int, ...],
                            groups: tuple[CountGroup, ...] = COUNT_GROUPS, half_lives_days: tuple[int, ...] = (),
                            position_ctr: pd.DataFrame | None = None) -> dict[str, np.ndarray]:
     """:func:`~rankpipe.features.stats.count_features` computed on ``engine``'s cluster; the same
-    columns, values and order (see the module docstring). ``history`` must be in time order.
+    columns, values and order (see the module docstring). ``history`` (in time order) is a Dask
+    DataFrame, e.g. a stage's partitioned table read by the workers, or a pandas one, sent to them.
 
-    The log is in this process already (the stages' tables are pandas), so the shuffle by key is
-    done here, in one pass: each key partition's events and requests are sent to the cluster as data
-    and counted there, and results are filled in as partitions finish.
+    For each family of count groups, events and requests are shuffled on the workers by the hash of
+    the family's key (Dask's shuffle), each partition's events are put back in time order by their
+    row number, and the kernel runs per partition; only the statistics come back here.
     """
-    from dask.distributed import as_completed
+    import dask
+    import dask.dataframe as dd
 
     if not engine.distributed:
         return count_features(history, pairs, windows_days, groups, half_lives_days, position_ctr)
-    if not history[S.TS].is_monotonic_increasing:
-        raise ValueError("count_features_on_dask: the history must be in time order (see enrich_history)")
-    n = engine.partitions
-    out: dict[str, np.ndarray] = {}
-    for key, family in _key_families(groups).items():
-        columns = sorted({S.TS, *(k for g in family for k in g.keys)})
-        # The event columns the kernel reads: ts and event always, position for COEC.
-        event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
-        events, requests = history[event_columns], pairs[columns]
-        tasks = []
-        for event_rows, request_rows in zip(_by_partition(events, key, n), _by_partition(requests, key, n)):
-            if len(request_rows) == 0:
-                continue
-            sent = engine.client.scatter([events.iloc[event_rows], requests.iloc[request_rows], request_rows], hash=False)
-            tasks.append(engine.client.submit(_count_partition, *sent, windows_days, family, half_lives_days, position_ctr, pure=False))
-        names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
-        filled = {name: np.full(len(pairs), np.nan, dtype=np.float32) for name in names}
-        seen = 0
-        for task in as_completed(tasks):
-            part = task.result()
-            rows = part[_ROW].to_numpy()
-            seen += len(rows)
+    with dask.config.set({"dataframe.convert-string": False}):
+        if isinstance(history, pd.DataFrame):
+            history = frame_on(engine, history)
+        history = _with_row_numbers(history, _ORDER)
+        pairs = pairs.reset_index(drop=True)
+        out: dict[str, np.ndarray] = {}
+        for key, family in _key_families(groups).items():
+            columns = sorted({S.TS, *(k for g in family for k in g.keys)})
+            # The event columns the kernel reads: ts and event always, position for COEC.
+            event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
+            events = _keyed(history[[*event_columns, _ORDER]], key).shuffle(on=_KEY_HASH, npartitions=engine.partitions)
+            requests = pairs[columns].assign(**{_ROW: np.arange(len(pairs), dtype=np.int64)})
+            requests = _keyed(frame_on(engine, requests), key).shuffle(on=_KEY_HASH, npartitions=engine.partitions)
+            names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
+            meta = pd.DataFrame({_ROW: np.zeros(0, np.int64), **{name: np.zeros(0, np.float32) for name in names}})
+            counted = dd.map_partitions(_count_partition, events, requests, windows_days, family, half_lives_days, position_ctr,
+                                        meta=meta, align_dataframes=False).compute()
+            keyed = int(pairs[key].notna().sum())
+            if len(counted) != keyed:
+                raise RuntimeError(f"count_features_on_dask: {len(counted)} rows came back for {keyed} keyed requests (key {key})")
+            rows = counted[_ROW].to_numpy()
             for name in names:
-                filled[name][rows] = part[name].to_numpy()
-            task.release()
-        if seen != int(requests[key].notna().sum()):
-            raise RuntimeError(f"count_features_on_dask: {seen} rows came back for {int(requests[key].notna().sum())} keyed requests (key {key})")
-        out.update(filled)
+                filled = np.full(len(pairs), np.nan, dtype=np.float32)
+                filled[rows] = counted[name].to_numpy()
+                out[name] = filled
     # The local engine's column order: group by group as declared.
     return {name: out[name] for g in groups for name in _names_of(g, windows_days, half_lives_days)}
 
@@ -230,15 +259,6 @@ def frame_on(engine: Engine, frame: pd.DataFrame):
     parts = [frame.iloc[a:b] for a, b in even_parts(len(frame), max(1, min(engine.partitions, len(frame))))]
     futures = engine.client.scatter(parts, hash=False)
     return dd.from_delayed(futures, meta=frame.iloc[:0], verify_meta=False)
-
-
-PART_NAME = "part-{:05d}.parquet"  # zero-padded, so path order (how readers list a directory) is partition order
-
-
-def write_partitioned(frame, path) -> None:
-    """A Dask DataFrame as a directory of Parquet files, one per partition, written by the workers
-    (``path`` must be one they can reach: a shared or object-store path, or local with a LocalCluster)."""
-    frame.to_parquet(str(path), write_index=False, name_function=PART_NAME.format, write_metadata_file=False)
 
 
 def _lightgbm_logs_to_logging() -> None:

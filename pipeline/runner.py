@@ -33,10 +33,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rankpipe.pipeline import schema as S
 from rankpipe.pipeline import stages as stage_functions
 from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, save_config
 from rankpipe.pipeline.datasets import get_adapter
-from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine, write_partitioned
+from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine
 from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 from rankpipe.pipeline.logs import get_logger
 
@@ -156,6 +157,22 @@ class Runner:
             self._cache[key] = pq.read_table(path).to_pandas()  # a file, or a directory of them (a table written on Dask)
         return self._cache[key]
 
+    def load_frame(self, stage: str, name: str):
+        """An upstream table as the open engine works on it: on Dask, read by the workers from its
+        files (a partitioned directory, partitions in order), unless this process holds it already;
+        on the local engine, :meth:`load_table`."""
+        if not self._engine.distributed or (stage, name) in self._cache:
+            return self.load_table(stage, name)
+        import dask
+        import dask.dataframe as dd
+
+        self._wait(stage)
+        path = self.run_dir / stage / f"{name}.parquet"
+        if not path.exists():
+            raise KeyError(f"{stage}.{name}")
+        with dask.config.set({"dataframe.convert-string": False}):  # the dtypes pandas reads: str, not string[pyarrow]
+            return dd.read_parquet(str(path))
+
     def model_dir(self, stage: str, name: str) -> Path:
         """Where ``stage`` saved model ``name`` (waits until that stage's outputs are on disk)."""
         self._wait(stage)
@@ -179,7 +196,7 @@ class Runner:
         tmp.mkdir(parents=True)
         try:
             for name, table in partitioned.items():
-                write_partitioned(table, tmp / f"{name}.parquet")
+                S.write_frame(table, tmp / f"{name}.parquet")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -321,7 +338,7 @@ class Runner:
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
         inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
-                                             tracker.load_champion if tracker is not None else None, self._engine)
+                                             tracker.load_champion if tracker is not None else None, self._engine, self.load_frame)
         started = time.perf_counter()
         context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
         with context:

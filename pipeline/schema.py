@@ -158,13 +158,22 @@ def get_params(component: object) -> dict[str, Any]:
 
 
 # Saved state: plain files only (no pickle), so a saved component can be read by anyone and loaded safely.
-def write_frame(frame: pd.DataFrame, path: str | Path) -> None:
-    """``frame`` as Parquet (index dropped: keep what matters in columns)."""
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(path))
+PART_NAME = "part-{:05d}.parquet"  # zero-padded, so path order (how readers list a directory) is partition order
+
+
+def write_frame(frame, path: str | Path) -> None:
+    """``frame`` as Parquet (index dropped: keep what matters in columns): a pandas frame as one file,
+    a Dask DataFrame as a directory of one file per partition, written by the workers (``path`` must
+    then be one they can reach: a shared or object-store path, or local with a LocalCluster). Both
+    read back with :func:`read_frame`, partitions in order."""
+    if isinstance(frame, pd.DataFrame):
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), str(path))
+    else:
+        frame.to_parquet(str(path), write_index=False, name_function=PART_NAME.format, write_metadata_file=False)
 
 
 def read_frame(path: str | Path) -> pd.DataFrame:
-    """A frame written by :func:`write_frame`."""
+    """A frame written by :func:`write_frame` (a file, or a directory of them), whole, in this process."""
     return pq.read_table(str(path)).to_pandas()
 
 

@@ -55,7 +55,8 @@ class StageInputs:
 
     ``load_champion(name)`` reads the ranker behind ``name@champion`` from the registry (None when
     there is none, or when the run is not tracked); reading is all a stage may do with the registry.
-    ``engine`` is the open :class:`~rankpipe.pipeline.engine.Engine` (None: this process).
+    ``engine`` is the open :class:`~rankpipe.pipeline.engine.Engine` (None: this process);
+    ``frame(stage, name)`` gives a table as that engine works on it.
     """
 
     load_table: Callable[[str, str], pd.DataFrame]
@@ -63,10 +64,16 @@ class StageInputs:
     dataset: Any = None  # the loaded Dataset, for prepare only
     load_champion: Callable[[str], Any] | None = None
     engine: Any = None
+    load_frame: Callable[[str, str], Any] | None = None
 
     def table(self, stage: str, name: str) -> pd.DataFrame:
-        """The upstream table ``stage.name``; KeyError when that stage did not write it."""
+        """The upstream table ``stage.name``, whole, in this process; KeyError when that stage did not write it."""
         return self.load_table(stage, name)
+
+    def frame(self, stage: str, name: str):
+        """The upstream table ``stage.name`` where the engine works on it: on Dask a Dask DataFrame
+        the workers read (so this process never holds it), else the pandas one :meth:`table` gives."""
+        return (self.load_frame or self.load_table)(stage, name)
 
 
 def train_end(requests: pd.DataFrame) -> pd.Timestamp:

@@ -15,7 +15,8 @@ def features(inputs: StageInputs, config: Config) -> StageResult:
     """Point-in-time statistics for every logged (request, item) pair, with priors fitted on train;
     the fitted :class:`~rankpipe.features.builder.FeatureBuilder` is the stage's model ``builder``."""
     requests, labels = inputs.table("prepare", "requests"), inputs.table("prepare", "labels")
-    events, items = inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    # On Dask the log stays on the workers: the builder's history, priors and counts are computed there.
+    events, items = inputs.frame("prepare", "events"), inputs.table("prepare", "items")
     builder = FeatureBuilder.from_config(config.features).fit(events, items, train_end(requests))
     pairs = with_request_context(labels, requests)
     feats = builder.transform(pairs, counter_of(inputs.engine))

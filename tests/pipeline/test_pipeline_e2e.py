@@ -224,8 +224,9 @@ def test_rankpipe_score_on_dask_writes_the_local_engines_lists(first_run, tmp_pa
 def test_dask_engine_gives_the_local_features_and_lists_and_a_ranker_as_good(first_run, tmp_path):
     """The small world up to rank on Dask (a LocalCluster of 2 worker processes) against the local
     run: the prepared tables (events sent to the workers, in time order already, so not shuffled),
-    the feature table and every recall channel's lists are identical (the same kernels, run per
-    key partition and per row block); the LightGBM ranker trained by lightgbm.dask is within 0.005
+    the feature table, the feature builder's fitted tables (its history enriched, its priors counted
+    on the workers) and every recall channel's lists are identical (the same kernels, run per key
+    partition after a shuffle on the workers, and per row block); the LightGBM ranker trained by lightgbm.dask is within 0.005
     NDCG@10 of the local one on the test lists. (Distributed LightGBM bins each worker's data, so
     its model varies a little from run to run: measured -0.0042 to +0.0018 over seeds 42 and 1.)"""
     import json
@@ -239,7 +240,9 @@ def test_dask_engine_gives_the_local_features_and_lists_and_a_ranker_as_good(fir
     config = load_config(None, [*SMALL_WORLD, "engine.name=dask", "engine.workers=2"])
     runner = Runner(config, tmp_path, "dask", progress=False, track=False)
     runner.run(until="rank")
-    for table in ("prepare/requests", "prepare/labels", "prepare/events", "features/logged", "recall/channels", "recall/candidates"):
+    tables = ("prepare/requests", "prepare/labels", "prepare/events", "features/logged", "features/priors", "features/position_ctr",
+              "features/builder/history", "recall/channels", "recall/candidates")
+    for table in tables:
         pd.testing.assert_frame_equal(pd.read_parquet(runner.run_dir / f"{table}.parquet"), pd.read_parquet(local_dir / f"{table}.parquet"),
                                       check_exact=True, obj=table)
 
