@@ -59,6 +59,9 @@ class FeatureBuilder:
         fit the priors and the position CTR on the events before ``train_end``. ``events`` may be a
         Dask DataFrame in time order (see the module docstring)."""
         self.history_ = enrich_history(events, items)
+        if not isinstance(self.history_, pd.DataFrame):
+            # Kept in the workers' memory: the priors, the position CTRs, every count and save read it.
+            self.history_ = self.history_.persist()
         self.items_ = items
         self.train_end_ = pd.Timestamp(train_end)
         self.priors_ = fit_priors(self.history_, self.train_end_, self.min_impressions_for_prior)

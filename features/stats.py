@@ -18,7 +18,6 @@ import pyarrow.compute as pc
 from rankpipe.features.config import FeaturesConfig
 from rankpipe.features.engine import Column, walk
 from rankpipe.features.pit import column_codes, pair_codes
-from rankpipe.features.text import bm25_weights, embed_texts, item_text, pair_scores, query_coverage, token_matrix
 from rankpipe.pipeline import schema as S
 
 DAY_S = 86_400
@@ -347,6 +346,9 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
 
 def _text_match(pairs: pd.DataFrame, items: pd.DataFrame, dense: bool) -> dict[str, np.ndarray]:
     """Query × item text features: token coverage, BM25, and (``dense``) MiniLM cosine; NaN without a query."""
+    # Imported here: it brings scikit-learn (3 s), which a Dask worker counting statistics never needs.
+    from rankpipe.features.text import bm25_weights, embed_texts, item_text, pair_scores, query_coverage, token_matrix
+
     queries = pd.Series(pairs[S.QUERY].dropna().unique(), dtype="str")
     names = ("query_coverage", "bm25") + (("dense_sim",) if dense else ())
     if len(queries) == 0:

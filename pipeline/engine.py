@@ -40,16 +40,18 @@ import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from rankpipe.features.stats import COUNT_GROUPS, CountGroup, count_features, statistic_columns
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.config import EngineConfig
 from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.schema import ConfigError
+
+if TYPE_CHECKING:  # the config package imports every component (torch among them); the workers that run this module's tasks need none
+    from rankpipe.pipeline.config import EngineConfig
 
 ENGINES = ("local", "dask")
 _ROW = "_rankpipe_row"  # a request's position in the whole request table, carried through a partition
@@ -215,6 +217,8 @@ def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows
     with dask.config.set({"dataframe.convert-string": False}):
         if isinstance(history, pd.DataFrame):
             history = frame_on(engine, history)
+        elif history.npartitions < engine.partitions:  # e.g. one file written by the local engine: spread it over the workers
+            history = history.repartition(npartitions=engine.partitions)
         history = _with_row_numbers(history, _ORDER)
         pairs = pairs.reset_index(drop=True)
         out: dict[str, np.ndarray] = {}
@@ -222,9 +226,10 @@ def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows
             columns = sorted({S.TS, *(k for g in family for k in g.keys)})
             # The event columns the kernel reads: ts and event always, position for COEC.
             event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
-            events = _keyed(history[[*event_columns, _ORDER]], key).shuffle(on=_KEY_HASH, npartitions=engine.partitions)
+            # The task-based shuffle: on these few partitions it is quicker than P2P (measured 13 s against 20 s at 1×).
+            events = _keyed(history[[*event_columns, _ORDER]], key).shuffle(on=_KEY_HASH, npartitions=engine.partitions, shuffle_method="tasks")
             requests = pairs[columns].assign(**{_ROW: np.arange(len(pairs), dtype=np.int64)})
-            requests = _keyed(frame_on(engine, requests), key).shuffle(on=_KEY_HASH, npartitions=engine.partitions)
+            requests = _keyed(frame_on(engine, requests), key).shuffle(on=_KEY_HASH, npartitions=engine.partitions, shuffle_method="tasks")
             names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
             meta = pd.DataFrame({_ROW: np.zeros(0, np.int64), **{name: np.zeros(0, np.float32) for name in names}})
             counted = dd.map_partitions(_count_partition, events, requests, windows_days, family, half_lives_days, position_ctr,

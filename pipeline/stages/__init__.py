@@ -16,30 +16,67 @@ Tables passed between stages (``stage.table``; columns named in :mod:`rankpipe.p
 - ``rerank.lists``: the final lists
 - ``evaluate.metrics``: every metric as (name, value)
 
-Add a stage: one file here with its function, one import below, and a ``StageSpec`` line in the
+Add a stage: one file here with its function, one line in ``_STAGE_MODULES`` below, and a ``StageSpec`` line in the
 dataset graph that runs it (:mod:`rankpipe.pipeline.graphs`).
 """
 
 from __future__ import annotations
 
-from rankpipe.pipeline.config import Config, ConfigError
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING
+
 from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult
-from rankpipe.pipeline.stages.evaluate import evaluate, evaluate_ltr
-from rankpipe.pipeline.stages.features import features
-from rankpipe.pipeline.stages.prepare import prepare, prepare_ltr, prepare_tables
-from rankpipe.pipeline.stages.promote import promote, promote_ltr
-from rankpipe.pipeline.stages.rank import rank, rank_ltr
-from rankpipe.pipeline.stages.recall import recall
-from rankpipe.pipeline.stages.rerank import rerank
-from rankpipe.pipeline.stages.suggest import suggest, suggest_queries
-from rankpipe.ranking.calibration import CALIBRATION_METHODS
-from rankpipe.ranking.rankers import ranker_params
-from rankpipe.ranking.recall import check_recall_config
-from rankpipe.ranking.rerank import check_rerank_config
+
+if TYPE_CHECKING:
+    from rankpipe.pipeline.config import Config
+
+# Each stage function and the module that defines it. A function is imported when first asked for
+# (``stages.rank``), not with the package: a Dask worker running a task of one stage module
+# (prepare on Dask) imports that module alone, not every stage with torch, LightGBM and faiss,
+# which took each worker 6 to 9 s. The names are properties of the package's class, so
+# ``stages.rank`` is the function even after ``import rankpipe.pipeline.stages.rank`` made the
+# import system set the package's attribute to the module (that assignment is dropped); any other
+# assignment (a test's monkeypatch) replaces the function until it is undone.
+_STAGE_MODULES = {
+    "evaluate": "evaluate", "evaluate_ltr": "evaluate", "features": "features", "prepare": "prepare", "prepare_ltr": "prepare",
+    "prepare_tables": "prepare", "promote": "promote", "promote_ltr": "promote", "rank": "rank", "rank_ltr": "rank",
+    "recall": "recall", "rerank": "rerank", "suggest": "suggest", "suggest_queries": "suggest",
+}
+_replaced: dict[str, object] = {}
+
+
+def _stage_function(name: str) -> property:
+    def get(package):
+        if name in _replaced:
+            return _replaced[name]
+        return getattr(importlib.import_module(f"{__name__}.{_STAGE_MODULES[name]}"), name)
+
+    def put(package, value) -> None:
+        if not isinstance(value, types.ModuleType):
+            _replaced[name] = value
+
+    return property(get, put)
+
+
+class _Stages(types.ModuleType):
+    """This package, with each stage function a lazily imported attribute."""
+
+
+for _name in _STAGE_MODULES:
+    setattr(_Stages, _name, _stage_function(_name))
+sys.modules[__name__].__class__ = _Stages
 
 
 def check_config(config: Config) -> None:
     """Config errors that only the components can judge, raised before the run writes anything."""
+    from rankpipe.pipeline.schema import ConfigError
+    from rankpipe.ranking.calibration import CALIBRATION_METHODS
+    from rankpipe.ranking.rankers import ranker_params
+    from rankpipe.ranking.recall import check_recall_config
+    from rankpipe.ranking.rerank import check_rerank_config
+
     check_recall_config(config.recall)
     check_rerank_config(config.rerank)
     ranker_params(config.rank, config.seed, config.device)  # an unknown rank.model, or a family key it does not take
@@ -47,5 +84,4 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 
 
-__all__ = ["Registration", "StageInputs", "StageResult", "check_config", "evaluate", "evaluate_ltr", "features", "prepare", "prepare_ltr",
-           "prepare_tables", "promote", "promote_ltr", "rank", "rank_ltr", "recall", "rerank", "suggest", "suggest_queries"]
+__all__ = ["Registration", "StageInputs", "StageResult", "check_config", *_STAGE_MODULES]

@@ -18,13 +18,14 @@ from the workers; requests and items are pandas.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import Engine, frame_on
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageResult
 from rankpipe.pipeline.stages.prepare_parts import (
@@ -36,6 +37,9 @@ from rankpipe.pipeline.stages.prepare_parts import (
     split_requests,
     unknown_items_error,
 )
+
+if TYPE_CHECKING:  # the config imports every component; the workers running this module's tasks need none
+    from rankpipe.pipeline.config import Config
 
 _FILE_ROW, _KIND, _ROW = "_rankpipe_file_row", "_rankpipe_kind", "_rankpipe_row"
 

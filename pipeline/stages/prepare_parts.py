@@ -3,12 +3,16 @@ whole log, the Dask one (:mod:`.prepare_dask`) per partition."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import StageResult
+
+if TYPE_CHECKING:  # the config imports every component; the workers running this module's tasks need none
+    from rankpipe.pipeline.config import Config
 
 
 def derived_interactions(events: pd.DataFrame, threshold: float) -> pd.DataFrame:

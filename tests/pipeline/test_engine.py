@@ -111,3 +111,65 @@ def test_xgboost_on_dask_stops_early_and_ranks_as_well_as_here():
     assert 1 < there.best_iteration_ < 200  # stopped early, then refit on train + valid
     ndcg = {name: M.ndcg_at_k(pd.Series(test[2]), ranker.predict(test[0]), test[1], 10) for name, ranker in (("here", here), ("dask", there))}
     assert ndcg["here"] > 0.8 and abs(ndcg["dask"] - ndcg["here"]) <= 0.02, ndcg
+
+
+def _log_and_requests(seed: int = 0, n_events: int = 6000, n_requests: int = 1500):
+    """An enriched history (time order, ties in time, null queries and positions, items missing from
+    the catalogue) and requests over the same keys, some never seen in the log."""
+    import numpy as np
+    import pandas as pd
+
+    from rankpipe.features.stats import _attach_item_keys, enrich_history, item_keys
+    from rankpipe.pipeline import schema as S
+
+    rng = np.random.default_rng(seed)
+    items = pd.DataFrame({S.ITEM_ID: [f"i{j}" for j in range(60)], S.CATEGORY: [f"c{j % 4}>s{j % 7}" for j in range(60)]})
+    start = pd.Timestamp("2026-01-01")
+    ts = start + pd.to_timedelta(np.sort(rng.integers(0, 20 * 86_400, n_events)) // 600 * 600, unit="s")  # ten-minute ties
+    queries = np.array(["shoes", "red dress", None, None], dtype=object)
+    events = pd.DataFrame({S.TS: ts.astype("datetime64[us]"), S.USER_ID: [f"u{j}" for j in rng.integers(0, 80, n_events)],
+                           S.ITEM_ID: [f"i{j}" for j in rng.integers(0, 70, n_events)],  # i60..i69 are in no catalogue
+                           S.EVENT: rng.choice(["impression", "impression", "click", "cart", "purchase"], n_events),
+                           S.QUERY: queries[rng.integers(0, 4, n_events)],
+                           S.POSITION: pd.array(np.where(rng.random(n_events) < 0.8, rng.integers(1, 30, n_events), None), dtype="Int32")})
+    history = enrich_history(events, items)
+    requests = pd.DataFrame({S.TS: (start + pd.to_timedelta(rng.integers(0, 21 * 86_400, n_requests), unit="s")).astype("datetime64[us]"),
+                             S.USER_ID: [f"u{j}" for j in rng.integers(0, 90, n_requests)],
+                             S.ITEM_ID: [f"i{j}" for j in rng.integers(0, 75, n_requests)],
+                             S.QUERY: queries[rng.integers(0, 4, n_requests)]})
+    _attach_item_keys(requests, item_keys(items))
+    return history, requests
+
+
+def test_count_statistics_on_dask_are_the_local_ones_bit_for_bit(tmp_path):
+    """The count statistics computed on 2 workers (events and requests shuffled by key, each partition
+    put back in time order) equal the local kernel's, value for value (NaN where a key is null), from
+    a history held here and from one the workers read from a partitioned directory; a history whose
+    partitions go back in time is refused."""
+    import dask.dataframe as dd
+    import numpy as np
+
+    from rankpipe.features.stats import count_features, fit_position_ctr, fit_priors
+    from rankpipe.pipeline import schema as S
+    from rankpipe.pipeline.engine import count_features_on_dask, open_engine
+
+    history, requests = _log_and_requests()
+    position_ctr = fit_position_ctr(history, history[S.TS].quantile(0.7))
+    local = count_features(history, requests, (1, 7), half_lives_days=(3,), position_ctr=position_ctr)
+    assert np.isnan(local["query_click_n"]).any() and (local["item_click_n"] > 0).any()
+    S.write_frame(dd.from_pandas(history, npartitions=5, sort=False), tmp_path / "history.parquet")
+    with open_engine(load_config(None, ["engine.name=dask", "engine.workers=2"]).engine) as engine:
+        on_workers = dd.read_parquet(tmp_path / "history.parquet")
+        assert on_workers.npartitions == 5
+        for name, source in (("pandas", history), ("dask", on_workers)):
+            got = count_features_on_dask(engine, source, requests, (1, 7), half_lives_days=(3,), position_ctr=position_ctr)
+            assert list(got) == list(local), name
+            for column, values in local.items():
+                np.testing.assert_array_equal(got[column], values, err_msg=f"{name}: {column}")
+        # The priors and position CTRs counted on the workers are the local ones too.
+        cutoff = history[S.TS].quantile(0.7)
+        assert fit_priors(on_workers, cutoff, 5).equals(fit_priors(history, cutoff, 5))
+        assert fit_position_ctr(on_workers, cutoff).equals(position_ctr)
+        backwards = dd.concat([on_workers.partitions[3], on_workers.partitions[0]])
+        with pytest.raises(ValueError, match="must be in time order"):
+            count_features_on_dask(engine, backwards, requests, (7,))
