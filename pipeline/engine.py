@@ -56,7 +56,6 @@ if TYPE_CHECKING:  # the config package imports every component (torch among the
 ENGINES = ("local", "dask")
 _ROW = "_rankpipe_row"  # a request's position in the whole request table, carried through a partition
 _ORDER = "_rankpipe_order"  # an event's position in the time-ordered history, to restore that order after a shuffle
-_KEY_HASH = "_rankpipe_key_hash"  # what events and requests are shuffled on
 log = get_logger(__name__)
 
 
@@ -148,10 +147,17 @@ def _key_families(groups: tuple[CountGroup, ...]) -> dict[str, tuple[CountGroup,
     return {key: tuple(members) for key, members in families.items()}
 
 
-def _key_hash(values: pd.Series) -> pd.Series:
-    """A hash of each key's text, the same for events and requests whatever their string dtype: the
-    column both are shuffled on, so a key's events and its requests land in the same partition."""
-    return pd.Series(pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy(), index=values.index, name=_KEY_HASH)
+def _hashed_keys(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame`` with each of ``keys`` replaced by the 64-bit hash of its text (null stays null), the
+    same for events and requests whatever their string dtype. The kernel counts by key identity
+    alone, so its statistics are unchanged (two keys sharing a hash, about one chance in 10^7 at
+    10^6 keys, would pool), while the shuffles move integers instead of strings."""
+    hashed = {}
+    for key in keys:
+        values = frame[key]
+        codes = pd.util.hash_pandas_object(values.astype("str"), index=False).to_numpy()
+        hashed[key] = pd.arrays.IntegerArray(codes, values.isna().to_numpy())
+    return frame.assign(**hashed)
 
 
 def _with_row_numbers(frame, column: str):
@@ -180,11 +186,11 @@ def _number_rows(part: pd.DataFrame, offsets: np.ndarray, column: str, partition
     return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
 
 
-def _keyed(frame, key: str):
-    """The rows of ``frame`` that have ``key``, with its hash (rows without one are in no statistic;
-    a request without one gets NaN, as :func:`count_features` gives it, so they need not travel)."""
-    frame = frame[frame[key].notnull()]
-    return frame.assign(**{_KEY_HASH: frame[key].map_partitions(_key_hash, meta=(_KEY_HASH, np.uint64))})
+def _keyed(frame, key: str, partitions: int):
+    """The rows of ``frame`` that have ``key``, shuffled by it into ``partitions`` (rows without one
+    are in no statistic; a request without one gets NaN, as :func:`count_features` gives it, so they
+    need not travel). The task-based shuffle: on these few partitions it is quicker than P2P."""
+    return frame[frame[key].notnull()].shuffle(on=key, npartitions=partitions, shuffle_method="tasks")
 
 
 def _count_partition(events: pd.DataFrame, requests: pd.DataFrame, windows_days, groups, half_lives_days, position_ctr) -> pd.DataFrame:
@@ -205,9 +211,10 @@ def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows
     columns, values and order (see the module docstring). ``history`` (in time order) is a Dask
     DataFrame, e.g. a stage's partitioned table read by the workers, or a pandas one, sent to them.
 
-    For each family of count groups, events and requests are shuffled on the workers by the hash of
-    the family's key (Dask's shuffle), each partition's events are put back in time order by their
-    row number, and the kernel runs per partition; only the statistics come back here.
+    Keys travel as 64-bit hashes (:func:`_hashed_keys`). For each family of count groups, events and
+    requests are shuffled on the workers by the family's key (Dask's shuffle), each partition's
+    events are put back in time order by their row number, and the kernel runs per partition; only
+    the statistics come back here.
     """
     import dask
     import dask.dataframe as dd
@@ -219,17 +226,19 @@ def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows
             history = frame_on(engine, history)
         elif history.npartitions < engine.partitions:  # e.g. one file written by the local engine: spread it over the workers
             history = history.repartition(npartitions=engine.partitions)
+        keys = sorted({k for g in groups for k in g.keys})
         history = _with_row_numbers(history, _ORDER)
+        history = history.map_partitions(_hashed_keys, keys, meta=_hashed_keys(history._meta, keys))
         pairs = pairs.reset_index(drop=True)
+        all_requests = _hashed_keys(pairs[[S.TS, *keys]], keys).assign(**{_ROW: np.arange(len(pairs), dtype=np.int64)})
+        all_requests = frame_on(engine, all_requests).persist()  # sent once, read by every family
         out: dict[str, np.ndarray] = {}
         for key, family in _key_families(groups).items():
             columns = sorted({S.TS, *(k for g in family for k in g.keys)})
             # The event columns the kernel reads: ts and event always, position for COEC.
             event_columns = [c for c in dict.fromkeys([*columns, S.EVENT, S.POSITION]) if c in history.columns]
-            # The task-based shuffle: on these few partitions it is quicker than P2P (measured 13 s against 20 s at 1×).
-            events = _keyed(history[[*event_columns, _ORDER]], key).shuffle(on=_KEY_HASH, npartitions=engine.partitions, shuffle_method="tasks")
-            requests = pairs[columns].assign(**{_ROW: np.arange(len(pairs), dtype=np.int64)})
-            requests = _keyed(frame_on(engine, requests), key).shuffle(on=_KEY_HASH, npartitions=engine.partitions, shuffle_method="tasks")
+            events = _keyed(history[[*event_columns, _ORDER]], key, engine.partitions)
+            requests = _keyed(all_requests[[*columns, _ROW]], key, engine.partitions)
             names = [name for g in family for name in _names_of(g, windows_days, half_lives_days)]
             meta = pd.DataFrame({_ROW: np.zeros(0, np.int64), **{name: np.zeros(0, np.float32) for name in names}})
             counted = dd.map_partitions(_count_partition, events, requests, windows_days, family, half_lives_days, position_ctr,

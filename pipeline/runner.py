@@ -171,7 +171,10 @@ class Runner:
         if not path.exists():
             raise KeyError(f"{stage}.{name}")
         with dask.config.set({"dataframe.convert-string": False}):  # the dtypes pandas reads: str, not string[pyarrow]
-            return dd.read_parquet(str(path))
+            frame = dd.read_parquet(str(path))
+        # In order, as many pieces as the engine is sized for: a log of one file per day has many
+        # small partitions, and each step's tasks (a shuffle's: inputs × outputs) cost more than their rows.
+        return frame.repartition(npartitions=self._engine.partitions) if frame.npartitions > self._engine.partitions else frame
 
     def model_dir(self, stage: str, name: str) -> Path:
         """Where ``stage`` saved model ``name`` (waits until that stage's outputs are on disk)."""
