@@ -58,10 +58,7 @@ class FeatureBuilder:
         """Keep ``events`` (all of them: a pair only counts those before its own time) and ``items``;
         fit the priors and the position CTR on the events before ``train_end``. ``events`` may be a
         Dask DataFrame in time order (see the module docstring)."""
-        self.history_ = enrich_history(events, items)
-        if not isinstance(self.history_, pd.DataFrame):
-            # Kept in the workers' memory: the priors, the position CTRs, every count and save read it.
-            self.history_ = self.history_.persist()
+        self.history_ = _kept(enrich_history(events, items))
         self.items_ = items
         self.train_end_ = pd.Timestamp(train_end)
         self.priors_ = fit_priors(self.history_, self.train_end_, self.min_impressions_for_prior)
@@ -100,13 +97,21 @@ class FeatureBuilder:
                       "train_end": self.train_end_.isoformat()}, directory / BUILDER_FILE)
 
     @classmethod
-    def load(cls, directory: str | Path) -> "FeatureBuilder":
-        """The builder :meth:`save` wrote."""
+    def load(cls, directory: str | Path, read_history=S.read_frame) -> "FeatureBuilder":
+        """The builder :meth:`save` wrote. ``read_history(path)`` reads its history: whole, here, by
+        default; an engine's reader leaves it on a cluster (then transform with that engine's counter)."""
         directory = Path(directory)
         meta = S.read_json(directory / BUILDER_FILE)
         params = meta["params"]
         builder = cls(tuple(params["windows_days"]), tuple(params["half_lives_days"]), params["dense_text"], params["min_impressions_for_prior"])
         for name in TABLES:
-            setattr(builder, f"{name}_", S.read_frame(directory / f"{name}.parquet"))
+            setattr(builder, f"{name}_", S.read_frame(directory / f"{name}.parquet") if name != "history" else
+                    _kept(read_history(directory / "history.parquet")))
         builder.train_end_ = pd.Timestamp(meta["train_end"])
         return builder
+
+
+def _kept(history):
+    """A Dask history persisted in the workers' memory (the priors, the position CTRs, every count and
+    save read it); a pandas one as it is."""
+    return history if isinstance(history, pd.DataFrame) else history.persist()

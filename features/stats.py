@@ -309,10 +309,11 @@ def _rate_counts(events: pd.DataFrame, train_end: pd.Timestamp) -> pd.DataFrame:
         keyed = past.dropna(subset=list(group.keys))
         keyed = keyed[keyed[S.EVENT].isin([num, den])]
         is_num = (keyed[S.EVENT] == num).to_numpy()
-        pieces.append(pd.DataFrame({"rate": np.full(len(keyed), number, np.int16),
-                                    "entity": pd.util.hash_pandas_object(keyed[list(group.keys)], index=False).to_numpy(),
-                                    "num": is_num.astype(np.int64), "den": (~is_num).astype(np.int64)}))
-    return pd.concat(pieces, ignore_index=True).groupby(["rate", "entity"], as_index=False).sum()
+        entity = pd.util.hash_pandas_object(keyed[list(group.keys)], index=False).to_numpy()
+        # Each rate's rows are summed by entity before they are joined: the log's rows never pile up eight times over.
+        counted = pd.DataFrame({"entity": entity, "num": is_num, "den": ~is_num}).groupby("entity", sort=False).sum()
+        pieces.append(counted.reset_index().assign(rate=np.int16(number)))
+    return pd.concat(pieces, ignore_index=True)[["rate", "entity", "num", "den"]].astype({"num": np.int64, "den": np.int64})
 
 
 def fit_priors(history, train_end: pd.Timestamp, min_impressions: int) -> pd.DataFrame:

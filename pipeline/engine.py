@@ -84,6 +84,21 @@ class Engine:
         """Whether work is sent to a Dask cluster."""
         return self.client is not None
 
+    def read_frame(self, path):
+        """A Parquet table (a file or a partitioned directory) where this engine works on it: on
+        Dask a Dask DataFrame the workers read, in order, in at most ``partitions`` pieces; else
+        the whole table in this process."""
+        if not self.distributed:
+            return S.read_frame(path)
+        import dask
+        import dask.dataframe as dd
+
+        with dask.config.set({"dataframe.convert-string": False}):  # the dtypes pandas reads: str, not string[pyarrow]
+            frame = dd.read_parquet(str(path))
+        # A log of one file per day has many small partitions, and each step's tasks (a shuffle's:
+        # inputs × outputs) cost more than their rows: neighbours are joined, the order kept.
+        return frame.repartition(npartitions=self.partitions) if frame.npartitions > self.partitions else frame
+
 
 LOCAL = Engine("local")
 

@@ -163,18 +163,11 @@ class Runner:
         on the local engine, :meth:`load_table`."""
         if not self._engine.distributed or (stage, name) in self._cache:
             return self.load_table(stage, name)
-        import dask
-        import dask.dataframe as dd
-
         self._wait(stage)
         path = self.run_dir / stage / f"{name}.parquet"
         if not path.exists():
             raise KeyError(f"{stage}.{name}")
-        with dask.config.set({"dataframe.convert-string": False}):  # the dtypes pandas reads: str, not string[pyarrow]
-            frame = dd.read_parquet(str(path))
-        # In order, as many pieces as the engine is sized for: a log of one file per day has many
-        # small partitions, and each step's tasks (a shuffle's: inputs × outputs) cost more than their rows.
-        return frame.repartition(npartitions=self._engine.partitions) if frame.npartitions > self._engine.partitions else frame
+        return self._engine.read_frame(path)
 
     def model_dir(self, stage: str, name: str) -> Path:
         """Where ``stage`` saved model ``name`` (waits until that stage's outputs are on disk)."""

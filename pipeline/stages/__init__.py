@@ -84,4 +84,5 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 
 
-__all__ = ["Registration", "StageInputs", "StageResult", "check_config", *_STAGE_MODULES]
+__all__ = ["Registration", "StageInputs", "StageResult", "check_config", "evaluate", "evaluate_ltr", "features", "prepare", "prepare_ltr",
+           "prepare_tables", "promote", "promote_ltr", "rank", "rank_ltr", "recall", "rerank", "suggest", "suggest_queries"]

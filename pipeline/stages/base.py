@@ -76,6 +76,12 @@ class StageInputs:
         return (self.load_frame or self.load_table)(stage, name)
 
 
+def in_process(frame) -> pd.DataFrame:
+    """``frame`` here: a Dask DataFrame computed (for what is small by then, e.g. the positive
+    events), a pandas one as it is."""
+    return frame if isinstance(frame, pd.DataFrame) else frame.compute()
+
+
 def train_end(requests: pd.DataFrame) -> pd.Timestamp:
     """The first timestamp after the train period (the earliest validation or test request)."""
     return requests.loc[requests[S.SPLIT] != S.TRAIN, S.TS].min()

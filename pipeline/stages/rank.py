@@ -14,8 +14,8 @@ from rankpipe.features.embeddings import behaviour_columns, behaviour_sequences,
 from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.engine import counter_of, lightgbm_trainer, xgboost_trainer
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, with_request_context
+from rankpipe.pipeline.engine import LOCAL, counter_of, lightgbm_trainer, xgboost_trainer
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, in_process, item_vectors_of, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking import rankers
@@ -99,11 +99,12 @@ def fit_score_calibrate(ranker, config: Config, columns: list[str], group: str, 
 
 def rank(inputs: StageInputs, config: Config) -> StageResult:
     """Train the ranker on logged train lists (early stopping on valid); score test lists and test candidates."""
-    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    requests, items = inputs.table("prepare", "requests"), inputs.table("prepare", "items")
     logged = inputs.table("features", "logged")
     candidates = inputs.table("recall", "candidates")
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
-    history = S.positive_history(events)
+    # Only the positive events come here; on Dask the workers read the log and filter it.
+    history = in_process(S.positive_history(inputs.frame("prepare", "events")))
     n_last = config.recall.item2vec.history
 
     logged_pairs = with_request_context(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)
@@ -147,7 +148,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     # The candidates go through the one scoring path the fitted funnel uses for any request
     # (ranking.funnel.rank_candidates): the features stage's saved builder, emb_sim, channel ranks
     # and behaviour columns as the ranker needs them, the ranker and its calibrator.
-    builder = FeatureBuilder.load(inputs.model_dir("features", "builder"))
+    # On Dask its history stays on the workers, and the candidates' statistics are computed there.
+    builder = FeatureBuilder.load(inputs.model_dir("features", "builder"), (inputs.engine or LOCAL).read_frame)
     channel_lists = inputs.table("recall", "channels") if logged_ranks is not None else None
     scored = rank_candidates(candidates, requests, builder, ranker, history, item_index, vectors, n_last, channel_lists, dict(config.recall.quotas),
                              counter_of(inputs.engine))
