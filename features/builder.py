@@ -10,7 +10,8 @@ its own ``ts``. ``save`` / ``load`` keep it as Parquet tables and JSON.
 Fitted on a Dask DataFrame of events (the ``dask`` engine), the history stays on the cluster's
 workers: enriched there, the priors and position CTRs counted there, the statistics computed there
 by the engine's counter, and saved by them as a directory of Parquet files. :meth:`load` reads any
-saved builder back whole, so a builder fitted on Dask scores in one process like any other.
+saved builder back whole by default, so a builder fitted on Dask scores in one process like any
+other; given an engine's reader, it leaves the history on that engine's workers.
 """
 
 from __future__ import annotations
