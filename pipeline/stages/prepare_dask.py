@@ -151,10 +151,10 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
     unknown = events[~events[S.ITEM_ID].isin(item_ids)]
     firsts = events.map_partitions(_first_of_each_request, meta=events._meta[REQUEST_COLUMNS])
     n_unknown, firsts = dask.compute(unknown.map_partitions(len).sum(), firsts)
+    if firsts.empty:  # checked first, as the local stage does: a log with both errors names the same one on either engine
+        raise S.ContractError(*NO_REQUESTS)
     if n_unknown:
         raise unknown_items_error(int(n_unknown), unknown.head(5, npartitions=-1)[columns])
-    if firsts.empty:
-        raise S.ContractError(*NO_REQUESTS)
     requests = split_requests(firsts.drop_duplicates(S.REQUEST_ID).reset_index(drop=True), config)
 
     # Labels without a shuffle: a (request, item) pair's events are in one partition unless its
