@@ -175,9 +175,26 @@ def _hashed_keys(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame.assign(**hashed)
 
 
-def _with_row_numbers(frame, column: str):
+def partition_bounds(lengths) -> list[int]:
+    """From the partitions' row counts: the global row number of each partition's first row, then
+    the number of rows, so partition ``i`` holds rows ``[bounds[i], bounds[i + 1])``."""
+    return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).tolist()
+
+
+def with_row_numbers(frame, bounds: list[int], column: str):
     """``frame`` (a Dask DataFrame) with ``column``: each row's position in the whole frame, counted
-    across partitions in order. Also checks, in the same pass, that ``ts`` never goes back."""
+    across partitions in order (``bounds``: :func:`partition_bounds` of its partitions)."""
+    return frame.map_partitions(_numbered, bounds, column, meta={**frame.dtypes.to_dict(), column: np.int64})
+
+
+def _numbered(part: pd.DataFrame, bounds: list[int], column: str, partition_info=None) -> pd.DataFrame:
+    start = bounds[partition_info["number"]] if partition_info else 0
+    return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
+
+
+def _in_order_with_row_numbers(frame, column: str):
+    """:func:`with_row_numbers`, after checking in the same pass over the partitions that ``ts``
+    never goes back."""
     import dask
 
     summary = frame[[S.TS]].map_partitions(_partition_summary, meta={"rows": np.int64, "first": "datetime64[us]", "last": "datetime64[us]",
@@ -185,20 +202,14 @@ def _with_row_numbers(frame, column: str):
     filled = summary[summary["rows"] > 0]
     if not (filled["ordered"].all() and (filled["first"].to_numpy()[1:] >= filled["last"].to_numpy()[:-1]).all()):
         raise ValueError("count_features_on_dask: the history must be in time order (see enrich_history)")
-    offsets = np.concatenate([[0], np.cumsum(summary["rows"].to_numpy())[:-1]]).astype(np.int64)
     with dask.config.set({"dataframe.convert-string": False}):
-        return frame.map_partitions(_number_rows, offsets, column, meta={**frame.dtypes.to_dict(), column: np.int64})
+        return with_row_numbers(frame, partition_bounds(summary["rows"]), column)
 
 
 def _partition_summary(part: pd.DataFrame) -> pd.DataFrame:
     ts = part[S.TS]
     return pd.DataFrame({"rows": [len(part)], "first": [ts.min()], "last": [ts.max()], "ordered": [ts.is_monotonic_increasing]}).astype(
         {"first": "datetime64[us]", "last": "datetime64[us]"})
-
-
-def _number_rows(part: pd.DataFrame, offsets: np.ndarray, column: str, partition_info=None) -> pd.DataFrame:
-    start = offsets[partition_info["number"]] if partition_info else 0
-    return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
 
 
 def _keyed(frame, key: str, partitions: int):
@@ -242,7 +253,7 @@ def count_features_on_dask(engine: Engine, history, pairs: pd.DataFrame, windows
         elif history.npartitions < engine.partitions:  # e.g. one file written by the local engine: spread it over the workers
             history = history.repartition(npartitions=engine.partitions)
         keys = sorted({k for g in groups for k in g.keys})
-        history = _with_row_numbers(history, _ORDER)
+        history = _in_order_with_row_numbers(history, _ORDER)
         history = history.map_partitions(_hashed_keys, keys, meta=_hashed_keys(history._meta, keys))
         pairs = pairs.reset_index(drop=True)
         all_requests = _hashed_keys(pairs[[S.TS, *keys]], keys).assign(**{_ROW: np.arange(len(pairs), dtype=np.int64)})

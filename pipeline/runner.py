@@ -150,11 +150,7 @@ class Runner:
         """An upstream table, from memory if produced in this process, else from its Parquet file."""
         key = (stage, name)
         if key not in self._cache:
-            self._wait(stage)
-            path = self.run_dir / stage / f"{name}.parquet"
-            if not path.exists():
-                raise KeyError(f"{stage}.{name}")
-            self._cache[key] = pq.read_table(path).to_pandas()  # a file, or a directory of them (a table written on Dask)
+            self._cache[key] = pq.read_table(self._table_path(stage, name)).to_pandas()  # a file, or a directory of them (a table written on Dask)
         return self._cache[key]
 
     def load_frame(self, stage: str, name: str):
@@ -163,11 +159,15 @@ class Runner:
         on the local engine, :meth:`load_table`."""
         if not self._engine.distributed or (stage, name) in self._cache:
             return self.load_table(stage, name)
+        return self._engine.read_frame(self._table_path(stage, name))
+
+    def _table_path(self, stage: str, name: str) -> Path:
+        """Where ``stage`` wrote table ``name``, once its writes are done; KeyError when it wrote none."""
         self._wait(stage)
         path = self.run_dir / stage / f"{name}.parquet"
         if not path.exists():
             raise KeyError(f"{stage}.{name}")
-        return self._engine.read_frame(path)
+        return path
 
     def model_dir(self, stage: str, name: str) -> Path:
         """Where ``stage`` saved model ``name`` (waits until that stage's outputs are on disk)."""

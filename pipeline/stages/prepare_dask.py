@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.engine import Engine, frame_on
+from rankpipe.pipeline.engine import Engine, frame_on, partition_bounds, with_row_numbers
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageResult
 from rankpipe.pipeline.stages.prepare_parts import (
     NO_REQUESTS,
@@ -45,16 +45,8 @@ _FILE_ROW, _KIND, _ROW = "_rankpipe_file_row", "_rankpipe_kind", "_rankpipe_row"
 
 
 def _bounds(frame: dd.DataFrame) -> list[int]:
-    """The global row number of each partition's first row, then the number of rows: partition
-    ``i`` holds rows ``[bounds[i], bounds[i + 1])``."""
-    lengths = frame.map_partitions(len).compute().to_numpy()
-    return np.concatenate([[0], np.cumsum(lengths)]).tolist()
-
-
-def _numbered(part: pd.DataFrame, bounds: list[int], column: str, partition_info=None) -> pd.DataFrame:
-    """``part`` with its rows' global numbers in ``column`` (``bounds``: :func:`_bounds`)."""
-    start = bounds[partition_info["number"]] if partition_info else 0
-    return part.assign(**{column: np.arange(start, start + len(part), dtype=np.int64)})
+    """:func:`~rankpipe.pipeline.engine.partition_bounds` of ``frame``'s partitions (one pass to count them)."""
+    return partition_bounds(frame.map_partitions(len).compute().to_numpy())
 
 
 def _interactions_part(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -138,13 +130,13 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
     columns = list(events.columns)
 
     # The local stage's order: time, then the derived rows' kind, then the row's place in the files.
-    events = events.map_partitions(_numbered, _bounds(events), _FILE_ROW, meta={**events.dtypes.to_dict(), _FILE_ROW: np.int64})
+    events = with_row_numbers(events, _bounds(events), _FILE_ROW)
     events = events.map_partitions(_interactions_part, config.dataset.rating_threshold, meta={**events.dtypes.to_dict(), _KIND: np.int8})
     events = client.persist(events)
     if not _in_time_order(events):
         events = client.persist(events.sort_values([S.TS, _KIND, _FILE_ROW]))
     bounds = _bounds(events)  # the rows' numbers, the partitions' row ranges and the event count, from one pass
-    events = events.map_partitions(_numbered, bounds, _ROW, meta={**events.dtypes.to_dict(), _ROW: np.int64})
+    events = with_row_numbers(events, bounds, _ROW)
     events = client.persist(events[[*columns, _ROW]])
 
     item_ids = items[S.ITEM_ID]
