@@ -52,7 +52,7 @@ def test_the_saved_channels_and_merge_rebuild_the_stage_lists(tiny_funnel, tiny_
 class NewestItemsRecall(RecallChannel):
     """A toy channel: the ``k`` most recently launched items, the same list for every request. All a
     new channel needs is this class (in its own file, ``ranking/recall/<name>.py``) and one line in
-    ``ranking/recall/__init__.py``'s CHANNELS."""
+    ``ranking/recall/__init__.py``'s CHANNEL_CLASSES (here, in a test, an entry in the CHANNELS it builds)."""
 
     def __init__(self, boost: float = 1.0):
         self.boost = boost
