@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -17,9 +18,14 @@ pytestmark = pytest.mark.slow
 TINY = SMALL_WORLD + ["dataset.synthetic.n_sessions=4000", "dataset.synthetic.n_users=1500", "dataset.synthetic.n_items=800"]
 
 
-def test_failed_stage_reruns_alone_with_identical_outputs(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """One run of the tiny world up to evaluate, for both tests (each works in a directory of its own)."""
+    return Runner(load_config(None, TINY), tmp_path_factory.mktemp("clean"), "clean", progress=False, track=False).run(until="evaluate")
+
+
+def test_failed_stage_reruns_alone_with_identical_outputs(clean, tmp_path, monkeypatch):
     config = load_config(None, TINY)
-    clean = Runner(config, tmp_path, "clean", progress=False, track=False).run(until="evaluate")
 
     real_rank = stages.rank
     monkeypatch.setattr(stages, "rank", lambda inputs, cfg: (_ for _ in ()).throw(RuntimeError("disk full")))
@@ -43,9 +49,8 @@ def test_failed_stage_reruns_alone_with_identical_outputs(tmp_path, monkeypatch)
     assert quality(run_dir / "metrics.json") == quality(clean.run_dir / "metrics.json")
 
 
-def test_config_change_reruns_only_affected_stages(tmp_path):
-    config = load_config(None, TINY)
-    Runner(config, tmp_path, "r", progress=False, track=False).run(until="rerank")
+def test_config_change_reruns_only_affected_stages(clean, tmp_path):
+    shutil.copytree(clean.run_dir, tmp_path / "runs" / "r")  # a finished run of TINY, as if it had run here
     changed = load_config(None, TINY + ["rerank.mmr.relevance_weight=0.5"])
     summary = Runner(changed, tmp_path, "r", progress=False, track=False).run(until="rerank")
     assert summary.executed == ["rerank"]
