@@ -115,7 +115,7 @@ def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tmp_path, capsys, 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     work = str(tmp_path / "work")
     # Every ranker, and one neural ranker trained listwise; same run id: only the rank stage re-runs when the model changes.
-    for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=dcnv2", "rank.neural.nn_loss=lambdaloss"]]:
+    for settings in [[f"rank.model={name}"] for name in RANKERS] + [["rank.model=deepfm", "rank.neural.nn_loss=lambdaloss"]]:
         assert main(["stage", "rank", "--dataset", "tables", "--path", str(tables_dir), "--workdir", work, "--run-id", "r",
                      "--quiet", *[a for s in settings for a in ("--set", s)], *[a for f in ("lightgbm", "xgboost", "sklearn") for a in ("--set", f"rank.{f}.n_estimators=40")], "--set", "recall.k=50",
                      "--set", "evaluate.recall_ks=[20,50]", "--set", "recall.two_tower.epochs=1", "--set", "rank.neural.nn_epochs=2"]) == 0
