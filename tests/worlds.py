@@ -5,6 +5,9 @@ SMALL_WORLD = [
     "dataset.synthetic.n_users=3000", "dataset.synthetic.n_items=1500", "dataset.synthetic.n_sessions=9000",
     "dataset.synthetic.days=30", "rank.lightgbm.n_estimators=120", "rank.xgboost.n_estimators=120", "rank.sklearn.n_estimators=120",
     "recall.k=100", "evaluate.recall_ks=[20,100]",
+    # The merge is picked by cross-validation on these validation requests: 2000 (the default) took 40 of the recall stage's 53 s
+    # here; 500 take 10 (merged recall@100 0.882 → 0.877).
+    "recall.calibration_requests=500",
     "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30",
 ]
 
