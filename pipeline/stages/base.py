@@ -82,6 +82,49 @@ def in_process(frame) -> pd.DataFrame:
     return frame if isinstance(frame, pd.DataFrame) else frame.compute()
 
 
+def positive_events(inputs: StageInputs) -> pd.DataFrame:
+    """The log's positive events (:data:`~rankpipe.pipeline.schema.POSITIVE_EVENTS`), every column, in
+    log order: what the history, the cold items and the query suggester read. On Dask the workers
+    filter the log and this process receives these rows only."""
+    events = inputs.frame("prepare", "events")
+    positive = events[events[S.EVENT].isin(S.POSITIVE_EVENTS)]
+    return positive if isinstance(positive, pd.DataFrame) else positive.compute().reset_index(drop=True)
+
+
+def positive_history(inputs: StageInputs) -> pd.DataFrame:
+    """:func:`~rankpipe.pipeline.schema.positive_history` of the prepared log, (user_id, item_id, ts); on
+    Dask the workers filter the log and send these three columns only."""
+    return in_process(S.positive_history(inputs.frame("prepare", "events")))
+
+
+def channel_events(inputs: StageInputs, cuts: list[pd.Timestamp]) -> pd.DataFrame:
+    """The rows of the log the recall channels read, in log order: the positive events, each request's
+    first event (its time, which two_tower's training takes) and the last event before each of
+    ``cuts`` (a channel fitted on ``events[ts < cut]`` decays its counts to that event's time).
+
+    Every channel fitted on these rows equals the one fitted on the whole log. The local engine
+    passes the whole log (it is in memory already); on Dask the workers pick the rows
+    (:func:`channel_rows`) and this process never holds the rest.
+    """
+    events = inputs.frame("prepare", "events")
+    if isinstance(events, pd.DataFrame):
+        return events
+    return events.map_partitions(channel_rows, list(cuts), meta=events._meta).compute().reset_index(drop=True)
+
+
+def channel_rows(events: pd.DataFrame, cuts: list[pd.Timestamp]) -> pd.DataFrame:
+    """:func:`channel_events` on one part of a log in time order. A request's first event in this part
+    is kept even when an earlier part holds an earlier one: an extra row that is no positive and
+    not the last before a cut changes nothing a channel computes."""
+    keep = events[S.EVENT].isin(S.POSITIVE_EVENTS) | (events[S.REQUEST_ID].notna() & ~events[S.REQUEST_ID].duplicated())
+    ts = events[S.TS]
+    for cut in cuts:
+        before = ts < cut
+        if before.any():
+            keep |= before & (ts == ts[before].max())
+    return events[keep.to_numpy()]
+
+
 def train_end(requests: pd.DataFrame) -> pd.Timestamp:
     """The first timestamp after the train period (the earliest validation or test request)."""
     return requests.loc[requests[S.SPLIT] != S.TRAIN, S.TS].min()

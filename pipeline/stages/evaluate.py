@@ -9,7 +9,15 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, item_vectors_of, train_end
+from rankpipe.pipeline.stages.base import (
+    ID_COLUMNS,
+    StageInputs,
+    StageResult,
+    item_vectors_of,
+    positive_events,
+    positive_history,
+    train_end,
+)
 from rankpipe.ranking import metrics as M
 
 
@@ -54,8 +62,8 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
 
     # recall: each channel's own list and the merged list, on all positives and on cold items' (no
     # positive event in the train period: the behavioural channels cannot know them)
-    events = inputs.table("prepare", "events")
-    cold = S.cold_items(events[events[S.TS] < train_end(requests)], items)[S.ITEM_ID]
+    logged_positives = positive_events(inputs)
+    cold = S.cold_items(logged_positives[logged_positives[S.TS] < train_end(requests)], items)[S.ITEM_ID]
     cold_positives = positives[positives[S.ITEM_ID].isin(cold)]
     out["recall.cold.positive_share"] = len(cold_positives) / max(len(positives), 1)
     channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
@@ -178,7 +186,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
                     "rerank.expected_list_value_ci_high": high})
 
     chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
-    history = S.positive_history(inputs.table("prepare", "events"))
+    history = positive_history(inputs)
     if "prm" in chain.names:  # PRM alone, reordering the logged test lists from the ranker's order, judged on their clicks
         prm = chain.rerankers[chain.names.index("prm")]
         logged = inputs.table("rank", "test_logged")

@@ -15,7 +15,7 @@ from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import LOCAL, counter_of, lightgbm_trainer, xgboost_trainer
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, in_process, item_vectors_of, with_request_context
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, positive_history, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking import rankers
@@ -103,8 +103,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     logged = inputs.table("features", "logged")
     candidates = inputs.table("recall", "candidates")
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
-    # Only the positive events come here; on Dask the workers read the log and filter it.
-    history = in_process(S.positive_history(inputs.frame("prepare", "events")))
+    history = positive_history(inputs)
     n_last = config.recall.item2vec.history
 
     logged_pairs = with_request_context(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)

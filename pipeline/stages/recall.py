@@ -9,7 +9,7 @@ import pandas as pd
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import block_mapper
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, recall_depth, train_end
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, channel_events, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
 from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
 from rankpipe.ranking.recall.merge import CandidateMerge
@@ -41,9 +41,7 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
     quotas = dict(config.recall.quotas)
     logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
     train, valid = logged[logged[S.SPLIT] == S.TRAIN], logged[logged[S.SPLIT] == S.VALID]
-    start, end = train[S.TS].min(), train_end(requests)
-    n = config.recall.ranker_snapshots
-    cuts = [start + (end - start) * j / (n + 1) for j in range(1, n + 1)] + [end]
+    cuts = snapshot_cuts(config, requests, labels)
     found = [df.assign(channel=name) for name, df in test_lists.items()]
     found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
               for name, channel in channels.items()]
@@ -59,6 +57,15 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
     return pd.concat([pairs, channel_rank_features(pd.concat(found, ignore_index=True), pairs, quotas, covered)], axis=1)
 
 
+def snapshot_cuts(config: Config, requests: pd.DataFrame, labels: pd.DataFrame) -> list[pd.Timestamp]:
+    """The ``recall.ranker_snapshots`` evenly spaced cuts of the train period's logged requests, then
+    its end: the snapshot fitted before each cut serves the train requests up to the next one."""
+    n = config.recall.ranker_snapshots
+    train = requests[(requests[S.SPLIT] == S.TRAIN) & requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
+    start, end = train[S.TS].min(), train_end(requests)
+    return [start + (end - start) * j / (n + 1) for j in range(1, n + 1)] + [end]
+
+
 def recall(inputs: StageInputs, config: Config) -> StageResult:
     """Fit every channel on the train period, retrieve for test requests, merge with quotas.
 
@@ -69,7 +76,10 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     cross-validation on those requests (:func:`~rankpipe.ranking.recall.merge.choose_merge`).
     Every channel and the merge are saved as the stage's models (plain files).
     """
-    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    requests, items, labels = inputs.table("prepare", "requests"), inputs.table("prepare", "items"), inputs.table("prepare", "labels")
+    # The channels read positives, request times and the last event before each fit's end: on Dask only those rows come here.
+    cuts = snapshot_cuts(config, requests, labels) if config.recall.ranker_snapshots > 0 else [train_end(requests)]
+    events = channel_events(inputs, cuts)
     train_events = events[events[S.TS] < train_end(requests)]
     test_requests = requests[requests[S.SPLIT] == S.TEST]
     valid_requests = requests[requests[S.SPLIT] == S.VALID]
@@ -79,7 +89,6 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     history = S.positive_history(events)
     channels = channels_on(inputs.engine, config)
     depth = recall_depth(config)
-    labels = inputs.table("prepare", "labels")
     valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
     untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
     lists, held_out, timings, tuned = {}, {}, {}, {}

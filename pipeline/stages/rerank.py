@@ -8,7 +8,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of
+from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, positive_history
 from rankpipe.ranking.rerank import RerankChain, RerankData, rerankers_from_config
 
 
@@ -23,9 +23,9 @@ def logged_lists(inputs: StageInputs) -> pd.DataFrame:
 def rerank(inputs: StageInputs, config: Config) -> StageResult:
     """``rerank.chain`` fitted on the catalogue, the item2vec embeddings and (PRM) the logged lists with
     the ranker's scores, then applied to the test candidates; the fitted chain is the stage's model."""
-    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    requests, items = inputs.table("prepare", "requests"), inputs.table("prepare", "items")
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
-    history = S.positive_history(events)
+    history = positive_history(inputs)
     rc = config.rerank
     chain = RerankChain(rerankers_from_config(rc, seed=config.seed, device=config.device, n_last=config.recall.item2vec.history), rc.pool, rc.k)
     started = time.perf_counter()

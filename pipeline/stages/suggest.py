@@ -9,7 +9,7 @@ import pandas as pd
 from rankpipe.generative.normalize import normalize_queries
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult
+from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult, positive_events
 
 
 def _suggester_registration(config: Config, metrics: dict[str, float]) -> Registration:
@@ -31,7 +31,7 @@ def suggest(inputs: StageInputs, config: Config) -> StageResult:
     from rankpipe.generative.suggester import QuerySuggester
     from rankpipe.generative.train import fit_query_models, list_mrr, sample_queries, tune_and_judge
 
-    requests, events, items = inputs.table("prepare", "requests"), inputs.table("prepare", "events"), inputs.table("prepare", "items")
+    requests, items = inputs.table("prepare", "requests"), inputs.table("prepare", "items")
     searches = requests[requests[S.QUERY].notna() & (requests[S.QUERY].astype("str").str.strip() != "")]
     train = searches[searches[S.SPLIT] == S.TRAIN]
     if train.empty:
@@ -42,7 +42,8 @@ def suggest(inputs: StageInputs, config: Config) -> StageResult:
     weight, metrics = tune_and_judge(prefix, lm, by_split["valid"], by_split["test"], cfg.eval_queries, config.seed)
 
     next_query = NextQuerySuggester(cfg.half_life_days).fit(train)
-    clicks = events[events[S.EVENT].isin(S.POSITIVE_EVENTS) & events[S.REQUEST_ID].isin(train[S.REQUEST_ID])]
+    positive = positive_events(inputs)
+    clicks = positive[positive[S.REQUEST_ID].isin(train[S.REQUEST_ID])]
     presearch = PreSearchSuggester(cfg.half_life_days).fit(train, clicks, items)
     test = searches[searches[S.SPLIT] == S.TEST].sort_values([S.SESSION_ID, S.TS], kind="stable")
     # Next query: consecutive different queries within a test session.

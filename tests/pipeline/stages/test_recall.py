@@ -87,3 +87,36 @@ def test_a_new_channel_is_one_class_and_one_registry_line(tiny_funnel, monkeypat
     with pytest.raises(ConfigError, match="unknown channel"):  # without the registry line it is refused, naming it
         monkeypatch.delitem(CHANNELS, "newest")
         stages.recall(tiny_funnel.inputs(), config)
+
+
+def test_channels_fitted_on_the_rows_dask_sends_equal_channels_fitted_on_the_whole_log(tiny_funnel, tiny_config):
+    """On Dask the recall stage receives, per partition, the positives, each request's first event and
+    the last event before each fit's end (``channel_rows``), not the log: every channel fitted on
+    them, and each snapshot before a cut, must be the channel fitted on the whole log."""
+    from rankpipe.pipeline.stages.base import channel_rows, train_end
+    from rankpipe.pipeline.stages.recall import snapshot_cuts
+    from rankpipe.ranking.recall import make_channels
+
+    events, items = tiny_funnel.tables[("prepare", "events")], tiny_funnel.tables[("prepare", "items")]
+    requests, labels = tiny_funnel.tables[("prepare", "requests")], tiny_funnel.tables[("prepare", "labels")]
+    config = load_config(None, TINY_WORLD + ["recall.ranker_snapshots=2"])
+    cuts = snapshot_cuts(config, requests, labels)
+    assert len(cuts) == 3 and cuts[-1] == train_end(requests)
+    # An impression outside any list a second before each cut: the last event there, neither a positive
+    # nor a request's first event, and the time the channels fitted before that cut decay their counts to.
+    stray = events[events[S.EVENT] == "impression"].head(len(cuts)).assign(**{S.REQUEST_ID: None, S.TS: [c - pd.Timedelta(seconds=1) for c in cuts]})
+    events = pd.concat([events, stray]).sort_values(S.TS, kind="stable").reset_index(drop=True)
+    # Partition bounds that cut through requests (a request's events in two parts), as day files would.
+    bounds = [0, 1000, len(events) // 3, len(events) // 2 + 7, len(events)]
+    sent = pd.concat([channel_rows(events.iloc[a:b], cuts) for a, b in zip(bounds[:-1], bounds[1:])], ignore_index=True)
+    assert len(sent) < 0.5 * len(events)  # most of the log (impressions) stays on the workers
+    test = requests[requests[S.SPLIT] == S.TEST].head(200)
+    history = S.positive_history(events)
+    pd.testing.assert_frame_equal(S.positive_history(sent).reset_index(drop=True), history.reset_index(drop=True))
+    for cut in cuts:
+        whole = make_channels(config.recall, config.seed, "cpu")
+        part = make_channels(config.recall, config.seed, "cpu")
+        for name in ("popularity", "itemcf", "item2vec", "two_tower"):
+            whole[name].fit(events[events[S.TS] < cut], items)
+            part[name].fit(sent[sent[S.TS] < cut], items)
+            pd.testing.assert_frame_equal(part[name].retrieve(test, 20, history), whole[name].retrieve(test, 20, history), obj=f"{name} before {cut}")
