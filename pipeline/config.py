@@ -67,10 +67,10 @@ class EngineConfig:
     held to ``memory_limit`` (e.g. ``4GiB``; default: Dask's share of this machine's memory), is
     started for the run. ``partitions`` is how many key partitions the point-in-time features are
     split into, and how many parts the ranker's data and the scored requests are sent in (default:
-    4 per worker). ``sample_lists`` bounds what one machine sees where a
+    4 per worker). ``sample_lists`` and ``sample_sessions`` bound what one process sees where a
     step does not distribute: the training lists the LightGBM ranker's early stopping runs on
-    before its final model trains on the cluster. The engine is not part of any stage's
-    fingerprint: a run started on one engine resumes on the other.
+    before its final model trains on the cluster, and the sessions item2vec (gensim) learns from.
+    The engine is not part of any stage's fingerprint: a run started on one engine resumes on the other.
     """
 
     name: str = "local"
@@ -79,6 +79,7 @@ class EngineConfig:
     memory_limit: str | None = None
     partitions: int | None = None
     sample_lists: int = 200_000
+    sample_sessions: int = 1_000_000
 
 
 @dataclass(frozen=True)

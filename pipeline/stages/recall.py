@@ -18,12 +18,15 @@ from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
 def channels_on(engine, config: Config) -> dict[str, RecallChannel]:
     """The configured channels, unfitted; on a Dask engine the ones that can compute in blocks
-    (itemCF's similarity rows) are told to do it on the cluster."""
+    (itemCF's similarity rows) are told to do it on the cluster, and the ones that train in one
+    process (item2vec) learn from at most ``engine.sample_sessions`` sessions."""
     channels = make_channels(config.recall, config.seed, config.device)
     if engine is not None and engine.distributed:
         for channel in channels.values():
             if hasattr(channel, "compute_rows_with"):
                 channel.compute_rows_with(block_mapper(engine))
+            if hasattr(channel, "max_sessions"):
+                channel.max_sessions = config.engine.sample_sessions
     return channels
 
 

@@ -64,14 +64,17 @@ class Item2VecRecall(RecallChannel):
     Fallbacks: a request with neither usable history nor a known query (cold user, new query, or
     only tokens below ``min_count``) gets no candidates from this channel, the merge fills from the
     others; items below ``min_count`` are never retrieved. ``query_weight=0`` trains on items alone.
+    gensim trains in one process: ``max_sessions`` (None: all) bounds the sessions it learns from,
+    a seeded sample of whole sessions kept in their order (the Dask engine sets it from
+    ``engine.sample_sessions``); the popularity prior still counts every positive.
     """
 
     def __init__(self, dims: int = 32, window: int = 5, negative: int = 5, min_count: int = 3, epochs: int = 20,
                  history: int = 5, popularity_weight: float = 1.0, popularity_half_life_days: float = 7.0,
-                 query_weight: float = 1.0, index: VectorIndex | None = None, seed: int = 42):
+                 query_weight: float = 1.0, index: VectorIndex | None = None, seed: int = 42, max_sessions: int | None = None):
         self.dims, self.window, self.negative, self.min_count, self.epochs = dims, window, negative, min_count, epochs
         self.history, self.popularity_weight, self.popularity_half_life_days = history, popularity_weight, popularity_half_life_days
-        self.query_weight, self.index, self.seed = query_weight, index, seed
+        self.query_weight, self.index, self.seed, self.max_sessions = query_weight, index, seed, max_sessions
 
     @classmethod
     def from_config(cls, recall, index, seed, device) -> "Item2VecRecall":
@@ -86,7 +89,12 @@ class Item2VecRecall(RecallChannel):
 
         if self.query_weight < 0:
             raise ValueError(f"item2vec query_weight must be >= 0. Got {self.query_weight} instead.")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ValueError(f"item2vec max_sessions must be None or >= 1. Got {self.max_sessions} instead.")
         sentences = session_sentences(train_events, with_queries=self.query_weight > 0)
+        if self.max_sessions is not None and len(sentences) > self.max_sessions:
+            kept = np.sort(np.random.default_rng(self.seed).choice(len(sentences), self.max_sessions, replace=False))
+            sentences = [sentences[i] for i in kept]
         if not sentences:
             raise ValueError("item2vec needs sessions with at least two positive events in the training split; found none")
         model = Word2Vec(sentences=sentences, vector_size=self.dims, window=self.window, negative=self.negative, sg=1,

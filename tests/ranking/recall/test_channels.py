@@ -107,6 +107,16 @@ def test_item2vec_cold_user_is_served_by_a_known_query_and_otherwise_gets_no_can
     assert len(no_queries.query_index_) == 0 and no_queries.retrieve(searched, 10, history).empty
 
 
+def test_item2vec_learns_from_a_seeded_sample_of_at_most_max_sessions(world):
+    train, items, _, _ = world
+    full = CHANNELS["item2vec"](min_count=1).fit(train, items)
+    sampled = CHANNELS["item2vec"](min_count=1, max_sessions=20).fit(train, items)
+    assert set(sampled.item_index_) < set(full.item_index_)  # the vocabulary of 20 sessions only
+    np.testing.assert_array_equal(sampled.vectors_, CHANNELS["item2vec"](min_count=1, max_sessions=20).fit(train, items).vectors_)
+    with pytest.raises(ValueError, match="max_sessions"):
+        CHANNELS["item2vec"](max_sessions=0).fit(train, items)
+
+
 def test_tuned_popularity_weight_is_the_best_one_tried(world):
     from rankpipe.ranking.recall.base import PRIOR_WEIGHTS, tune_popularity_weight
 
