@@ -9,15 +9,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import (
-    ID_COLUMNS,
-    StageInputs,
-    StageResult,
-    item_vectors_of,
-    positive_events,
-    positive_history,
-    train_end,
-)
+from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, item_vectors_of, positive_events, train_end
 from rankpipe.ranking import metrics as M
 
 
@@ -101,7 +93,7 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         out["rank.truth_order_ndcg_at_10"] = M.ndcg_at_k(groups, truth, grades, 10)
 
     # rerank: the final lists against the rank stage's own top-k of the same candidates
-    rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items)
+    rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items, S.positive_history(logged_positives))
     out.update(rerank_out)
     return _evaluation_result(out, inputs, config, tradeoff)
 
@@ -138,7 +130,7 @@ TRADEOFF_GRID = (0.0, 0.3, 0.6, 0.8, 0.9, 1.0)
 
 
 def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFrame, positives: pd.DataFrame,
-                   items: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+                   items: pd.DataFrame, history: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
     """The final lists against the ranker's own top k of the same candidates: NDCG@k on the logged
     labels, ILD, category coverage, α-NDCG; on the synthetic world their expected list value (clicks
     and purchases under the world's user model, with the paired 95% CI of the difference); PRM's
@@ -186,7 +178,6 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
                     "rerank.expected_list_value_ci_high": high})
 
     chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
-    history = positive_history(inputs)
     if "prm" in chain.names:  # PRM alone, reordering the logged test lists from the ranker's order, judged on their clicks
         prm = chain.rerankers[chain.names.index("prm")]
         logged = inputs.table("rank", "test_logged")

@@ -31,7 +31,8 @@ def channels_on(engine, config: Config) -> dict[str, RecallChannel]:
 
 
 def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
-                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame, engine=None) -> pd.DataFrame:
+                          requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame,
+                          cuts: list[pd.Timestamp], engine=None) -> pd.DataFrame:
     """``recall_<channel>_rank`` features (:func:`~rankpipe.ranking.recall.ranker_features.channel_rank_features`) for every logged
     pair, each from channels fitted before its request's time.
 
@@ -39,12 +40,12 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
     tell it where they are. So test requests use the stage's own lists and validation requests the
     same channels (both fitted before them), while train requests use ``recall.ranker_snapshots``
     refits on the events before evenly spaced cuts of the train period, each serving the requests
-    up to the next cut. Train requests before the first cut get NaN: unknown, not "not found".
+    up to the next cut (``cuts``: :func:`snapshot_cuts`). Train requests before the first cut get
+    NaN: unknown, not "not found".
     """
     quotas = dict(config.recall.quotas)
     logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
     train, valid = logged[logged[S.SPLIT] == S.TRAIN], logged[logged[S.SPLIT] == S.VALID]
-    cuts = snapshot_cuts(config, requests, labels)
     found = [df.assign(channel=name) for name, df in test_lists.items()]
     found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
               for name, channel in channels.items()]
@@ -81,7 +82,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     """
     requests, items, labels = inputs.table("prepare", "requests"), inputs.table("prepare", "items"), inputs.table("prepare", "labels")
     # The channels read positives, request times and the last event before each fit's end: on Dask only those rows come here.
-    cuts = snapshot_cuts(config, requests, labels) if config.recall.ranker_snapshots > 0 else [train_end(requests)]
+    cuts = snapshot_cuts(config, requests, labels)  # [train end] without snapshots
     events = channel_events(inputs, cuts)
     train_events = events[events[S.TS] < train_end(requests)]
     test_requests = requests[requests[S.SPLIT] == S.TEST]
@@ -128,7 +129,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         tables["item_vectors"] = vectors
     if config.recall.ranker_snapshots > 0:
         started = time.perf_counter()
-        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history, inputs.engine)
+        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history, cuts, inputs.engine)
         timings["ranker_snapshots_seconds"] = time.perf_counter() - started
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
                **{f"merge_is_{m}": float(m == method) for m in MERGES}}
