@@ -263,13 +263,15 @@ def _arrow_type_of(series: pd.Series) -> pa.DataType:
         return pa.binary()  # mixed python objects: reported as the wrong type
 
 
-def validate_table(name: str, table: pd.DataFrame | pa.Table) -> pd.DataFrame:
+def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str, ...] | frozenset[str] = ()) -> pd.DataFrame:
     """Check ``table`` against the contract of table ``name`` and return a normalised copy.
 
     Args:
         name: one of ``items``, ``users``, ``events``, ``judgments``, ``queries``.
         table: a pandas DataFrame or an Arrow table with at least the contract's required columns;
             further attribute columns pass through untouched.
+        derived: required columns the caller derives afterwards (an interaction log's
+            ``session_id``): they may be absent (added as nulls) or null, and are type-checked.
 
     Returns:
         A new DataFrame: ids as strings, timestamps as ``datetime64[us]``, numeric columns as
@@ -285,7 +287,7 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table) -> pd.DataFrame:
     if len(frame) == 0:
         raise ContractError(name, None, "at least one row", "an empty table")
     schema = SCHEMAS[name]
-    optional = OPTIONAL_COLUMNS.get(name, set())
+    optional = OPTIONAL_COLUMNS.get(name, set()) | set(derived)
     for field in schema:
         col = field.name
         if col not in frame.columns:
@@ -298,7 +300,7 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table) -> pd.DataFrame:
         if not kind.accepts(found_type):
             raise ContractError(name, col, f"{kind.name} values ({field.type})", f"type {found_type}", frame[[col]].head(5))
         if kind.name == "string":
-            if not field.nullable:
+            if not field.nullable and col not in derived:
                 _check_not_null(name, col, frame)
             frame[col] = frame[col].astype("str")
         elif kind.name == "timestamp":

@@ -44,4 +44,15 @@ class DatasetConfig:
     # The text encoding of delimited files (MovieLens, a catalogue CSV, WANDS query.csv), e.g. latin-1
     # for MovieLens 100k's u.item. JSON files are UTF-8, as JSON is.
     encoding: str = "utf-8"
+    # How a ``tables`` event log becomes requests (the lists the ranker learns from): ``logged`` (each
+    # event names its request_id), ``sessions`` (an interaction log without request lists: a user's
+    # events split into sessions at gaps over session_gap_minutes, or by its session_id column when it
+    # has one, and each session is one request, as MovieLens ratings are), or ``auto`` (``sessions``
+    # when no event has a request_id; the run's log says which it chose).
+    requests: str = "auto"
+    session_gap_minutes: float = 30.0
+    # A session-built log with neither impressions nor ratings (clicks, carts, purchases only) has no
+    # negatives to rank against: this many items per request, drawn (seeded) in proportion to their
+    # positive events before the request among those it did not touch, are logged as impressions. 0: none.
+    sampled_impressions: int = 20
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

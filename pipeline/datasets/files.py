@@ -92,18 +92,3 @@ def files_fingerprint(paths: list[Path]) -> str:
     """Hash of the paths, sizes and modification times of the files that exist."""
     parts = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.exists()]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def sessions_from_gaps(users: pd.Series, ts: pd.Series, gap: pd.Timedelta) -> np.ndarray:
-    """Session ids ``<user>-<n>``: a user's activity splits wherever two events are more than ``gap`` apart.
-
-    ``users`` and ``ts`` must be sorted by (user, ts).
-    """
-    u = users.to_numpy()
-    t = ts.to_numpy()
-    new = np.ones(len(u), dtype=bool)
-    new[1:] = (u[1:] != u[:-1]) | ((t[1:] - t[:-1]) > np.timedelta64(gap))
-    number = np.cumsum(new) - 1
-    first_of_user = np.searchsorted(u, u, side="left")
-    within_user = number - number[first_of_user]
-    return (pd.Series(u, dtype="str") + "-" + pd.Series(within_user).astype("str")).to_numpy()

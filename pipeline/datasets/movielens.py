@@ -3,7 +3,7 @@
 Layouts: ``ratings.csv`` + ``movies.csv`` (+ ``tags.csv``), or the older ``u.data`` + ``u.item``.
 Ratings become ``rating`` events with their timestamps (the prepare stage turns a rating into an
 impression, and a click when it is at least ``dataset.rating_threshold``); a user's ratings split
-into sessions wherever two are more than ``SESSION_GAP`` apart, and each session is one request.
+into sessions wherever two are more than ``dataset.session_gap_minutes`` apart, and each session is one request.
 Movies become items: the title, the genres as the category path (``Action>Comedy``), the year in
 the title as ``created_at``; tags are joined into a ``tags`` text column.
 """
@@ -18,11 +18,11 @@ import pandas as pd
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited, sessions_from_gaps
+from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited
+from rankpipe.pipeline.datasets.interactions import requests_from_sessions
 from rankpipe.pipeline.graphs import FUNNEL, names
 from rankpipe.pipeline.schema import ConfigError
 
-SESSION_GAP = pd.Timedelta(minutes=30)
 U_ITEM_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama", "Fantasy",
                  "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 
@@ -94,7 +94,7 @@ class MovieLensAdapter:
     def load(self, config: DatasetConfig, seed: int) -> Dataset:
         """Parse, derive sessions, and validate against the contract."""
         root = self._root(config)
-        ratings = _ratings(root, config.encoding).sort_values([S.USER_ID, S.TS], kind="stable").reset_index(drop=True)
+        ratings = _ratings(root, config.encoding)
         items = _movies(root, config.encoding)
         tags = _tags(root, config.encoding)
         if tags is not None:
@@ -102,8 +102,8 @@ class MovieLensAdapter:
         unknown = ~ratings[S.ITEM_ID].isin(items[S.ITEM_ID])
         if unknown.any():
             raise S.ContractError("ratings", S.ITEM_ID, "movie ids listed in the movies file", f"{int(unknown.sum())} unknown ids", ratings[unknown])
-        sessions = sessions_from_gaps(ratings[S.USER_ID], ratings[S.TS], SESSION_GAP)
-        events = ratings.assign(**{S.SESSION_ID: sessions, S.REQUEST_ID: sessions, S.EVENT: "rating"})
+        events = requests_from_sessions(ratings.assign(**{S.SESSION_ID: None, S.REQUEST_ID: None, S.EVENT: "rating"}),
+                                        pd.Timedelta(minutes=config.session_gap_minutes))
         tables = {S.EVENTS: S.validate_table(S.EVENTS, events), S.ITEMS: S.validate_table(S.ITEMS, items),
                   S.USERS: S.validate_table(S.USERS, pd.DataFrame({S.USER_ID: ratings[S.USER_ID].unique()}))}
         return Dataset(self.name, tables)

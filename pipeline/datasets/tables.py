@@ -9,6 +9,11 @@ filesystems understand (``s3://…``, ``gs://…``, ``hdfs://…``).
 
 Each file of a directory is checked against the contract on its own, so an error names the file it
 is in; files are read in path order, which is the order ties in time keep.
+
+An interaction log without request lists (user, item, ts, event: any of rating, click, cart,
+purchase, with an optional value; no ``request_id``, ``session_id`` optional) is read too
+(``dataset.requests``, :mod:`~rankpipe.pipeline.datasets.interactions`): one request per session,
+sessions from time gaps unless the log has its own.
 """
 
 from __future__ import annotations
@@ -23,8 +28,12 @@ import pyarrow.parquet as pq
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
+from rankpipe.pipeline.datasets.interactions import as_requests, check_requests_config, is_interaction_log
 from rankpipe.pipeline.graphs import FUNNEL, names
+from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.schema import ConfigError
+
+log = get_logger(__name__)
 
 REQUIRED = (S.EVENTS, S.ITEMS)
 OPTIONAL = (S.USERS, S.JUDGMENTS)
@@ -77,15 +86,30 @@ class TablesAdapter:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     def load(self, config: DatasetConfig, seed: int) -> Dataset:
-        """Read and validate every table present, file by file."""
+        """Read and validate every table present, file by file; an interaction log gets its requests from sessions."""
+        check_requests_config(config)
         fs, root, found = self._infos(config)
-        return Dataset(self.name, {name: read_table(name, files, fs, root) for name, files in found.items()})
+        derived = () if config.requests == "logged" else (S.SESSION_ID,)
+        tables = {name: read_table(name, files, fs, root, derived if name == S.EVENTS else ()) for name, files in found.items()}
+        return Dataset(self.name, {**tables, S.EVENTS: _with_requests(tables[S.EVENTS], tables[S.ITEMS], config, seed)})
 
     def load_on(self, engine, config: DatasetConfig, seed: int) -> Dataset:
         """:meth:`load` with ``events`` read and validated on ``engine``'s workers, where it stays
         (a Dask DataFrame, a partition per file); the other tables are small and come here."""
+        check_requests_config(config)
         fs, root, found = self._infos(config)
         tables = {name: read_table(name, files, fs, root) for name, files in found.items() if name != S.EVENTS}
+        if config.requests != "logged":
+            # Sessions need each user's events in time order, across files: an interaction log is
+            # cut into requests here (the whole log once in this process), then sent to the workers.
+            first = read_file(S.EVENTS, found[S.EVENTS][0].path, fs, root, derived=(S.SESSION_ID,))
+            if config.requests == "sessions" or first[S.REQUEST_ID].isna().all():
+                import dask.dataframe as dd
+
+                events = read_table(S.EVENTS, found[S.EVENTS], fs, root, (S.SESSION_ID,))
+                events = _with_requests(events, tables[S.ITEMS], config, seed)
+                tables[S.EVENTS] = engine.client.persist(dd.from_pandas(events, npartitions=max(1, min(engine.partitions, len(events)))))
+                return Dataset(self.name, tables)
         tables[S.EVENTS] = read_table_on(engine, S.EVENTS, found[S.EVENTS], fs, root)
         return Dataset(self.name, tables)
 
@@ -96,15 +120,33 @@ def _is_data_file(info: pafs.FileInfo, directory: str) -> bool:
     return info.type == pafs.FileType.File and not any(part.startswith(("_", ".")) for part in relative.split("/"))
 
 
-def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str) -> pd.DataFrame:
+def _with_requests(events: pd.DataFrame, items: pd.DataFrame, config: DatasetConfig, seed: int) -> pd.DataFrame:
+    """``events`` as read when its requests are logged; an interaction log's with a request per
+    session (and sampled impressions), said in the run's log. A logged log must name its sessions."""
+    if is_interaction_log(events, config):
+        events, said = as_requests(events, items, config, seed)
+        log.info("  dataset   %s", said)
+        return S.validate_table(S.EVENTS, events)
+    missing = events[S.SESSION_ID].isna()
+    if missing.any():
+        raise S.ContractError(S.EVENTS, S.SESSION_ID, "a session id on every event of a log with request lists "
+                              "(or no request_id at all: an interaction log, dataset.requests=sessions)",
+                              f"{int(missing.sum())} events without one", events[missing])
+    return events
+
+
+def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str, derived: tuple[str, ...] = ()) -> pd.DataFrame:
     """One contract table from its Parquet files, each validated on its own (errors name the file);
-    hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them."""
-    frames = [read_file(name, info.path, fs, root) for info in files]
+    hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them.
+    ``derived``: required columns a file may lack (or leave null) because the adapter derives them."""
+    frames = [read_file(name, info.path, fs, root, derived=derived) for info in files]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
-def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: list[str] | None = None) -> pd.DataFrame:
-    """One Parquet file of table ``name``, validated against the contract; errors name the file.
+def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: list[str] | None = None,
+              derived: tuple[str, ...] = ()) -> pd.DataFrame:
+    """One Parquet file of table ``name``, validated against the contract (``derived``: see
+    :func:`read_table`); errors name the file.
 
     ``columns``: the columns a partitioned table has (its first file's); a file with others is a
     ContractError, since the Dask engine reads a table's files as partitions of one schema.
@@ -120,7 +162,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
         if sep and key not in table.column_names:
             table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
     try:
-        frame = S.validate_table(name, table)
+        frame = S.validate_table(name, table, derived)
     except S.ContractError as exc:
         raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
     if columns is not None and list(frame.columns) != columns:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -11,6 +12,7 @@ from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.cli import main
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.datasets import get_adapter, registry, shared_data_dir
+from rankpipe.pipeline.schema import ConfigError
 
 DATA = shared_data_dir()
 realdata = pytest.mark.skipif(DATA is None, reason="../shared/data is absent (set RANKPIPE_SHARED_DATA to its location)")
@@ -314,3 +316,105 @@ def test_tables_error_names_the_partition_file(tmp_path):
         f.unlink()
     with pytest.raises(S.ContractError, match="an empty directory"):
         _load("tables", tmp_path)
+
+
+# --------------------------------------------------------------------------- interaction logs (no request lists)
+def _interaction_log(directory, events: pd.DataFrame, items: pd.DataFrame) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    events.to_parquet(directory / "events.parquet")
+    items.to_parquet(directory / "items.parquet")
+
+
+def _clicks(rows) -> pd.DataFrame:
+    """(user, item, minute) rows as click events without request or session ids."""
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                         "ts": pd.Timestamp("2026-03-01") + pd.to_timedelta([r[2] for r in rows], unit="min"), "event": "click"})
+
+
+ITEMS = pd.DataFrame({"item_id": [f"i{j}" for j in range(200)], "title": "t", "category": "c"})
+
+
+def test_interaction_log_gets_a_request_per_session_from_gaps(tmp_path, caplog):
+    """No request_id anywhere (auto-detected): a user's events split at gaps over 30 minutes, one
+    request per session."""
+    events = _clicks([("u1", "i1", 0), ("u1", "i2", 10), ("u1", "i3", 50), ("u2", "i1", 5), ("u1", "i4", 51)])
+    _interaction_log(tmp_path, events.assign(event=["click", "purchase", "click", "cart", "click"]), ITEMS)
+    with caplog.at_level("INFO", logger="rankpipe"):
+        tables = _load("tables", tmp_path)
+    assert "no request lists, so one request per session (3 sessions, from gaps over 30 minutes)" in caplog.text
+    logged = tables[S.EVENTS][tables[S.EVENTS][S.EVENT] != "impression"]
+    assert logged.groupby(S.REQUEST_ID)[S.ITEM_ID].agg(sorted).to_dict() == {"u1-0": ["i1", "i2"], "u1-1": ["i3", "i4"], "u2-0": ["i1"]}
+    assert (logged[S.SESSION_ID] == logged[S.REQUEST_ID]).all()
+    no_negatives = load_config(None, ["dataset.sampled_impressions=0"], dataset="tables", data_path=str(tmp_path))
+    assert (get_adapter("tables").load(no_negatives.dataset, 0).tables[S.EVENTS][S.EVENT] != "impression").all()
+
+
+def test_sampled_impressions_are_past_popular_items_the_request_did_not_touch(tmp_path):
+    """A click-only log: each request's negatives are items with a positive event before it, drawn by
+    their popularity then (the first request, with no past, from the catalogue); never an item the
+    request touched, never twice in a request, at most 20, the same for the same seed."""
+    rng = np.random.default_rng(0)
+    popular = [(f"u{u}", "i0", u * 60) for u in range(20)]  # the first 20 users click i0, an hour apart
+    others = [(f"u{u}", f"i{rng.integers(1, 200)}", u * 60 + 1) for u in range(40)]
+    _interaction_log(tmp_path, _clicks(popular + others), ITEMS)
+    events = _load("tables", tmp_path)[S.EVENTS]
+    logged, sampled = events[events[S.EVENT] != "impression"], events[events[S.EVENT] == "impression"]
+    assert sampled.groupby(S.REQUEST_ID).size().max() <= 20 and not sampled.duplicated([S.REQUEST_ID, S.ITEM_ID]).any()
+    assert logged[[S.REQUEST_ID, S.ITEM_ID]].merge(sampled[[S.REQUEST_ID, S.ITEM_ID]]).empty
+    first_positive = logged.groupby(S.ITEM_ID)[S.TS].min()
+    later = sampled[sampled[S.REQUEST_ID] != "u0-0"]
+    assert (first_positive.reindex(later[S.ITEM_ID]).to_numpy() < later[S.TS].to_numpy()).all()  # known before the request
+    assert sampled.loc[sampled[S.REQUEST_ID] == "u0-0", S.ITEM_ID].nunique() >= 15  # nothing before it: the catalogue
+    # i0 holds about half of the past positives of every later request: each of them draws it.
+    assert set(sampled.loc[sampled[S.ITEM_ID] == "i0", S.REQUEST_ID]) == {f"u{u}-0" for u in range(20, 40)}
+    pd.testing.assert_frame_equal(_load("tables", tmp_path)[S.EVENTS], events)  # seeded
+
+
+def test_interaction_log_keeps_its_own_sessions_and_ratings_need_no_sampling(tmp_path):
+    events = _clicks([("u1", "i1", 0), ("u1", "i2", 500), ("u1", "i3", 501)]).assign(
+        event="rating", value=[5.0, 2.0, 4.0], session_id=["s1", "s1", "s2"])
+    _interaction_log(tmp_path, events, ITEMS)
+    out = _load("tables", tmp_path)[S.EVENTS]
+    assert out[S.REQUEST_ID].tolist() == ["s1", "s1", "s2"] and (out[S.EVENT] == "rating").all()
+
+
+def test_a_log_with_request_lists_still_needs_session_ids(tmp_path):
+    events = _clicks([("u1", "i1", 0), ("u1", "i2", 1)]).assign(request_id=["r1", "r1"])
+    _interaction_log(tmp_path, events, ITEMS)
+    with pytest.raises(S.ContractError, match="column 'session_id': expected a session id on every event of a log with request lists"):
+        _load("tables", tmp_path)
+    config = load_config(None, ["dataset.requests=sessions"], dataset="tables", data_path=str(tmp_path))
+    assert get_adapter("tables").load(config.dataset, 0).tables[S.EVENTS][S.REQUEST_ID].unique().tolist() == ["u1-0"]
+    for key, value, expected in (("requests", "lists", "dataset.requests must be one of"), ("session_gap_minutes", "0", "must be > 0"),
+                                 ("sampled_impressions", "-1", "an integer >= 0")):
+        bad = load_config(None, [f"dataset.{key}={value}"], dataset="tables", data_path=str(tmp_path))
+        with pytest.raises(ConfigError, match=expected):
+            get_adapter("tables").load(bad.dataset, 0)
+
+
+@realdata
+@pytest.mark.realdata
+def test_a_ratings_only_log_prepares_as_the_movielens_adapter_does(tmp_path):
+    """MovieLens ratings written as a plain interaction log (user, item, ts, rating, value; request_id a
+    null-typed column, as pandas writes a column of None) get the same requests, labels and splits
+    from the tables adapter as from the movielens adapter."""
+    from rankpipe.pipeline.runner import Runner
+
+    movielens = _load("movielens", DATA / "movielens-latest-small")
+    kept = movielens[S.EVENTS][S.USER_ID].astype(int) <= 120  # a fifth of the users: seconds, not a minute
+    log = movielens[S.EVENTS].loc[kept, [S.USER_ID, S.ITEM_ID, S.TS, S.EVENT, S.VALUE]].sample(frac=1, random_state=0)
+    _interaction_log(tmp_path / "log", log.assign(request_id=None), movielens[S.ITEMS][[S.ITEM_ID, S.TITLE, S.CATEGORY]])
+    (tmp_path / "ml").mkdir()
+    ratings = pd.read_csv(DATA / "movielens-latest-small" / "ratings.csv")
+    ratings[ratings["userId"] <= 120].to_csv(tmp_path / "ml" / "ratings.csv", index=False)
+    (tmp_path / "ml" / "movies.csv").write_bytes((DATA / "movielens-latest-small" / "movies.csv").read_bytes())
+    prepared = {}
+    for name, path in (("tables", tmp_path / "log"), ("movielens", tmp_path / "ml")):
+        runner = Runner(load_config(None, [], dataset=name, data_path=str(path)), tmp_path / name, "p", progress=False, track=False)
+        runner.run(until="prepare")
+        prepared[name] = {t: pd.read_parquet(tmp_path / name / "runs" / "p" / "prepare" / f"{t}.parquet") for t in ("requests", "labels")}
+    pd.testing.assert_frame_equal(prepared["tables"]["requests"], prepared["movielens"]["requests"])
+    # Ratings in the same second keep their file's order, and the log was shuffled: the same labels, in another order.
+    labels = [prepared[name]["labels"].sort_values([S.REQUEST_ID, S.ITEM_ID], ignore_index=True) for name in ("tables", "movielens")]
+    pd.testing.assert_frame_equal(*labels)
+    assert prepared["tables"]["requests"][S.SPLIT].nunique() == 3
