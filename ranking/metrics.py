@@ -178,6 +178,45 @@ def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group
     return float(recall.mean()), float((per_group["sum"] > 0).mean())
 
 
+def top_k_metrics(lists: pd.DataFrame, relevant: pd.DataFrame, k: int = 10, group: str = "user_id", item: str = "item_id",
+                  rank: str = "rank") -> dict[str, float]:
+    """NDCG@k, recall@k and MAP@k of top-k lists against held-out relevant items, in full-ranking
+    protocols (every relevant item counts, found or not): the literature's binary-relevance
+    definitions, as RecBole and Microsoft Recommenders compute them.
+
+    - NDCG@k: DCG of the hits at ranks 1..k (gain 1, discount ``log2(rank + 1)``) over the ideal
+      DCG of ``min(|relevant|, k)`` hits.
+    - recall@k: hits over ``|relevant|``.
+    - MAP@k: the sum of precision@i at each hit's rank i, over ``min(|relevant|, k)``.
+
+    Args:
+        lists: one row per (group, item) with a 1-based ``rank``; rows past k are ignored.
+        relevant: one row per held-out (group, item); every group here is scored, and a group with
+            no list scores 0.
+
+    Returns:
+        ``ndcg_at_k``, ``recall_at_k``, ``map_at_k`` (means over the groups of ``relevant``) and ``users``.
+    """
+    if k < 1:
+        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    truth = relevant[[group, item]].drop_duplicates()
+    if truth.empty:
+        raise ValueError("relevant is empty: nothing to score the lists against")
+    n_relevant = truth.groupby(group, sort=False).size()
+    top = lists.loc[lists[rank] <= k, [group, item, rank]].drop_duplicates([group, item])
+    hits = top.merge(truth, on=[group, item]).sort_values([group, rank], kind="stable")
+    hit_rank = hits[rank].to_numpy(dtype=np.float64)
+    hits_so_far = hits.groupby(group, sort=False).cumcount().to_numpy() + 1  # precision@rank's numerator
+    per_hit = pd.DataFrame({group: hits[group].to_numpy(), "dcg": 1.0 / np.log2(hit_rank + 1.0), "precision": hits_so_far / hit_rank})
+    sums = per_hit.groupby(group, sort=False).agg(hits=("dcg", "size"), dcg=("dcg", "sum"), precision=("precision", "sum"))
+    sums = sums.reindex(n_relevant.index, fill_value=0.0)
+    ideal_hits = np.minimum(n_relevant.to_numpy(), k)
+    ideal_dcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[ideal_hits - 1]
+    return {"ndcg_at_k": float(np.mean(sums["dcg"].to_numpy() / ideal_dcg)),
+            "recall_at_k": float(np.mean(sums["hits"].to_numpy() / n_relevant.to_numpy())),
+            "map_at_k": float(np.mean(sums["precision"].to_numpy() / ideal_hits)), "users": int(len(n_relevant))}
+
+
 def channel_overlap(lists: pd.DataFrame, k: int, group: str = "request_id", item: str = "item_id", rank: str = "rank",
                     channel: str = "channel") -> pd.DataFrame:
     """Mean Jaccard overlap of every pair of channels' top-k lists, over groups where both returned a list.

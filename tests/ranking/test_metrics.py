@@ -279,3 +279,42 @@ def test_alpha_ndcg_at_zero_alpha_is_binary_ndcg():
     labels = lists.merge(positives.assign(rel=1), how="left").fillna({"rel": 0})
     # NDCG's ideal is over the list's own rows; here every positive is in its list, so the two ideals agree.
     assert np.isclose(M.alpha_ndcg_at_k(lists, positives, topic, 10, 0.0), M.ndcg_at_k(labels["request_id"], -labels["position"], labels["rel"], 10, "linear"))
+
+
+# ------------------------------------------------------------------------------ full-ranking top-k metrics
+def _top_k_reference(lists: dict, relevant: dict, k: int) -> dict:
+    """Per user with held-out items, one loop: NDCG, recall and MAP at k by their textbook definitions."""
+    ndcg, recall, ap = [], [], []
+    for user, truth in relevant.items():
+        ranked = lists.get(user, [])[:k]
+        hits = [item in truth for item in ranked]
+        ideal = min(len(truth), k)
+        ndcg.append(sum(1 / math.log2(i + 2) for i, hit in enumerate(hits) if hit) / sum(1 / math.log2(i + 2) for i in range(ideal)))
+        recall.append(sum(hits) / len(truth))
+        ap.append(sum(sum(hits[: i + 1]) / (i + 1) for i, hit in enumerate(hits) if hit) / ideal)
+    return {"ndcg_at_k": np.mean(ndcg), "recall_at_k": np.mean(recall), "map_at_k": np.mean(ap)}
+
+
+@given(st.dictionaries(st.sampled_from(["u1", "u2", "u3", "u4"]), st.lists(st.integers(0, 15), unique=True, max_size=14)),
+       st.dictionaries(st.sampled_from(["u1", "u2", "u3", "u4", "u5"]), st.sets(st.integers(0, 15), min_size=1, max_size=6), min_size=1),
+       st.integers(1, 12))
+@settings(max_examples=120, deadline=None)
+def test_top_k_metrics_match_the_textbook_loop(lists, relevant, k):
+    """Any lists (some users without one, some lists longer than k) against any held-out sets."""
+    frame = pd.DataFrame([(u, f"i{i}", r + 1) for u, items in lists.items() for r, i in enumerate(items)], columns=["user_id", "item_id", "rank"])
+    truth = pd.DataFrame([(u, f"i{i}") for u, items in relevant.items() for i in items], columns=["user_id", "item_id"])
+    got = M.top_k_metrics(frame.sample(frac=1, random_state=0), truth, k)  # row order must not matter
+    expected = _top_k_reference({u: [f"i{i}" for i in items] for u, items in lists.items()},
+                                {u: {f"i{i}" for i in items} for u, items in relevant.items()}, k)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value)
+    assert got["users"] == len(relevant)
+
+
+def test_top_k_metrics_perfect_and_empty_lists():
+    truth = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "z"]})
+    perfect = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "z"], "rank": [1, 2, 1]})
+    assert M.top_k_metrics(perfect, truth, 10) == {"ndcg_at_k": 1.0, "recall_at_k": 1.0, "map_at_k": 1.0, "users": 2}
+    assert M.top_k_metrics(perfect.iloc[:0], truth, 10)["ndcg_at_k"] == 0.0
+    with pytest.raises(ValueError, match="k must be"):
+        M.top_k_metrics(perfect, truth, 0)
