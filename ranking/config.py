@@ -34,6 +34,10 @@ class LightGBMRankConfig(BoostedTreesRankConfig):
     """LightGBM rankers (``lambdarank``, ``rank_xendcg``, ``lgb_binary``)."""
 
     min_data_in_leaf: int = 50
+    # >= 2: the tree count is chosen by k-fold cross-validation over the training lists and the model
+    # is a bag of the refit and the fold models (LambdaRankRanker); 0: early stopping on the
+    # validation lists. The letor adapter sets 5: a small LTR file's carve-out is too few lists.
+    cv_folds: int = 0
 
 
 @dataclass(frozen=True)

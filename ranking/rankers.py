@@ -20,6 +20,7 @@ from rankpipe.pipeline.schema import ConfigError, check_fitted
 from rankpipe.ranking.base import Ranker
 from rankpipe.ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker
 from rankpipe.ranking.config import RankConfig
+from rankpipe.ranking.metrics import ndcg_at_k
 from rankpipe.ranking.neural.ranker import DCNv2Ranker, DeepFMRanker, DINRanker, ESMMRanker
 
 
@@ -75,19 +76,29 @@ class LambdaRankRanker(Ranker):
     With validation lists, early stopping picks the number of trees (``valid_score_`` is the
     validation NDCG at that point) and, when ``refit``, the model is then refit on train + valid.
     :meth:`train_final_with` hands that final training to a cluster (``lightgbm.dask``).
+
+    With ``cv_folds`` > 1 the tree count is chosen by k-fold cross-validation over every list,
+    validation lists included (the round where the folds' mean NDCG peaks; no early stopping on one
+    carve-out, whose few lists make the count a matter of luck on a small LTR file), the model is
+    refit on every list, and it predicts half the refit's score plus half the mean of the k fold
+    models' (a bag: lower variance than either alone). ``valid_score_`` and calibration use the
+    validation rows' out-of-fold scores.
     """
 
     objective = "lambdarank"
     requirements = ("lightgbm",)
     _final_trainer = None  # set by train_final_with; class default: the final model trains here
     _search_lists: int | None = None
+    fold_boosters_: tuple = ()  # with cv_folds > 1: the k fold models, each cut at the chosen tree count
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
                  early_stopping_rounds: int = 100, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
-                 eval_at: int = 10, refit: bool = True, seed: int = 42, progress: bool = True):
+                 eval_at: int = 10, refit: bool = True, cv_folds: int = 0, seed: int = 42, progress: bool = True):
+        if isinstance(cv_folds, bool) or not isinstance(cv_folds, int) or cv_folds < 0 or cv_folds == 1:
+            raise ConfigError(f"rank.lightgbm.cv_folds must be 0 (early stopping on the validation lists) or an integer >= 2. Got {cv_folds!r} instead.")
         self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
         self.early_stopping_rounds, self.min_data_in_leaf, self.feature_fraction = early_stopping_rounds, min_data_in_leaf, feature_fraction
-        self.eval_at, self.refit, self.seed, self.progress = eval_at, refit, seed, progress
+        self.eval_at, self.refit, self.cv_folds, self.seed, self.progress = eval_at, refit, cv_folds, seed, progress
 
     def _params(self) -> dict:
         return {
@@ -111,6 +122,9 @@ class LambdaRankRanker(Ranker):
             y_valid: np.ndarray | None = None, groups_valid: np.ndarray | None = None) -> "LambdaRankRanker":
         if len(X) == 0:
             raise ValueError("cannot fit a ranker on an empty training set")
+        self.fold_boosters_, self.held_out_ = (), (None, None)
+        if self.cv_folds:
+            return self._fit_cross_validated(X, y, groups, X_valid, y_valid, groups_valid)
         if self.refit and X_valid is not None and len(X_valid):
             return self._fit_then_refit(X, y, groups, X_valid, y_valid, groups_valid)
         return self._fit_once(X, y, groups, X_valid, y_valid, groups_valid)
@@ -160,14 +174,77 @@ class LambdaRankRanker(Ranker):
         self.best_iteration_ = rounds
         return self
 
+    def _fit_cross_validated(self, X, y, groups, X_valid, y_valid, groups_valid) -> "LambdaRankRanker":
+        """``cv_folds``-fold cross-validation over every list (train and valid alike: no list is
+        spent on a carve-out) picks the tree count, the round of the best mean fold NDCG; then one
+        refit on every list, the count scaled to the data it sees (:func:`refit_rounds`). Keeps the
+        fold models for the bag, and the validation rows' out-of-fold scores for calibration."""
+        n_train = len(X)
+        has_valid = X_valid is not None and len(X_valid) > 0
+        if has_valid:
+            X = pd.concat([X, X_valid], ignore_index=True)
+            y, groups = np.concatenate([np.asarray(y), np.asarray(y_valid)]), np.concatenate([np.asarray(groups), np.asarray(groups_valid)])
+        groups, y = np.asarray(groups), self._labels(y)
+        codes, lists = pd.factorize(groups)
+        if len(lists) < self.cv_folds:
+            raise ValueError(f"rank.lightgbm.cv_folds={self.cv_folds} needs at least as many lists; got {len(lists)}")
+        fold = (np.random.default_rng(self.seed).permutation(len(lists)) % self.cv_folds)[codes]
+        curves, boosters = [], []
+        bar = tqdm(total=self.cv_folds * self.n_estimators, desc=f"rank: {self.objective}, {self.cv_folds}-fold CV", unit="tree",
+                   disable=None if self.progress else True, leave=False)
+        try:
+            for k in range(self.cv_folds):
+                inside, outside = fold != k, fold == k
+                order, sizes = _contiguous(groups[inside], self.seed)
+                v_order, v_sizes = _contiguous(groups[outside], self.seed + 1)
+                train = lgb.Dataset(X[inside].iloc[order], label=y[inside][order], group=sizes)
+                held = lgb.Dataset(X[outside].iloc[v_order], label=y[outside][v_order], group=v_sizes, reference=train)
+                record: dict = {}
+                boosters.append(lgb.train(self._params(), train, num_boost_round=self.n_estimators, valid_sets=[held],
+                                          callbacks=[lgb.record_evaluation(record), lambda env: bar.update(1)]))
+                curves.append(record["valid_0"][f"ndcg@{self.eval_at}"])
+        finally:
+            bar.close()
+        mean_curve = np.mean(curves, axis=0)
+        chosen = int(np.argmax(mean_curve)) + 1
+        self.cv_score_ = float(mean_curve[chosen - 1])
+        self.fold_boosters_ = tuple((booster, chosen) for booster in boosters)
+        self.feature_names_ = list(X.columns)
+        out_of_fold = np.empty(len(X))
+        for k, booster in enumerate(boosters):
+            out_of_fold[fold == k] = booster.predict(X[fold == k], num_iteration=chosen)
+        if has_valid:
+            self.held_out_ = (X_valid.index, out_of_fold[n_train:])
+            self.valid_score_ = ndcg_at_k(groups_valid, out_of_fold[n_train:], y[n_train:], self.eval_at)
+        else:
+            self.valid_score_ = self.cv_score_
+        fold_lists = len(lists) * (self.cv_folds - 1) / self.cv_folds  # the lists one fold model saw
+        rounds = refit_rounds(chosen, fold_lists, len(lists) - fold_lists)
+        order, sizes = _contiguous(groups, self.seed)
+        self.booster_ = (self._final_trainer or _train_here)(self._params(), X.iloc[order], y[order], sizes, rounds)
+        self.best_iteration_ = rounds
+        return self
+
+    def _fold_scores(self, X: pd.DataFrame) -> np.ndarray:
+        """The mean score of the cross-validation's fold models."""
+        return np.mean([booster.predict(X, num_iteration=rounds) for booster, rounds in self.fold_boosters_], axis=0)
+
     def _labels(self, y: np.ndarray) -> np.ndarray:
         """The labels the objective trains on (graded relevance for the ranking objectives)."""
         return np.asarray(y)
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
-        return self.booster_.predict(X, num_iteration=self.best_iteration_)
+        score = self.booster_.predict(X, num_iteration=self.best_iteration_)
+        if self.fold_boosters_:  # the bag: half the refit, half the fold models' mean
+            return 0.5 * score + 0.5 * self._fold_scores(X)
+        return score
 
     def held_out_scores(self, X: pd.DataFrame) -> np.ndarray:
+        if self.fold_boosters_:
+            index, scores = getattr(self, "held_out_", (None, None))
+            if index is not None and X.index.equals(index):  # the validation rows fit had: each scored by the fold model without it
+                return scores
+            return self._fold_scores(X[self.feature_names_])  # other rows: the fold models' mean (in-sample for rows they trained on)
         held_out = getattr(self, "held_out_booster_", None)
         if held_out is None:
             return self.predict(X)
@@ -182,10 +259,15 @@ class LambdaRankRanker(Ranker):
 
     def _save_model(self, directory: Path) -> None:
         self.booster_.save_model(str(directory / "model.txt"), num_iteration=self.best_iteration_)  # LightGBM text
+        for k, (booster, rounds) in enumerate(self.fold_boosters_):
+            booster.save_model(str(directory / f"fold_{k}.txt"), num_iteration=rounds)
 
     def _load_model(self, directory: Path) -> None:
         self.booster_ = lgb.Booster(model_file=str(directory / "model.txt"))
         self.best_iteration_ = self.booster_.current_iteration()
+        folds = [lgb.Booster(model_file=str(directory / f"fold_{k}.txt")) for k in range(self.cv_folds)
+                 if (directory / f"fold_{k}.txt").exists()]
+        self.fold_boosters_ = tuple((booster, booster.current_iteration()) for booster in folds)
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, feature_names: list[str] | None = None, **params) -> "LambdaRankRanker":

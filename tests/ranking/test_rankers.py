@@ -108,3 +108,35 @@ def test_feature_ablation_finds_the_informative_group():
     assert out["ablation.noise.ndcg_at_10"] - out["ablation.noise.delta"] == pytest.approx(full)
     assert out["ablation.signal.delta"] < -0.05  # dropping the only informative feature hurts
     assert out["ablation.signal.delta"] < out["ablation.noise.delta"]
+
+
+def test_cross_validated_lambdarank_bags_fold_models_and_scores_valid_out_of_fold(tmp_path):
+    """rank.lightgbm.cv_folds: the tree count from the folds' mean curve, the refit on every list, a
+    prediction that is half refit and half fold mean, the validation rows scored by the fold model
+    that never saw them, and all of it back from disk."""
+    from rankpipe.ranking.metrics import ndcg_at_k
+    from rankpipe.ranking.rankers import LambdaRankRanker
+
+    X, y, g = _ltr_data(0)
+    Xv, yv, gv = _ltr_data(1)
+    Xv.index += 10_000  # as the funnel's frames: validation rows keep their own index
+    ranker = LambdaRankRanker(n_estimators=40, min_data_in_leaf=5, cv_folds=4, progress=False).fit(X, y, g, Xv, yv, gv + 1000)
+    assert len(ranker.fold_boosters_) == 4 and 1 <= ranker.fold_boosters_[0][1] <= 40
+    fold_mean = np.mean([b.predict(Xv, num_iteration=n) for b, n in ranker.fold_boosters_], axis=0)
+    refit = ranker.booster_.predict(Xv, num_iteration=ranker.best_iteration_)
+    np.testing.assert_allclose(ranker.predict(Xv), 0.5 * refit + 0.5 * fold_mean)
+    held_out = ranker.held_out_scores(Xv)
+    assert not np.allclose(held_out, fold_mean)  # each row from one fold model only
+    assert ranker.valid_score_ == pytest.approx(ndcg_at_k(gv, held_out, yv, 10))
+    assert ranker.calibrate(Xv, yv).predict_proba(Xv).shape == (len(Xv),)
+    ranker.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("fold_*.txt")) == [f"fold_{k}.txt" for k in range(4)]
+    loaded = LambdaRankRanker.load(tmp_path)
+    np.testing.assert_allclose(loaded.predict(Xv), ranker.predict(Xv), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="needs at least as many lists"):
+        LambdaRankRanker(cv_folds=4, progress=False).fit(X[:16], y[:16], g[:16])
+    from rankpipe.pipeline.schema import ConfigError
+
+    for bad in (1, -2, 2.5, True):
+        with pytest.raises(ConfigError, match="rank.lightgbm.cv_folds must be 0"):
+            LambdaRankRanker(cv_folds=bad)
