@@ -43,9 +43,12 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Cut-offs for the recall metrics (recall@K, hit rate@K)."""
+    """Cut-offs for the recall metrics (recall@K, hit rate@K), and the protocol the lists are scored
+    under (pipeline/protocols.py): ``time`` (the run's split by time), ``leave_last_out`` or
+    ``random_75_25`` (interactions held out of the log per user, all items ranked for them)."""
 
     recall_ks: tuple[int, ...] = (20, 50, 100, 200)
+    protocol: str = "time"
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,14 @@ class StageSpec:
 
 
 FUNNEL = (
-    StageSpec("prepare", "prepare", (), ("split", "dataset.rating_threshold")),
+    StageSpec("prepare", "prepare", (), ("split", "dataset.rating_threshold", "dataset.requests", "dataset.session_gap_minutes",
+                                         "dataset.sampled_impressions", "evaluate.protocol", "seed")),
     StageSpec("features", "features", ("prepare",), ("features", "split")),
     StageSpec("recall", "recall", ("prepare",), ("recall", "evaluate.recall_ks", "seed", "device")),
     StageSpec("rank", "rank", ("prepare", "features", "recall"), ("rank", "features", "recall.item2vec.history", "seed")),
     StageSpec("rerank", "rerank", ("prepare", "rank", "recall"), ("rerank", "seed", "device", "recall.item2vec.history")),
-    StageSpec("evaluate", "evaluate", ("prepare", "recall", "rank", "rerank"), ("evaluate", "rerank", "dataset.synthetic", "seed")),
+    StageSpec("evaluate", "evaluate", ("prepare", "features", "recall", "rank", "rerank"), ("evaluate", "rerank", "dataset.synthetic", "seed",
+                                                                                       "device")),
     StageSpec("promote", "promote", ("features", "recall", "rank", "rerank"), ("promote", "dataset.name")),
     StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset.name")),
 )

@@ -166,17 +166,27 @@ class Funnel:
         keep = found[S.ITEM_ID].isin(launched[S.ITEM_ID])
         return found if keep.all() else found[keep].reset_index(drop=True)
 
+    def _ranked(self, requests: pd.DataFrame, allow_past: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(the validated requests, their merged candidates scored by the ranker, every channel's lists)."""
+        requests = validate_requests(requests, self.cutoff, allow_past)
+        merged, channel_lists = self.recall(requests)
+        i2v = self.channels["item2vec"]
+        scored = rank_candidates(merged, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
+                                 channel_lists, self.merge.quotas_)
+        return requests, scored, channel_lists
+
+    def ranked_candidates(self, requests: pd.DataFrame, allow_past: bool = False) -> pd.DataFrame:
+        """Every merged candidate of ``requests`` with the ranker's ``score`` (``rank``: its place in
+        the merge), before the reranker: what :meth:`score` reranks."""
+        return self._ranked(requests, allow_past)[1]
+
     def score(self, requests: pd.DataFrame, allow_past: bool = False, k: int | None = None) -> pd.DataFrame:
         """The final ranked lists of ``requests`` (request_id, user_id, ts, query; checked by
         :func:`validate_requests`): :data:`LIST_COLUMNS`, ``rank`` 1-based, at most the reranker's
         ``k`` per request; ``channels`` names every channel that found the item. A request no channel
         finds anything for gets no rows. ``k``: list length (default: the reranker's). The lists come
         in the order of ``requests``, so scoring them in parts and concatenating gives the same frame."""
-        requests = validate_requests(requests, self.cutoff, allow_past)
-        merged, channel_lists = self.recall(requests)
-        i2v = self.channels["item2vec"]
-        scored = rank_candidates(merged, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
-                                 channel_lists, self.merge.quotas_)
+        requests, scored, channel_lists = self._ranked(requests, allow_past)
         reranker = self.reranker
         if k is not None and k != reranker.k:
             if k < 1:

@@ -71,12 +71,17 @@ sys.modules[__name__].__class__ = _Stages
 
 def check_config(config: Config) -> None:
     """Config errors that only the components can judge, raised before the run writes anything."""
+    from rankpipe.pipeline.protocols import check_protocol
     from rankpipe.pipeline.schema import ConfigError
     from rankpipe.ranking.calibration import CALIBRATION_METHODS
     from rankpipe.ranking.rankers import ranker_params
     from rankpipe.ranking.recall import check_recall_config
     from rankpipe.ranking.rerank import check_rerank_config
 
+    check_protocol(config.evaluate.protocol)
+    if config.evaluate.protocol != "time" and config.engine.name != "local":
+        raise ConfigError(f"evaluate.protocol={config.evaluate.protocol} runs on the local engine only (engine.name=local); "
+                          f"got engine.name={config.engine.name}")
     check_recall_config(config.recall)
     check_rerank_config(config.rerank)
     ranker_params(config.rank, config.seed, config.device)  # an unknown rank.model, or a family key it does not take

@@ -11,6 +11,7 @@ from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, item_vectors_of, positive_events, train_end
 from rankpipe.ranking import metrics as M
+from rankpipe.ranking.rerank import RerankChain
 
 
 def _oracle(inputs: StageInputs) -> Callable[[pd.DataFrame], np.ndarray] | None:
@@ -95,10 +96,65 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     # rerank: the final lists against the rank stage's own top-k of the same candidates
     rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items, S.positive_history(logged_positives))
     out.update(rerank_out)
-    return _evaluation_result(out, inputs, config, tradeoff)
+
+    # The literature's numbers: top 10 against held-out positives, every relevant item counted.
+    protocol_out, protocol_tables = protocol_metrics(inputs, config, requests, positives, S.positive_history(logged_positives))
+    out.update(protocol_out)
+    return _evaluation_result(out, inputs, config, tradeoff, protocol_tables)
 
 
-def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config, tradeoff: pd.DataFrame | None = None) -> StageResult:
+def unseen_candidates(scored: pd.DataFrame, asked: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``scored`` candidates less the items each request's user had a positive event for before the
+    request's ``ts`` (``asked``: request_id, user_id, ts; ``history``: user_id, item_id, ts): in a
+    full-ranking protocol an item already consumed is no recommendation."""
+    first = history.groupby([S.USER_ID, S.ITEM_ID], sort=False, observed=True)[S.TS].min().rename("_first_positive").reset_index()
+    at = scored[[S.REQUEST_ID, S.ITEM_ID]].merge(asked[[S.REQUEST_ID, S.USER_ID, S.TS]], on=S.REQUEST_ID, how="left")
+    seen = at.merge(first, on=[S.USER_ID, S.ITEM_ID], how="left")["_first_positive"].to_numpy() < at[S.TS].to_numpy()
+    return scored[~seen].reset_index(drop=True)
+
+
+def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame, positives: pd.DataFrame,
+                     history: pd.DataFrame) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """NDCG@10, recall@10 and MAP@10 (:func:`ranking.metrics.top_k_metrics`) under ``evaluate.protocol``
+    of the merged candidates (``protocol.recall.*``, in merge order) and the funnel's final lists
+    (``protocol.funnel.*``: ranker, then reranker), items each user already had taken out first.
+
+    ``time``: the test requests, against their positives. ``leave_last_out`` / ``random_75_25``: one
+    request per held-out user at the end of the log, through the fitted funnel (the scoring path),
+    against the held-out items. Also returns the tables ``protocol_truth`` and ``protocol_lists``
+    (request_id, item_id, rank, source) a benchmark scores other models beside.
+    """
+    if config.evaluate.protocol == "time":
+        asked = requests.loc[requests[S.SPLIT] == S.TEST, [S.REQUEST_ID, S.USER_ID, S.TS]]
+        truth = positives[[S.REQUEST_ID, S.ITEM_ID]]
+        scored = inputs.table("rank", "candidates")
+    else:
+        from rankpipe.pipeline.stages.promote import fitted_funnel
+
+        funnel = fitted_funnel(inputs, config)
+        held_out = inputs.table("prepare", "holdout")
+        users = held_out[S.USER_ID].drop_duplicates().to_numpy()
+        asked = pd.DataFrame({S.REQUEST_ID: users, S.USER_ID: users, S.TS: funnel.cutoff, S.QUERY: pd.Series([None] * len(users), dtype="str")})
+        truth = held_out.rename(columns={S.USER_ID: S.REQUEST_ID})[[S.REQUEST_ID, S.ITEM_ID]]
+        scored = funnel.ranked_candidates(asked)
+        history = funnel.history()
+    unseen = unseen_candidates(scored, asked, history)
+    by_merge = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")
+    recall_lists = by_merge.assign(**{S.RANK: by_merge.groupby(S.REQUEST_ID, sort=False).cumcount() + 1})
+    final = RerankChain.load(inputs.model_dir("rerank", "reranker")).rerank(unseen, asked, history).rename(columns={S.POSITION: S.RANK})
+    out: dict[str, float] = {}
+    for source, lists in (("recall", recall_lists), ("funnel", final)):
+        scores = M.top_k_metrics(lists, truth, 10, group=S.REQUEST_ID)
+        out.update({f"protocol.{source}.{name[:-2]}_10": value for name, value in scores.items() if name.endswith("_at_k")})
+    out["protocol.requests"] = float(truth[S.REQUEST_ID].nunique())
+    lists = pd.concat([recall_lists.loc[recall_lists[S.RANK] <= 10, [S.REQUEST_ID, S.ITEM_ID, S.RANK]].assign(source="recall"),
+                       final[[S.REQUEST_ID, S.ITEM_ID, S.RANK]].assign(source="funnel")], ignore_index=True)
+    asked_by = asked[[S.REQUEST_ID, S.USER_ID, S.TS]].reset_index(drop=True)
+    return out, {"protocol_truth": truth.reset_index(drop=True), "protocol_lists": lists, "protocol_requests": asked_by}
+
+
+def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config, tradeoff: pd.DataFrame | None = None,
+                       extra_tables: dict[str, pd.DataFrame] | None = None) -> StageResult:
     """The evaluate stage's output: the metrics table and the report (Markdown + figure)."""
     from rankpipe.pipeline.report import PLOT_FILE, TRADEOFF_PLOT_FILE, build_report, tradeoff_figure
 
@@ -108,7 +164,7 @@ def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: C
                                 inputs.table("rank", "calibration"), tradeoff)
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     files = {"report.md": text.encode(), PLOT_FILE: figure}
-    tables = {"metrics": table}
+    tables = {"metrics": table, **(extra_tables or {})}
     if tradeoff is not None:
         files[TRADEOFF_PLOT_FILE] = tradeoff_figure(tradeoff)
         tables["tradeoff"] = tradeoff

@@ -9,6 +9,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
+from rankpipe.pipeline.protocols import held_out_interactions, without_pairs
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult
 from rankpipe.pipeline.stages.prepare_parts import (
     NO_REQUESTS,
@@ -34,6 +35,9 @@ def interactions_from_ratings(events: pd.DataFrame, threshold: float) -> pd.Data
 def prepare(inputs: StageInputs, config: Config) -> StageResult:
     """Split requests by time (whole requests on one side) and derive graded labels per (request, item).
 
+    Under an ``evaluate.protocol`` that holds interactions out (:mod:`~rankpipe.pipeline.protocols`),
+    they leave the log first and are kept as table ``holdout``.
+
     On the Dask engine the events stay on the workers (:func:`prepare_on_dask`); the result is the same.
     """
     engine = inputs.engine
@@ -46,6 +50,10 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     if not events[S.TS].is_monotonic_increasing:  # prepare.events is the history, in time order (ties keep the file's order)
         events = events.sort_values(S.TS, kind="stable", ignore_index=True)
     items = dataset.tables[S.ITEMS]
+    holdout = {}
+    if config.evaluate.protocol != "time":  # leave_last_out, random_75_25: those interactions leave the log before anything reads it
+        held_out = held_out_interactions(events, config.evaluate.protocol, config.seed)
+        events, holdout = without_pairs(events, held_out), {"holdout": held_out}
     in_request = events[events[S.REQUEST_ID].notna()]
     if in_request.empty:
         raise S.ContractError(*NO_REQUESTS)
@@ -57,7 +65,7 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     labels = graded_events(in_request).groupby(ID_COLUMNS, sort=False, observed=True).agg(
         grade=(S.GRADE, "max"), position=(S.POSITION, "min")).reset_index()
     labels[S.GRADE] = labels[S.GRADE].astype(np.int8)
-    return prepared(requests, labels, events, len(events), items, dataset.oracle)
+    return prepared(requests, labels, events, len(events), items, {**dataset.oracle, **holdout})
 
 
 def prepare_tables(inputs: StageInputs, config: Config) -> StageResult:

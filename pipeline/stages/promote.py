@@ -68,6 +68,15 @@ def _judge(inputs: StageInputs, config: Config) -> tuple[str, bool, dict, pd.Dat
     return name, promoted, metrics, decision, {"test_ndcg_at_10": f"{challenger:.6f}", "decision": note or reason}
 
 
+def fitted_funnel(inputs: StageInputs, config: Config) -> Funnel:
+    """The run's whole fitted funnel, read back from its stages' files: every channel, the merge, the
+    feature builder, the ranker and its calibrator, the reranker."""
+    return Funnel({channel: load_channel(inputs.model_dir("recall", f"channel_{channel}"), config.device) for channel in config.recall.quotas},
+                  CandidateMerge.load(inputs.model_dir("recall", "merge")), FeatureBuilder.load(inputs.model_dir("features", "builder")),
+                  load_ranker(inputs.model_dir("rank", "ranker")), RerankChain.load(inputs.model_dir("rerank", "reranker")),
+                  depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config))
+
+
 def promote(inputs: StageInputs, config: Config) -> StageResult:
     """Judge the funnel's ranker against the champion's (:func:`_judge`) and ask the runner to register
     the whole fitted funnel (:class:`~rankpipe.ranking.funnel.Funnel`: every channel, the merge, the
@@ -75,10 +84,7 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
     as ``rankpipe-<dataset>``: alias ``champion`` only if it passes the gate, else ``challenger``.
     The new version's number becomes metric ``version``."""
     name, promoted, metrics, decision, tags = _judge(inputs, config)
-    funnel = Funnel({channel: load_channel(inputs.model_dir("recall", f"channel_{channel}"), config.device) for channel in config.recall.quotas},
-                    CandidateMerge.load(inputs.model_dir("recall", "merge")), FeatureBuilder.load(inputs.model_dir("features", "builder")),
-                    load_ranker(inputs.model_dir("rank", "ranker")), RerankChain.load(inputs.model_dir("rerank", "reranker")),
-                    depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config))
+    funnel = fitted_funnel(inputs, config)
     registration = Registration("funnel", name, ("promote", "funnel"), "champion" if promoted else "challenger", tags, metric="version")
     return StageResult({"decision": decision}, metrics, {"funnel": funnel}, registrations=[registration])
 

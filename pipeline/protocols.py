@@ -1,0 +1,64 @@
+"""Evaluation protocols (``evaluate.protocol``): which interactions a run holds out and scores.
+
+- ``time`` (the default): the run's own split by time. Whole requests are train, valid or test;
+  the test requests' positive items are what their lists are scored against.
+- ``leave_last_out``: each user's last positive interaction, by time, is held out (RecBole's and
+  SASRec's protocol; users with one interaction keep it).
+- ``random_75_25``: a seeded random quarter of each user's positive interactions (rounded down)
+  is held out (Microsoft Recommenders' benchmark table).
+
+Under the last two, every event of a held-out (user, item) pair leaves the log before the run's
+split. No stage sees them. The funnel is then fitted as usual, and the evaluate stage ranks all
+items for one request per held-out user at the end of the log.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.schema import ConfigError
+
+PROTOCOLS = ("time", "leave_last_out", "random_75_25")
+HOLDOUT_COLUMNS = [S.USER_ID, S.ITEM_ID, S.TS]
+
+
+def check_protocol(protocol: str) -> None:
+    """ConfigError for an ``evaluate.protocol`` that is not one of :data:`PROTOCOLS`."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"evaluate.protocol must be one of {list(PROTOCOLS)}. Got {protocol!r} instead.")
+
+
+def held_out_interactions(events: pd.DataFrame, protocol: str, seed: int) -> pd.DataFrame:
+    """The (user_id, item_id, ts) positive interactions ``protocol`` holds out of ``events`` (in time
+    order; ties keep the log's order), one row per (user, item): its first positive event.
+
+    ``leave_last_out``: each user's last; ``random_75_25``: ``floor(n / 4)`` of each user's ``n``,
+    drawn with ``seed``.
+    """
+    check_protocol(protocol)
+    if protocol == "time":
+        raise ValueError("the time protocol holds nothing out: its test split is whole requests")
+    positives = S.positive_history(events).drop_duplicates([S.USER_ID, S.ITEM_ID]).reset_index(drop=True)
+    order = np.lexsort((np.arange(len(positives)), positives[S.TS].to_numpy(), positives[S.USER_ID].to_numpy()))
+    by_user = positives.iloc[order].reset_index(drop=True)
+    users = by_user[S.USER_ID].to_numpy()
+    n_of_user = by_user.groupby(S.USER_ID, sort=False)[S.ITEM_ID].transform("size").to_numpy()
+    if protocol == "leave_last_out":
+        last = np.r_[users[1:] != users[:-1], True]
+        held = last & (n_of_user > 1)
+    else:
+        draw = np.random.default_rng(seed).random(len(by_user))
+        place = pd.Series(draw).groupby(users, sort=False).rank(method="first").to_numpy()  # a random order within each user
+        held = place <= np.floor(n_of_user / 4)
+    out = by_user.loc[held, HOLDOUT_COLUMNS]
+    return out.sort_values(S.TS, kind="stable").reset_index(drop=True)
+
+
+def without_pairs(events: pd.DataFrame, held_out: pd.DataFrame) -> pd.DataFrame:
+    """``events`` less every event of a held-out (user_id, item_id) pair (impressions included, so no
+    feature or channel learns the pair was shown either)."""
+    pairs = pd.MultiIndex.from_frame(held_out[[S.USER_ID, S.ITEM_ID]])
+    keep = ~pd.MultiIndex.from_frame(events[[S.USER_ID, S.ITEM_ID]]).isin(pairs)
+    return events[keep].reset_index(drop=True)
