@@ -101,12 +101,9 @@ class LambdaRankRanker(Ranker):
         self.eval_at, self.refit, self.cv_folds, self.seed, self.progress = eval_at, refit, cv_folds, seed, progress
 
     def _params(self) -> dict:
-        return {
-            "objective": self.objective, "metric": "ndcg", "eval_at": [self.eval_at], "num_leaves": self.num_leaves,
-            "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf,
-            "feature_fraction": self.feature_fraction, "seed": self.seed, "deterministic": True,
-            "force_col_wise": True, "verbosity": -1,
-        }
+        return {"objective": self.objective, "metric": "ndcg", "eval_at": [self.eval_at], "num_leaves": self.num_leaves,
+                "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
+                "seed": self.seed, "deterministic": True, "force_col_wise": True, "verbosity": -1}
 
     def train_final_with(self, trainer, search_lists: int | None = None) -> "LambdaRankRanker":
         """Train the final model with ``trainer(params, X, y, group_sizes, rounds) -> lgb.Booster``
