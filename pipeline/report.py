@@ -151,8 +151,8 @@ def tradeoff_lines(tradeoff: pd.DataFrame) -> list[str]:
 
 def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame,
                  selection: pd.DataFrame | None = None, calibration: pd.DataFrame | None = None,
-                 tradeoff: pd.DataFrame | None = None) -> tuple[str, bytes]:
-    """(Markdown text, PNG bytes) for a run's metrics, the ranker's feature importance, the
+                 tradeoff: pd.DataFrame | None = None, protocol: str | None = None) -> tuple[str, bytes]:
+    """(Markdown text, PNG bytes) for a run's metrics (under ``evaluate.protocol`` ``protocol``), the ranker's feature importance, the
     reliability of its calibrated probabilities, the rerankers' trade-off table (its figure is
     :func:`tradeoff_figure`) and, when feature selection ran, the features it dropped and why."""
     lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
@@ -166,6 +166,11 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     lines += _channel_lines(metrics, [name for name in recall.index if name not in ("merged", "random")])
     lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
+    if "protocol.funnel.ndcg_at_10" in metrics:
+        lines += ["", f"## Top 10 against held-out positives ({protocol or 'time'} protocol, {int(metrics['protocol.requests'])} requests, "
+                  "items the user had taken out)", "", "| lists | NDCG@10 | recall@10 | MAP@10 |", "| --- | --- | --- | --- |"]
+        lines += [f"| {name} | " + " | ".join(_fmt(metrics[f"protocol.{source}.{m}_at_10"]) for m in ("ndcg", "recall", "map")) + " |"
+                  for name, source in (("merged candidates", "recall"), ("funnel's final lists", "funnel"))]
     if calibration is not None and len(calibration):
         summary = calibration.groupby("method", sort=False)[["logloss", "ece"]].first()
         lines += ["", "## Calibration: P(click) on test rows (fitted on validation rows)", "", "| method | log loss | ECE |", "| --- | --- | --- |"]

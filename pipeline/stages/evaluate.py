@@ -161,7 +161,7 @@ def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: C
     metrics = {k: float(v) for k, v in metrics.items()}
     selection = inputs.table("rank", "selection")
     text, figure = build_report(f"rankpipe evaluation: {config.dataset.name}", metrics, inputs.table("rank", "importance"), selection,
-                                inputs.table("rank", "calibration"), tradeoff)
+                                inputs.table("rank", "calibration"), tradeoff, config.evaluate.protocol)
     table = pd.DataFrame({"metric": list(metrics), "value": list(metrics.values())})
     files = {"report.md": text.encode(), PLOT_FILE: figure}
     tables = {"metrics": table, **(extra_tables or {})}

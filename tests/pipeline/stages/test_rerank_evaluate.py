@@ -52,3 +52,24 @@ def test_evaluate_judges_final_lists_by_their_expected_value_with_a_paired_inter
         neutral = tradeoff[(tradeoff["reranker"] == name) & (tradeoff["value"] == 1.0)].iloc[0]
         assert np.isclose(neutral["relevance"], ranker["relevance"]) and np.isclose(neutral["ild"], ranker["ild"])
     assert b"rerank_tradeoff.png" in result.files["report.md"] and result.files["rerank_tradeoff.png"][:4] == b"\x89PNG"
+
+
+def test_evaluate_scores_the_time_protocol_on_unseen_items_with_the_shared_metric(tiny_funnel):
+    """Under the default time protocol: the test requests, at most 10 items each, none the user had a
+    positive for before the request; the metrics are top_k_metrics of the tables evaluate wrote."""
+    from rankpipe.ranking.metrics import top_k_metrics
+
+    result = tiny_funnel.results["evaluate"]
+    metrics = dict(zip(result.tables["metrics"][S.METRIC], result.tables["metrics"]["value"]))
+    lists, truth, asked = (result.tables[name] for name in ("protocol_lists", "protocol_truth", "protocol_requests"))
+    requests = tiny_funnel.tables[("prepare", "requests")]
+    assert set(asked[S.REQUEST_ID]) == set(requests.loc[requests[S.SPLIT] == S.TEST, S.REQUEST_ID])
+    assert lists.groupby(["source", S.REQUEST_ID]).size().max() <= 10
+    history = S.positive_history(tiny_funnel.tables[("prepare", "events")])
+    shown = lists.merge(asked, on=S.REQUEST_ID).merge(history.rename(columns={S.TS: "had_at"}), on=[S.USER_ID, S.ITEM_ID])
+    assert (shown["had_at"] >= shown[S.TS]).all()  # only items first taken at or after the request (its own clicks)
+    for source in ("recall", "funnel"):
+        again = top_k_metrics(lists[lists["source"] == source], truth, 10, group=S.REQUEST_ID)
+        assert metrics[f"protocol.{source}.ndcg_at_10"] == again["ndcg_at_k"] and 0 < again["ndcg_at_k"] <= 1
+    assert metrics["protocol.requests"] == truth[S.REQUEST_ID].nunique()
+    assert b"time protocol" in result.files["report.md"]
