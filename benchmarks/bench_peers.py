@@ -78,9 +78,7 @@ def run_rankpipe(log: Path, workdir: Path, protocol: str, seed: int, quick: bool
     run_dir = workdir / "runs" / protocol
     seconds = sum(json.loads((run_dir / stage / "_SUCCESS.json").read_text())["seconds"] for stage in ("prepare", "features", "recall", "rank", "rerank"))
     tables = {name: pd.read_parquet(run_dir / "evaluate" / f"{name}.parquet") for name in ("protocol_truth", "protocol_lists", "protocol_requests")}
-    events = pd.read_parquet(run_dir / "prepare" / "events.parquet") if (run_dir / "prepare" / "events.parquet").exists() else \
-        pd.read_parquet(run_dir / "prepare" / "events")
-    tables["positives"] = S.positive_history(events)
+    tables["positives"] = S.positive_history(pd.read_parquet(run_dir / "prepare" / "events.parquet"))  # the local engine's one file
     return tables, metrics, seconds
 
 

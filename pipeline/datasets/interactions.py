@@ -72,14 +72,14 @@ def sampled_impressions(events: pd.DataFrame, item_ids: pd.Series, per_request: 
     past = np.floor(rng.random(shape) * before[:, None]).astype(np.int64)
     catalogue = item_ids.astype("str").to_numpy()
     uniform = catalogue[rng.integers(0, len(catalogue), size=shape)]
-    drawn = np.where(before[:, None] > 0, positives[S.ITEM_ID].to_numpy(dtype=object)[np.minimum(past, max(len(positives) - 1, 0))]
-                     if len(positives) else uniform, uniform)
+    past_items = positives[S.ITEM_ID].to_numpy(dtype=object)
+    from_past = past_items[past] if len(past_items) else uniform  # past < before: in range wherever before > 0
+    drawn = np.where(before[:, None] > 0, from_past, uniform)
     sampled = firsts.loc[firsts.index.repeat(per_request)].reset_index(drop=True)
     sampled[S.ITEM_ID] = drawn.ravel()
     sampled = sampled.drop_duplicates([S.REQUEST_ID, S.ITEM_ID])
-    touched = events[[S.REQUEST_ID, S.ITEM_ID]].drop_duplicates().assign(_touched=True)
-    sampled = sampled.merge(touched, on=[S.REQUEST_ID, S.ITEM_ID], how="left")
-    sampled = sampled[sampled["_touched"].isna()].drop(columns="_touched")
+    touched = pd.MultiIndex.from_frame(sampled[[S.REQUEST_ID, S.ITEM_ID]]).isin(pd.MultiIndex.from_frame(events[[S.REQUEST_ID, S.ITEM_ID]]))
+    sampled = sampled[~touched]
     return sampled.assign(**{S.EVENT: "impression"}).reindex(columns=events.columns).astype(events.dtypes.to_dict())
 
 

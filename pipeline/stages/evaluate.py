@@ -94,11 +94,13 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
         out["rank.truth_order_ndcg_at_10"] = M.ndcg_at_k(groups, truth, grades, 10)
 
     # rerank: the final lists against the rank stage's own top-k of the same candidates
-    rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items, S.positive_history(logged_positives))
+    history = S.positive_history(logged_positives)
+    chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
+    rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items, history, chain)
     out.update(rerank_out)
 
     # The literature's numbers: top 10 against held-out positives, every relevant item counted.
-    protocol_out, protocol_tables = protocol_metrics(inputs, config, requests, positives, S.positive_history(logged_positives))
+    protocol_out, protocol_tables = protocol_metrics(inputs, config, requests, positives, history, chain)
     out.update(protocol_out)
     return _evaluation_result(out, inputs, config, tradeoff, protocol_tables)
 
@@ -114,7 +116,7 @@ def unseen_candidates(scored: pd.DataFrame, asked: pd.DataFrame, history: pd.Dat
 
 
 def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame, positives: pd.DataFrame,
-                     history: pd.DataFrame) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+                     history: pd.DataFrame, chain: RerankChain) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
     """NDCG@10, recall@10 and MAP@10 (:func:`ranking.metrics.top_k_metrics`) under ``evaluate.protocol``
     of the merged candidates (``protocol.recall.*``, in merge order) and the funnel's final lists
     (``protocol.funnel.*``: ranker, then reranker), items each user already had taken out first.
@@ -122,7 +124,8 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
     ``time``: the test requests, against their positives. ``leave_last_out`` / ``random_75_25``: one
     request per held-out user at the end of the log, through the fitted funnel (the scoring path),
     against the held-out items. Also returns the tables ``protocol_truth`` and ``protocol_lists``
-    (request_id, item_id, rank, source) a benchmark scores other models beside.
+    (request_id, item_id, rank, source) a benchmark scores other models beside. ``chain``: the
+    rerank stage's fitted chain.
     """
     if config.evaluate.protocol == "time":
         asked = requests.loc[requests[S.SPLIT] == S.TEST, [S.REQUEST_ID, S.USER_ID, S.TS]]
@@ -141,7 +144,7 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
     unseen = unseen_candidates(scored, asked, history)
     by_merge = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")
     recall_lists = by_merge.assign(**{S.RANK: by_merge.groupby(S.REQUEST_ID, sort=False).cumcount() + 1})
-    final = RerankChain.load(inputs.model_dir("rerank", "reranker")).rerank(unseen, asked, history).rename(columns={S.POSITION: S.RANK})
+    final = chain.rerank(unseen, asked, history).rename(columns={S.POSITION: S.RANK})
     out: dict[str, float] = {}
     for source, lists in (("recall", recall_lists), ("funnel", final)):
         scores = M.top_k_metrics(lists, truth, 10, group=S.REQUEST_ID)
@@ -186,15 +189,15 @@ TRADEOFF_GRID = (0.0, 0.3, 0.6, 0.8, 0.9, 1.0)
 
 
 def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFrame, positives: pd.DataFrame,
-                   items: pd.DataFrame, history: pd.DataFrame) -> tuple[dict[str, float], pd.DataFrame]:
+                   items: pd.DataFrame, history: pd.DataFrame, chain: RerankChain) -> tuple[dict[str, float], pd.DataFrame]:
     """The final lists against the ranker's own top k of the same candidates: NDCG@k on the logged
     labels, ILD, category coverage, α-NDCG; on the synthetic world their expected list value (clicks
     and purchases under the world's user model, with the paired 95% CI of the difference); PRM's
     NDCG@10 reordering the logged test lists. Also returns the trade-off table: relevance (expected
     list value, else NDCG@k) and ILD of MMR over λ and DPP over θ on the same candidates, with the
     operating points of the chain, of each of its rerankers alone (as fitted and configured) and of
-    the ranker."""
-    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankChain, RerankData, top_by_score
+    the ranker. ``chain``: the rerank stage's fitted chain."""
+    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankData, top_by_score
 
     out: dict[str, float] = {}
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))
@@ -233,7 +236,6 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
         out.update({"rerank.expected_list_value_delta": delta, "rerank.expected_list_value_ci_low": low,
                     "rerank.expected_list_value_ci_high": high})
 
-    chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
     if "prm" in chain.names:  # PRM alone, reordering the logged test lists from the ranker's order, judged on their clicks
         prm = chain.rerankers[chain.names.index("prm")]
         logged = inputs.table("rank", "test_logged")
