@@ -178,6 +178,29 @@ def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group
     return float(recall.mean()), float((per_group["sum"] > 0).mean())
 
 
+def top_k_per_group(lists: pd.DataFrame, relevant: pd.DataFrame, k: int = 10, group: str = "user_id", item: str = "item_id",
+                    rank: str = "rank") -> pd.DataFrame:
+    """Per group of ``relevant``: NDCG@k, recall@k and MAP@k of its top-k list (columns ``ndcg``,
+    ``recall``, ``map``, indexed by the group, in first-appearance order); see :func:`top_k_metrics`."""
+    if k < 1:
+        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    truth = relevant[[group, item]].drop_duplicates()
+    if truth.empty:
+        raise ValueError("relevant is empty: nothing to score the lists against")
+    n_relevant = truth.groupby(group, sort=False).size()
+    top = lists.loc[lists[rank] <= k, [group, item, rank]].drop_duplicates([group, item])
+    hits = top.merge(truth, on=[group, item]).sort_values([group, rank], kind="stable")
+    hit_rank = hits[rank].to_numpy(dtype=np.float64)
+    hits_so_far = hits.groupby(group, sort=False).cumcount().to_numpy() + 1  # precision@rank's numerator
+    per_hit = pd.DataFrame({group: hits[group].to_numpy(), "dcg": 1.0 / np.log2(hit_rank + 1.0), "precision": hits_so_far / hit_rank})
+    sums = per_hit.groupby(group, sort=False).agg(hits=("dcg", "size"), dcg=("dcg", "sum"), precision=("precision", "sum"))
+    sums = sums.reindex(n_relevant.index, fill_value=0.0)
+    ideal_hits = np.minimum(n_relevant.to_numpy(), k)
+    ideal_dcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[ideal_hits - 1]
+    return pd.DataFrame({"ndcg": sums["dcg"].to_numpy() / ideal_dcg, "recall": sums["hits"].to_numpy() / n_relevant.to_numpy(),
+                         "map": sums["precision"].to_numpy() / ideal_hits}, index=n_relevant.index)
+
+
 def top_k_metrics(lists: pd.DataFrame, relevant: pd.DataFrame, k: int = 10, group: str = "user_id", item: str = "item_id",
                   rank: str = "rank") -> dict[str, float]:
     """NDCG@k, recall@k and MAP@k of top-k lists against held-out relevant items, in full-ranking
@@ -197,24 +220,9 @@ def top_k_metrics(lists: pd.DataFrame, relevant: pd.DataFrame, k: int = 10, grou
     Returns:
         ``ndcg_at_k``, ``recall_at_k``, ``map_at_k`` (means over the groups of ``relevant``) and ``users``.
     """
-    if k < 1:
-        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
-    truth = relevant[[group, item]].drop_duplicates()
-    if truth.empty:
-        raise ValueError("relevant is empty: nothing to score the lists against")
-    n_relevant = truth.groupby(group, sort=False).size()
-    top = lists.loc[lists[rank] <= k, [group, item, rank]].drop_duplicates([group, item])
-    hits = top.merge(truth, on=[group, item]).sort_values([group, rank], kind="stable")
-    hit_rank = hits[rank].to_numpy(dtype=np.float64)
-    hits_so_far = hits.groupby(group, sort=False).cumcount().to_numpy() + 1  # precision@rank's numerator
-    per_hit = pd.DataFrame({group: hits[group].to_numpy(), "dcg": 1.0 / np.log2(hit_rank + 1.0), "precision": hits_so_far / hit_rank})
-    sums = per_hit.groupby(group, sort=False).agg(hits=("dcg", "size"), dcg=("dcg", "sum"), precision=("precision", "sum"))
-    sums = sums.reindex(n_relevant.index, fill_value=0.0)
-    ideal_hits = np.minimum(n_relevant.to_numpy(), k)
-    ideal_dcg = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[ideal_hits - 1]
-    return {"ndcg_at_k": float(np.mean(sums["dcg"].to_numpy() / ideal_dcg)),
-            "recall_at_k": float(np.mean(sums["hits"].to_numpy() / n_relevant.to_numpy())),
-            "map_at_k": float(np.mean(sums["precision"].to_numpy() / ideal_hits)), "users": int(len(n_relevant))}
+    per_group = top_k_per_group(lists, relevant, k, group, item, rank)
+    return {"ndcg_at_k": float(per_group["ndcg"].mean()), "recall_at_k": float(per_group["recall"].mean()),
+            "map_at_k": float(per_group["map"].mean()), "users": int(len(per_group))}
 
 
 def channel_overlap(lists: pd.DataFrame, k: int, group: str = "request_id", item: str = "item_id", rank: str = "rank",
