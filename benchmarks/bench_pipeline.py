@@ -52,7 +52,7 @@ def run_rankpipe(config, workdir: Path) -> tuple[float, dict[str, float]]:
 
 def run_bare(config) -> tuple[float, dict[str, float], dict]:
     started = time.perf_counter()
-    world = generate(config.dataset.synthetic, seed=config.seed)
+    world = generate(config.dataset.synthetic, seed=config.dataset.synthetic.seed)
     dataset = Dataset("synthetic", {S.EVENTS: world.events, S.ITEMS: world.items, S.USERS: world.users},
                       {"oracle_items": world.oracle_items, "oracle_users": world.oracle_users, "oracle_queries": world.oracle_queries})
     per_stage = {"dataset": time.perf_counter() - started}

@@ -1,5 +1,5 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``,
-``rankpipe suggest``.
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe report``, ``rankpipe promote --explain``,
+``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``, ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
 key; ``--debug`` adds the traceback.
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_options(score)
     score.add_argument("--verbose", action="store_true", help="debug lines, and the libraries' own INFO logs")
     score.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
+    report = sub.add_parser("report", help="write the HTML report of a run, against the champion or another run")
+    report.add_argument("run_id", help="a run under --workdir/runs whose evaluate stage is done")
+    report.add_argument("--against", default="champion", help="'champion' (the registry's, default) or another run id of the same data")
+    report.add_argument("--out", help="the HTML file to write (default: <run>/report/report-vs-<against>.html)")
+    report.add_argument("--workdir", default="rankpipe-work", help="where runs/ and the MLflow store live (default ./rankpipe-work)")
+    promote = sub.add_parser("promote", help="the promotion gate's decisions")
+    promote.add_argument("--explain", action="store_true", required=True, help="print why the last decision of each registered model went as it did")
+    promote.add_argument("--dataset", help="only the registered models of this dataset")
+    promote.add_argument("--workdir", default="rankpipe-work", help="where the MLflow store lives (default ./rankpipe-work)")
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
     sub.add_parser("rerankers", help="list the rerankers rerank.chain can name")
@@ -105,6 +114,8 @@ def print_summary(summary) -> None:
     print(f"metrics:       {summary.run_dir / 'metrics.json'}")
     if summary.report is not None:
         print(f"report:        {summary.report}")
+    if summary.html_report is not None:
+        print(f"HTML report:   {summary.html_report}")
     if summary.mlflow_run_id:
         print(f"MLflow run:    {summary.mlflow_run_id}" + (f" ({summary.tracking_uri})" if summary.tracking_uri else ""))
     if summary.skipped and not summary.executed:
@@ -222,6 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "suggest":
         return _suggest(args)
+    if args.command in ("report", "promote"):
+        from rankpipe.pipeline import explain
+
+        try:
+            return explain.write_report(args) if args.command == "report" else explain.explain(args)
+        except (ContractError, ConfigError) as exc:
+            print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     if args.command == "score":
         return _score(args)
     try:

@@ -49,15 +49,31 @@ class EvaluateConfig:
 
     recall_ks: tuple[int, ...] = (20, 50, 100, 200)
     protocol: str = "time"
+    trend_runs: int = 10  # the report's trend: this many earlier tracked runs of the dataset
 
 
 @dataclass(frozen=True)
 class PromoteConfig:
-    """Registry promotion: the challenger takes ``champion`` only if it beats it by more than ``min_improvement``."""
+    """Registry promotion (``pipeline/promotion.py``): the challenger takes ``champion`` only through the gate.
+
+    ``gate``: ``better`` (the mean of ``metric`` is higher than the champion's by more than
+    ``min_improvement``), ``significant`` (the paired 95% CI's lower bound of the difference is above
+    ``min_improvement``) or ``not_worse`` (that lower bound is above ``-tolerance``). ``guardrails``:
+    metric → the largest drop allowed whatever the gate (``ndcg_at_10``, ``mrr``, ``list_ndcg_at_10``,
+    ``expected_clicks`` and ``slice.<name>`` by their CI's lower bound; ``coverage`` and ``ece`` by
+    value). Both are judged on ``compare_requests`` test requests drawn with the seed; a slice
+    judged on fewer than ``min_slice_requests`` is not reported. ``enabled: false``: judge and
+    report, register nothing. ``model_name``: the registered name (default ``rankpipe-<dataset>-<source>``).
+    """
 
     enabled: bool = True
+    gate: str = "better"
     metric: str = "ndcg_at_10"
     min_improvement: float = 0.0
+    tolerance: float = 0.01
+    guardrails: Mapping[str, float] = field(default_factory=dict)
+    compare_requests: int = 3000
+    min_slice_requests: int = 100
     model_name: str | None = None
 
 
@@ -251,8 +267,8 @@ def _apply_override(values: dict[str, Any], text: str) -> None:
 
 
 def _is_open_mapping(keys: list[str]) -> bool:
-    # recall.quotas is the one free-form mapping: new channel names are validated by the recall stage.
-    return keys[:2] == ["recall", "quotas"] and len(keys) == 3
+    # recall.quotas and promote.guardrails are the free-form mappings: their stages validate the names.
+    return keys[:2] in (["recall", "quotas"], ["promote", "guardrails"]) and len(keys) == 3
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str) -> None:
@@ -260,7 +276,7 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any], prefix: str) -> None
         if key not in base:
             raise ConfigError(f"unknown config key '{prefix}{key}'; known keys here: {sorted(base)}")
         # recall.quotas given in a file replaces the default channel set rather than merging into it.
-        if isinstance(base[key], dict) and isinstance(value, Mapping) and prefix + key != "recall.quotas":
+        if isinstance(base[key], dict) and isinstance(value, Mapping) and prefix + key not in ("recall.quotas", "promote.guardrails"):
             _merge(base[key], value, f"{prefix}{key}.")
         else:
             base[key] = value

@@ -30,21 +30,22 @@ FUNNEL = (
     StageSpec("rerank", "rerank", ("prepare", "rank", "recall"), ("rerank", "seed", "device", "recall.item2vec.history")),
     StageSpec("evaluate", "evaluate", ("prepare", "features", "recall", "rank", "rerank"), ("evaluate", "rerank", "dataset.synthetic", "seed",
                                                                                        "device")),
-    StageSpec("promote", "promote", ("features", "recall", "rank", "rerank"), ("promote", "dataset.name")),
-    StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset.name")),
+    StageSpec("promote", "promote", ("prepare", "features", "recall", "rank", "rerank"), ("promote", "dataset", "split", "seed", "device")),
+    StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset", "promote")),
+    StageSpec("report", "report", ("evaluate", "promote"), ("evaluate", "promote")),
 )
 
 LEARNING_TO_RANK = (
     StageSpec("prepare", "prepare_ltr", (), ("split", "seed")),
     StageSpec("rank", "rank_ltr", ("prepare",), ("rank", "seed")),
     StageSpec("evaluate", "evaluate_ltr", ("rank",), ()),
-    StageSpec("promote", "promote_ltr", ("rank",), ("promote", "dataset.name")),
+    StageSpec("promote", "promote_ltr", ("rank",), ("promote", "dataset", "split", "seed")),
 )
 
 TABLES_ONLY = (StageSpec("prepare", "prepare_tables", (), ()),)
 
 QUERY_LISTS = (StageSpec("prepare", "prepare_tables", (), ()),
-               StageSpec("suggest", "suggest_queries", ("prepare",), ("suggest", "seed", "dataset.name")))
+               StageSpec("suggest", "suggest_queries", ("prepare",), ("suggest", "seed", "dataset", "promote")))
 
 FUNNEL_STAGES = tuple(s.name for s in FUNNEL)
 

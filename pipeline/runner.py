@@ -16,6 +16,7 @@ generated and validated; a stage that needs files on disk waits for them, and a 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -97,6 +98,12 @@ class RunSummary:
     def report(self) -> Path | None:
         """The evaluation report of the run, when the evaluate stage wrote one."""
         path = self.run_dir / "evaluate" / "report.md"
+        return path if path.exists() else None
+
+    @property
+    def html_report(self) -> Path | None:
+        """The run's self-contained HTML report, when the report stage wrote one."""
+        path = self.run_dir / "report" / "report.html"
         return path if path.exists() else None
 
 
@@ -334,9 +341,10 @@ class Runner:
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
         inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
-                                             tracker.load_champion if tracker is not None else None, self._engine, self.load_frame)
+                                             tracker.load_champion if tracker is not None else None, self._engine, self.load_frame,
+                                             tracker.history if tracker is not None else None)
         started = time.perf_counter()
-        context = tracker.stage(stage) if tracker is not None else contextlib.nullcontext()
+        context = tracker.stage(stage, self._stage_params(spec)) if tracker is not None else contextlib.nullcontext()
         with context:
             result = fn(inputs, self.config)
             if spec.function.startswith("prepare"):
@@ -353,6 +361,14 @@ class Runner:
                 tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
         self._say(f"  {stage:<9} done in {seconds:.1f}s")
 
+    def _stage_params(self, spec) -> dict[str, Any]:
+        """The config a stage ran with: its own sections (those in its fingerprint), flat."""
+        out: dict[str, Any] = {}
+        for key in spec.config_keys:
+            value = _section(self.config, key)
+            out.update(flatten(value, f"{key}.") if dataclasses.is_dataclass(value) else {key: value})
+        return out
+
     def _register(self, stage: str, result: stage_functions.StageResult, tracker) -> None:
         """Carry out the registry writes a stage asked for (the stage itself stays pure): log each
         model as a python_function model, register a version, set its alias, and record the version
@@ -368,14 +384,8 @@ class Runner:
                     directory = Path(tmp)
                 else:
                     directory = self.model_dir(owner, name)
-                if registration.kind == "ranker":
-                    version = tracker.register(registration.name, directory, registration.alias == "champion", registration.tags)
-                elif registration.kind == "funnel":
-                    version = tracker.register_funnel(registration.name, directory, registration.alias == "champion", registration.tags)
-                elif registration.kind == "suggester":
-                    version = tracker.register_suggester(registration.name, directory, registration.tags)
-                else:
-                    raise ValueError(f"stage {stage} asked to register a {registration.kind!r}; the runner registers funnels, rankers and suggesters")
+                version = tracker.register(registration.kind, registration.name, directory, registration.alias, registration.tags,
+                                           registration.description)
             result.metrics[registration.metric] = version
 
     def _table_metrics(self, stage: str) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Batch scoring: the champion funnel (or any registered or saved one) applied to new requests.
 
 ``rankpipe score`` and the Python API come here: find the funnel (a registry URI, a saved funnel
-directory, or ``rankpipe-<dataset>@champion`` in the work directory's MLflow), build or read the
+directory, or the dataset's one champion (``rankpipe-<dataset>-<source>@champion``) in the work directory's MLflow), build or read the
 requests, score them, and write the lists as Parquet without ever leaving a half-written file or
 partition behind.
 """
@@ -28,15 +28,30 @@ ANONYMOUS = "anonymous"  # the user of a head-query request: nobody in particula
 def load_funnel(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic", device: str = "auto") -> Funnel:
     """The funnel ``model_uri`` names: ``models:/…`` or ``runs:/…`` (read from the work directory's
     MLflow store unless ``MLFLOW_TRACKING_URI`` is set), or a directory a funnel was saved in (a run's
-    ``promote/funnel``); by default the champion ``models:/rankpipe-<dataset>@champion``."""
+    ``promote/funnel``); by default the dataset's champion (:func:`champion_uri`)."""
     return Funnel.load(funnel_directory(model_uri, workdir, dataset), device)
+
+
+def champion_uri(client, dataset: str) -> str:
+    """``models:/<name>@champion`` of the one registered funnel of ``dataset`` that has a champion
+    (``rankpipe-<dataset>-<source>``); a ConfigError when there is none, or several (one per data
+    source: a smoke run's small world beside the full one), naming them."""
+    names = sorted(m.name for m in client.search_registered_models(filter_string=f"name LIKE 'rankpipe-{dataset}-%'")
+                   if "champion" in (m.aliases or {}))
+    if not names:
+        raise ConfigError(f"no registered funnel of dataset {dataset!r} has a champion in this work directory: run `rankpipe run` first, "
+                          "or pass --model-uri")
+    if len(names) > 1:
+        raise ConfigError(f"several registered funnels of dataset {dataset!r} have a champion ({', '.join(names)}: one per data source); "
+                          f"pass --model-uri models:/<name>@champion")
+    return f"models:/{names[0]}@champion"
 
 
 def funnel_directory(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic") -> Path:
     """The local directory holding the funnel ``model_uri`` names (see :func:`load_funnel`); a
     registered one is downloaded from the registry first."""
-    uri = model_uri or f"models:/rankpipe-{dataset}@champion"
-    if "://" not in uri and not uri.startswith("models:/"):
+    uri = model_uri or "champion"
+    if model_uri and "://" not in uri and not uri.startswith("models:/"):
         path = Path(uri)
         if not (path / "funnel.json").exists():
             raise ConfigError(f"--model-uri {uri}: not a registered model URI nor a directory holding funnel.json")
@@ -47,6 +62,8 @@ def funnel_directory(model_uri: str | None, workdir: str | Path, dataset: str = 
     uri_of_store = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri_of_store)
     mlflow.set_registry_uri(uri_of_store)  # models:/ URIs resolve in the registry, which keeps its own URI once set
+    if model_uri is None:
+        uri = champion_uri(mlflow.MlflowClient(), dataset)
     try:
         local = Path(mlflow.artifacts.download_artifacts(uri))
     except MlflowException as error:

@@ -11,9 +11,13 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXPERIMENT = "rankpipe"
 _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
@@ -55,18 +59,27 @@ class Tracker:
         self.client = mlflow.MlflowClient()
 
     def start(self, run_name: str, existing_run_id: str | None, params: dict[str, Any]) -> str:
-        """Open the parent run (resuming ``existing_run_id`` if given) and log params once."""
+        """Open the parent run (resuming ``existing_run_id`` if given) and log params once. MLflow keeps
+        a param's first value: a resumed run whose config changed records each changed key's value
+        now in use as tag ``resumed.<key>`` (the nested runs of the stages it reruns carry their own)."""
         if existing_run_id:
             run = self.mlflow.start_run(run_id=existing_run_id)
+            logged = run.data.params
+            changed = {k: str(v)[:500] for k, v in params.items() if k in logged and logged[k] != str(v)[:500]}
+            changed.update({k: str(v)[:500] for k, v in params.items() if k not in logged})
+            if changed:
+                self.mlflow.set_tags({f"resumed.{k}": v for k, v in changed.items()})
         else:
             run = self.mlflow.start_run(run_name=run_name, experiment_id=self.experiment_id)
             self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         return run.info.run_id
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        """A nested run for one stage; failed if the block raises."""
+    def stage(self, name: str, params: dict[str, Any] | None = None) -> Iterator[None]:
+        """A nested run for one stage, with ``params`` (its own config sections, flat); failed if the block raises."""
         with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.experiment_id):
+            if params:
+                self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             yield
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
@@ -85,61 +98,71 @@ class Tracker:
 
     # ------------------------------------------------------------------------------ registry
     def load_champion(self, name: str):
-        """The ranker behind ``name@champion`` (a registered funnel's ranker, or a registered ranker),
-        or None when there is none yet."""
+        """``name@champion`` as a :class:`~rankpipe.pipeline.stages.base.Champion` (the local directory
+        of its saved model, downloaded; its version; its tags), or None when there is none yet. Only
+        rankpipe's own formats are read (a funnel, a ranker or a suggester directory): nothing is unpickled."""
         from mlflow.exceptions import MlflowException
 
-        from rankpipe.ranking.rankers import LambdaRankRanker
+        from rankpipe.pipeline.stages.base import Champion
 
         try:
-            self.client.get_model_version_by_alias(name, "champion")
+            version = self.client.get_model_version_by_alias(name, "champion")
         except MlflowException:
             return None
-        uri = f"models:/{name}@champion"
-        if "lightgbm" in self.mlflow.models.get_model_info(uri).flavors:  # versions registered before rankers had one format
-            return LambdaRankRanker.from_booster(self.mlflow.lightgbm.load_model(uri))
-        from rankpipe.ranking.funnel import FUNNEL_FILE
-        from rankpipe.ranking.rankers import load_ranker
+        local = self.mlflow.artifacts.download_artifacts(f"models:/{name}@champion")
+        flavor = self.mlflow.models.Model.load(local).flavors.get("python_function", {})
+        if "data" not in flavor:  # a version logged in another format (e.g. a pickled flavour): not compared, never unpickled
+            return Champion(None, int(version.version), {**version.tags, "data_fingerprint": "", "train_end": ""})
+        return Champion(Path(local) / flavor["data"], int(version.version), dict(version.tags))
 
-        local = self.mlflow.artifacts.download_artifacts(uri)
-        data = Path(local) / self.mlflow.models.Model.load(local).flavors["python_function"]["data"]
-        return load_ranker(data / "ranker" if (data / FUNNEL_FILE).exists() else data)
+    def register(self, kind: str, name: str, directory: Path, alias: str, tags: dict[str, str], description: str = "") -> int:
+        """Log a saved model directory (rankpipe's own formats) as a python_function model, register it
+        as a new version of ``name`` with ``tags`` and ``description``, and point ``alias`` at it.
 
-    def register(self, name: str, ranker_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
-        """Log the ranker directory (its own format: LightGBM text, XGBoost JSON or skops, and
-        ``ranker.json``) as a python_function model served by :mod:`ranking.registry_model`, register
-        it as a new version of ``name`` and set its alias."""
-        from rankpipe.ranking.rankers import ranker_requirements
+        ``kind``: ``funnel`` (:mod:`rankpipe.ranking.funnel_model`: ``predict(requests)`` gives ranked
+        lists; with a signature), ``ranker`` (:mod:`rankpipe.ranking.registry_model`) or ``suggester``
+        (:mod:`rankpipe.generative.registry_model`)."""
+        if kind == "funnel":
+            from rankpipe.ranking.funnel_model import funnel_requirements, funnel_signature
 
-        info = self.mlflow.pyfunc.log_model(name="ranker", loader_module="rankpipe.ranking.registry_model", data_path=str(ranker_dir),
-                                            pip_requirements=ranker_requirements(ranker_dir))
-        return self._register(info.model_uri, name, "champion" if promoted else "challenger", tags)
+            options = {"loader_module": "rankpipe.ranking.funnel_model", "pip_requirements": funnel_requirements(directory),
+                       "signature": funnel_signature()}
+        elif kind == "ranker":
+            from rankpipe.ranking.rankers import ranker_requirements
 
-    def register_funnel(self, name: str, funnel_dir: Path, promoted: bool, tags: dict[str, str]) -> int:
-        """Log a saved :class:`~rankpipe.ranking.funnel.Funnel` (every part in its own format, the
-        ranker's native file inside) as a python_function model served by
-        :mod:`rankpipe.ranking.funnel_model`, register it as a new version of ``name`` and set its
-        alias; ``predict(requests)`` gives ranked lists."""
-        from rankpipe.ranking.funnel_model import funnel_requirements, funnel_signature
+            options = {"loader_module": "rankpipe.ranking.registry_model", "pip_requirements": ranker_requirements(directory)}
+        elif kind == "suggester":
+            from importlib.metadata import version
 
-        info = self.mlflow.pyfunc.log_model(name="funnel", loader_module="rankpipe.ranking.funnel_model", data_path=str(funnel_dir),
-                                            pip_requirements=funnel_requirements(funnel_dir), signature=funnel_signature())
-        return self._register(info.model_uri, name, "champion" if promoted else "challenger", tags)
-
-    def _register(self, model_uri: str, name: str, alias: str, tags: dict[str, str]) -> int:
-        version = self.mlflow.register_model(model_uri, name)
+            options = {"loader_module": "rankpipe.generative.registry_model",
+                       "pip_requirements": ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]}
+        else:
+            raise ValueError(f"the runner registers funnels, rankers and suggesters; got a {kind!r}")
+        info = self.mlflow.pyfunc.log_model(name=kind, data_path=str(directory), **options)
+        registered = self.mlflow.register_model(info.model_uri, name)
         for key, value in tags.items():
-            self.client.set_model_version_tag(name, version.version, key, value)
-        self.client.set_registered_model_alias(name, alias, version.version)
-        return int(version.version)
+            self.client.set_model_version_tag(name, registered.version, key, value)
+        if description:
+            self.client.update_model_version(name, registered.version, description=description)
+            self.client.update_registered_model(name, description=f"rankpipe {kind}s; each version's description and tags say what it "
+                                                                  "was trained on and why it took its alias")
+        self.client.set_registered_model_alias(name, alias, registered.version)
+        return int(registered.version)
 
-    def register_suggester(self, name: str, suggester_dir: Path, tags: dict[str, str]) -> int:
-        """Log a saved query suggester as a python_function model (:mod:`generative.registry_model`),
-        register it as a new version of ``name`` and point alias ``champion`` at it."""
-        from importlib.metadata import version
+    def decisions(self, name: str, limit: int = 5) -> list:
+        """The newest versions of ``name`` (newest first), with their tags."""
+        versions = self.client.search_model_versions(f"name='{name}'", order_by=["version_number DESC"], max_results=limit)
+        return list(versions)
 
-        requirements = ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]
-        info = self.mlflow.pyfunc.log_model(name="suggester", loader_module="rankpipe.generative.registry_model", data_path=str(suggester_dir),
-                                            pip_requirements=requirements)
-        return self._register(info.model_uri, name, "champion", tags)
+    def history(self, dataset: str, metrics: tuple[str, ...], limit: int = 10) -> pd.DataFrame:
+        """The last ``limit`` finished parent runs of ``dataset`` (oldest first): run id, start time and ``metrics``."""
+        import pandas as pd
 
+        runs = self.mlflow.search_runs([self.experiment_id], filter_string=f"params.`dataset.name` = '{dataset}' and attributes.status = 'FINISHED'",
+                                       order_by=["attributes.start_time DESC"], max_results=limit * 3)
+        if runs.empty:
+            return pd.DataFrame(columns=["run_id", "start_time", *metrics])
+        runs = runs[runs["tags.mlflow.parentRunId"].isna()] if "tags.mlflow.parentRunId" in runs else runs
+        columns = {f"metrics.{metric_name(m)}": m for m in metrics if f"metrics.{metric_name(m)}" in runs}
+        out = runs[["run_id", "start_time", *columns]].rename(columns=columns).head(limit)
+        return out.iloc[::-1].reset_index(drop=True)

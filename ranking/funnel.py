@@ -196,6 +196,18 @@ class Funnel:
         request_order = pd.Index(requests[S.REQUEST_ID]).get_indexer(lists[S.REQUEST_ID])
         return lists.iloc[np.lexsort((lists[S.RANK].to_numpy(), request_order))].reset_index(drop=True)
 
+    def score_with_logged(self, requests: pd.DataFrame, logged: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(:meth:`score`'s lists of ``requests``, and ``logged`` (request_id, item_id: what was shown for
+        them) scored by the ranker with the same features), past requests allowed: how the promotion
+        gate judges a registered funnel on a later run's test requests, the lists and the ranker both."""
+        requests, scored, channel_lists = self._ranked(requests, allow_past=True)
+        lists = self.describe(self.reranker.rerank(scored, requests, self.history()), scored, channel_lists)
+        i2v = self.channels["item2vec"]
+        shown = logged[[S.REQUEST_ID, S.ITEM_ID]].assign(**{S.RANK: 0, S.CHANNEL: ""})
+        logged_scores = rank_candidates(shown, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
+                                        channel_lists, self.merge.quotas_)
+        return lists, logged_scores
+
     @staticmethod
     def describe(lists: pd.DataFrame, scored: pd.DataFrame, channel_lists: pd.DataFrame) -> pd.DataFrame:
         """The reranked ``lists`` with each item's user, query, probability and the channels that found it."""

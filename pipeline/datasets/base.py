@@ -24,6 +24,9 @@ class DatasetAdapter(Protocol):
     description: str
     graph: tuple  # of pipeline.graphs.StageSpec
     stages: tuple[str, ...]
+    # Whether the run's seed changes the prepared data (sampled impressions, a seeded split); an
+    # adapter that says False keeps one registered model across runs that differ only in seed.
+    seed_shapes_data: bool
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str: ...
 

@@ -20,6 +20,8 @@ class SyntheticConfig:
     search_share: float = 0.4
     list_size: int = 10
     start: str = "2026-01-01"
+    # The world's own seed: the data stays the same when the run's ``seed`` (the models') changes.
+    seed: int = 42
     # Drift (all three 0: a stationary world). Share of items launched inside the window (never
     # shown before launch); share of items with one hidden trend bump in appeal (a few days wide);
     # logit weight of novelty, decaying with item age.

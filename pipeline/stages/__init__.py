@@ -27,7 +27,7 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult
+from rankpipe.pipeline.stages.base import Champion, Registration, StageInputs, StageResult
 
 if TYPE_CHECKING:
     from rankpipe.pipeline.config import Config
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 _STAGE_MODULES = {
     "evaluate": "evaluate", "evaluate_ltr": "evaluate", "features": "features", "prepare": "prepare", "prepare_ltr": "prepare",
     "prepare_tables": "prepare", "promote": "promote", "promote_ltr": "promote", "rank": "rank", "rank_ltr": "rank",
-    "recall": "recall", "rerank": "rerank", "suggest": "suggest", "suggest_queries": "suggest",
+    "recall": "recall", "rerank": "rerank", "report": "report", "suggest": "suggest", "suggest_queries": "suggest",
 }
 _replaced: dict[str, object] = {}
 
@@ -71,6 +71,7 @@ sys.modules[__name__].__class__ = _Stages
 
 def check_config(config: Config) -> None:
     """Config errors that only the components can judge, raised before the run writes anything."""
+    from rankpipe.pipeline.promotion import check_promote_config
     from rankpipe.pipeline.protocols import check_protocol
     from rankpipe.pipeline.schema import ConfigError
     from rankpipe.ranking.calibration import CALIBRATION_METHODS
@@ -79,6 +80,7 @@ def check_config(config: Config) -> None:
     from rankpipe.ranking.rerank import check_rerank_config
 
     check_protocol(config.evaluate.protocol)
+    check_promote_config(config.promote)
     if config.evaluate.protocol != "time" and config.engine.name != "local":
         raise ConfigError(f"evaluate.protocol={config.evaluate.protocol} runs on the local engine only (engine.name=local); "
                           f"got engine.name={config.engine.name}")
@@ -89,5 +91,25 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 
 
-__all__ = ["Registration", "StageInputs", "StageResult", "check_config", "evaluate", "evaluate_ltr", "features", "prepare", "prepare_ltr",
-           "prepare_tables", "promote", "promote_ltr", "rank", "rank_ltr", "recall", "rerank", "suggest", "suggest_queries"]
+__all__ = [
+    "Champion",
+    "Registration",
+    "StageInputs",
+    "StageResult",
+    "check_config",
+    "evaluate",
+    "evaluate_ltr",
+    "features",
+    "prepare",
+    "prepare_ltr",
+    "prepare_tables",
+    "promote",
+    "promote_ltr",
+    "rank",
+    "rank_ltr",
+    "recall",
+    "report",
+    "rerank",
+    "suggest",
+    "suggest_queries",
+]

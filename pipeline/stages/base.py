@@ -9,8 +9,9 @@ metrics and models out. IO, caching, tracking and registry writes are the runner
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +37,18 @@ class Registration:
     alias: str
     tags: dict[str, str]
     metric: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The registry's ``name@champion``: the local directory of its saved model (a funnel, a ranker or a
+    suggester, each in its own format), its version number and its tags (``data_fingerprint``,
+    ``train_end``, the promotion decision)."""
+
+    directory: Any
+    version: int
+    tags: dict[str, str]
 
 
 @dataclass
@@ -53,7 +66,7 @@ class StageResult:
 class StageInputs:
     """Lazy access to upstream outputs: ``inputs.table("prepare", "requests")``.
 
-    ``load_champion(name)`` reads the ranker behind ``name@champion`` from the registry (None when
+    ``load_champion(name)`` reads ``name@champion`` from the registry as a :class:`Champion` (None when
     there is none, or when the run is not tracked); reading is all a stage may do with the registry.
     ``engine`` is the open :class:`~rankpipe.pipeline.engine.Engine` (None: this process);
     ``frame(stage, name)`` gives a table as that engine works on it.
@@ -65,6 +78,8 @@ class StageInputs:
     load_champion: Callable[[str], Any] | None = None
     engine: Any = None
     load_frame: Callable[[str, str], Any] | None = None
+    # (dataset, metric names, how many) -> the last finished tracked runs of that dataset (run_id, metrics…)
+    load_history: Callable[[str, tuple[str, ...], int], pd.DataFrame] | None = None
 
     def table(self, stage: str, name: str) -> pd.DataFrame:
         """The upstream table ``stage.name``, whole, in this process; KeyError when that stage did not write it."""

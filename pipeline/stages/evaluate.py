@@ -2,46 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, item_vectors_of, positive_events, train_end
+from rankpipe.pipeline.stages.truth import list_value as _list_value
+from rankpipe.pipeline.stages.truth import oracle as _oracle
 from rankpipe.ranking import metrics as M
 from rankpipe.ranking.rerank import RerankChain
-
-
-def _oracle(inputs: StageInputs) -> Callable[[pd.DataFrame], np.ndarray] | None:
-    """True relevance for (user_id, query, item_id, ts) rows when the dataset knows it (the synthetic world)."""
-    try:
-        tables = [inputs.table("prepare", n) for n in ("oracle_users", "oracle_items", "oracle_queries")]
-    except KeyError:
-        return None
-    from rankpipe.pipeline.datasets.synthetic import true_relevance
-
-    return lambda pairs: true_relevance(*tables, pairs)
-
-
-def _list_value(inputs: StageInputs, config: Config) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
-    """Expected clicks and purchases of whole lists under the synthetic world's own user model
-    (:func:`~rankpipe.pipeline.datasets.synthetic.expected_list_value`), when the dataset knows it."""
-    try:
-        tables = [inputs.table("prepare", n) for n in ("oracle_users", "oracle_items", "oracle_queries")]
-    except KeyError:
-        return None
-    from rankpipe.pipeline.datasets.synthetic import expected_list_value
-
-    world = config.dataset.synthetic
-    requests = inputs.table("prepare", "requests")[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]]
-
-    def value(lists: pd.DataFrame) -> pd.DataFrame:
-        shown = lists[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]].merge(requests, on=S.REQUEST_ID, how="left")
-        return expected_list_value(*tables, shown, world.satiation, world.cascade_stop).set_index(S.REQUEST_ID)
-
-    return value
 
 
 def evaluate(inputs: StageInputs, config: Config) -> StageResult:
@@ -102,7 +72,52 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     # The literature's numbers: top 10 against held-out positives, every relevant item counted.
     protocol_out, protocol_tables = protocol_metrics(inputs, config, requests, positives, history, chain)
     out.update(protocol_out)
-    return _evaluation_result(out, inputs, config, tradeoff, protocol_tables)
+    offpolicy_out, offpolicy_tables = offpolicy_metrics(inputs, config, requests, labels)
+    out.update(offpolicy_out)
+    return _evaluation_result(out, inputs, config, tradeoff, {**protocol_tables, **offpolicy_tables})
+
+
+def offpolicy_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame, labels: pd.DataFrame) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
+    """Counterfactual click-through of the test requests' new lists, from the logged clicks alone
+    (:mod:`rankpipe.ranking.offpolicy`): the position propensities fitted on the train and valid
+    requests' shown slots, then IPS, SNIPS and DR with 95% bootstrap intervals for the ranker's top
+    ``rerank.k`` of each logged list (a reordering: the estimators' home ground), the funnel's final
+    lists (items the log never showed for the request are the estimators' blind spot: ``covered``
+    says how much of the list is not) and the logged lists themselves (IPS = the observed clicks).
+    On the synthetic world each is printed beside the truth: the lists' expected clicks under the
+    world's own user model. Tables ``offpolicy`` and ``propensity``; metrics ``offpolicy.<lists>.<estimator>``."""
+    from rankpipe.ranking.offpolicy import PositionClickModel, counterfactual_clicks, estimate
+    from rankpipe.ranking.rerank import top_by_score
+
+    shown = labels[labels[S.POSITION].notna()].merge(requests[[S.REQUEST_ID, S.QUERY, S.SPLIT]], on=S.REQUEST_ID, how="inner")
+    if shown.empty:  # a log without positions (ratings, sessions): nothing was shown at a place
+        return {}, {}
+    shown = shown.assign(click=(shown[S.GRADE] > 0).astype(np.int8), **{S.POSITION: shown[S.POSITION].astype(np.int64)})
+    model = PositionClickModel().fit(shown[shown[S.SPLIT] != S.TEST])
+    test = shown[shown[S.SPLIT] == S.TEST]
+    logged = inputs.table("rank", "test_logged")
+    sources = {"ranker": top_by_score(logged[[S.REQUEST_ID, S.ITEM_ID, S.SCORE]], config.rerank.k),
+               "funnel": inputs.table("rerank", "lists"), "logged": test[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]]}
+    list_value = _list_value(inputs, config)
+    rows, out = [], {}
+    for source, lists in sources.items():
+        lists = lists[lists[S.REQUEST_ID].isin(test[S.REQUEST_ID])]
+        per_request = counterfactual_clicks(lists, test, model, context=S.QUERY)
+        table = estimate(per_request, seed=config.seed).assign(lists=source, covered=float(per_request["covered"].mean()))
+        if list_value is not None:
+            truth = list_value(lists[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]])["expected_clicks"].reindex(per_request.index)
+            table = table.assign(truth=float(truth.mean()), within_ci=lambda t: (t["ci_low"] <= t["truth"]) & (t["truth"] <= t["ci_high"]))
+        rows.append(table)
+        for row in table.itertuples():
+            out[f"offpolicy.{source}.{row.estimator}"] = row.estimate
+        if list_value is not None:
+            out[f"offpolicy.{source}.truth"] = float(truth.mean())
+    propensity = model.examination_.rename_axis(S.POSITION).reset_index()
+    if list_value is not None:
+        from rankpipe.pipeline.datasets.synthetic import examination
+
+        propensity["true_examination"] = examination(propensity[S.POSITION].to_numpy())
+    return out, {"offpolicy": pd.concat(rows, ignore_index=True), "propensity": propensity}
 
 
 def unseen_candidates(scored: pd.DataFrame, asked: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:

@@ -65,7 +65,8 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     labels = graded_events(in_request).groupby(ID_COLUMNS, sort=False, observed=True).agg(
         grade=(S.GRADE, "max"), position=(S.POSITION, "min")).reset_index()
     labels[S.GRADE] = labels[S.GRADE].astype(np.int8)
-    return prepared(requests, labels, events, len(events), items, {**dataset.oracle, **holdout})
+    users = {S.USERS: dataset.tables[S.USERS]} if S.USERS in dataset.tables else {}  # their attributes slice the promotion report
+    return prepared(requests, labels, events, len(events), items, {**dataset.oracle, **holdout, **users})
 
 
 def prepare_tables(inputs: StageInputs, config: Config) -> StageResult:

@@ -9,15 +9,58 @@ import pandas as pd
 from rankpipe.generative.normalize import normalize_queries
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
-from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult, positive_events
+from rankpipe.pipeline.stages.base import Registration, StageInputs, StageResult, positive_events, train_end
 
 
-def _suggester_registration(config: Config, metrics: dict[str, float]) -> Registration:
-    """Ask the runner to register the suggester as ``rankpipe-suggest-<dataset>`` (alias champion), its
-    version as metric ``registered_version`` (only when the run is tracked)."""
-    tags = {k: f"{v:.6f}" for k, v in metrics.items() if k.endswith("mrr_all")}
-    return Registration("suggester", f"rankpipe-suggest-{config.dataset.name}", ("suggest", "suggester"), "champion", tags,
-                        metric="registered_version")
+def _gated(inputs: StageInputs, config: Config, suggester, test_queries: pd.Series, metrics: dict[str, float],
+           test_start: pd.Timestamp | None, cutoff: pd.Timestamp | None) -> StageResult:
+    """The suggester's result with its promotion: MRR@10 over ``test_queries``' prefixes (each query's
+    mean over its prefixes is one unit) of this suggester and of the registered champion, paired, through
+    ``promote.gate`` (``promote.guardrails`` apply to the funnel only). The runner registers it as
+    ``rankpipe-suggest-<dataset>-<source>`` with alias champion when it passes, else challenger; its version
+    becomes metric ``registered_version``. Nothing is registered when the run is not tracked or
+    ``promote.enabled`` is false."""
+    from rankpipe.generative.evaluate import prefix_pairs, target_ranks
+    from rankpipe.generative.suggester import QuerySuggester
+    from rankpipe.generative.train import sample_queries
+    from rankpipe.pipeline import promotion as P
+    from rankpipe.pipeline.datasets import get_adapter
+
+    pairs = prefix_pairs(sample_queries(test_queries, config.suggest.eval_queries, config.seed))
+    models = {"suggester": suggester}
+    if pairs.empty or inputs.load_champion is None:
+        return StageResult({}, metrics, models)
+
+    def reciprocal_ranks(model) -> pd.Series:
+        ranks = target_ranks([model.suggest(prefix, None, 10) for prefix in pairs["prefix"]], pairs["target"])
+        return pd.Series(np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0)).groupby(pairs["target"].to_numpy(), sort=False).mean()
+
+    name = P.registered_name(config, "suggester")
+    data = P.data_fingerprint(config, get_adapter(config.dataset.name))
+    ours = reciprocal_ranks(suggester)
+    champion = inputs.load_champion(name)
+    theirs, comparable = None, (False, "")
+    if champion is not None:
+        comparable = P.comparable(champion.tags, data, test_start) if test_start is not None else \
+            (champion.tags.get("data_fingerprint") == data, "the champion was fitted on other query lists or another split")
+        if comparable[0]:
+            theirs = pd.DataFrame({"mrr": reciprocal_ranks(QuerySuggester.load(champion.directory)).reindex(ours.index)})
+    slices = pd.DataFrame({"all": np.ones(len(ours), dtype=bool)}, index=ours.index)
+    comparison = P.compare(pd.DataFrame({"mrr": ours}), theirs, slices, 1, config.seed)
+    decision = P.verdict(config.promote, champion, comparable, comparison, {}, {}, metric="mrr")
+    row = comparison.iloc[0]
+    metrics = {**metrics, "gate.promoted": decision.promoted, "gate.challenger_mrr_at_10": float(row["challenger"])}
+    if theirs is not None:
+        metrics.update({"gate.champion_mrr_at_10": float(row["champion"]), "gate.delta_ci95_low": float(row["ci_low"]),
+                        "gate.delta_ci95_high": float(row["ci_high"])})
+    result = StageResult({"decision": pd.DataFrame([{"model_name": name, "promoted": decision.promoted, "reason": decision.reason}])}, metrics, models)
+    if config.promote.enabled:
+        tags = {"dataset": config.dataset.name, "data_fingerprint": data, "train_end": str(cutoff) if cutoff is not None else "",
+                "test_mrr_at_10": f"{row['challenger']:.6f}", **decision.tags()}
+        result.registrations.append(Registration("suggester", name, ("suggest", "suggester"), "champion" if decision.promoted else "challenger",
+                                                 tags, metric="registered_version",
+                                                 description=f"rankpipe query suggester, dataset '{config.dataset.name}' (data {data}); {decision.reason}"))
+    return result
 
 
 def suggest(inputs: StageInputs, config: Config) -> StageResult:
@@ -60,7 +103,7 @@ def suggest(inputs: StageInputs, config: Config) -> StageResult:
     metrics.update({f"presearch_popular.{k}": v for k, v in list_mrr([presearch.suggest(None)] * len(first), targets).items()})
     suggester = QuerySuggester(prefix, lm, weight, next_query, presearch)
     metrics.update({"n_train_searches": len(train), "n_distinct_train_queries": len(prefix.counts())})
-    return StageResult({}, metrics, {"suggester": suggester}, registrations=[_suggester_registration(config, metrics)])
+    return _gated(inputs, config, suggester, by_split["test"], metrics, test[S.TS].min(), train_end(requests))
 
 
 def suggest_queries(inputs: StageInputs, config: Config) -> StageResult:
@@ -98,4 +141,4 @@ def suggest_queries(inputs: StageInputs, config: Config) -> StageResult:
     for suggester, summary in compare(*pool(judged), weight).items():
         metrics.update({f"{suggester}.{k}": v for k, v in summary.items()})
     model = QuerySuggester(prefix, lm, weight)
-    return StageResult({}, metrics, {"suggester": model}, registrations=[_suggester_registration(config, metrics)])
+    return _gated(inputs, config, model, pd.concat([p["test"] for p in parts.values()], ignore_index=True), metrics, None, None)

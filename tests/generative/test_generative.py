@@ -241,7 +241,11 @@ def test_suggest_stage_registers_a_suggester_that_the_cli_and_mlflow_serve(tmp_p
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["suggest", "b", "--workdir", work, "--k", "0"]) == 2
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model("models:/rankpipe-suggest-synthetic@champion").predict(pd.DataFrame({"prefix": ["b", ""]}))
+    from rankpipe.pipeline.config import load_config
+    from rankpipe.pipeline.promotion import registered_name
+
+    name = registered_name(load_config(None, SMALL_WORLD), "suggester")
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion").predict(pd.DataFrame({"prefix": ["b", ""]}))
     assert len(served) == 2 and served[0][0]["query"].startswith("b")
 
 

@@ -8,6 +8,7 @@ import pytest
 from worlds import SMALL_WORLD
 
 from rankpipe.pipeline.config import load_config
+from rankpipe.pipeline.promotion import registered_name
 from rankpipe.pipeline.runner import STAGE_NAMES, Runner
 
 pytestmark = pytest.mark.slow
@@ -75,8 +76,9 @@ def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
     assert parent.data.metrics["rank.ndcg_at_10"] == pytest.approx(summary.metrics["rank.ndcg_at_10"])
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGE_NAMES)
-    champion = client.get_model_version_by_alias("rankpipe-synthetic", "champion")
-    assert int(champion.version) == 1
+    champion = client.get_model_version_by_alias(registered_name(first_run[0]), "champion")
+    assert int(champion.version) == 1 and champion.tags["promotion.decision"] == "promoted" and champion.description
+    assert client.get_registered_model(registered_name(first_run[0])).description
     assert (workdir / "mlartifacts").is_dir()  # artifacts inside the work dir, not ./mlruns
 
 
@@ -90,7 +92,7 @@ def test_the_registered_funnel_scores_the_test_requests_exactly_as_the_rerank_st
 
     _, workdir, summary = first_run
     mlflow.set_tracking_uri(f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model("models:/rankpipe-synthetic@champion")
+    served = mlflow.pyfunc.load_model(f"models:/{registered_name(first_run[0])}@champion")
     requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet")
     test = requests[requests["split"] == "test"].drop(columns=["split", "session_id"])
     lists = served.predict(test, params={"allow_past": True})
@@ -114,7 +116,7 @@ def test_identical_rerun_skips_everything(first_run):
     assert again.mlflow_run_id == summary.mlflow_run_id
 
 
-def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, monkeypatch):
+def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, monkeypatch, capsys):
     import mlflow
 
     config, workdir, _ = first_run
@@ -128,8 +130,23 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     assert m["promote.delta_ci95_low"] <= m["promote.delta_ndcg_at_10"] <= m["promote.delta_ci95_high"] < 0
     assert summary.executed == list(STAGE_NAMES)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
-    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "champion").version) == 1
-    assert int(client.get_model_version_by_alias("rankpipe-synthetic", "challenger").version) == 2
+    name = registered_name(config)
+    assert int(client.get_model_version_by_alias(name, "champion").version) == 1
+    challenger = client.get_model_version_by_alias(name, "challenger")
+    assert int(challenger.version) == 2 and challenger.tags["promotion.decision"] == "refused" and "refused" in challenger.description
+    # The report flags the slices a one-tree ranker hurts, at the top; the CLI explains the decision and reports any two runs.
+    page = summary.html_report.read_text()
+    assert page.index('id="flagged"') < page.index('id="comparison"') and 'class="worse"' in page and m["promote.slices_worse"] >= 1
+    from rankpipe.pipeline.cli import main
+
+    capsys.readouterr()
+    assert main(["promote", "--explain", "--dataset", "synthetic", "--workdir", str(workdir)]) == 0
+    said = capsys.readouterr().out
+    assert f"{name}  (aliases: challenger=v2, champion=v1)" in said and "v2: refused" in said and "[FAIL] gate better: ndcg_at_10" in said
+    assert main(["report", "first", "--against", "weaker", "--workdir", str(workdir)]) == 0
+    assert "promoted" in capsys.readouterr().out  # the first run beats the weaker one: the gate would pass
+    assert (workdir / "runs" / "first" / "report" / "report-vs-weaker.html").exists()
+    assert main(["report", "nope", "--workdir", str(workdir)]) == 2
 
 
 def test_report_is_written_and_logged(first_run):
@@ -143,6 +160,7 @@ def test_report_is_written_and_logged(first_run):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     logged = {a.path for a in client.list_artifacts(summary.mlflow_run_id, "evaluate")}
     assert {"evaluate/report.md", "evaluate/report.png"} <= logged
+    assert "report/report.html" in {a.path for a in client.list_artifacts(summary.mlflow_run_id, "report")}
 
 
 def test_ranker_sees_recall_channels_fitted_before_each_logged_request(tmp_path, monkeypatch):
@@ -202,7 +220,7 @@ def test_rankpipe_score_writes_feed_and_search_lists_and_refuses_bad_requests(fi
     assert main(["score", "--requests", str(tmp_path / "past.parquet"), "--out", str(tmp_path / "x.parquet"), *common]) == 2
     assert "cutoff" in capsys.readouterr().err and not (tmp_path / "x.parquet").exists()
     assert main(["score", "--requests", str(tmp_path / "past.parquet"), "--allow-past", "--out", str(tmp_path / "x.parquet"), *common]) == 0
-    assert main(["score", "--users", "active:7d", "--model-uri", "models:/rankpipe-synthetic@nope", "--out", str(tmp_path / "y.parquet"),
+    assert main(["score", "--users", "active:7d", "--model-uri", f"models:/{registered_name(first_run[0])}@nope", "--out", str(tmp_path / "y.parquet"),
                  *common]) == 2
 
 
