@@ -157,9 +157,9 @@ class Decision:
 
 
 def decide(promote, comparison: pd.DataFrame, challenger_set: dict[str, float], champion_set: dict[str, float],
-           metric: str | None = None) -> Decision:
+           metric: str | None = None, unit: str = "requests") -> Decision:
     """Apply ``promote.gate`` and ``promote.guardrails`` to a :func:`compare` table with a champion;
-    ``metric``: the primary metric when not ``promote.metric`` (the suggester's is ``mrr``)."""
+    ``metric``: the primary metric when not ``promote.metric`` (the suggester's is ``mrr``); ``unit``: what one paired value is."""
     overall = comparison[comparison["slice"] == "all"].set_index("metric")
     metric, gate = metric or promote.metric, promote.gate
     if metric not in overall.index:
@@ -192,12 +192,12 @@ def decide(promote, comparison: pd.DataFrame, challenger_set: dict[str, float], 
     failed = [c for c in checks if not c["passed"]]
     summary = "; ".join(f"{c['check']} = {c['value']:+.4f} (bound {c['bound']:+.4f})" for c in (failed or checks[:1]))
     reason = ("refused: " if failed else "promoted: ") + summary + f" [{metric}: challenger {row['challenger']:.4f}, champion {row['champion']:.4f}, " \
-        f"difference {row['delta']:+.4f}, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], {int(row['requests'])} requests]"
+        f"difference {row['delta']:+.4f}, 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}], {int(row['requests'])} {unit}]"
     return Decision(not failed, rule, reason, checks)
 
 
 def verdict(promote, champion, comparable_: tuple[bool, str], comparison: pd.DataFrame, challenger_set: dict[str, float],
-            champion_set: dict[str, float], metric: str | None = None) -> Decision:
+            champion_set: dict[str, float], metric: str | None = None, unit: str = "requests") -> Decision:
     """The decision for a challenger: promoted when there is no champion, refused when the champion
     is not comparable, else :func:`decide`; never promoted when ``promote.enabled`` is false."""
     if champion is None:
@@ -205,7 +205,7 @@ def verdict(promote, champion, comparable_: tuple[bool, str], comparison: pd.Dat
     elif not comparable_[0]:
         decision = Decision(False, promote.gate, f"refused: champion v{champion.version} not comparable: {comparable_[1]}")
     else:
-        decision = decide(promote, comparison, challenger_set, champion_set, metric)
+        decision = decide(promote, comparison, challenger_set, champion_set, metric, unit)
     if not promote.enabled:
         decision = Decision(False, decision.rule, f"promote.enabled is false: judged ({decision.reason}), nothing registered", decision.checks)
     return decision

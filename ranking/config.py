@@ -82,6 +82,9 @@ class RankConfig:
     # Scores → P(grade > 0), fitted on the validation rows (ranking/calibration.py): platt, isotonic or none.
     calibration: str = "platt"
     ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
+    # Feature groups the ranker does not see (item, user, query, query_item, user_category,
+    # user_top_category, item_attributes, context, text_match, dense_text, embedding).
+    drop_groups: tuple[str, ...] = ()
     # Feature selection before the final fit (ranking/selection.py): correlation pruning, zero gain,
     # and null importance from selection_null_runs fits on labels shuffled within each list.
     selection: bool = False

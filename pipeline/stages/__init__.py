@@ -81,6 +81,12 @@ def check_config(config: Config) -> None:
 
     check_protocol(config.evaluate.protocol)
     check_promote_config(config.promote)
+    from rankpipe.features.stats import COUNT_GROUPS, OTHER_GROUPS
+
+    known_groups = [g.name for g in COUNT_GROUPS] + list(OTHER_GROUPS)
+    unknown = [g for g in config.rank.drop_groups if g not in known_groups]
+    if unknown:
+        raise ConfigError(f"rank.drop_groups: unknown feature group {unknown[0]!r}; known: {known_groups}")
     if config.evaluate.protocol != "time" and config.engine.name != "local":
         raise ConfigError(f"evaluate.protocol={config.evaluate.protocol} runs on the local engine only (engine.name=local); "
                           f"got engine.name={config.engine.name}")

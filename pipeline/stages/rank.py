@@ -115,6 +115,9 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     if logged_ranks is not None:
         logged = logged.merge(logged_ranks, on=[S.REQUEST_ID, S.ITEM_ID], how="left", validate="many_to_one")
     feature_names = [c for c in logged.columns if c not in (S.REQUEST_ID, S.ITEM_ID, S.SPLIT, S.GRADE)]
+    if config.rank.drop_groups:  # the ranker never sees these groups (an ablation run kept as a model)
+        dropped = {c for name, columns in feature_groups(feature_names, config.features).items() if name in config.rank.drop_groups for c in columns}
+        feature_names = [c for c in feature_names if c not in dropped]
     # Lists without any positive carry no ranking signal for lambdarank.
     has_positive = logged.groupby(S.REQUEST_ID, sort=False)[S.GRADE].transform("max") > 0
     train = logged[(logged[S.SPLIT] == S.TRAIN) & has_positive]

@@ -47,7 +47,7 @@ def _gated(inputs: StageInputs, config: Config, suggester, test_queries: pd.Seri
             theirs = pd.DataFrame({"mrr": reciprocal_ranks(QuerySuggester.load(champion.directory)).reindex(ours.index)})
     slices = pd.DataFrame({"all": np.ones(len(ours), dtype=bool)}, index=ours.index)
     comparison = P.compare(pd.DataFrame({"mrr": ours}), theirs, slices, 1, config.seed)
-    decision = P.verdict(config.promote, champion, comparable, comparison, {}, {}, metric="mrr")
+    decision = P.verdict(config.promote, champion, comparable, comparison, {}, {}, metric="mrr", unit="queries")
     row = comparison.iloc[0]
     metrics = {**metrics, "gate.promoted": decision.promoted, "gate.challenger_mrr_at_10": float(row["challenger"])}
     if theirs is not None:

@@ -146,3 +146,8 @@ def test_the_html_report_has_every_section_and_plot_inline(tiny_funnel, tiny_con
     assert set(offpolicy["estimator"]) == {"ips", "snips", "dr"} and set(offpolicy["lists"]) == {"ranker", "funnel", "logged"}
     logged = offpolicy[offpolicy["lists"] == "logged"]
     assert np.allclose(logged["estimate"], logged["estimate"].iloc[0])  # on the logged lists every estimator is the observed clicks
+
+
+def test_an_unknown_feature_group_to_drop_is_a_config_error(tiny_config):
+    with pytest.raises(P.ConfigError, match="rank.drop_groups: unknown feature group 'items'"):
+        stages.check_config(replace(tiny_config, rank=replace(tiny_config.rank, drop_groups=("items",))))
