@@ -110,6 +110,12 @@ def print_summary(summary) -> None:
     print(f"{'metric':<{width}}  value")
     for key in keys:
         print(f"{key:<{width}}  {_format(summary.metrics[key])}")
+    decision = summary.run_dir / "promote" / "decision.parquet"
+    if decision.exists() and "promote" in summary.executed:
+        import pandas as pd
+
+        row = pd.read_parquet(decision).iloc[0]
+        print(f"\npromotion ({row['model_name']}, gate {row['gate']}): {row['reason']}")
     print(f"\nrun directory: {summary.run_dir}")
     print(f"metrics:       {summary.run_dir / 'metrics.json'}")
     if summary.report is not None:

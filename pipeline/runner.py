@@ -119,6 +119,7 @@ class Runner:
         self.progress, self.track = progress, track
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
         self._pending: dict[str, Future] = {}
+        self._stage_runs: dict[str, str] = {}  # stage -> its nested MLflow run id (this invocation's)
         self._dataset = None
         self._engine = LOCAL
         self.adapter = get_adapter(config.dataset.name)
@@ -310,10 +311,15 @@ class Runner:
             self._wait()
             if tracker is not None:
                 for stage in summary.executed:
+                    # Each stage's own run holds its outputs (models not already in the registry, and
+                    # its files); the parent holds the files too (the reports), where a reader looks first.
                     marker = self._done(stage) or {}
                     registered = set(marker.get("registered", []))  # already in the registry as a model: not logged twice
-                    for name in [m for m in marker.get("models", []) if m not in registered] + marker.get("files", []):
-                        tracker.log_artifact(self.run_dir / stage / name, f"{stage}" if name in marker.get("files", []) else f"{stage}/{name}")
+                    for name in [m for m in marker.get("models", []) if m not in registered]:
+                        tracker.log_artifact(self.run_dir / stage / name, name, run_id=self._stage_runs.get(stage))
+                    for name in marker.get("files", []):
+                        tracker.log_artifact(self.run_dir / stage / name, None, run_id=self._stage_runs.get(stage))
+                        tracker.log_artifact(self.run_dir / stage / name, stage)
             summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
             # Tasks of one scheduled run may finish together (the DAG's branches): each replaces the
             # file whole, so a reader never sees half of one and half of another.
@@ -345,7 +351,9 @@ class Runner:
                                              tracker.history if tracker is not None else None)
         started = time.perf_counter()
         context = tracker.stage(stage, self._stage_params(spec)) if tracker is not None else contextlib.nullcontext()
-        with context:
+        with context as stage_run:
+            if stage_run is not None:
+                self._stage_runs[stage] = stage_run
             result = fn(inputs, self.config)
             if spec.function.startswith("prepare"):
                 self._dataset = None  # only prepare reads it; on Dask it holds the workers' copy of the log

@@ -75,20 +75,24 @@ class Tracker:
         return run.info.run_id
 
     @contextmanager
-    def stage(self, name: str, params: dict[str, Any] | None = None) -> Iterator[None]:
-        """A nested run for one stage, with ``params`` (its own config sections, flat); failed if the block raises."""
-        with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.experiment_id):
+    def stage(self, name: str, params: dict[str, Any] | None = None) -> Iterator[str]:
+        """A nested run for one stage, with ``params`` (its own config sections, flat); yields its run
+        id (its outputs are logged to it once written); failed if the block raises."""
+        with self.mlflow.start_run(run_name=name, nested=True, experiment_id=self.experiment_id) as run:
             if params:
                 self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-            yield
+            yield run.info.run_id
 
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         values = numeric_metrics(metrics)
         if values:
             self.mlflow.log_metrics(values)
 
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        if Path(path).is_dir():
+    def log_artifact(self, path: Path, artifact_path: str | None = None, run_id: str | None = None) -> None:
+        """Log a file or a directory to the active run, or to run ``run_id`` (a finished stage's nested run)."""
+        if run_id is not None:
+            (self.client.log_artifacts if Path(path).is_dir() else self.client.log_artifact)(run_id, str(path), artifact_path)
+        elif Path(path).is_dir():
             self.mlflow.log_artifacts(str(path), artifact_path)
         else:
             self.mlflow.log_artifact(str(path), artifact_path)

@@ -106,7 +106,8 @@ def offpolicy_metrics(inputs: StageInputs, config: Config, requests: pd.DataFram
         table = estimate(per_request, seed=config.seed).assign(lists=source, covered=float(per_request["covered"].mean()))
         if list_value is not None:
             truth = list_value(lists[[S.REQUEST_ID, S.ITEM_ID, S.POSITION]])["expected_clicks"].reindex(per_request.index)
-            table = table.assign(truth=float(truth.mean()), within_ci=lambda t: (t["ci_low"] <= t["truth"]) & (t["truth"] <= t["ci_high"]))
+            table = table.assign(truth=float(truth.mean()), error=lambda t: t["estimate"] - t["truth"],
+                                 within_ci=lambda t: (t["ci_low"] <= t["truth"]) & (t["truth"] <= t["ci_high"]))
         rows.append(table)
         for row in table.itertuples():
             out[f"offpolicy.{source}.{row.estimator}"] = row.estimate

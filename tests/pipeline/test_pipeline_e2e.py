@@ -76,6 +76,9 @@ def test_mlflow_holds_parent_nested_runs_and_champion(first_run):
     assert parent.data.metrics["rank.ndcg_at_10"] == pytest.approx(summary.metrics["rank.ndcg_at_10"])
     children = client.search_runs([parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert sorted(r.info.run_name for r in children) == sorted(STAGE_NAMES)
+    rank = next(r for r in children if r.info.run_name == "rank")  # each stage's run: its own config and its outputs
+    assert rank.data.params["rank.model"] == "lambdarank" and "promote.gate" not in rank.data.params
+    assert "ranker" in {a.path for a in client.list_artifacts(rank.info.run_id)}
     champion = client.get_model_version_by_alias(registered_name(first_run[0]), "champion")
     assert int(champion.version) == 1 and champion.tags["promotion.decision"] == "promoted" and champion.description
     assert client.get_registered_model(registered_name(first_run[0])).description
