@@ -8,7 +8,6 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-
 from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.pipeline.stages.base import Champion
 
@@ -47,7 +46,9 @@ def write_report(args) -> int:
         tags = {"data_fingerprint": P.data_fingerprint(other_config, get_adapter(other_config.dataset.name)),
                 "train_end": str(train_end(other.load_table("prepare", "requests")))}
         champion = Champion(other.model_dir("promote", "funnel"), 0, tags)
-        load_champion = lambda name: champion  # noqa: E731 - the other run stands in for the registry
+
+        def load_champion(name: str) -> Champion:  # the other run stands in for the registry
+            return champion
     quiet = replace(config, promote=replace(config.promote, enabled=False))  # judge only: the registry is not touched
     inputs = stages.StageInputs(runner.load_table, runner.model_dir, None, load_champion)
     judged = stages.promote(inputs, quiet)
