@@ -68,6 +68,14 @@ def _per_request(values: np.ndarray, groups: pd.Series, index: pd.Index) -> np.n
     return pd.Series(values, index=pd.unique(groups)).reindex(index).to_numpy(dtype=np.float64)
 
 
+def ranker_metrics(index: pd.Index, logged: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``ndcg_at_10`` and ``mrr`` of the ranker's order (``score``) of each request's logged rows
+    (request_id, grade), aligned on ``index``: what a ready LTR file can be judged by."""
+    groups, scores, grades = logged[S.REQUEST_ID], logged[S.SCORE].to_numpy(), logged[S.GRADE].to_numpy()
+    return {"ndcg_at_10": _per_request(M.ndcg_per_group(groups, scores, grades, 10), groups, index),
+            "mrr": _per_request(M.mrr_per_group(groups, scores, grades), groups, index)}
+
+
 def request_metrics(index: pd.Index, logged: pd.DataFrame, lists: pd.DataFrame, buckets: pd.Series,
                     oracle: Callable[[pd.DataFrame], np.ndarray] | None = None,
                     list_value: Callable[[pd.DataFrame], pd.DataFrame] | None = None) -> pd.DataFrame:
@@ -80,11 +88,9 @@ def request_metrics(index: pd.Index, logged: pd.DataFrame, lists: pd.DataFrame, 
         buckets: item id → head / torso / tail / cold.
         oracle / list_value: the synthetic world's truth (None elsewhere).
     """
-    out = {}
+    out = ranker_metrics(index, logged)
     groups, scores, grades = logged[S.REQUEST_ID], logged[S.SCORE].to_numpy(), logged[S.GRADE].to_numpy()
     bucket_of_logged = logged[S.ITEM_ID].map(buckets).to_numpy()
-    out["ndcg_at_10"] = _per_request(M.ndcg_per_group(groups, scores, grades, 10), groups, index)
-    out["mrr"] = _per_request(M.mrr_per_group(groups, scores, grades), groups, index)
     for bucket in ITEM_BUCKETS:
         masked = np.where(bucket_of_logged == bucket, grades, 0)
         out[f"ndcg_at_10|items:{bucket}"] = _per_request(M.ndcg_per_group(groups, scores, masked, 10), groups, index)

@@ -65,8 +65,7 @@ class Tracker:
         if existing_run_id:
             run = self.mlflow.start_run(run_id=existing_run_id)
             logged = run.data.params
-            changed = {k: str(v)[:500] for k, v in params.items() if k in logged and logged[k] != str(v)[:500]}
-            changed.update({k: str(v)[:500] for k, v in params.items() if k not in logged})
+            changed = {k: str(v)[:500] for k, v in params.items() if logged.get(k) != str(v)[:500]}  # new keys too
             if changed:
                 self.mlflow.set_tags({f"resumed.{k}": v for k, v in changed.items()})
         else:

@@ -33,9 +33,10 @@ import pandas as pd
 ESTIMATORS = ("ips", "snips", "dr")
 
 
-def _codes(values: pd.Series) -> tuple[np.ndarray, int]:
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """(int64 code of each value, the distinct values in first-appearance order)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return codes.astype(np.int64), len(uniques)
+    return codes.astype(np.int64), pd.Index(uniques)
 
 
 def pair_keys(context: pd.Series, item: pd.Series) -> pd.Series:
@@ -71,7 +72,8 @@ class PositionClickModel:
         if p.min() < 1:
             raise ValueError(f"column '{position}' must hold 1-based positions. Got {p.min()} instead.")
         c = logged[click].to_numpy(dtype=np.float64)
-        pair, n_pairs = _codes(pair_keys(logged[context], logged[item]))
+        pair, pairs = _codes(pair_keys(logged[context], logged[item]))
+        n_pairs = len(pairs)
         n_pos = int(p.max())
         cell = pair * n_pos + (p - 1)
         views = np.bincount(cell, minlength=n_pairs * n_pos).reshape(n_pairs, n_pos).astype(np.float64)
@@ -100,7 +102,8 @@ class PositionClickModel:
         self.examination_ = pd.Series(theta, index=pd.RangeIndex(1, n_pos + 1, name=position), name="examination")
 
         exposure = theta[p - 1]
-        item_codes, n_items = _codes(logged[item])
+        item_codes, item_ids = _codes(logged[item])
+        n_items = len(item_ids)
         item_clicks = np.bincount(item_codes, weights=c, minlength=n_items)
         item_exposure = np.bincount(item_codes, weights=exposure, minlength=n_items)
         overall = float(c.sum() / exposure.sum())
@@ -109,8 +112,8 @@ class PositionClickModel:
         pair_item[pair] = item_codes
         pair_gamma = (np.bincount(pair, weights=c, minlength=n_pairs) + self.prior_views * item_gamma[pair_item]) / (
             np.bincount(pair, weights=exposure, minlength=n_pairs) + self.prior_views)
-        self.pair_attractiveness_ = pd.Series(np.clip(pair_gamma, 0.0, 1.0), index=pd.unique(pair_keys(logged[context], logged[item])))
-        self.item_attractiveness_ = pd.Series(np.clip(item_gamma, 0.0, 1.0), index=pd.unique(logged[item]))
+        self.pair_attractiveness_ = pd.Series(np.clip(pair_gamma, 0.0, 1.0), index=pairs)
+        self.item_attractiveness_ = pd.Series(np.clip(item_gamma, 0.0, 1.0), index=item_ids)
         self.mean_attractiveness_ = min(overall, 1.0)
         return self
 

@@ -85,6 +85,13 @@ class StageInputs:
         """The upstream table ``stage.name``, whole, in this process; KeyError when that stage did not write it."""
         return self.load_table(stage, name)
 
+    def optional_table(self, stage: str, name: str) -> pd.DataFrame | None:
+        """:meth:`table`, or None when that stage did not write it (a dataset without users, a run without a champion)."""
+        try:
+            return self.load_table(stage, name)
+        except KeyError:
+            return None
+
     def frame(self, stage: str, name: str):
         """The upstream table ``stage.name`` where the engine works on it: on Dask a Dask DataFrame
         the workers read (so this process never holds it), else the pandas one :meth:`table` gives."""

@@ -111,7 +111,7 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
     buckets = C.item_buckets(train_positives, items)
     popularity = train_positives[S.ITEM_ID].value_counts()
     oracle, list_value = oracle_of(inputs), list_value_of(inputs, config)
-    users = inputs.table("prepare", S.USERS) if _has(inputs, "prepare", S.USERS) else None
+    users = inputs.optional_table("prepare", S.USERS)
     slices = C.request_slices(sample, S.positive_history(history), users, config.promote.min_slice_requests)
 
     challenger = C.request_metrics(index, logged, lists, buckets, oracle, list_value)
@@ -137,14 +137,6 @@ def promote(inputs: StageInputs, config: Config) -> StageResult:
     tags = version_tags(config, data, cutoff, comparison)
     return stage_result(config, name, decision, comparison, champion, {"list_checks": list_table}, tags, "funnel", ("promote", "funnel"),
                          {"funnel": funnel})
-
-
-def _has(inputs: StageInputs, stage: str, name: str) -> bool:
-    try:
-        inputs.table(stage, name)
-    except KeyError:
-        return False
-    return True
 
 
 def _invariance(funnel: Funnel, requests: pd.DataFrame, stage_lists: pd.DataFrame) -> dict[str, float]:
@@ -178,8 +170,7 @@ def promote_ltr(inputs: StageInputs, config: Config) -> StageResult:
     name = P.registered_name(config)
     logged = inputs.table("rank", "test_logged")
     index = pd.Index(pd.unique(logged[S.REQUEST_ID]))
-    challenger = C.request_metrics(index, logged, logged.iloc[:0].assign(**{S.RANK: []}), pd.Series(dtype="str"))
-    challenger = challenger[["ndcg_at_10", "mrr"]]
+    challenger = pd.DataFrame(C.ranker_metrics(index, logged), index=index)
     data = P.data_fingerprint(config, get_adapter(config.dataset.name))
     champion = _champion(inputs, name)
     champion_metrics, comparable = None, (False, "")
@@ -192,7 +183,7 @@ def promote_ltr(inputs: StageInputs, config: Config) -> StageResult:
                 comparable = (False, f"the champion reads features {missing[:3]} this file does not have")
             else:
                 theirs = logged.assign(**{S.SCORE: ranker.predict(logged)})
-                champion_metrics = C.request_metrics(index, theirs, theirs.iloc[:0].assign(**{S.RANK: []}), pd.Series(dtype="str"))[["ndcg_at_10", "mrr"]]
+                champion_metrics = pd.DataFrame(C.ranker_metrics(index, theirs), index=index)
     slices = pd.DataFrame({"all": np.ones(len(index), dtype=bool)}, index=index)
     comparison = P.compare(challenger, champion_metrics, slices, 1, config.seed)
     decision = P.verdict(config.promote, champion, comparable, comparison, {}, {})

@@ -108,10 +108,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     logged_pairs = with_request_context(logged[[S.REQUEST_ID, S.ITEM_ID]], requests)
     logged = embedding_similarity(logged, logged_pairs, history, item_index, vectors, n_last)
-    try:  # which channels found each logged pair, from channels fitted before it (recall.ranker_snapshots > 0)
-        logged_ranks = inputs.table("recall", "logged_ranks")
-    except KeyError:
-        logged_ranks = None
+    # which channels found each logged pair, from channels fitted before it (recall.ranker_snapshots > 0)
+    logged_ranks = inputs.optional_table("recall", "logged_ranks")
     if logged_ranks is not None:
         logged = logged.merge(logged_ranks, on=[S.REQUEST_ID, S.ITEM_ID], how="left", validate="many_to_one")
     feature_names = [c for c in logged.columns if c not in (S.REQUEST_ID, S.ITEM_ID, S.SPLIT, S.GRADE)]

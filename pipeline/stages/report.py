@@ -16,13 +16,6 @@ FUNNEL_PREFIXES = ("recall.recall_at_", "recall.coverage", "rank.ndcg_at_10", "r
                    "rerank.category_coverage", "protocol.")
 
 
-def _optional(inputs: StageInputs, stage: str, name: str) -> pd.DataFrame | None:
-    try:
-        return inputs.table(stage, name)
-    except KeyError:
-        return None
-
-
 def _file(inputs: StageInputs, stage: str, name: str) -> bytes | None:
     try:
         path = inputs.model_dir(stage, name)
@@ -38,15 +31,16 @@ def build(inputs: StageInputs, config: Config, trend: pd.DataFrame | None) -> st
 
     metrics = inputs.table("evaluate", "metrics")
     funnel = metrics[metrics["metric"].str.startswith(FUNNEL_PREFIXES)].reset_index(drop=True)
-    checks = _optional(inputs, "promote", "list_checks")
+    checks = inputs.optional_table("promote", "list_checks")
     if checks is not None and "scoring_ms_per_request" in checks:
         funnel = pd.concat([funnel, pd.DataFrame({"metric": ["scoring ms per request (challenger)"],
                                                   "value": [float(checks["scoring_ms_per_request"].iloc[0])]})], ignore_index=True)
     markdown = (_file(inputs, "evaluate", "report.md") or b"").decode()
-    return build_html(f"rankpipe report: {config.dataset.name}", _optional(inputs, "promote", "decision"), _optional(inputs, "promote", "checks"),
-                      _optional(inputs, "promote", "comparison"), checks, _optional(inputs, "evaluate", "offpolicy"),
-                      _optional(inputs, "evaluate", "propensity"), funnel, trend, HEADLINE, _file(inputs, "evaluate", PLOT_FILE),
-                      _file(inputs, "evaluate", TRADEOFF_PLOT_FILE), markdown, config.promote.metric)
+    table = inputs.optional_table
+    return build_html(f"rankpipe report: {config.dataset.name}", table("promote", "decision"), table("promote", "checks"),
+                      table("promote", "comparison"), checks, table("evaluate", "offpolicy"), table("evaluate", "propensity"), funnel,
+                      trend, HEADLINE, _file(inputs, "evaluate", PLOT_FILE), _file(inputs, "evaluate", TRADEOFF_PLOT_FILE), markdown,
+                      config.promote.metric)
 
 
 def report(inputs: StageInputs, config: Config) -> StageResult:
