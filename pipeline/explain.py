@@ -70,8 +70,9 @@ def explain(args) -> int:
     from rankpipe.pipeline.tracking import Tracker
 
     tracker = Tracker(Path(args.workdir).resolve())
-    prefix = f"rankpipe-{args.dataset}-" if args.dataset else "rankpipe-"
-    models = [m for m in tracker.client.search_registered_models() if m.name.startswith(prefix) or (args.dataset is None)]
+    # A dataset's funnels and its suggesters (rankpipe-<dataset>-<source>, rankpipe-suggest-<dataset>-<source>); else every model.
+    prefixes = (f"rankpipe-{args.dataset}-", f"rankpipe-suggest-{args.dataset}-") if args.dataset else ("",)
+    models = [m for m in tracker.client.search_registered_models() if m.name.startswith(prefixes)]
     if not models:
         raise ConfigError(f"no registered model{' of dataset ' + repr(args.dataset) if args.dataset else ''} in {args.workdir}: run `rankpipe run` first")
     for model in sorted(models, key=lambda m: m.name):

@@ -146,6 +146,7 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     assert main(["promote", "--explain", "--dataset", "synthetic", "--workdir", str(workdir)]) == 0
     said = capsys.readouterr().out
     assert f"{name}  (aliases: challenger=v2, champion=v1)" in said and "v2: refused" in said and "[FAIL] gate better: ndcg_at_10" in said
+    assert f"{registered_name(config, 'suggester')}  (aliases:" in said  # the dataset's suggester beside its funnel
     assert main(["report", "first", "--against", "weaker", "--workdir", str(workdir)]) == 0
     assert "promoted" in capsys.readouterr().out  # the first run beats the weaker one: the gate would pass
     assert (workdir / "runs" / "first" / "report" / "report-vs-weaker.html").exists()
