@@ -3,10 +3,10 @@ declared), both engines agree on every statistic, and its last line is the promi
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
+
+from quick_benchmarks import quick_json
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_features.py"
 
@@ -17,9 +17,7 @@ def test_bench_features_quick_checks_every_declared_statistic_and_prints_its_jso
         from bench_features import GROUPS, WINDOWS
     finally:
         sys.path.remove(str(BENCH.parent))
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = quick_json("bench_features.py", timeout=600)
     # Every group's all-time count per event, and the windowed ones per window: both engines computed each.
     expected = sum(len(g.events) + len(WINDOWS) * len(g.windowed) for g in GROUPS)
     assert result["statistics_checked"] == expected, (result, expected)

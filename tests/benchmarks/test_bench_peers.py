@@ -4,25 +4,20 @@ scored by the one metric path, and its last line is the promised JSON."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from quick_benchmarks import quick_lines
 
 from rankpipe.pipeline.datasets import shared_data_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.realdata,
               pytest.mark.skipif(shared_data_dir() is None, reason="../shared/data is absent (set RANKPIPE_SHARED_DATA to its location)")]
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers.py"
 PEERS = {"implicit_als", "implicit_bpr", "cornac_ease", "cornac_mostpop"}
 
 
 def test_bench_peers_quick_scores_rankpipe_and_every_peer_under_each_protocol():
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
+    lines = quick_lines("bench_peers.py")
     result = json.loads(lines[-1])
     assert set(result) == {"time", "leave_last_out", "random_75_25"}
     table = [line.split() for line in lines[1:-1]]

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from quick_benchmarks import quick_json
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("dask.distributed", reason="the dask extra is not installed (pip install -e '.[dask]')")
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_scale.py"
-
 
 def test_bench_scale_quick_prints_its_json_last():
-    done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = quick_json("bench_scale.py")
     for size in (1, 10):
         for engine in ("local", "dask"):
             run = result["sizes"][str(size)][engine]
