@@ -16,6 +16,7 @@ as its LAST line one JSON object with ``ann_recall_at_100`` and ``qps_ratio_vs_e
 synthetic set's).
 
 Usage: python benchmarks/bench_ann.py [--n 1000000] [--factory IVF4096,Flat] [--nprobe 32]
+       python benchmarks/bench_ann.py --quick   # 20k vectors (IVF64), a small world's item2vec: seconds, for the test
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def compare(name: str, vectors: np.ndarray, queries: np.ndarray, factory: str, n
     return {"recall": rows["ann"]["recall"], "qps_ratio": rows["ann"]["qps"] / rows["exact"]["qps"]}
 
 
-def item2vec_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Item embeddings of the default world's item2vec channel and its users' history vectors (non-zero ones)."""
+def item2vec_vectors(seed: int, small: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Item embeddings of the default world's item2vec channel (a 2,500-session world's with ``small``) and its users' history vectors (non-zero ones)."""
+    from dataclasses import replace
+
     from rankpipe.pipeline import schema as S
     from rankpipe.pipeline.config import Config
     from rankpipe.pipeline.datasets.synthetic import generate
@@ -98,7 +101,8 @@ def item2vec_vectors(seed: int) -> tuple[np.ndarray, np.ndarray]:
     from rankpipe.ranking.recall import make_channels
 
     config = Config()
-    world = generate(config.dataset.synthetic, seed=seed)
+    shape = replace(config.dataset.synthetic, n_users=800, n_items=400, n_sessions=2500, days=14) if small else config.dataset.synthetic
+    world = generate(shape, seed=seed)
     events = world.events
     cut = events[S.TS].quantile(0.9)
     channel = make_channels(config.recall, config.seed, config.device)["item2vec"].fit(events[events[S.TS] < cut], world.items)
@@ -121,7 +125,10 @@ def main() -> None:
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument("--ef-search", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="20,000 vectors in 200 clusters, IVF64 at nprobe 8, 500 queries; a small world's item2vec")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.clusters, args.queries, args.factory, args.small_factory, args.nprobe = 20_000, 200, 500, "IVF64,Flat", "IVF16,Flat", 8
 
     import faiss
 
@@ -131,7 +138,7 @@ def main() -> None:
     queries, _ = clustered_vectors(args.queries, args.dims, args.clusters, args.random_share, args.spread, rng, centres)
     synthetic = compare("synthetic", vectors, queries, args.factory, args.nprobe, args.ef_search)
     del vectors
-    items, users = item2vec_vectors(args.seed)
+    items, users = item2vec_vectors(args.seed, small=args.quick)
     compare("item2vec", items, users[:args.queries], args.small_factory, args.nprobe, args.ef_search)
     print(json.dumps({"ann_recall_at_100": round(synthetic["recall"], 4), "qps_ratio_vs_exact": round(synthetic["qps_ratio"], 2)}))
 

@@ -16,6 +16,8 @@ its own ``min_data_in_leaf`` (from ``--leaf-sizes``, by NDCG@10 on the real vali
 adding as many rows again halves what a fixed leaf size means, and at one fixed size oversampling
 looked like a gain that real rows with half the leaf size matched. The LAST line is one JSON
 object with each condition's mean NDCG@10 and AUC.
+
+Usage: python benchmarks/bench_augment.py [--seeds 3] [--epochs 300] [--data DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -75,7 +77,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--leaf-sizes", type=int, nargs="+", default=[5, 10, 20, 40],
                         help="min_data_in_leaf values tried per condition and seed (the best on the validation lists is kept)")
+    parser.add_argument("--quick", action="store_true", help="one seed, 20 VAE epochs, one leaf size (20): seconds, for the test")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.epochs, args.leaf_sizes = 1, 20, [20]
     if args.data is None or not (args.data / "lightgbm-lambdarank").is_dir():
         raise SystemExit("the LETOR example was not found: pass --data DIR (holding lightgbm-lambdarank/) or set RANKPIPE_SHARED_DATA")
     train, valid, test, features = letor_lists(args.data / "lightgbm-lambdarank", 42)

@@ -14,7 +14,8 @@ quotas and calibration, ``recall.ranker_snapshots=0`` because the rank stage is 
 Prints each channel's and each merged list's recall@K on all test positives and on cold items'
 positives, and as its LAST line one JSON object with the merged cold recall@K of each variant.
 
-Usage: python benchmarks/bench_cold_items.py [--quota 100] [--set key=value ...]
+Usage: python benchmarks/bench_cold_items.py [--quota 100] [--set key=value ...] [--quick]
+  --quick: a 2,500-session world, small models (seconds; a test runs it)
 """
 
 from __future__ import annotations
@@ -38,14 +39,21 @@ from rankpipe.pipeline.schema import cold_items  # noqa: E402
 from rankpipe.pipeline.stages.base import train_end  # noqa: E402
 from rankpipe.ranking import metrics as M  # noqa: E402
 
+QUICK = ["dataset.synthetic.n_users=800", "dataset.synthetic.n_items=400", "dataset.synthetic.n_sessions=2500", "dataset.synthetic.days=14",
+         "recall.two_tower.epochs=1", "recall.item2vec.epochs=5", "recall.calibration_requests=300", "recall.k=50",
+         "evaluate.recall_ks=[10,50]", "suggest.epochs=2", "suggest.dim=32", "suggest.layers=1"]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quota", type=int, default=100, help="candidates of each added channel (default 100)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides, as for rankpipe run")
+    parser.add_argument("--quick", action="store_true", help="a 2,500-session world and small models (what the test runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.set = [*QUICK, *args.set]
     config = load_config(None, ["recall.ranker_snapshots=0", *args.set])
-    world = generate(config.dataset.synthetic, seed=config.seed)
+    world = generate(config.dataset.synthetic, seed=config.dataset.synthetic.seed)
     dataset = Dataset("synthetic", {S.EVENTS: world.events, S.ITEMS: world.items, S.USERS: world.users})
     tables: dict[tuple[str, str], pd.DataFrame] = {}
     inputs = stages.StageInputs(lambda stage, name: tables[(stage, name)], lambda stage, name: None, dataset)

@@ -17,7 +17,10 @@ with ``auc``, ``peer_auc`` and ``samples_per_s_ratio`` (rankpipe / peer) for Dee
 The peer is installed only for this benchmark, without its dependencies (it would otherwise let a
 resolver replace torch): ``pip install --no-deps deepctr-torch==0.3.0``.
 
-Usage: python benchmarks/bench_ctr.py [--epochs 3] [--batch-size 1024] [--dim 16] [--data DIR]
+``--quick``: 20,000 MovieLens ratings, a 2,000-session world, one epoch, one repeat (seconds; a
+test runs it), and rankpipe's models alone when the peer is not installed (``peer_auc`` null).
+
+Usage: python benchmarks/bench_ctr.py [--epochs 3] [--batch-size 1024] [--dim 16] [--data DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -112,7 +115,7 @@ def run_rankpipe(name: str, train, test, sparse, dense, cardinalities, args) -> 
 
     torch.manual_seed(args.seed)
     model = (DeepFM(cardinalities, len(dense), DeepFMConfig(args.dim, (256, 128), 0.0)) if name == "deepfm"
-             else DCNv2(cardinalities, len(dense), DCNv2Config(args.dim, 2, (256, 128), 0.0)))
+             else DCNv2(cardinalities, len(dense), DCNv2Config(embedding_dim=args.dim, cross_layers=2, hidden=(256, 128), dropout=0.0)))
     started = time.perf_counter()
     train_binary(model, train[sparse].to_numpy(), train[dense].to_numpy(np.float32), train["label"].to_numpy(copy=True),
                  TrainConfig(args.epochs, args.batch_size, 1e-3, seed=args.seed, device="cpu"), progress=False)
@@ -149,13 +152,19 @@ def main() -> None:
     parser.add_argument("--world-sessions", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per library and model, alternating; the median speed is reported")
     parser.add_argument("--data", type=Path, default=shared_data_dir(), help="the shared data directory (default ../shared/data)")
+    parser.add_argument("--quick", action="store_true", help="20,000 MovieLens ratings, a 2,000-session world, one epoch and repeat; the peer only if installed")
     args = parser.parse_args()
+    if args.quick:
+        args.epochs, args.repeats, args.world_sessions = 1, 1, 2000
     if args.data is None or not (args.data / "movielens-latest-small").is_dir():
         raise SystemExit("MovieLens latest-small not found: pass --data DIR (holding movielens-latest-small) or set RANKPIPE_SHARED_DATA")
-    if importlib.util.find_spec("deepctr_torch") is None:
-        raise SystemExit("the peer is not installed: pip install --no-deps deepctr-torch==0.3.0")
+    has_peer = importlib.util.find_spec("deepctr_torch") is not None
+    if not has_peer and not args.quick:
+        raise SystemExit("the peer is not installed: pip install --no-deps deepctr-torch==0.3.0 (or run --quick, which leaves it out)")
     torch.set_num_threads(torch.get_num_threads())  # both libraries share the same thread pool
-    datasets = {"movielens": movielens_samples(args.data / "movielens-latest-small"), "world": world_samples(args.world_sessions)}
+    movielens = movielens_samples(args.data / "movielens-latest-small")
+    datasets = {"movielens": movielens if not args.quick else (movielens[0].iloc[:20000], *movielens[1:]), "world": world_samples(args.world_sessions)}
+    libraries = (run_rankpipe, run_peer) if has_peer else (run_rankpipe,)
     results = {}
     for data_name, (frame, sparse, dense) in datasets.items():
         train, test = _split(frame, dense)
@@ -163,22 +172,25 @@ def main() -> None:
         # Untimed warm-up of both libraries: the first model of a process pays for torch's thread
         # pool and allocator, and whichever ran first would be charged for it.
         warm = argparse.Namespace(**{**vars(args), "epochs": 1})
-        for runner in (run_rankpipe, run_peer):
+        for runner in libraries:
             runner("deepfm", train.iloc[:20000], test.iloc[:2000], sparse, dense, cardinalities, warm)
         print(f"{data_name}: {len(train):,} train / {len(test):,} test samples, positive rate {frame['label'].mean():.3f}")
         for model in ("deepfm", "dcnv2"):
             # Alternate the libraries --repeats times and keep the median speed: on a shared
             # 2-core machine the load drifts, and one run each would credit the drift to a library.
-            runs = [(run_rankpipe(model, train, test, sparse, dense, cardinalities, args),
-                     run_peer(model, train, test, sparse, dense, cardinalities, args)) for _ in range(args.repeats)]
-            ours, peer = ({**runs[-1][i], "samples_per_s": float(np.median([r[i]["samples_per_s"] for r in runs]))} for i in (0, 1))
+            runs = [tuple(runner(model, train, test, sparse, dense, cardinalities, args) for runner in libraries) for _ in range(args.repeats)]
+            ours, peer = ({**runs[-1][i], "samples_per_s": float(np.median([r[i]["samples_per_s"] for r in runs]))} if i < len(libraries) else None
+                          for i in (0, 1))
             results[(data_name, model)] = (ours, peer)
             for library, r in (("rankpipe", ours), ("deepctr-torch", peer)):
-                print(f"  {model:7s} {library:14s} auc {r['auc']:.4f}  logloss {r['logloss']:.4f}  {r['samples_per_s']:>10,.0f} samples/s")
-            print(f"  {model:7s} ratio rankpipe/peer samples/s {ours['samples_per_s'] / peer['samples_per_s']:.2f}", flush=True)
+                if r is not None:
+                    print(f"  {model:7s} {library:14s} auc {r['auc']:.4f}  logloss {r['logloss']:.4f}  {r['samples_per_s']:>10,.0f} samples/s")
+            if peer is not None:
+                print(f"  {model:7s} ratio rankpipe/peer samples/s {ours['samples_per_s'] / peer['samples_per_s']:.2f}", flush=True)
     ours, peer = results[("movielens", "deepfm")]
-    print(json.dumps({"auc": round(ours["auc"], 4), "peer_auc": round(peer["auc"], 4),
-                      "samples_per_s_ratio": round(ours["samples_per_s"] / peer["samples_per_s"], 2)}))
+    dcn, _ = results[("movielens", "dcnv2")]
+    print(json.dumps({"auc": round(ours["auc"], 4), "dcnv2_auc": round(dcn["auc"], 4), "peer_auc": None if peer is None else round(peer["auc"], 4),
+                      "samples_per_s_ratio": None if peer is None else round(ours["samples_per_s"] / peer["samples_per_s"], 2)}))
 
 
 if __name__ == "__main__":

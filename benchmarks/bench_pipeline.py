@@ -11,10 +11,16 @@ subprocess so neither inherits the other's heap or caches:
 3. library: the calls to gensim (Word2Vec), faiss (flat search) and LightGBM (train + predict)
    made directly on the same inputs, to show how much of each stage is library time.
 
-Prints a table, then as its LAST line one JSON object with ``total_s`` (rankpipe's wall time) and
-``overhead_ratio`` (rankpipe total / bare total).
+Prints a table, then as its LAST line one JSON object with ``total_s`` (rankpipe's wall time),
+``overhead_ratio`` (rankpipe total / bare total) and the run's headline quality
+(``rank_oracle_ndcg_at_10``, ``recall_at_100``).
 
-Usage: python benchmarks/bench_pipeline.py [--set key=value ...]
+``--baseline DIR`` also runs the rankpipe path of an older snapshot of the code (``DIR`` holds it
+as ``DIR/rankpipe``, e.g. a ``git worktree``; it is imported with ``PYTHONPATH=DIR``) in the same
+benchmark run, and prints the per-stage table before and after with both runs' quality.
+
+Usage: python benchmarks/bench_pipeline.py [--set key=value ...] [--baseline DIR] [--no-bare] [--quick]
+  --quick: a 2,500-session world (seconds; a test runs it)
 """
 
 from __future__ import annotations
@@ -40,14 +46,20 @@ from rankpipe.pipeline.datasets import Dataset  # noqa: E402
 from rankpipe.pipeline.datasets.synthetic import generate  # noqa: E402
 from rankpipe.pipeline.runner import STAGE_NAMES, Runner  # noqa: E402
 
+QUICK = ["dataset.synthetic.n_users=800", "dataset.synthetic.n_items=400", "dataset.synthetic.n_sessions=2500", "dataset.synthetic.days=14",
+         "recall.quotas={item2vec: 50, two_tower: 50, itemcf: 50, bm25: 50, popularity: 50}", "recall.k=50", "evaluate.recall_ks=[10,50,100]",
+         "recall.calibration_requests=300", "suggest.epochs=1", "suggest.dim=32", "suggest.layers=1", "suggest.eval_queries=30"]
+# The headline quality each run reports beside its time (the bounds a speed-up must hold).
+QUALITY = ("rank.oracle_ndcg_at_10", "rank.ndcg_at_10", "recall.recall_at_100")
 
-def run_rankpipe(config, workdir: Path) -> tuple[float, dict[str, float]]:
+
+def run_rankpipe(config, workdir: Path) -> tuple[float, dict[str, float], dict[str, float]]:
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
     summary = Runner(config, workdir, "bench", progress=False).run()
     total = time.perf_counter() - started
     per_stage = {s: json.loads((summary.run_dir / s / "_SUCCESS.json").read_text())["seconds"] for s in STAGE_NAMES}
-    return total, per_stage
+    return total, per_stage, {k: summary.metrics[k] for k in QUALITY if k in summary.metrics}
 
 
 def run_bare(config) -> tuple[float, dict[str, float], dict]:
@@ -120,10 +132,13 @@ def run_library(config, state) -> dict[str, float]:
     return out
 
 
-def _child(mode: str, overrides: list[str]) -> dict:
-    """Run one path in a fresh interpreter; it prints one JSON line."""
+def _child(mode: str, overrides: list[str], snapshot: Path | None = None) -> dict:
+    """Run one path in a fresh interpreter (this script, importing the snapshot's rankpipe with ``snapshot``); it prints one JSON line."""
+    env = dict(os.environ)
+    if snapshot is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(snapshot), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [sys.executable, __file__, "--mode", mode] + [a for o in overrides for a in ("--set", o)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{mode} run failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -132,32 +147,55 @@ def _child(mode: str, overrides: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--baseline", type=Path, help="a snapshot of older code (DIR/rankpipe) to time in the same run")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare and library paths")
+    parser.add_argument("--quick", action="store_true", help="a 2,500-session world (what the test runs)")
     parser.add_argument("--mode", choices=["rankpipe", "bare"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    config = load_config(None, args.overrides)
+    overrides = [*QUICK, *args.overrides] if args.quick else args.overrides
+    config = load_config(None, overrides)
     if args.mode == "bare":
         total, stages_s, state = run_bare(config)
         print(json.dumps({"total": total, "stages": stages_s, "library": run_library(config, state)}))
         return
     if args.mode == "rankpipe":
         with tempfile.TemporaryDirectory() as workdir:
-            total, stages_s = run_rankpipe(config, Path(workdir))
-        print(json.dumps({"total": total, "stages": stages_s}))
+            total, stages_s, quality = run_rankpipe(config, Path(workdir))
+        print(json.dumps({"total": total, "stages": stages_s, "quality": quality}))
         return
 
-    bare, rankpipe = _child("bare", args.overrides), _child("rankpipe", args.overrides)
-    rp_total, rp_stages, bare_total, bare_stages = rankpipe["total"], rankpipe["stages"], bare["total"], bare["stages"]
-    print(f"{'stage':<12}{'rankpipe s':>12}{'bare s':>10}{'ratio':>8}")
+    rankpipe = _child("rankpipe", overrides)
+    before = _child("rankpipe", overrides, args.baseline) if args.baseline else None
+    bare = None if args.no_bare else _child("bare", overrides)
+    rp_total, rp_stages = rankpipe["total"], rankpipe["stages"]
+    columns = [("rankpipe s", rp_stages, rp_total)]
+    if before is not None:
+        columns.insert(0, ("before s", before["stages"], before["total"]))
+    if bare is not None:
+        columns.append(("bare s", bare["stages"], bare["total"]))
+    print(f"{'stage':<12}" + "".join(f"{name:>12}" for name, _, _ in columns) + f"{'ratio':>8}")
+    baseline = before or bare
     for stage in STAGE_NAMES:
-        print(f"{stage:<12}{rp_stages[stage]:>12.2f}{bare_stages[stage]:>10.2f}{rp_stages[stage] / bare_stages[stage]:>8.2f}")
-    other = rp_total - sum(rp_stages.values())
-    print(f"{'dataset+run':<12}{other:>12.2f}{bare_stages['dataset']:>10.2f}   (generation, validation, writes, MLflow, config)")
-    print(f"{'total':<12}{rp_total:>12.2f}{bare_total:>10.2f}{rp_total / bare_total:>8.2f}")
-    print("\nlibrary calls on the same inputs:")
-    for name, seconds in bare["library"].items():
-        print(f"  {name:<24}{seconds:>8.2f} s")
-    print(json.dumps({"total_s": round(rp_total, 2), "bare_total_s": round(bare_total, 2), "overhead_ratio": round(rp_total / bare_total, 3),
-                      **{f"library_{k.split()[0]}_s": round(v, 2) for k, v in bare["library"].items()}}))
+        ratio = f"{rp_stages[stage] / baseline['stages'][stage]:>8.2f}" if baseline and stage in baseline["stages"] else ""
+        print(f"{stage:<12}" + "".join(f"{s.get(stage, float('nan')):>12.2f}" for _, s, _ in columns) + ratio)
+    print(f"{'total':<12}" + "".join(f"{t:>12.2f}" for _, _, t in columns) + (f"{rp_total / baseline['total']:>8.2f}" if baseline else ""))
+    print(f"  (ratio: rankpipe / {'before' if before else 'bare'}; the total also holds generation, validation, writes, MLflow)")
+    for label, run in (("before", before), ("rankpipe", rankpipe)):
+        if run is not None and run.get("quality"):
+            print(f"{label:<10}" + "  ".join(f"{k} {v:.4f}" for k, v in run["quality"].items()))
+    if bare is not None:
+        print("\nlibrary calls on the same inputs:")
+        for name, seconds in bare["library"].items():
+            print(f"  {name:<24}{seconds:>8.2f} s")
+    quality = {k.replace("rank.", "rank_").replace("recall.", ""): round(v, 4) for k, v in rankpipe.get("quality", {}).items()}
+    out = {"total_s": round(rp_total, 2), **quality}
+    if bare is not None:
+        out |= {"bare_total_s": round(bare["total"], 2), "overhead_ratio": round(rp_total / bare["total"], 3),
+                **{f"library_{k.split()[0]}_s": round(v, 2) for k, v in bare["library"].items()}}
+    if before is not None:
+        out |= {"before_total_s": round(before["total"], 2), "speedup_vs_before": round(before["total"] / rp_total, 2),
+                **{f"before_{k.replace('rank.', 'rank_').replace('recall.', '')}": round(v, 4) for k, v in before.get("quality", {}).items()}}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

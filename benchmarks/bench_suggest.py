@@ -15,6 +15,9 @@ thread (a suggestion service answers one request at a time; the blend's latency 
 the merge). The LAST line is one JSON object over the real sets' pairs together:
 ``mrr_unseen_generative``, ``mrr_unseen_prefix``, ``mrr_all_blended``, ``mrr_all_prefix``,
 ``p99_ms_prefix``, ``p99_ms_generative``.
+
+Usage: python benchmarks/bench_suggest.py [--max-queries 150] [--epochs 20] [--data DIR] [--quick]
+  --quick: 20 test queries per set, a one-layer 32-wide model for one epoch, a 3,000-session world (a test runs it)
 """
 
 from __future__ import annotations
@@ -105,7 +108,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-lm", type=Path, help="save the real lists' character model here (to time decoding again without retraining)")
     parser.add_argument("--lm", type=Path, help="load the real lists' character model saved by --save-lm with the same --seed")
+    parser.add_argument("--quick", action="store_true", help="20 queries per set, a tiny model, one epoch, a small world (what the test runs)")
     args = parser.parse_args()
+    if args.quick:
+        args.max_queries, args.epochs, args.dim, args.layers, args.world_sessions = 20, 1, 32, 1, 3000
     if args.data is None or not (args.data / "queries").is_dir():
         raise SystemExit("the query lists were not found: pass --data DIR (holding queries/) or set RANKPIPE_SHARED_DATA")
     torch.set_num_threads(1)
