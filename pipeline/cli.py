@@ -1,14 +1,18 @@
 """Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe report``, ``rankpipe promote --explain``,
-``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``, ``rankpipe suggest``.
+``rankpipe config``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``, ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
-key; ``--debug`` adds the traceback.
+key; ``--debug`` adds the traceback. Ctrl-C exits 130 with one line naming the stage it stopped in
+and the command that resumes the run; a closed pipe (``rankpipe suggest … | head -3``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -18,6 +22,8 @@ from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.pipeline.schema import ContractError
 
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +36,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="run id; re-running an existing id skips what is up to date and resumes the rest")
     _engine_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument("--all-metrics", action="store_true", help="print every metric at the end (default: the headline ones; all are in metrics.json)")
     parser.add_argument("--verbose", action="store_true", help="debug lines, and the libraries' own INFO logs (gensim, faiss, MLflow, Dask)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
 
@@ -49,12 +56,19 @@ def _engine_overrides(args) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The ``rankpipe`` argument parser."""
     parser = argparse.ArgumentParser(prog="rankpipe", description="Offline multi-stage ranking pipeline: prepare → features → recall → rank → rerank → evaluate → promote.")
+    parser.add_argument("--version", action="version", version=f"rankpipe {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole funnel (default: the embedded synthetic world)")
     _common(run)
-    stage = sub.add_parser("stage", help="run one stage and the stages it needs")
-    stage.add_argument("name", help="a stage of the dataset's graph (see `rankpipe datasets`), e.g. rank")
+    stage = sub.add_parser("stage", help="run one stage and the stages it needs", formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=_stage_names())
+    stage.add_argument("name", help="a stage of the dataset's graph (listed below), e.g. rank")
     _common(stage)
+    config = sub.add_parser("config", help="print the resolved config as YAML (the defaults, or with --dataset/--config/--set applied)")
+    config.add_argument("--config", help="YAML config file to resolve")
+    config.add_argument("--dataset", help="dataset adapter name: its defaults (e.g. movielens); default synthetic")
+    config.add_argument("--path", help="where the dataset's files are")
+    config.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     score = sub.add_parser("score", help="rank new requests with the champion funnel (or --model-uri) and write the lists as Parquet")
     source = score.add_mutually_exclusive_group(required=True)
     source.add_argument("--requests", help="a Parquet or CSV file of requests: request_id, user_id, ts[, query]")
@@ -95,21 +109,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rankpipe")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "(not installed)"
+
+
+def _stage_names() -> str:
+    """The stage names of each dataset's graph, for ``rankpipe stage --help``."""
+    from rankpipe.pipeline.datasets import registry
+
+    graphs: dict[tuple[str, ...], list[str]] = {}
+    for name, adapter in registry().items():
+        graphs.setdefault(tuple(adapter.stages), []).append(name)
+    lines = ["stages (each runs the stages it needs first):"]
+    lines += [f"  {', '.join(stages)}\n      (dataset {', '.join(datasets)})" for stages, datasets in graphs.items()]
+    return "\n".join(lines)
+
+
+def first_sentence(doc: str | None) -> str:
+    """The first sentence of a docstring as plain text: its first paragraph joined, cut after the
+    first full stop, reST markup (````code````, ``:class:`~a.B```) reduced to the words."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    paragraph = re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", paragraph)  # :class:`~pkg.Name` -> Name
+    paragraph = paragraph.replace("``", "").replace("`", "")
+    match = re.search(r"^(.+?[.!?])(\s|$)", paragraph)
+    return match.group(1) if match else paragraph
+
+
 def _format(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4f}"
+        if math.isnan(value):
+            return "nan"
+        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 100 else f"{value:.4f}"  # counts as counts, not 1052139.0000
     return str(value)
 
 
-def print_summary(summary) -> None:
-    """Metrics table, run directory and MLflow run id."""
-    keys = sorted(summary.metrics)
+# The numbers the report leads with, in its order, then the suggester's.
+HEADLINE = ("rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "recall.recall_at_100", "rerank.ndcg_at_10", "rerank.expected_list_value",
+            "offpolicy.funnel.snips", "suggest.blended.mrr_all")
+
+
+def print_summary(summary, all_metrics: bool = False) -> None:
+    """The headline metrics (every metric with ``all_metrics``), the promotion decision and the paths."""
+    keys = sorted(summary.metrics) if all_metrics else [k for k in HEADLINE if k in summary.metrics]
     width = max((len(k) for k in keys), default=10)
-    print(f"{'metric':<{width}}  value")
+    if keys:
+        print(f"{'metric':<{width}}  value")
     for key in keys:
         print(f"{key:<{width}}  {_format(summary.metrics[key])}")
+    if not all_metrics and len(summary.metrics) > len(keys):
+        print(f"({len(summary.metrics) - len(keys)} more in metrics.json; --all-metrics prints them)")
     decision = summary.run_dir / "promote" / "decision.parquet"
     if decision.exists() and "promote" in summary.executed:
         import pandas as pd
@@ -160,12 +215,24 @@ def _suggest(args) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         print(f"rankpipe: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    items = suggester.next_queries(args.prefix, args.k) if args.next else suggester.suggest(args.prefix, args.user, args.k)
-    for query, score in items:
-        print(f"{score:.4f}\t{query}")
+    if args.next:
+        items = [(q, s, "next") for q, s in suggester.next_queries(args.prefix, args.k)]
+    else:
+        items = suggester.explained(args.prefix, args.user, args.k)
+    # Four significant digits, not four decimals: a model probability of 2e-05 is small, not 0.0000.
+    for query, score, source in items:
+        print(f"{score:.4g}\t{query}\t{source}")
     if not items:
-        print("(no suggestions)", file=sys.stderr)
+        print(f"(no suggestions: nothing in the log or its vocabulary continues {args.prefix!r})", file=sys.stderr)
+    elif not args.next and not any(source.startswith("log") or source == "pre-search" for _, _, source in items):
+        print(f"(no logged query continues {args.prefix!r}: these come from the character model alone)", file=sys.stderr)
     return 0
+
+
+def _resume_command(argv: list[str], run_id: str) -> str:
+    """The command line that resumes an interrupted run: the same arguments, with ``--run-id``."""
+    has_id = any(a == "--run-id" or a.startswith("--run-id=") for a in argv)
+    return shlex.join(["rankpipe", *argv, *(() if has_id else ("--run-id", run_id))])
 
 
 def _score(args) -> int:
@@ -213,7 +280,25 @@ def _score(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``rankpipe`` console script; returns the exit code."""
+    """Entry point of the ``rankpipe`` console script; returns the exit code.
+
+    A reader that closes the pipe early (``| head``) ends the command quietly (141, as a shell
+    reports it), and Ctrl-C outside a run exits 130 without a traceback.
+    """
+    try:
+        code = _main(sys.argv[1:] if argv is None else argv)
+        sys.stdout.flush()  # a closed pipe shows here, not later at interpreter exit
+        return code
+    except BrokenPipeError:
+        # Python would report the failed flush at exit: point stdout at nothing first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    except KeyboardInterrupt:
+        print("\nrankpipe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command in ("run", "stage", "score"):
         from rankpipe.pipeline import logs
@@ -228,14 +313,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rankers":
         from rankpipe.ranking.rankers import RANKERS
 
+        width = max(map(len, RANKERS))
         for name, cls in RANKERS.items():
-            print(f"{name:<12} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:<{width}}  {first_sentence(cls.__doc__)}")
         return 0
     if args.command == "rerankers":
         from rankpipe.ranking.rerank import RERANKERS
 
+        width = max(map(len, RERANKERS))
         for name, cls in RERANKERS.items():
-            print(f"{name:<8} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            print(f"{name:<{width}}  {first_sentence(cls.__doc__)}")
+        return 0
+    if args.command == "config":
+        import yaml
+
+        from rankpipe.pipeline.config import to_dict
+
+        try:
+            config = load_config(args.config, args.overrides, dataset=args.dataset, data_path=args.path)
+        except ConfigError as exc:
+            print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(yaml.safe_dump(to_dict(config), sort_keys=False), end="")
         return 0
     if args.command == "suggest":
         return _suggest(args)
@@ -249,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
     if args.command == "score":
         return _score(args)
+    runner = None
     try:
         from rankpipe.pipeline.runner import Runner
 
@@ -260,7 +360,15 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"rankpipe: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print_summary(summary)
+    except KeyboardInterrupt:
+        if args.debug:
+            traceback.print_exc()
+        where = f"in stage {runner.current_stage}" if runner is not None and runner.current_stage else "before the first stage"
+        kept = "; the stages before it are complete and kept" if runner is not None and runner.current_stage else ""
+        resume = f"\nresume with: {_resume_command(argv, runner.run_id)}" if runner is not None else ""
+        print(f"\nrankpipe: interrupted {where}{kept}{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print_summary(summary, args.all_metrics)
     return 0
 
 

@@ -41,6 +41,7 @@ from rankpipe.pipeline.datasets import get_adapter
 from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine
 from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 from rankpipe.pipeline.logs import get_logger
+from rankpipe.pipeline.progress import RunProgress
 
 PACKAGES = ("pipeline", "features", "ranking", "generative")
 log = get_logger(__name__)
@@ -122,6 +123,8 @@ class Runner:
         self._stage_runs: dict[str, str] = {}  # stage -> its nested MLflow run id (this invocation's)
         self._dataset = None
         self._engine = LOCAL
+        self.current_stage: str | None = None  # the stage running now (what an interrupt names)
+        self._progress = None
         self.adapter = get_adapter(config.dataset.name)
         self.graph = self.adapter.graph
 
@@ -299,6 +302,10 @@ class Runner:
             (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
         ok = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankpipe-writer")
+        from rankpipe.pipeline.promotion import source_fingerprint
+
+        self._progress = RunProgress(self.workdir, f"{self.config.dataset.name}-{source_fingerprint(self.config)}",
+                                     [s for s in wanted if s in todo], len(wanted), self.progress)
         try:
             for index, stage in enumerate(wanted, 1):
                 if stage not in todo:
@@ -306,8 +313,12 @@ class Runner:
                     self._say(f"  {stage:<9} skipped (up to date)")
                     continue
                 spec = next(s for s in self.graph if s.name == stage)
-                self._execute(spec, fingerprints[stage], tracker, f"[{index}/{len(wanted)}]")
+                self.current_stage = stage
+                self._progress.start(stage, index)
+                self._execute(spec, fingerprints[stage], tracker)
                 summary.executed.append(stage)
+            self.current_stage = None
+            self._progress.close()
             self._wait()
             if tracker is not None:
                 for stage in summary.executed:
@@ -333,6 +344,7 @@ class Runner:
             ok = True
         finally:
             try:
+                self._progress.close()
                 self._wait()  # a failed stage still leaves the stages before it complete on disk
             finally:
                 self._writer.shutdown(wait=True)
@@ -340,15 +352,14 @@ class Runner:
                     tracker.end(ok)
         return summary
 
-    def _execute(self, spec, fingerprint: str, tracker, counter: str) -> None:
+    def _execute(self, spec, fingerprint: str, tracker) -> None:
         stage = spec.name
-        self._say(f"{counter} {stage} ...")
         fn = getattr(stage_functions, spec.function)
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
         inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
                                              tracker.load_champion if tracker is not None else None, self._engine, self.load_frame,
-                                             tracker.history if tracker is not None else None)
+                                             tracker.history if tracker is not None else None, self._progress.step)
         started = time.perf_counter()
         context = tracker.stage(stage, self._stage_params(spec)) if tracker is not None else contextlib.nullcontext()
         with context as stage_run:
@@ -367,7 +378,7 @@ class Runner:
             self._pending[stage] = self._writer.submit(self._write_stage, stage, result, fingerprint, seconds, written)
             if tracker is not None:
                 tracker.log_metrics({**{f"{stage}.{k}": v for k, v in result.metrics.items()}, **self._table_metrics(stage)})
-        self._say(f"  {stage:<9} done in {seconds:.1f}s")
+        self._progress.done(stage, seconds)
 
     def _stage_params(self, spec) -> dict[str, Any]:
         """The config a stage ran with: its own sections (those in its fingerprint), flat."""
@@ -395,6 +406,7 @@ class Runner:
                 version = tracker.register(registration.kind, registration.name, directory, registration.alias, registration.tags,
                                            registration.description)
             result.metrics[registration.metric] = version
+            log.debug(f"  registered {registration.name} version {version} ({registration.kind}, alias {registration.alias})")
 
     def _table_metrics(self, stage: str) -> dict[str, float]:
         if stage != "evaluate":

@@ -8,13 +8,19 @@ MLflow is imported lazily: an up-to-date run that executes nothing never pays fo
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from rankpipe.pipeline.logs import get_logger
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,6 +41,20 @@ def numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (bool, int, float)) and math.isfinite(float(value)):
             out[metric_name(key)] = float(value)
     return out
+
+
+@contextmanager
+def _mlflow_chatter_held():
+    """MLflow's own lines while it logs and registers a model ("Successfully registered model …", and
+    a warning that a pyfunc without an input example has no example: the funnel has its signature)
+    stay out of the terminal unless rankpipe logs at DEBUG (``--verbose``); the runner says what was
+    registered itself."""
+    if get_logger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+        yield
 
 
 class Tracker:
@@ -141,8 +161,9 @@ class Tracker:
                        "pip_requirements": ["rankpipe", "pandas", "pyarrow", f"torch=={version('torch')}"]}
         else:
             raise ValueError(f"the runner registers funnels, rankers and suggesters; got a {kind!r}")
-        info = self.mlflow.pyfunc.log_model(name=kind, data_path=str(directory), **options)
-        registered = self.mlflow.register_model(info.model_uri, name)
+        with _mlflow_chatter_held():
+            info = self.mlflow.pyfunc.log_model(name=kind, data_path=str(directory), **options)
+            registered = self.mlflow.register_model(info.model_uri, name)
         for key, value in tags.items():
             self.client.set_model_version_tag(name, registered.version, key, value)
         if description:

@@ -80,6 +80,12 @@ class StageInputs:
     load_frame: Callable[[str, str], Any] | None = None
     # (dataset, metric names, how many) -> the last finished tracked runs of that dataset (run_id, metrics…)
     load_history: Callable[[str, tuple[str, ...], int], pd.DataFrame] | None = None
+    on_step: Callable[[str], None] | None = None  # the runner's progress line: which step a long stage is on
+
+    def step(self, text: str) -> None:
+        """Tell the run's progress line what this stage is doing now (e.g. ``channel item2vec``); a no-op outside a run."""
+        if self.on_step is not None:
+            self.on_step(text)
 
     def table(self, stage: str, name: str) -> pd.DataFrame:
         """The upstream table ``stage.name``, whole, in this process; KeyError when that stage did not write it."""
