@@ -228,11 +228,15 @@ class CharLM:
 
         Inside a word the next character must keep it a prefix of a logged word, and the word may
         end (space or end of query) only where it is a whole logged word. A partial word the log
-        does not know (a typo, a new word) and words in CJK script are left free.
+        does not know (a typo, a new word: no logged word starts with it) may only end as it was
+        typed: any letter added to it would spell a word nobody ever searched ("xyzzy" → "xyzzye").
+        Words in CJK script (no spaces between words) are left free.
         """
         partial = text[text.rfind(" ") + 1:]
-        if any(is_cjk(ch) for ch in partial) or (partial and partial not in self.extend_ and partial not in self.whole_):
+        if any(is_cjk(ch) for ch in partial):
             return None
+        if partial and partial not in self.extend_ and partial not in self.whole_:
+            return np.asarray([EOS] + ([self.space_] if self.space_ is not None else []), dtype=np.int64)
         ids = self.extend_.get(partial, np.zeros(0, dtype=np.int64))
         if partial in self.whole_:
             ids = np.concatenate([ids, [EOS] + ([self.space_] if self.space_ is not None else [])])

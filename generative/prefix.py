@@ -126,17 +126,22 @@ class PrefixCompleter:
 
     def suggest(self, prefix: str, k: int | None = None) -> list[tuple[str, float]]:
         """Up to ``k`` completions of ``prefix``, best first, as (normalized query, score)."""
+        return [(query, score) for query, score, _ in self.completions(prefix, k)]
+
+    def completions(self, prefix: str, k: int | None = None) -> list[tuple[str, float, str]]:
+        """:meth:`suggest` with where each came from: ``log`` (a logged query that starts with the
+        prefix) or ``log endings`` (the rare-prefix fallback: the typed head + a popular logged suffix)."""
         k = k or self.k
         typed = normalize_query(prefix)
         strings, weights = self.queries_.top(typed)
         total = weights.sum()
-        out = [(s, float(w / total)) for s, w in zip(strings[:k], weights[:k])] if total > 0 else []
+        out = [(s, float(w / total), "log") for s, w in zip(strings[:k], weights[:k])] if total > 0 else []
         if len(out) < k and typed:
-            seen = {s for s, _ in out}
+            seen = {s for s, _, _ in out}
             for candidate, score in self._fallback(typed, prefix.endswith(" ")):
                 if candidate not in seen and len(out) < k:
                     seen.add(candidate)
-                    out.append((candidate, self.fallback_weight * score))
+                    out.append((candidate, self.fallback_weight * score, "log endings"))
         return out
 
     def _fallback(self, typed: str, ends_with_space: bool) -> list[tuple[str, float]]:

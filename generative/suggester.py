@@ -19,6 +19,9 @@ from rankpipe.generative.normalize import normalize_query
 from rankpipe.generative.prefix import PrefixCompleter
 from rankpipe.generative.sessions import NextQuerySuggester, PreSearchSuggester
 
+POOL = 10  # candidates asked of each suggester whatever k (up to): the blend's scores do not depend on k
+MIN_SHARE = 1e-3  # a suggestion a thousand times less likely than the first one is not shown
+
 
 class QuerySuggester:
     """``suggest(prefix, user_id=None, k)``: an empty prefix with a user gives pre-search suggestions,
@@ -31,13 +34,33 @@ class QuerySuggester:
 
     def suggest(self, prefix: str, user_id: str | None = None, k: int = 10) -> list[tuple[str, float]]:
         """Up to ``k`` (query, score), best first (see the class docstring)."""
+        return [(query, score) for query, score, _ in self.explained(prefix, user_id, k)]
+
+    def explained(self, prefix: str, user_id: str | None = None, k: int = 10) -> list[tuple[str, float, str]]:
+        """:meth:`suggest` with each suggestion's source: ``log``, ``log endings`` (the rare-prefix
+        fallback), ``model`` (the character model alone), ``log+model``, or ``pre-search``.
+
+        A suggestion's score does not depend on ``k`` (up to ``POOL``): both suggesters are asked
+        for the same ``max(k, POOL)`` candidates and the blend is cut to ``k`` after, so a query the
+        model ranks 4th keeps its model share whether 3 or 10 are shown. Suggestions under
+        ``MIN_SHARE`` of the best one's score are left out: a list that shows "black blanket" at 0.96
+        gains nothing from "black blanket kettle" at 1e-8, which printed as 0.0000.
+        """
         if not normalize_query(prefix) and user_id is not None and self.presearch is not None:
-            return self.presearch.suggest(user_id, k)
-        lists, weights = [self.prefix.suggest(prefix, k)], [1.0 - self.generative_weight]
+            return [(q, s, "pre-search") for q, s in self.presearch.suggest(user_id, k)]
+        depth = max(k, POOL)
+        found = self.prefix.completions(prefix, depth)
+        lists, weights = [[(q, s) for q, s, _ in found]], [1.0 - self.generative_weight]
+        sources = {q: src for q, _, src in found}
         if self.lm is not None and self.generative_weight > 0:
-            lists.append(self.lm.suggest(prefix, k))
+            generated = self.lm.suggest(prefix, depth)
+            lists.append(generated)
             weights.append(self.generative_weight)
-        return blend_lists(lists, weights, k)
+            for query, _ in generated:
+                sources[query] = f"{sources[query]}+model" if query in sources else "model"
+        blended = blend_lists(lists, weights, k)
+        floor = MIN_SHARE * blended[0][1] if blended else 0.0
+        return [(q, s, sources[q]) for q, s in blended if s > 0 and s >= floor]
 
     def next_queries(self, query: str, k: int = 10) -> list[tuple[str, float]]:
         """Queries users typed next after ``query`` (empty when the suggester has no session model)."""

@@ -96,6 +96,9 @@ def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministi
     words = set(" ".join(LOG).split())
     for query, _ in lm.suggest("r", 10) + lm.suggest("wireless ", 10):
         assert set(query.split()) <= words, query  # it spells only the log's words
+    # A partial word no logged word starts with is kept as typed, never extended into a new word.
+    for query, _ in lm.suggest("red xyzzy", 10):
+        assert set(query.split()) <= words | {"xyzzy"}, query
     assert _tiny_lm().suggest("blu", 5) == lm.suggest("blu", 5)  # same seed, same model, same list
     lm.save(tmp_path / "lm.pt")
     assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
@@ -240,6 +243,26 @@ def test_suggest_stage_registers_a_suggester_that_the_cli_and_mlflow_serve(tmp_p
     assert main(["suggest", "", "--user", "nobody", "--workdir", work, "--k", "2"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["suggest", "b", "--workdir", work, "--k", "0"]) == 2
+    capsys.readouterr()
+    # A suggestion's score does not depend on how many are asked for; none is shown as 0.0000.
+    from rankpipe.generative.suggester import QuerySuggester
+
+    suggester = QuerySuggester.load(tmp_path / "work" / "runs" / "s" / "suggest" / "suggester")
+    for prefix in ("b", "bl", "red "):
+        three, ten = suggester.explained(prefix, k=3), suggester.explained(prefix, k=10)
+        assert three == ten[:3], prefix
+        assert all(score >= 1e-3 * ten[0][1] for _, score, _ in ten)
+        assert {source for _, _, source in ten} <= {"log", "log endings", "model", "log+model", "log endings+model"}
+    # Nothing in the log starts with "xyzzy": no invented word, and the output says where the suggestions come from.
+    assert main(["suggest", "xyzzy", "--workdir", work]) == 0
+    captured = capsys.readouterr()
+    vocabulary = set(suggester.lm.words_)
+    for line in captured.out.strip().splitlines():
+        score, query, source = line.split("\t")
+        assert float(score) > 0 and source == "model" and set(query.split()) <= vocabulary | {"xyzzy"}, line
+    # Either the model's words after it (said so), or nothing (said so), depending on the blend weight the run chose.
+    said = "no logged query continues 'xyzzy'" if captured.out.strip() else "no suggestions: nothing in the log or its vocabulary continues 'xyzzy'"
+    assert said in captured.err
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'work' / 'mlflow.db'}")
     from rankpipe.pipeline.config import load_config
     from rankpipe.pipeline.promotion import registered_name
