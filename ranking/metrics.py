@@ -166,16 +166,47 @@ def recall_at_k(candidates: pd.DataFrame, positives: pd.DataFrame, k: int, group
     Returns:
         (mean recall@k, hit rate@k) over groups with at least one positive.
     """
-    if k < 1:
-        raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
-    positives = positives[[group, item]].drop_duplicates()
-    if len(positives) == 0:
-        return float("nan"), float("nan")
-    top = candidates.loc[candidates[rank] <= k, [group, item]]
-    hits = positives.merge(top.drop_duplicates(), on=[group, item], how="left", indicator=True)
-    per_group = (hits["_merge"] == "both").groupby(hits[group], observed=True).agg(["sum", "size"])
-    recall = per_group["sum"] / per_group["size"]
-    return float(recall.mean()), float((per_group["sum"] > 0).mean())
+    return recall_at_ks(candidates, positives, (k,), group, item, rank)[k]
+
+
+def recall_at_ks(candidates: pd.DataFrame, positives: pd.DataFrame, ks, group: str = "request_id",
+                 item: str = "item_id", rank: str = "rank") -> dict[int, tuple[float, float]]:
+    """:func:`recall_at_k` at every cut-off of ``ks`` at once: {k: (mean recall@k, hit rate@k)}.
+
+    Each positive's best rank in its group's list is found once, by one join on integer codes of the
+    (group, item) pairs (two string columns of millions of candidate rows are hashed once, not once
+    per k), and every cut-off is then a comparison.
+    """
+    ks = tuple(ks)
+    for k in ks:
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
+    positives = positives[[group, item]]
+    top = candidates.loc[candidates[rank] <= max(ks), [group, item, rank]]
+    n = len(positives)
+    groups, _ = pd.factorize(pd.concat([positives[group], top[group]], ignore_index=True))
+    items, uniques = pd.factorize(pd.concat([positives[item], top[item]], ignore_index=True))
+    key = groups.astype(np.int64) * max(len(uniques), 1) + items
+    positive_key = np.unique(key[:n])  # the distinct positive pairs
+    if len(positive_key) == 0:
+        return {k: (float("nan"), float("nan")) for k in ks}
+    # The best (smallest) rank of each listed pair, then each positive's: inf where its list lacks it.
+    top_key, top_rank = key[n:], top[rank].to_numpy(dtype=np.float64)
+    order = np.lexsort((top_rank, top_key))
+    listed, first = np.unique(top_key[order], return_index=True)
+    best = top_rank[order][first]
+    positive_rank = np.full(len(positive_key), np.inf)
+    if len(listed):
+        at = np.minimum(np.searchsorted(listed, positive_key), len(listed) - 1)
+        match = listed[at] == positive_key
+        positive_rank[match] = best[at[match]]
+    _, per_group = np.unique(positive_key // max(len(uniques), 1), return_inverse=True)
+    sizes = np.bincount(per_group)
+    out = {}
+    for k in ks:
+        hits = np.bincount(per_group, weights=(positive_rank <= k).astype(np.float64), minlength=len(sizes))
+        out[k] = (float(np.mean(hits / sizes)), float(np.mean(hits > 0)))
+    return out
 
 
 def top_k_per_group(lists: pd.DataFrame, relevant: pd.DataFrame, k: int = 10, group: str = "user_id", item: str = "item_id",

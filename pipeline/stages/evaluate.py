@@ -30,14 +30,15 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     cold_positives = positives[positives[S.ITEM_ID].isin(cold)]
     out["recall.cold.positive_share"] = len(cold_positives) / max(len(positives), 1)
     channels, merged = inputs.table("recall", "channels"), inputs.table("recall", "candidates")
-    for name, found in channels.groupby(S.CHANNEL, sort=True):
-        for k in config.evaluate.recall_ks:
-            out[f"recall.{name}.recall_at_{k}"], out[f"recall.{name}.hit_rate_at_{k}"] = M.recall_at_k(found, positives, k)
-            out[f"recall.{name}.cold_recall_at_{k}"] = M.recall_at_k(found, cold_positives, k)[0]
-        out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
-    for k in config.evaluate.recall_ks:
-        out[f"recall.recall_at_{k}"], out[f"recall.hit_rate_at_{k}"] = M.recall_at_k(merged, positives, k)
-        out[f"recall.cold_recall_at_{k}"] = M.recall_at_k(merged, cold_positives, k)[0]
+    ks = config.evaluate.recall_ks
+    for name, found in [*channels.groupby(S.CHANNEL, sort=True), (None, merged)]:
+        prefix = f"recall.{name}." if name is not None else "recall."
+        at, cold_at = M.recall_at_ks(found, positives, ks), M.recall_at_ks(found, cold_positives, ks)
+        for k in ks:
+            out[f"{prefix}recall_at_{k}"], out[f"{prefix}hit_rate_at_{k}"] = at[k]
+            out[f"{prefix}cold_recall_at_{k}"] = cold_at[k][0]
+        if name is not None:
+            out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
         out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
     out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
     # How much the channels find the same items: a channel that mostly repeats another adds little to the merge.

@@ -44,7 +44,7 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
     NaN: unknown, not "not found".
     """
     quotas = dict(config.recall.quotas)
-    logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
+    logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID].unique())]  # unique: pandas builds a Python set of the values
     train, valid = logged[logged[S.SPLIT] == S.TRAIN], logged[logged[S.SPLIT] == S.VALID]
     found = [df.assign(channel=name) for name, df in test_lists.items()]
     found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
@@ -65,7 +65,7 @@ def snapshot_cuts(config: Config, requests: pd.DataFrame, labels: pd.DataFrame) 
     """The ``recall.ranker_snapshots`` evenly spaced cuts of the train period's logged requests, then
     its end: the snapshot fitted before each cut serves the train requests up to the next one."""
     n = config.recall.ranker_snapshots
-    train = requests[(requests[S.SPLIT] == S.TRAIN) & requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID])]
+    train = requests[(requests[S.SPLIT] == S.TRAIN) & requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID].unique())]
     start, end = train[S.TS].min(), train_end(requests)
     return [start + (end - start) * j / (n + 1) for j in range(1, n + 1)] + [end]
 

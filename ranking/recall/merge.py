@@ -275,7 +275,7 @@ def choose_merge(held_out: dict[str, pd.DataFrame], quotas: dict[str, int], posi
     Returns:
         (the best method, {method: its mean cross-validated recall}).
     """
-    from rankpipe.ranking.metrics import recall_at_k
+    from rankpipe.ranking.metrics import recall_at_ks
 
     requests = pd.Index(pd.unique(pd.concat([frame[S.REQUEST_ID] for frame in held_out.values()], ignore_index=True)))
     fold = np.random.default_rng(seed).permutation(len(requests)) % 2
@@ -291,7 +291,9 @@ def choose_merge(held_out: dict[str, pd.DataFrame], quotas: dict[str, int], posi
             except ValueError:  # e.g. a half without positives: the method can't be judged on it
                 continue
             merged = merge_candidates(eval_lists, quotas, k, **fitted)
-            scores[method].append(float(np.mean([recall_at_k(merged, eval_positives, cut)[0] for cut in ks if cut <= k])))
+            cuts = [cut for cut in ks if cut <= k]
+            at = recall_at_ks(merged, eval_positives, cuts) if cuts else {}
+            scores[method].append(float(np.mean([recall for recall, _ in at.values()])) if at else float("nan"))
     means = {m: float(np.mean(v)) if v and np.isfinite(v).all() else float("nan") for m, v in scores.items()}
     judged = {m: v for m, v in means.items() if np.isfinite(v)}
     return (max(judged, key=judged.get) if judged else "interleave"), means

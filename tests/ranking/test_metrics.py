@@ -137,6 +137,29 @@ def test_recall_at_k_reference():
     assert M.recall_at_k(candidates, positives, k=1)[0] == pytest.approx(0.0)
 
 
+def _recall_by_loops(candidates: pd.DataFrame, positives: pd.DataFrame, k: int) -> tuple[float, float]:
+    """Recall@k and hit rate@k, one group at a time with Python sets."""
+    recalls = []
+    for request, items in positives.groupby("request_id"):
+        wanted = set(items["item_id"])
+        shown = set(candidates.loc[(candidates["request_id"] == request) & (candidates["rank"] <= k), "item_id"])
+        recalls.append(len(wanted & shown) / len(wanted))
+    return (float(np.mean(recalls)), float(np.mean([r > 0 for r in recalls]))) if recalls else (math.nan, math.nan)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.sampled_from("uvwxyz"), st.integers(1, 6)), max_size=25),
+       st.lists(st.tuples(st.sampled_from("abcde"), st.sampled_from("uvwxyz")), min_size=1, max_size=12))
+def test_recall_at_ks_matches_the_per_group_reference_at_every_cut(listed, relevant):
+    # Duplicated pairs in a list (kept at their best rank) and in the positives (counted once) included.
+    candidates = pd.DataFrame(listed, columns=["request_id", "item_id", "rank"]).astype({"rank": "int64"})
+    positives = pd.DataFrame(relevant, columns=["request_id", "item_id"])
+    at = M.recall_at_ks(candidates, positives, (1, 3, 6))
+    for k in (1, 3, 6):
+        assert at[k] == pytest.approx(_recall_by_loops(candidates, positives.drop_duplicates(), k), nan_ok=True), k
+        assert M.recall_at_k(candidates, positives, k) == at[k]
+
+
 def test_intra_list_distance_and_coverage_reference():
     vectors = np.array([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
     index = pd.Index(["a", "b", "c"])
