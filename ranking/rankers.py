@@ -91,8 +91,8 @@ class LambdaRankRanker(Ranker):
     _search_lists: int | None = None
     fold_boosters_: tuple = ()  # with cv_folds > 1: the k fold models, each cut at the chosen tree count
 
-    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
-                 early_stopping_rounds: int = 100, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 800,
+                 early_stopping_rounds: int = 50, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
                  eval_at: int = 10, refit: bool = True, cv_folds: int = 0, seed: int = 42, progress: bool = True):
         if isinstance(cv_folds, bool) or not isinstance(cv_folds, int) or cv_folds < 0 or cv_folds == 1:
             raise ConfigError(f"rank.lightgbm.cv_folds must be 0 (early stopping on the validation lists) or an integer >= 2. Got {cv_folds!r} instead.")
@@ -310,8 +310,8 @@ class XGBoostRanker(Ranker):
     requirements = ("xgboost",)
     family = "xgboost"
 
-    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.02, n_estimators: int = 800,
-                 early_stopping_rounds: int = 100, min_child_weight: float = 1.0, feature_fraction: float = 0.9,
+    def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 800,
+                 early_stopping_rounds: int = 50, min_child_weight: float = 1.0, feature_fraction: float = 0.9,
                  eval_at: int = 10, refit: bool = True, seed: int = 42, progress: bool = True):
         self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
         self.early_stopping_rounds, self.min_child_weight, self.feature_fraction = early_stopping_rounds, min_child_weight, feature_fraction
