@@ -61,7 +61,7 @@ def movielens_samples(directory: Path) -> tuple[pd.DataFrame, list[str], list[st
         "genre1": _codes(genres.str[0].reindex(ratings["movieId"]).to_numpy()),
         "genre2": _codes(genres.str[1].reindex(ratings["movieId"]).fillna("").to_numpy()),
         "decade": _codes((year.reindex(ratings["movieId"]) // 10).fillna(-1).to_numpy()),
-        "tag": _codes(tag.to_numpy()), "hour": ts.dt.hour.to_numpy(), "weekday": ts.dt.weekday.to_numpy(),
+        "tag": _codes(tag.to_numpy()), "hour": ts.dt.hour.to_numpy(), "weekday": ts.dt.day_of_week.to_numpy(),
         "n_genres": genres.str.len().reindex(ratings["movieId"]).to_numpy(dtype=np.float32),
         "user_history": np.log1p(ratings.groupby("userId").cumcount().to_numpy()).astype(np.float32),
         "label": (ratings["rating"] >= 4).astype(np.float32).to_numpy(),

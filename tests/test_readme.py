@@ -1,8 +1,11 @@
-"""The README's two set-up commands are the ones CI runs and the ones that exist."""
+"""The README's two set-up commands are the ones CI runs and the ones that exist; its benchmark table is the recorded results."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,3 +26,13 @@ def test_readme_names_exactly_two_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci = REPO.joinpath(".ci", "run").read_text().splitlines()
     assert _readme_commands()[1] in ci
+
+
+def test_the_benchmark_table_is_what_the_recorded_json_lines_say():
+    # benchmarks/readme_table.py writes the table from benchmarks/results/*.json; nothing typed by hand.
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "readme_table.py"), "--check"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+    for path in sorted((REPO / "benchmarks" / "results").glob("*.json")):
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        assert (REPO / "benchmarks" / f"{path.stem}.py").exists(), path
+        assert entry["result"] and entry["command"].startswith(f"python benchmarks/{path.stem}.py"), path
