@@ -108,7 +108,8 @@ class RunProgress:
                 self._redirect.__enter__()
                 self._ticker = threading.Thread(target=self._tick, name="rankpipe-progress", daemon=True)
                 self._ticker.start()
-        log.info(self.line())
+        if self._bar.disable:  # a log: the start line; a terminal has the live line instead
+            log.info(self.line())
         self._refresh()
 
     def step(self, text: str) -> None:

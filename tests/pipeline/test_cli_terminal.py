@@ -5,13 +5,16 @@ the command that resumes), a reader that closes the pipe early, ``--version``, `
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -31,6 +34,8 @@ def _in_pty(args: list[str], cwd: Path, until: str | None = None, timeout: float
     """Run ``rankpipe ARGS`` with a pseudo-terminal as stdout and stderr; with ``until``, send SIGINT
     once that text has appeared. Returns (exit code, everything it wrote)."""
     leader, follower = pty.openpty()
+    # A fresh pseudo-terminal is 0 columns wide, and tqdm draws nothing in 0 columns: give it a size.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
     env = {**os.environ, "COLUMNS": "160"}
     env.pop("MLFLOW_TRACKING_URI", None)  # the work directory's own store
     proc = subprocess.Popen([*RANKPIPE, *args], cwd=cwd, stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
@@ -62,7 +67,8 @@ def _in_pty(args: list[str], cwd: Path, until: str | None = None, timeout: float
 def test_progress_lines_show_each_stage_with_elapsed_time_then_an_eta_from_the_last_run(tmp_path):
     first_code, first = _in_pty(["stage", "features", "--run-id", "a", *TINY], tmp_path)
     assert first_code == 0, first[-3000:]
-    assert re.search(r"\[stage 1/2 prepare, elapsed \d+:\d\d, no ETA", first), first[-3000:]  # nothing to estimate from yet
+    # The live line on the terminal (redrawn in place, so after a carriage return), with nothing to estimate from yet.
+    assert re.search(r"\n\[stage 1/2 prepare, elapsed \d+:\d\d, no ETA", first), first[-3000:]
     assert re.search(r"features +done in [\d.]+s \(elapsed \d+:\d\d(, ETA 0:00)?\)", first), first[-3000:]
     second_code, second = _in_pty(["stage", "features", "--run-id", "b", *TINY], tmp_path)
     assert second_code == 0, second[-3000:]
