@@ -20,6 +20,12 @@ class SyntheticAdapter:
     description = "embedded synthetic e-commerce world with oracle relevance (default)"
     graph = FUNNEL
     seed_shapes_data = False  # the world has its own seed (dataset.synthetic.seed)
+    # The world's search log is a few hundred templated queries, repeated: the prefix index knows
+    # almost every prefix (4 of 1,757 test pairs unseen), so the blend leans on the log. The
+    # character model's 8 epochs instead of 20 leave the blend's MRR@10 where it was (0.7600 against
+    # 0.7574; the model alone 0.566 against 0.691) and save ~20 s of a run. Real query lists, where
+    # unseen prefixes are common, keep the global 20.
+    config_defaults = ("suggest.epochs=8",)
     stages = names(FUNNEL)
 
     def fingerprint(self, config: DatasetConfig, seed: int) -> str:

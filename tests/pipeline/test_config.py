@@ -15,7 +15,8 @@ def test_defaults_and_overrides(tmp_path):
     assert dict(config.recall.quotas) == {"popularity": 10}  # a file's mapping replaces the default channels
     assert config.evaluate.recall_ks == (5, 10)
     assert config.dataset.name == "tables" and config.dataset.path == "/x"
-    assert load_config() == Config()
+    # The default world's config: the dataclasses' defaults and its adapter's own (config_defaults).
+    assert load_config().suggest.epochs == 8 and load_config(None, ["suggest.epochs=20"]) == Config()
 
 
 @pytest.mark.parametrize(
