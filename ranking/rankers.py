@@ -8,6 +8,7 @@ native format (LightGBM text); ``feature_importance()`` gives gain per feature.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
@@ -65,9 +66,22 @@ def ranker_requirements(directory: str | Path) -> list[str]:
     return ["rankpipe", "pandas", *(f"{lib}=={version(lib)}" for lib in _saved_class(directory).requirements)]
 
 
-def _train_here(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int) -> lgb.Booster:
-    """LightGBM trained in this process on lists of ``sizes`` rows each (the default final trainer)."""
-    return lgb.train(params, lgb.Dataset(X, label=y, group=sizes), num_boost_round=rounds)
+def _train_here(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int, progress: bool = True) -> lgb.Booster:
+    """LightGBM trained in this process on lists of ``sizes`` rows each (the default final trainer), with a bar on a terminal."""
+    bar = tqdm(total=rounds, desc=f"rank: {params.get('objective', 'lightgbm')} refit", unit="tree", disable=None if progress else True, leave=False)
+    try:
+        return lgb.train(params, lgb.Dataset(X, label=y, group=sizes), num_boost_round=rounds, callbacks=[lambda env: bar.update(1)])
+    finally:
+        bar.close()
+
+
+def _close_complete(bar) -> None:
+    """Close a per-tree bar at 100%: early stopping ends boosting before ``n_estimators``, so the
+    total becomes the trees actually grown (a bar that stops at 27% reads as a failure)."""
+    if bar.total is not None and bar.n < bar.total:
+        bar.total = bar.n
+        bar.refresh()
+    bar.close()
 
 
 class LambdaRankRanker(Ranker):
@@ -141,7 +155,7 @@ class LambdaRankRanker(Ranker):
         try:
             self.booster_ = lgb.train(self._params(), train, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks)
         finally:
-            bar.close()
+            _close_complete(bar)
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.valid_score_ = float(self.booster_.best_score["valid_0"][f"ndcg@{self.eval_at}"]) if valid_sets else float("nan")
@@ -166,7 +180,7 @@ class LambdaRankRanker(Ranker):
         v_order, v_sizes = _contiguous(groups_valid, self.seed + 1)
         both = pd.concat([X.iloc[order], X_valid.iloc[v_order]], ignore_index=True)
         labels = np.concatenate([self._labels(y)[order], self._labels(y_valid)[v_order]])
-        trainer = self._final_trainer or _train_here
+        trainer = self._final_trainer or functools.partial(_train_here, progress=self.progress)
         self.booster_ = trainer(self._params(), both, labels, np.concatenate([sizes, v_sizes]), rounds)
         self.best_iteration_ = rounds
         return self
@@ -218,7 +232,8 @@ class LambdaRankRanker(Ranker):
         fold_lists = len(lists) * (self.cv_folds - 1) / self.cv_folds  # the lists one fold model saw
         rounds = refit_rounds(chosen, fold_lists, len(lists) - fold_lists)
         order, sizes = _contiguous(groups, self.seed)
-        self.booster_ = (self._final_trainer or _train_here)(self._params(), X.iloc[order], y[order], sizes, rounds)
+        trainer = self._final_trainer or functools.partial(_train_here, progress=self.progress)
+        self.booster_ = trainer(self._params(), X.iloc[order], y[order], sizes, rounds)
         self.best_iteration_ = rounds
         return self
 
@@ -367,7 +382,7 @@ class XGBoostRanker(Ranker):
             try:
                 self.booster_ = _xgboost_here(self._params(), train, self.n_estimators, valid, early_stopping, callbacks=[_Progress()])
             finally:
-                bar.close()
+                _close_complete(bar)
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration) + 1 if has_valid else self.n_estimators
         self.valid_score_ = float(self.booster_.best_score) if has_valid else float("nan")

@@ -67,12 +67,15 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
     # rerank: the final lists against the rank stage's own top-k of the same candidates
     history = S.positive_history(logged_positives)
     chain = RerankChain.load(inputs.model_dir("rerank", "reranker"))
+    inputs.step("final lists and the diversity trade-off")
     rerank_out, tradeoff = rerank_metrics(inputs, config, test_labels, positives, items, history, chain)
     out.update(rerank_out)
 
     # The literature's numbers: top 10 against held-out positives, every relevant item counted.
+    inputs.step("protocols")
     protocol_out, protocol_tables = protocol_metrics(inputs, config, requests, positives, history, chain)
     out.update(protocol_out)
+    inputs.step("counterfactual clicks")
     offpolicy_out, offpolicy_tables = offpolicy_metrics(inputs, config, requests, labels)
     out.update(offpolicy_out)
     return _evaluation_result(out, inputs, config, tradeoff, {**protocol_tables, **offpolicy_tables})

@@ -142,6 +142,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     test = logged[logged[S.SPLIT] == S.TEST].reset_index(drop=True)
     # Calibrated on every validation row: the lists without a click, left out of training, are part of the click rate.
     all_valid = logged[logged[S.SPLIT] == S.VALID]
+    inputs.step(f"fit {config.rank.model}")
     test_logged, metrics, reliability = fit_score_calibrate(ranker, config, model_columns, S.REQUEST_ID, train, valid, all_valid, test)
     test_logged = test_logged.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="left")
 
@@ -151,6 +152,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     # On Dask its history stays on the workers, and the candidates' statistics are computed there.
     builder = FeatureBuilder.load(inputs.model_dir("features", "builder"), (inputs.engine or LOCAL).read_frame)
     channel_lists = inputs.table("recall", "channels") if logged_ranks is not None else None
+    inputs.step(f"score {len(candidates):,} candidates")
     scored = rank_candidates(candidates, requests, builder, ranker, history, item_index, vectors, n_last, channel_lists, dict(config.recall.quotas),
                              counter_of(inputs.engine))
 
@@ -164,6 +166,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     # lists scored by the model that never saw them (held_out_scores: out of sample, as test lists
     # are), train lists in-sample (no such model exists for them).
     is_valid = (logged[S.SPLIT] == S.VALID).to_numpy()
+    inputs.step("score the logged lists")
     logged_scores = logged[[S.REQUEST_ID, S.ITEM_ID]].assign(**{S.SCORE: ranker.predict(logged[model_columns]).astype(np.float64)})
     if is_valid.any():
         logged_scores.loc[is_valid, S.SCORE] = ranker.held_out_scores(logged.loc[is_valid, model_columns]).astype(np.float64)

@@ -98,6 +98,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     lists, held_out, timings, tuned = {}, {}, {}, {}
     for name, channel in channels.items():
         started = time.perf_counter()
+        inputs.step(f"channel {name}")
         channel.fit(train_events, items)
         if untuned.get(name) and len(valid_positives):
             tried = tune_popularity_weight(channel, valid_requests, valid_positives, history, config.recall.quotas[name])
@@ -108,6 +109,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
             held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
     quotas, method, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}
+    inputs.step("merge")
     if calibrate and method == "auto":
         method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)
         merge_metrics = {f"merge_cv.{m}.recall": v for m, v in cv.items()}
@@ -129,6 +131,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
         tables["item_vectors"] = vectors
     if config.recall.ranker_snapshots > 0:
         started = time.perf_counter()
+        inputs.step(f"{config.recall.ranker_snapshots} channel snapshots for the ranker")
         tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history, cuts, inputs.engine)
         timings["ranker_snapshots_seconds"] = time.perf_counter() - started
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,

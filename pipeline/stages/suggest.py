@@ -80,8 +80,10 @@ def suggest(inputs: StageInputs, config: Config) -> StageResult:
     if train.empty:
         return StageResult({}, {"n_train_searches": 0})
     cfg = config.suggest
+    inputs.step(f"character model, {cfg.epochs} epochs")
     prefix, lm = fit_query_models(train[S.QUERY], train[S.TS], cfg.half_life_days, cfg.epochs, cfg.dim, cfg.layers, cfg.max_len, config.seed)
     by_split = {part: searches.loc[searches[S.SPLIT] == part, S.QUERY] for part in ("valid", "test")}
+    inputs.step("blend weight and held-out prefixes")
     weight, metrics = tune_and_judge(prefix, lm, by_split["valid"], by_split["test"], cfg.eval_queries, config.seed)
 
     next_query = NextQuerySuggester(cfg.half_life_days).fit(train)
