@@ -136,7 +136,7 @@ def first_sentence(doc: str | None) -> str:
     paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
     paragraph = re.sub(r":\w+:`~?(?:[\w.]+\.)?([^`]+)`", r"\1", paragraph)  # :class:`~pkg.Name` -> Name
     paragraph = paragraph.replace("``", "").replace("`", "")
-    match = re.search(r"^(.+?[.!?])(\s|$)", paragraph)
+    match = re.search(r"^(.+?(?<!e\.g)(?<!i\.e)(?<!etc)[.!?])(\s|$)", paragraph)  # "e.g." does not end a sentence
     return match.group(1) if match else paragraph
 
 

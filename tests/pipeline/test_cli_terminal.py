@@ -128,6 +128,7 @@ def test_rankers_print_whole_first_sentences_without_markup(capsys):
     ("Spans\n    two lines. Then more.\n\nNext paragraph.", "Spans two lines."),
     ("Uses ``code`` and :class:`~rankpipe.x.Thing` here. Rest.", "Uses code and Thing here."),
     ("No full stop", "No full stop"),
+    ("Channels, e.g. item2vec, merged. Then.", "Channels, e.g. item2vec, merged."),
     (None, ""),
 ])
 def test_first_sentence(doc, sentence):
