@@ -85,3 +85,12 @@ class Ranker:
 
             ranker.calibrator_ = Calibrator.from_dict(meta["calibration"])
         return ranker
+
+
+def close_complete(bar) -> None:
+    """Close a per-tree (or per-stage) tqdm bar at 100%: early stopping ends boosting before
+    ``n_estimators``, so the total becomes the trees actually grown (a bar that stops at 27% reads as a failure)."""
+    if bar.total is not None and bar.n < bar.total:
+        bar.total = bar.n
+        bar.refresh()
+    bar.close()

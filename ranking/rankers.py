@@ -1,8 +1,8 @@
 """Fine rankers behind one estimator contract, and the registry that maps config names to classes.
 
-``fit(X, y, groups, X_valid, y_valid, groups_valid)`` trains with early stopping on the validation
-lists and returns self; ``predict(X)`` scores rows; ``save(dir)``/``load(dir)`` use the model's
-native format (LightGBM text); ``feature_importance()`` gives gain per feature.
+``fit(X, y, groups, X_valid, y_valid, groups_valid)`` trains with early stopping on the validation lists and returns
+self; ``predict(X)`` scores rows; ``save(dir)``/``load(dir)`` use the model's native format (LightGBM text);
+``feature_importance()`` gives gain per feature.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from rankpipe.pipeline.schema import ConfigError, check_fitted
-from rankpipe.ranking.base import Ranker
+from rankpipe.ranking.base import Ranker, close_complete
 from rankpipe.ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker
 from rankpipe.ranking.config import RankConfig
 from rankpipe.ranking.metrics import ndcg_at_k
@@ -68,20 +68,8 @@ def ranker_requirements(directory: str | Path) -> list[str]:
 
 def _train_here(params: dict, X: pd.DataFrame, y: np.ndarray, sizes: np.ndarray, rounds: int, progress: bool = True) -> lgb.Booster:
     """LightGBM trained in this process on lists of ``sizes`` rows each (the default final trainer), with a bar on a terminal."""
-    bar = tqdm(total=rounds, desc=f"rank: {params.get('objective', 'lightgbm')} refit", unit="tree", disable=None if progress else True, leave=False)
-    try:
+    with tqdm(total=rounds, desc=f"rank: {params.get('objective')} refit", unit="tree", disable=None if progress else True, leave=False) as bar:
         return lgb.train(params, lgb.Dataset(X, label=y, group=sizes), num_boost_round=rounds, callbacks=[lambda env: bar.update(1)])
-    finally:
-        bar.close()
-
-
-def _close_complete(bar) -> None:
-    """Close a per-tree bar at 100%: early stopping ends boosting before ``n_estimators``, so the
-    total becomes the trees actually grown (a bar that stops at 27% reads as a failure)."""
-    if bar.total is not None and bar.n < bar.total:
-        bar.total = bar.n
-        bar.refresh()
-    bar.close()
 
 
 class LambdaRankRanker(Ranker):
@@ -155,7 +143,7 @@ class LambdaRankRanker(Ranker):
         try:
             self.booster_ = lgb.train(self._params(), train, num_boost_round=self.n_estimators, valid_sets=valid_sets, callbacks=callbacks)
         finally:
-            _close_complete(bar)
+            close_complete(bar)
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration or self.booster_.current_iteration())
         self.valid_score_ = float(self.booster_.best_score["valid_0"][f"ndcg@{self.eval_at}"]) if valid_sets else float("nan")
@@ -371,18 +359,17 @@ class XGBoostRanker(Ranker):
         if self._trainer is not None:
             self.booster_ = self._trainer(self._params(), train, self.n_estimators, valid, early_stopping)
         else:
-            bar = tqdm(total=self.n_estimators, desc=f"rank: xgboost {self.objective}", unit="tree", disable=None if self.progress else True,
-                       leave=False)
+            bar = tqdm(total=self.n_estimators, desc=f"rank: xgboost {self.objective}", unit="tree", leave=False,
+                       disable=None if self.progress else True)
 
             class _Progress(xgb.callback.TrainingCallback):
                 def after_iteration(self, model, epoch, evals_log) -> bool:
-                    bar.update(1)
-                    return False
+                    return bar.update(1) and False  # update returns None or True (displayed); False: do not stop
 
             try:
                 self.booster_ = _xgboost_here(self._params(), train, self.n_estimators, valid, early_stopping, callbacks=[_Progress()])
             finally:
-                _close_complete(bar)
+                close_complete(bar)
         self.feature_names_ = list(X.columns)
         self.best_iteration_ = int(self.booster_.best_iteration) + 1 if has_valid else self.n_estimators
         self.valid_score_ = float(self.booster_.best_score) if has_valid else float("nan")

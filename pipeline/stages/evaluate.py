@@ -39,6 +39,7 @@ def evaluate(inputs: StageInputs, config: Config) -> StageResult:
             out[f"{prefix}cold_recall_at_{k}"] = cold_at[k][0]
         if name is not None:
             out[f"recall.{name}.coverage"] = found[S.ITEM_ID].nunique() / len(items)
+    for k in ks:
         out[f"recall.random_recall_at_{k}"] = min(k / len(items), 1.0)  # expected recall of k random items
     out["recall.coverage"] = merged[S.ITEM_ID].nunique() / len(items)
     # How much the channels find the same items: a channel that mostly repeats another adds little to the merge.
