@@ -14,9 +14,9 @@ from rankpipe.pipeline.stages.base import Champion
 
 def _run(workdir: Path, run_id: str):
     """A runner bound to an existing run's directory and config (nothing runs)."""
-    from rankpipe.pipeline.runner import Runner
+    from rankpipe.pipeline.runner import Runner, check_run_id
 
-    run_dir = workdir / "runs" / run_id
+    run_dir = workdir / "runs" / check_run_id(run_id)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"run {run_id!r}: no {run_dir / 'config.yaml'} (runs there: {sorted(p.name for p in (workdir / 'runs').glob('*'))[:10]})")
     config = load_config(run_dir / "config.yaml")

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -48,6 +49,20 @@ log = get_logger(__name__)
 
 
 STAGE_NAMES = FUNNEL_STAGES  # the full funnel, for callers that run the default graph
+# A run id names one directory under <workdir>/runs: no separators, no "..", nothing hidden or option-like.
+RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_id(run_id: str) -> str:
+    """``run_id`` when it is a valid run id, else a ConfigError saying what a run id may hold.
+
+    A run id arrives from the command line, from Airflow's ``--conf`` and from scripts, and becomes
+    a path component: ``../x`` would put the run outside ``runs/`` and ``a/b`` would nest it.
+    """
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"run id {run_id!r}: a run id names a directory under <workdir>/runs: 1 to 100 letters, digits, '.', '_' "
+                          "or '-', not starting with '.' or '-'")
+    return run_id
 
 
 def code_version() -> str:
@@ -115,7 +130,7 @@ class Runner:
                  progress: bool = True, track: bool = True):
         self.config = config
         self.workdir = Path(workdir)
-        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.run_id = check_run_id(run_id) if run_id is not None else datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.run_dir = self.workdir / "runs" / self.run_id
         self.progress, self.track = progress, track
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}

@@ -123,3 +123,20 @@ def test_rankers_listing_and_every_ranker_runs_the_rank_stage(tmp_path, capsys, 
         assert len(importance) > 0 and importance["gain"].sum() > 0, settings
         if settings == ["rank.model=din"]:  # the stage gave DIN the users' behaviour sequences
             assert {"behaviour_target", "behaviour_history"} <= set(importance["feature"]), importance
+
+
+@pytest.mark.parametrize("run_id", ["../../escaped", "a/b", "x" * 300, ".hidden", "", "-rf", "tab\there", "nightly/../../x"])
+def test_a_run_id_that_is_not_one_path_component_exits_2_and_writes_nothing(tmp_path, capsys, run_id):
+    work = tmp_path / "w"
+    assert main(["run", "--workdir", str(work), f"--run-id={run_id}"]) == 2
+    err = capsys.readouterr().err
+    assert "run id" in err and "1 to 100 letters, digits" in err and "Traceback" not in err
+    assert not work.exists() and not (tmp_path / "escaped").exists()  # refused before anything was created
+    assert main(["report", "--workdir", str(work), "--", run_id]) == 2  # the report command reads run ids too
+
+
+def test_run_ids_with_dots_dashes_and_underscores_are_accepted():
+    from rankpipe.pipeline.runner import check_run_id
+
+    for run_id in ("nightly", "airflow-20261201", "v1.2_rerun", "x" * 100):
+        assert check_run_id(run_id) == run_id
