@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole funnel (default: the embedded synthetic world)")
     _common(run)
     stage = sub.add_parser("stage", help="run one stage and the stages it needs", formatter_class=argparse.RawDescriptionHelpFormatter,
-                           epilog=_stage_names())
+                           add_help=False)
+    stage.add_argument("-h", "--help", action=_StageHelp, help="show this help message, with the stages of each dataset, and exit")
     stage.add_argument("name", help="a stage of the dataset's graph (listed below), e.g. rank")
     _common(stage)
     config = sub.add_parser("config", help="print the resolved config as YAML (the defaults, or with --dataset/--config/--set applied)")
@@ -118,6 +119,19 @@ def _version() -> str:
         return "(not installed)"
 
 
+class _StageHelp(argparse.Action):
+    """``rankpipe stage --help``: the usual help, then the stage names of each dataset's graph. Listed
+    only when asked for: the adapters import scipy and more, which no other command should wait for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.epilog = _stage_names()
+        parser.print_help()
+        parser.exit()
+
+
 def _stage_names() -> str:
     """The stage names of each dataset's graph, for ``rankpipe stage --help``."""
     from rankpipe.pipeline.datasets import registry
@@ -150,14 +164,12 @@ def _format(value) -> str:
     return str(value)
 
 
-# The numbers the report leads with, in its order, then the suggester's.
-HEADLINE = ("rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "recall.recall_at_100", "rerank.ndcg_at_10", "rerank.expected_list_value",
-            "offpolicy.funnel.snips", "suggest.blended.mrr_all")
-
-
 def print_summary(summary, all_metrics: bool = False) -> None:
     """The headline metrics (every metric with ``all_metrics``), the promotion decision and the paths."""
-    keys = sorted(summary.metrics) if all_metrics else [k for k in HEADLINE if k in summary.metrics]
+    from rankpipe.pipeline.stages.report import HEADLINE  # the numbers the report leads with (imported once a run has loaded the stages)
+
+    headline = (*HEADLINE, "offpolicy.funnel.snips", "suggest.blended.mrr_all")  # and the final lists' clicks, the suggester's MRR
+    keys = sorted(summary.metrics) if all_metrics else [k for k in headline if k in summary.metrics]
     width = max((len(k) for k in keys), default=10)
     if keys:
         print(f"{'metric':<{width}}  value")

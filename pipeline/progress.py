@@ -29,7 +29,7 @@ log = get_logger(__name__)
 
 def clock(seconds: float) -> str:
     """``83`` → ``1:23``; ``3723`` → ``1:02:03``."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
@@ -76,13 +76,14 @@ class RunProgress:
     # --------------------------------------------------------------------------- facts
     def eta(self) -> float | None:
         """Seconds left, from the last run's stage times; None when a stage still to run has no record."""
-        if self._stage is None:
-            todo = self.stages
-            in_stage = 0.0
-        else:
+        todo, in_stage = self.stages, 0.0
+        if self._stage is not None:
             todo = self.stages[self.stages.index(self._stage) + 1:]
-            in_stage = 0.0 if self._finished else max(self.expected.get(self._stage, float("nan")) - (time.perf_counter() - self._stage_started), 0.0)
-        if any(s not in self.expected for s in todo) or in_stage != in_stage:  # NaN: the current stage has no record
+            if not self._finished:
+                if self._stage not in self.expected:
+                    return None
+                in_stage = max(self.expected[self._stage] - (time.perf_counter() - self._stage_started), 0.0)
+        if any(s not in self.expected for s in todo):
             return None
         return in_stage + sum(self.expected[s] for s in todo)
 

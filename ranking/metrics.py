@@ -186,7 +186,8 @@ def recall_at_ks(candidates: pd.DataFrame, positives: pd.DataFrame, ks, group: s
     n = len(positives)
     groups, _ = pd.factorize(pd.concat([positives[group], top[group]], ignore_index=True))
     items, uniques = pd.factorize(pd.concat([positives[item], top[item]], ignore_index=True))
-    key = groups.astype(np.int64) * max(len(uniques), 1) + items
+    n_items = max(len(uniques), 1)
+    key = groups.astype(np.int64) * n_items + items
     positive_key = np.unique(key[:n])  # the distinct positive pairs
     if len(positive_key) == 0:
         return {k: (float("nan"), float("nan")) for k in ks}
@@ -200,7 +201,7 @@ def recall_at_ks(candidates: pd.DataFrame, positives: pd.DataFrame, ks, group: s
         at = np.minimum(np.searchsorted(listed, positive_key), len(listed) - 1)
         match = listed[at] == positive_key
         positive_rank[match] = best[at[match]]
-    _, per_group = np.unique(positive_key // max(len(uniques), 1), return_inverse=True)
+    _, per_group = np.unique(positive_key // n_items, return_inverse=True)
     sizes = np.bincount(per_group)
     out = {}
     for k in ks:
