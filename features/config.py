@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
+
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
 
 
 @dataclass(frozen=True)
@@ -15,3 +19,5 @@ class FeaturesConfig:
     # tens of seconds on 2 cores for no gain on the default world (see the issue-4 note).
     dense_text: bool = False
     min_impressions_for_prior: int = 20
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"windows_days": AT_LEAST_ONE, "half_lives_days": POSITIVE, "min_impressions_for_prior": NON_NEGATIVE}

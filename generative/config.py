@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import ClassVar
+
+from rankpipe.pipeline.schema import AT_LEAST_ONE, POSITIVE, Bound
 
 
 @dataclass(frozen=True)
@@ -16,3 +20,6 @@ class SuggestConfig:
     layers: int = 3
     max_len: int = 64
     eval_queries: int = 200
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"half_life_days": POSITIVE, "epochs": AT_LEAST_ONE, "dim": AT_LEAST_ONE, "layers": AT_LEAST_ONE,
+                                             "max_len": Bound(2), "eval_queries": AT_LEAST_ONE}

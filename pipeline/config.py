@@ -15,9 +15,10 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar
 
 import yaml
 
@@ -25,7 +26,7 @@ from rankpipe.features.config import FeaturesConfig
 from rankpipe.generative.config import SuggestConfig
 from rankpipe.pipeline.datasets import registry as dataset_registry
 from rankpipe.pipeline.datasets.config import DatasetConfig, SyntheticConfig
-from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, Bound, ConfigError, check_bounds
 from rankpipe.ranking.config import RankConfig, RerankConfig
 from rankpipe.ranking.recall.config import IndexConfig, Item2VecConfig, RecallConfig, TwoTowerConfig
 
@@ -40,6 +41,8 @@ class SplitConfig:
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"valid_fraction": Bound(0, 1, low_open=True, high_open=True), "test_fraction": Bound(0, 1, low_open=True, high_open=True)}
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
@@ -50,6 +53,8 @@ class EvaluateConfig:
     recall_ks: tuple[int, ...] = (20, 50, 100, 200)
     protocol: str = "time"
     trend_runs: int = 10  # the report's trend: this many earlier tracked runs of the dataset
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"recall_ks": Bound(1, nonempty=True), "trend_runs": NON_NEGATIVE}
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,9 @@ class PromoteConfig:
     min_slice_requests: int = 100
     model_name: str | None = None
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"min_improvement": NON_NEGATIVE, "tolerance": NON_NEGATIVE, "guardrails": NON_NEGATIVE,
+                                             "compare_requests": Bound(100), "min_slice_requests": Bound(10)}
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -100,6 +108,8 @@ class EngineConfig:
     sample_lists: int = 200_000
     sample_sessions: int = 1_000_000
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"workers": AT_LEAST_ONE, "partitions": AT_LEAST_ONE, "sample_lists": AT_LEAST_ONE, "sample_sessions": AT_LEAST_ONE}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -117,6 +127,8 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     promote: PromoteConfig = field(default_factory=PromoteConfig)
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"seed": NON_NEGATIVE}
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -219,7 +231,7 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
         dataset / data_path: the ``--dataset`` / ``--path`` CLI shortcuts for ``dataset.name`` / ``dataset.path``, applied last.
 
     Raises:
-        ConfigError: unknown key, wrong type, unreadable file.
+        ConfigError: unknown key, wrong type, a value out of its key's bounds (each section's ``BOUNDS``), unreadable file.
     """
     values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=())
     # A dataset may bring its own defaults (MovieLens spans 20 years: decay in years, not days);
@@ -228,7 +240,18 @@ def load_config(config_file: str | Path | None = None, overrides: list[str] = ()
     defaults = tuple(getattr(adapter, "config_defaults", ()))
     if defaults:
         values = _resolve(config_file, overrides, dataset, data_path, adapter_defaults=defaults)
-    return _build(Config, values)
+    config = _build(Config, values)
+    check_config_bounds(config)
+    return config
+
+
+def check_config_bounds(config: Config) -> None:
+    """ConfigError naming the first key whose value is out of the bounds its section declares
+    (``BOUNDS`` beside each config dataclass), or a split that leaves no training period."""
+    check_bounds(config)
+    if config.split.valid_fraction + config.split.test_fraction >= 1:
+        raise ConfigError(f"config keys 'split.valid_fraction' + 'split.test_fraction': expected a sum below 1 (the rest is the train period). "
+                          f"Got {config.split.valid_fraction!r} + {config.split.test_fraction!r} instead.")
 
 
 def _resolve(config_file, overrides, dataset, data_path, adapter_defaults: tuple[str, ...]) -> dict[str, Any]:

@@ -65,10 +65,7 @@ def check_engine_config(engine: EngineConfig) -> None:
         raise ConfigError(f"engine.name must be one of {list(ENGINES)}. Got {engine.name!r} instead.")
     if engine.name == "local" and engine.scheduler:
         raise ConfigError(f"engine.scheduler ({engine.scheduler!r}) is only used with engine.name=dask; set --engine dask too.")
-    for key in ("workers", "partitions", "sample_lists", "sample_sessions"):
-        value = getattr(engine, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"engine.{key} must be at least 1 (or unset for the default). Got {value} instead.")
+    S.check_bounds(engine, "engine.")  # workers, partitions and the samples: EngineConfig.BOUNDS
 
 
 @dataclass

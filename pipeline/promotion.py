@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.schema import ConfigError, check_bounds
 
 GATES = ("better", "significant", "not_worse")
 # Per-request metrics (higher is better), the lists' set metrics and which way each is better.
@@ -40,18 +40,10 @@ def check_promote_config(promote) -> None:
         raise ConfigError(f"promote.gate must be one of {list(GATES)}. Got {promote.gate!r} instead.")
     if promote.metric not in PRIMARY_METRICS:
         raise ConfigError(f"promote.metric must be one of {list(PRIMARY_METRICS)}. Got {promote.metric!r} instead.")
-    if not promote.tolerance >= 0:
-        raise ConfigError(f"promote.tolerance must be >= 0 (the largest drop not_worse accepts). Got {promote.tolerance!r} instead.")
-    if not promote.compare_requests >= 100:
-        raise ConfigError(f"promote.compare_requests must be >= 100. Got {promote.compare_requests!r} instead.")
-    if not promote.min_slice_requests >= 10:
-        raise ConfigError(f"promote.min_slice_requests must be >= 10. Got {promote.min_slice_requests!r} instead.")
-    for name, drop in dict(promote.guardrails).items():
-        known = name in REQUEST_METRICS or name in SET_METRICS or name.startswith("slice.")
-        if not known:
+    check_bounds(promote, "promote.")  # the numbers: PromoteConfig.BOUNDS
+    for name in promote.guardrails:
+        if not (name in REQUEST_METRICS or name in SET_METRICS or name.startswith("slice.")):
             raise ConfigError(f"promote.guardrails: unknown metric {name!r}; known: {list(REQUEST_METRICS) + list(SET_METRICS)} or slice.<name>")
-        if not (isinstance(drop, (int, float)) and drop >= 0):
-            raise ConfigError(f"promote.guardrails.{name} must be a number >= 0 (the largest drop allowed). Got {drop!r} instead.")
 
 
 def _hash(payload) -> str:

@@ -1,6 +1,6 @@
 """The data contract: canonical tables, their column names and Arrow types, the columns of the
-tables the stages pass each other, event types and splits, and the two error types; and the
-component contract every fitted part follows (hyperparameters from the ``__init__`` signature,
+tables the stages pass each other, event types and splits, the two error types and the bounds of
+config keys (:class:`Bound`); and the component contract every fitted part follows (hyperparameters from the ``__init__`` signature,
 :func:`check_fitted`, saved state as plain files: Parquet, ``.npy`` without pickle, JSON).
 
 This is the bottom layer: it imports nothing of rankpipe's, and every other package (``features``,
@@ -16,8 +16,11 @@ frame (timestamps as ``datetime64[us]``, ids as strings).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +135,70 @@ class ConfigError(ValueError):
     """A config file, override or component parameter is invalid; the message names the key, what was
     expected and what came. Defined here, under every component, so a component can refuse its own
     config section in the words the CLI reports (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values a numeric config key may take: ``low`` / ``high`` (None: unbounded), each end closed
+    unless ``*_open``. On a tuple or mapping it bounds every element; ``nonempty`` also refuses an empty
+    one. Each config dataclass lists its keys' bounds in a ``BOUNDS`` class attribute, beside the keys,
+    and the config loader checks them all before a run writes anything."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    nonempty: bool = False
+
+    def describe(self) -> str:
+        """The allowed range in words: ``>= 1``, ``> 0``, ``in [0, 1]``, ``in (0, 1)``."""
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"{'<' if self.high_open else '<='} {self.high:g}" if self.high is not None else "any value"
+
+    def problem(self, value: Any) -> str | None:
+        """Why the number ``value`` is out of bounds (the expected part of the message), or None when it is
+        fine; None itself passes (an optional key left unset: its default applies), NaN never does."""
+        if value is None:
+            return None
+        low_ok = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        high_ok = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return None if low_ok and high_ok and not math.isnan(value) else f"a value {self.describe()}"
+
+
+AT_LEAST_ONE = Bound(1)
+NON_NEGATIVE = Bound(0)
+POSITIVE = Bound(0, low_open=True)
+PROBABILITY = Bound(0, 1)
+
+
+def check_bounds(section: Any, prefix: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first key of the config dataclass ``section`` (and of its
+    nested sections) that its class's ``BOUNDS`` refuse; ``prefix`` is the section's dotted key. A bound
+    on a tuple or mapping applies to each element, named by its index or key."""
+    bounds = getattr(type(section), "BOUNDS", {})
+    for field in dataclasses.fields(section):
+        value, key = getattr(section, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            check_bounds(value, key + ".")
+            continue
+        if field.name not in bounds:
+            continue
+        bound = bounds[field.name]
+        if isinstance(value, Mapping):
+            elements = [(f"{key}.{name}", element) for name, element in value.items()]
+        elif isinstance(value, (tuple, list)):
+            elements = [(f"{key}[{i}]", element) for i, element in enumerate(value)]
+        else:
+            elements = [(key, value)]
+        if bound.nonempty and not elements:
+            raise ConfigError(f"config key '{key}': expected at least one value. Got {value!r} instead.")
+        for name, element in elements:
+            expected = bound.problem(element)
+            if expected is not None:
+                raise ConfigError(f"config key '{name}': expected {expected}. Got {element!r} instead.")
 
 
 def check_fitted(model: object, attribute: str, method: str) -> None:

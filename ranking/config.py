@@ -10,7 +10,11 @@ error (:func:`rankpipe.ranking.rankers.ranker_params`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Bound
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,9 @@ class BoostedTreesRankConfig:
     feature_fraction: float = 0.9
     refit: bool = True  # after early stopping picks the tree count, refit on train + valid
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"num_leaves": Bound(2), "learning_rate": POSITIVE, "n_estimators": AT_LEAST_ONE,
+                                             "early_stopping_rounds": AT_LEAST_ONE, "feature_fraction": Bound(0, 1, low_open=True)}
+
 
 @dataclass(frozen=True)
 class LightGBMRankConfig(BoostedTreesRankConfig):
@@ -42,12 +49,16 @@ class LightGBMRankConfig(BoostedTreesRankConfig):
     # validation lists. The letor adapter sets 5: a small LTR file's carve-out is too few lists.
     cv_folds: int = 0
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {**BoostedTreesRankConfig.BOUNDS, "min_data_in_leaf": NON_NEGATIVE, "cv_folds": NON_NEGATIVE}
+
 
 @dataclass(frozen=True)
 class XGBoostRankConfig(BoostedTreesRankConfig):
     """XGBoost rankers (``xgb_ndcg``, ``xgb_pairwise``, ``xgb_binary``): leaf-wise trees like LightGBM's."""
 
     min_child_weight: float = 1.0  # a leaf's minimum hessian sum (XGBoost has no count-based minimum)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {**BoostedTreesRankConfig.BOUNDS, "min_child_weight": NON_NEGATIVE}
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,9 @@ class SklearnRankConfig:
     n_estimators: int = 800
     min_data_in_leaf: int = 50
     max_train_rows: int = 200_000  # a sample of the training rows above this (the baselines are slow)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"num_leaves": Bound(2), "n_estimators": AT_LEAST_ONE, "min_data_in_leaf": AT_LEAST_ONE,
+                                             "max_train_rows": AT_LEAST_ONE}
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,10 @@ class NeuralRankConfig:
     nn_loss: str = "binary"  # binary (pointwise CTR), or listwise over each request: listnet, lambdaloss (NDCG-Loss2++)
     nn_history: int = 20  # din only: the user's last positive items it attends over
     nn_conversion_grade: int = 2  # esmm only: grades at or above this are conversions (cart, purchase)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"nn_epochs": AT_LEAST_ONE, "nn_batch_size": AT_LEAST_ONE, "nn_learning_rate": POSITIVE,
+                                             "nn_embedding_dim": AT_LEAST_ONE, "nn_buckets": Bound(2), "nn_patience": AT_LEAST_ONE,
+                                             "nn_history": AT_LEAST_ONE, "nn_conversion_grade": Bound(1, 3)}
 
 
 @dataclass(frozen=True)
@@ -98,12 +116,16 @@ class RankConfig:
     sklearn: SklearnRankConfig = field(default_factory=SklearnRankConfig)
     neural: NeuralRankConfig = field(default_factory=NeuralRankConfig)
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"eval_at": AT_LEAST_ONE, "selection_correlation": Bound(0, 1, low_open=True), "selection_null_runs": AT_LEAST_ONE}
+
 
 @dataclass(frozen=True)
 class MMRRerankConfig:
     """``mmr``: relevance weight λ in [0, 1] (1 keeps the ranker's order)."""
 
     relevance_weight: float = 0.8
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"relevance_weight": PROBABILITY}
 
 
 @dataclass(frozen=True)
@@ -113,6 +135,8 @@ class DPPRerankConfig:
 
     theta: float = 0.9
     similarity: str = "attributes"
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"theta": PROBABILITY}
 
 
 @dataclass(frozen=True)
@@ -132,6 +156,10 @@ class PRMRerankConfig:
     max_train_lists: int = 100_000
     train_order: str = "shown"  # the training lists as shown, or as the ranker orders them (ranked)
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"top_n": Bound(2), "dim": AT_LEAST_ONE, "heads": AT_LEAST_ONE, "layers": AT_LEAST_ONE,
+                                             "dropout": Bound(0, 1, high_open=True), "epochs": AT_LEAST_ONE, "batch_size": AT_LEAST_ONE,
+                                             "learning_rate": POSITIVE, "patience": AT_LEAST_ONE, "max_train_lists": AT_LEAST_ONE}
+
 
 @dataclass(frozen=True)
 class RulesRerankConfig:
@@ -146,6 +174,8 @@ class RulesRerankConfig:
     fresh_days: float = 14.0
     exclude_categories: tuple[str, ...] = ()  # category prefixes never shown
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"window": AT_LEAST_ONE, "max_per_window": AT_LEAST_ONE, "fresh_within": NON_NEGATIVE, "fresh_days": POSITIVE}
+
 
 @dataclass(frozen=True)
 class RerankConfig:
@@ -159,3 +189,5 @@ class RerankConfig:
     dpp: DPPRerankConfig = field(default_factory=DPPRerankConfig)
     prm: PRMRerankConfig = field(default_factory=PRMRerankConfig)
     rules: RulesRerankConfig = field(default_factory=RulesRerankConfig)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"pool": AT_LEAST_ONE, "k": AT_LEAST_ONE}  # and k <= pool: ranking.rerank.check_rerank_config

@@ -6,7 +6,11 @@ config composition (which imports the adapters' registry for their defaults).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Bound
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,11 @@ class SyntheticConfig:
     satiation: float = 0.0
     cascade_stop: float = 0.0
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"n_users": AT_LEAST_ONE, "n_items": AT_LEAST_ONE, "n_sessions": AT_LEAST_ONE, "days": AT_LEAST_ONE,
+                                             "search_share": PROBABILITY, "list_size": AT_LEAST_ONE, "launch_share": PROBABILITY,
+                                             "trend_share": PROBABILITY, "freshness": NON_NEGATIVE, "satiation": NON_NEGATIVE,
+                                             "cascade_stop": PROBABILITY}
+
 
 @dataclass(frozen=True)
 class DatasetConfig:
@@ -58,3 +67,5 @@ class DatasetConfig:
     # positive events before the request among those it did not touch, are logged as impressions. 0: none.
     sampled_impressions: int = 20
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"session_gap_minutes": POSITIVE, "sampled_impressions": NON_NEGATIVE}

@@ -12,7 +12,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.config import DatasetConfig
-from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.schema import ConfigError, check_bounds
 
 REQUEST_MODES = ("auto", "logged", "sessions")
 
@@ -21,10 +21,7 @@ def check_requests_config(config: DatasetConfig) -> None:
     """ConfigError for a ``dataset.requests``, ``session_gap_minutes`` or ``sampled_impressions`` out of range."""
     if config.requests not in REQUEST_MODES:
         raise ConfigError(f"dataset.requests must be one of {list(REQUEST_MODES)}. Got {config.requests!r} instead.")
-    if not config.session_gap_minutes > 0:
-        raise ConfigError(f"dataset.session_gap_minutes must be > 0. Got {config.session_gap_minutes!r} instead.")
-    if isinstance(config.sampled_impressions, bool) or not isinstance(config.sampled_impressions, int) or config.sampled_impressions < 0:
-        raise ConfigError(f"dataset.sampled_impressions must be an integer >= 0. Got {config.sampled_impressions!r} instead.")
+    check_bounds(config, "dataset.")  # the numbers: DatasetConfig.BOUNDS (a DatasetConfig built in Python is not loaded)
 
 
 def sessions_from_gaps(users: pd.Series, ts: pd.Series, gap: pd.Timedelta) -> np.ndarray:

@@ -71,6 +71,7 @@ sys.modules[__name__].__class__ = _Stages
 
 def check_config(config: Config) -> None:
     """Config errors that only the components can judge, raised before the run writes anything."""
+    from rankpipe.pipeline.config import check_config_bounds
     from rankpipe.pipeline.promotion import check_promote_config
     from rankpipe.pipeline.protocols import check_protocol
     from rankpipe.pipeline.schema import ConfigError
@@ -79,6 +80,7 @@ def check_config(config: Config) -> None:
     from rankpipe.ranking.recall import check_recall_config
     from rankpipe.ranking.rerank import check_rerank_config
 
+    check_config_bounds(config)  # a Config built in Python, not loaded, is checked here
     check_protocol(config.evaluate.protocol)
     check_promote_config(config.promote)
     from rankpipe.features.stats import COUNT_GROUPS, OTHER_GROUPS

@@ -3,8 +3,11 @@ channel's own subsection (``recall.item2vec``, ``recall.two_tower``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import ClassVar
+
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
 
 
 @dataclass(frozen=True)
@@ -15,6 +18,8 @@ class IndexConfig:
     factory: str = "Flat"
     nprobe: int = 32  # IVF: inverted lists scanned per query
     ef_search: int = 128  # HNSW: candidate list size
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"nprobe": AT_LEAST_ONE, "ef_search": AT_LEAST_ONE}
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class Item2VecConfig:
     # requests from ranking.recall.base.PRIOR_WEIGHTS (default world recall@100: 0.254 at 0, 0.621 at 1).
     popularity_weight: float | None = None
 
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"dims": AT_LEAST_ONE, "window": AT_LEAST_ONE, "negative": NON_NEGATIVE, "min_count": AT_LEAST_ONE,
+                                             "epochs": AT_LEAST_ONE, "history": AT_LEAST_ONE, "query_weight": NON_NEGATIVE,
+                                             "popularity_weight": NON_NEGATIVE}
+
 
 @dataclass(frozen=True)
 class TwoTowerConfig:
@@ -52,6 +61,10 @@ class TwoTowerConfig:
     # None: chosen per run on the validation requests. The log-Q-corrected towers need no prior on
     # the default world (recall@100 0.763 at 0, 0.733 at 1) but do on MovieLens (0.120 at 0, 0.169 at 1).
     popularity_weight: float | None = None
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"dims": AT_LEAST_ONE, "hidden": AT_LEAST_ONE, "history": AT_LEAST_ONE, "epochs": AT_LEAST_ONE,
+                                             "batch_size": AT_LEAST_ONE, "learning_rate": POSITIVE, "temperature": POSITIVE,
+                                             "popularity_weight": NON_NEGATIVE}
 
 
 @dataclass(frozen=True)
@@ -79,3 +92,7 @@ class RecallConfig:
     index: IndexConfig = field(default_factory=IndexConfig)
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"quotas": Bound(0, nonempty=True), "k": AT_LEAST_ONE, "popularity_half_life_days": POSITIVE,
+                                             "itemcf_half_life_days": POSITIVE, "calibration_requests": NON_NEGATIVE,
+                                             "ranker_snapshots": NON_NEGATIVE}

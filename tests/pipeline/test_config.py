@@ -44,3 +44,70 @@ def test_unknown_key_in_file(tmp_path):
 def test_config_hash_changes_with_values():
     assert config_hash(load_config().rank) == config_hash(load_config().rank)
     assert config_hash(load_config().rank) != config_hash(load_config(None, ["rank.lightgbm.num_leaves=7"]).rank)
+
+
+# Each case a hostile but fair user tried (issue 25): before the bounds, each ran into a library's
+# traceback or, for the negative quota, ran to the end silently.
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("evaluate.recall_ks=[]", "config key 'evaluate.recall_ks': expected at least one value. Got () instead."),
+        ("evaluate.recall_ks=[10, 0]", "config key 'evaluate.recall_ks[1]': expected a value >= 1. Got 0 instead."),
+        ("rank.lightgbm.n_estimators=-1", "config key 'rank.lightgbm.n_estimators': expected a value >= 1. Got -1 instead."),
+        ("recall.k=0", "config key 'recall.k': expected a value >= 1. Got 0 instead."),
+        ("rank.lightgbm.learning_rate=-0.1", "config key 'rank.lightgbm.learning_rate': expected a value > 0. Got -0.1 instead."),
+        ("rank.xgboost.learning_rate=0", "config key 'rank.xgboost.learning_rate': expected a value > 0. Got 0.0 instead."),
+        ("rerank.mmr.relevance_weight=5", "config key 'rerank.mmr.relevance_weight': expected a value in [0, 1]. Got 5.0 instead."),
+        ("recall.quotas.popularity=-5", "config key 'recall.quotas.popularity': expected a value >= 0. Got -5 instead."),
+        ("rank.lightgbm.feature_fraction=.nan", "config key 'rank.lightgbm.feature_fraction': expected a value in (0, 1]. Got nan instead."),
+        ("split.test_fraction=0", "config key 'split.test_fraction': expected a value in (0, 1). Got 0.0 instead."),
+        ("split.valid_fraction=0.9", "'split.valid_fraction' + 'split.test_fraction': expected a sum below 1"),
+        ("promote.guardrails.ndcg_at_10=-0.01", "config key 'promote.guardrails.ndcg_at_10': expected a value >= 0."),
+        ("engine.workers=0", "config key 'engine.workers': expected a value >= 1. Got 0 instead."),
+        ("dataset.synthetic.n_users=0", "config key 'dataset.synthetic.n_users': expected a value >= 1. Got 0 instead."),
+        ("seed=-1", "config key 'seed': expected a value >= 0. Got -1 instead."),
+    ],
+)
+def test_values_out_of_bounds_name_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert message in str(error.value)
+
+
+def _sections(section, prefix=""):
+    import dataclasses
+
+    yield prefix, section
+    for field in dataclasses.fields(section):
+        value = getattr(section, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from _sections(value, f"{prefix}{field.name}.")
+
+
+def test_every_bound_names_a_key_of_its_section_and_the_defaults_pass():
+    """A bound on a misspelt key would never fire; every default must lie inside its bounds."""
+    import dataclasses
+
+    sections = list(_sections(Config()))
+    assert len([s for _, s in sections if getattr(type(s), "BOUNDS", None)]) >= 15
+    for prefix, section in sections:
+        keys = {f.name for f in dataclasses.fields(section)}
+        for key, bound in getattr(type(section), "BOUNDS", {}).items():
+            assert key in keys, f"{type(section).__name__}.BOUNDS names '{key}', not a key of '{prefix}'"
+            value = getattr(section, key)
+            elements = list(value.values()) if isinstance(value, dict) else list(value) if isinstance(value, tuple) else [value]
+            assert all(bound.problem(v) is None for v in elements), f"default of {prefix}{key} out of its bounds"
+
+
+def test_a_config_built_in_python_is_checked_before_a_run(tmp_path):
+    """``rankpipe.run(config, ...)`` takes a Config built in Python, never loaded: the runner checks
+    its bounds before it writes anything."""
+    from dataclasses import replace
+
+    from rankpipe.pipeline.runner import Runner
+
+    config = load_config()
+    bad = replace(config, recall=replace(config.recall, k=0))
+    with pytest.raises(ConfigError, match="config key 'recall.k': expected a value >= 1"):
+        Runner(bad, tmp_path / "work", "r1").run()
+    assert not (tmp_path / "work" / "runs").exists()

@@ -16,7 +16,7 @@ pytest.importorskip("dask.distributed", reason="the dask extra is not installed 
 @pytest.mark.parametrize("override, message", [
     ("engine.name=spark", "engine.name must be one of"),
     ("engine.scheduler=tcp://x:8786", "only used with engine.name=dask"),
-    ("engine.workers=0", "engine.workers must be at least 1"),
+    ("engine.workers=0", "config key 'engine.workers': expected a value >= 1"),  # refused at load already
 ])
 def test_engine_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
