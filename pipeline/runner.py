@@ -137,6 +137,7 @@ class Runner:
         self._pending: dict[str, Future] = {}
         self._stage_runs: dict[str, str] = {}  # stage -> its nested MLflow run id (this invocation's)
         self._dataset = None
+        self._prepared = None  # (the prepare stage's result, its seconds) when run() computed it before writing anything
         self._engine = LOCAL
         self.current_stage: str | None = None  # the stage running now (what an interrupt names)
         self._progress = None
@@ -296,12 +297,19 @@ class Runner:
                 else:
                     self._dataset = self.adapter.load(self.config.dataset, self.config.seed)
                 self._say(f"  dataset   {self.config.dataset.name} loaded and validated in {time.perf_counter() - started:.1f}s")
+                # The prepare stage computes here, before the run directory or the MLflow run exist:
+                # its split and id checks judge the input, and bad input must leave nothing behind.
+                spec = next(s for s in self.graph if s.name == "prepare")
+                started = time.perf_counter()
+                inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset, engine=self._engine, load_frame=self.load_frame)
+                self._prepared = (getattr(stage_functions, spec.function)(inputs, self.config), time.perf_counter() - started)
+                self._dataset = None  # only prepare reads it; on Dask it holds the workers' copy of the log
             if importer is not None:
                 importer.join()
             return self._run_stages(wanted, todo, fingerprints, summary)
         finally:
             engine_scope.close()
-            self._engine, self._dataset = LOCAL, None  # the cluster is gone; nothing may reach for its client after the run
+            self._engine, self._dataset, self._prepared = LOCAL, None, None  # the cluster is gone; nothing may reach for its client after the run
 
     def _run_stages(self, wanted: tuple[str, ...], todo: list[str], fingerprints: dict[str, str], summary: RunSummary) -> RunSummary:
         """Run the stages of ``todo`` in ``wanted``'s order on the open engine, tracked when enabled."""
@@ -380,9 +388,11 @@ class Runner:
         with context as stage_run:
             if stage_run is not None:
                 self._stage_runs[stage] = stage_run
-            result = fn(inputs, self.config)
-            if spec.function.startswith("prepare"):
-                self._dataset = None  # only prepare reads it; on Dask it holds the workers' copy of the log
+            if stage == "prepare" and self._prepared is not None:  # computed in run(), before anything was written
+                result, seconds_before = self._prepared
+                self._prepared, started = None, started - seconds_before
+            else:
+                result = fn(inputs, self.config)
             if tracker is not None:
                 self._register(stage, result, tracker)
             written = self._write_dask_tables(stage, result)

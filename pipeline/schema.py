@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -183,22 +184,14 @@ def check_bounds(section: Any, prefix: str = "") -> None:
         value, key = getattr(section, field.name), prefix + field.name
         if dataclasses.is_dataclass(value):
             check_bounds(value, key + ".")
-            continue
-        if field.name not in bounds:
-            continue
-        bound = bounds[field.name]
-        if isinstance(value, Mapping):
-            elements = [(f"{key}.{name}", element) for name, element in value.items()]
-        elif isinstance(value, (tuple, list)):
-            elements = [(f"{key}[{i}]", element) for i, element in enumerate(value)]
-        else:
-            elements = [(key, value)]
-        if bound.nonempty and not elements:
-            raise ConfigError(f"config key '{key}': expected at least one value. Got {value!r} instead.")
-        for name, element in elements:
-            expected = bound.problem(element)
-            if expected is not None:
-                raise ConfigError(f"config key '{name}': expected {expected}. Got {element!r} instead.")
+        elif field.name in bounds:
+            elements = ([(f"{key}.{k}", v) for k, v in value.items()] if isinstance(value, Mapping) else
+                        [(f"{key}[{i}]", v) for i, v in enumerate(value)] if isinstance(value, (tuple, list)) else [(key, value)])
+            if bounds[field.name].nonempty and not elements:
+                raise ConfigError(f"config key '{key}': expected at least one value. Got {value!r} instead.")
+            for name, element in elements:
+                if (expected := bounds[field.name].problem(element)) is not None:
+                    raise ConfigError(f"config key '{name}': expected {expected}. Got {element!r} instead.")
 
 
 def check_fitted(model: object, attribute: str, method: str) -> None:
@@ -330,7 +323,7 @@ def _arrow_type_of(series: pd.Series) -> pa.DataType:
         return pa.binary()  # mixed python objects: reported as the wrong type
 
 
-def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str, ...] | frozenset[str] = ()) -> pd.DataFrame:
+def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str, ...] | frozenset[str] = (), whole: bool = True) -> pd.DataFrame:
     """Check ``table`` against the contract of table ``name`` and return a normalised copy.
 
     Args:
@@ -339,14 +332,19 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str
             further attribute columns pass through untouched.
         derived: required columns the caller derives afterwards (an interaction log's
             ``session_id``): they may be absent (added as nulls) or null, and are type-checked.
+        whole: ``table`` is the whole table, so the checks across rows (:func:`check_rows`) run
+            too; False for one file of several, whose caller checks the rows once they are joined.
 
     Returns:
         A new DataFrame: ids as strings, timestamps as ``datetime64[us]``, numeric columns as
         float64/Int32, optional columns added as nulls when absent.
 
     Raises:
-        ContractError: the table is empty, a column is missing or mistyped, an id is null, a
-            timestamp is unparsable or out of range, an event type is unknown.
+        ContractError: the table is empty, a column is missing or mistyped, an id is null (or an
+            item or user id repeated), a timestamp is unparsable or out of range, an event type is
+            unknown, a price or event value is infinite (or a price negative), a position is
+            negative or two items share one position of a request. Positions counted from 0 are
+            shifted to 1-based, with a warning.
     """
     if name not in SCHEMAS:
         raise ContractError(name, None, f"one of {sorted(SCHEMAS)}", f"unknown table '{name}'")
@@ -380,11 +378,67 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str
         unknown = ~frame[EVENT].isin(EVENT_TYPES)
         if unknown.any():
             raise ContractError(name, EVENT, f"one of {list(EVENT_TYPES)}", f"{int(unknown.sum())} rows with other values", frame[unknown])
+    if name == ITEMS:
+        _check_finite(name, PRICE, frame, "finite prices >= 0 (null: unknown)", low=0.0)
+    if name == EVENTS:
+        # Any finite value is taken as given (a rating on any scale: dataset.rating_threshold says what counts as liked).
+        _check_finite(name, VALUE, frame, "finite values (null: none)")
     if name == JUDGMENTS:
         negative = frame[GRADE] < 0
         if negative.any():
             raise ContractError(name, GRADE, "grades >= 0", f"{int(negative.sum())} negative grades", frame[negative])
+    return check_rows(name, frame) if whole else frame
+
+
+def check_rows(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The checks of a validated table ``name`` that look across its rows: ids unique in ``items`` and
+    ``users``; in ``events``, positions >= 1 and one item per position of a request. Returns ``frame``,
+    its positions shifted to 1-based when the log counts from 0 (:func:`_check_positions`)."""
+    if name in (ITEMS, USERS):
+        _check_unique(name, ITEM_ID if name == ITEMS else USER_ID, frame)
+    if name == EVENTS:
+        _check_positions(frame)
     return frame
+
+
+def _check_unique(table: str, column: str, frame: pd.DataFrame) -> None:
+    """One row per id: a second row for an id would make every join on it ambiguous."""
+    repeated = frame[column].duplicated(keep=False).to_numpy()
+    if repeated.any():
+        n = int(frame[column].duplicated().sum())
+        raise ContractError(table, column, "unique ids (one row per id)", f"{n} repeated ids", frame[repeated].sort_values(column))
+
+
+def _check_finite(table: str, column: str, frame: pd.DataFrame, expected: str, low: float | None = None) -> None:
+    """Nulls pass (an unknown value); infinities, and values below ``low``, do not."""
+    values = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = ~np.isnan(values) & (~np.isfinite(values) | (values < low if low is not None else False))
+    if bad.any():
+        raise ContractError(table, column, expected, f"{int(bad.sum())} other values", frame[bad])
+
+
+def _check_positions(frame: pd.DataFrame) -> None:
+    """Positions are 1-based slots (1: the top), one item per slot within a request. A log whose
+    smallest position is 0 counts from 0, as many logging systems do: it is shifted by one (and said
+    so). A negative slot, or two items in one slot of a request, is an error."""
+    position = frame[POSITION].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = ~np.isnan(position)
+    if not known.any():
+        return
+    negative = position < 0  # NaN compares False
+    if negative.any():
+        raise ContractError(EVENTS, POSITION, "positions >= 1 (1: the top slot; a log counting from 0 is shifted)",
+                            f"{int(negative.sum())} negative positions", frame[negative])
+    if position[known].min() == 0:
+        logging.getLogger(__name__).warning("table 'events', column 'position': the smallest position is 0, so the log counts slots "
+                                            "from 0; every position is shifted by one (1: the top slot)")
+        frame[POSITION] = frame[POSITION] + 1
+    shown = frame.loc[known & frame[REQUEST_ID].notna().to_numpy(), [REQUEST_ID, POSITION, ITEM_ID]].drop_duplicates()
+    clash = shown.duplicated([REQUEST_ID, POSITION], keep=False).to_numpy()
+    if clash.any():
+        rows = shown[clash].sort_values([REQUEST_ID, POSITION])
+        raise ContractError(EVENTS, POSITION, "one item per position within a request",
+                            f"{rows[REQUEST_ID].nunique()} requests with two or more items at one position", rows)
 
 
 def _pandas_dtype(dtype: pa.DataType) -> str:

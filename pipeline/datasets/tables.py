@@ -139,17 +139,20 @@ def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root:
     """One contract table from its Parquet files, each validated on its own (errors name the file);
     hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them.
     ``derived``: required columns a file may lack (or leave null) because the adapter derives them."""
-    frames = [read_file(name, info.path, fs, root, derived=derived) for info in files]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if len(files) == 1:
+        return read_file(name, files[0].path, fs, root, derived=derived)
+    # Repeated ids and the positions' base are judged on the whole table, not file by file.
+    return S.check_rows(name, pd.concat([read_file(name, info.path, fs, root, derived=derived, whole=False) for info in files], ignore_index=True))
 
 
 def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: list[str] | None = None,
-              derived: tuple[str, ...] = ()) -> pd.DataFrame:
+              derived: tuple[str, ...] = (), whole: bool = True) -> pd.DataFrame:
     """One Parquet file of table ``name``, validated against the contract (``derived``: see
     :func:`read_table`); errors name the file.
 
     ``columns``: the columns a partitioned table has (its first file's); a file with others is a
     ContractError, since the Dask engine reads a table's files as partitions of one schema.
+    ``whole``: as in :func:`~rankpipe.pipeline.schema.validate_table` (False: one file of several).
     """
     where = path[len(root):].lstrip("/")
     label = name if "/" not in where else f"{name} ({where})"
@@ -162,7 +165,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
         if sep and key not in table.column_names:
             table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
     try:
-        frame = S.validate_table(name, table, derived)
+        frame = S.validate_table(name, table, derived, whole)
     except S.ContractError as exc:
         raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
     if columns is not None and list(frame.columns) != columns:
