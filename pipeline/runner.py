@@ -27,7 +27,7 @@ import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, 
 from rankpipe.pipeline.datasets import get_adapter
 from rankpipe.pipeline.engine import LOCAL, check_engine_config, open_engine
 from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
+from rankpipe.pipeline.locks import FileLock, LockSet
 from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.progress import RunProgress
 
@@ -130,7 +131,7 @@ class Runner:
                  progress: bool = True, track: bool = True):
         self.config = config
         self.workdir = Path(workdir)
-        self.run_id = check_run_id(run_id) if run_id is not None else datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.run_id = check_run_id(run_id) if run_id is not None else datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.run_dir = self.workdir / "runs" / self.run_id
         self.progress, self.track = progress, track
         self._cache: dict[tuple[str, str], pd.DataFrame] = {}
@@ -319,10 +320,12 @@ class Runner:
         if self.track:
             from rankpipe.pipeline.tracking import Tracker
 
-            tracker = Tracker(self.workdir)
+            with FileLock(self.workdir / ".locks" / "mlflow-store.lock"):  # two first runs at once would both create its tables
+                tracker = Tracker(self.workdir)
             summary.tracking_uri = tracker.tracking_uri
-            summary.mlflow_run_id = tracker.start(f"{self.config.dataset.name}:{self.run_id}", self._read_mlflow_id(), flatten(self.config))
-            (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
+            with FileLock(self.run_dir / ".mlflow.lock"):  # one parent run per run id, whoever opens it first
+                summary.mlflow_run_id = tracker.start(f"{self.config.dataset.name}:{self.run_id}", self._read_mlflow_id(), flatten(self.config))
+                (self.run_dir / "mlflow.json").write_text(json.dumps({"run_id": summary.mlflow_run_id, "tracking_uri": tracker.tracking_uri}))
         ok = False
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rankpipe-writer")
         from rankpipe.pipeline.promotion import source_fingerprint
@@ -338,8 +341,10 @@ class Runner:
                 spec = next(s for s in self.graph if s.name == stage)
                 self.current_stage = stage
                 self._progress.start(stage, index)
-                self._execute(spec, fingerprints[stage], tracker)
-                summary.executed.append(stage)
+                if self._execute(spec, fingerprints[stage], tracker):
+                    summary.executed.append(stage)
+                else:
+                    summary.skipped.append(stage)
             self.current_stage = None
             self._progress.close()
             self._wait()
@@ -375,13 +380,47 @@ class Runner:
                     tracker.end(ok)
         return summary
 
-    def _execute(self, spec, fingerprint: str, tracker) -> None:
+    def _execute(self, spec, fingerprint: str, tracker) -> bool:
+        """Compute ``spec``'s stage and hand its outputs to the writer, holding the stage's lock until
+        they are on disk (:mod:`~rankpipe.pipeline.locks`). False when another process running this
+        run id completed the stage while this one waited for the lock: nothing to do."""
         stage = spec.name
-        fn = getattr(stage_functions, spec.function)
         if stage == "promote" and tracker is None:
             raise RuntimeError("the promote stage needs MLflow tracking; run with tracking enabled or stop at 'evaluate'")
-        inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset,
-                                             tracker.load_champion if tracker is not None else None, self._engine, self.load_frame,
+        lock = FileLock(self.run_dir / f".{stage}.lock")
+        lock.acquire(on_wait=lambda holder: self._say(f"  {stage:<9} waiting: another process ({holder}) runs it for run id {self.run_id}"))
+        # From a stage's first look at a champion to its alias move, that registered model is locked.
+        registry_locks = LockSet(self.workdir / ".locks", "registry-", lambda name, holder: self._say(f"  waiting for the registry of {name}: {holder}"))
+        try:
+            if (self._done(stage) or {}).get("fingerprint") == fingerprint:
+                self._say(f"  {stage:<9} skipped (completed by the other process)")
+                self._prepared = None
+                lock.release()
+                return False
+            for leftover in self.run_dir.glob(f".{stage}.tmp-*"):  # a killed writer's; no one else writes this stage now
+                shutil.rmtree(leftover, ignore_errors=True)
+            if tracker is not None:
+                tracker.fail_stale_stages(self._read_mlflow_id(), stage)  # a killed run's nested run of this stage, left RUNNING
+            self._execute_locked(spec, fingerprint, tracker, registry_locks)
+            self._pending[stage].add_done_callback(lambda _: lock.release())  # held until the stage is on disk
+            return True
+        except BaseException:
+            lock.release()
+            raise
+        finally:
+            registry_locks.release()
+
+    def _execute_locked(self, spec, fingerprint: str, tracker, registry_locks: LockSet) -> None:
+        """:meth:`_execute`'s work once the stage's lock is held: the stage in its nested MLflow run, its
+        registrations (each under its model's registry lock), its outputs handed to the writer."""
+        stage = spec.name
+        fn = getattr(stage_functions, spec.function)
+        load_champion = None
+        if tracker is not None:
+            def load_champion(name: str):
+                registry_locks.take(name)
+                return tracker.load_champion(name)
+        inputs = stage_functions.StageInputs(self.load_table, self.model_dir, self._dataset, load_champion, self._engine, self.load_frame,
                                              tracker.history if tracker is not None else None, self._progress.step)
         started = time.perf_counter()
         context = tracker.stage(stage, self._stage_params(spec)) if tracker is not None else contextlib.nullcontext()
@@ -394,6 +433,8 @@ class Runner:
             else:
                 result = fn(inputs, self.config)
             if tracker is not None:
+                for registration in result.registrations:
+                    registry_locks.take(registration.name)
                 self._register(stage, result, tracker)
             written = self._write_dask_tables(stage, result)
             seconds = time.perf_counter() - started

@@ -102,6 +102,17 @@ class Tracker:
                 self.mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
             yield run.info.run_id
 
+    def fail_stale_stages(self, parent_run_id: str | None, stage: str) -> None:
+        """Mark FAILED the nested runs of ``stage`` under ``parent_run_id`` still RUNNING: a process
+        killed mid-stage (SIGKILL, a lost machine) could not end them, and the caller holds the stage's
+        lock, so no live process is running it."""
+        if not parent_run_id:
+            return
+        stale = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                        f"attributes.run_name = '{stage}' and attributes.status = 'RUNNING'")
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+
     def log_metrics(self, metrics: dict[str, Any]) -> None:
         values = numeric_metrics(metrics)
         if values:
