@@ -172,7 +172,7 @@ class Bound:
 AT_LEAST_ONE = Bound(1)
 NON_NEGATIVE = Bound(0)
 POSITIVE = Bound(0, low_open=True)
-PROBABILITY = Bound(0, 1)
+UNIT_INTERVAL = Bound(0, 1)  # probabilities, shares, weights in [0, 1]
 
 
 def check_bounds(section: Any, prefix: str = "") -> None:

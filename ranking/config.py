@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Bound
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class MMRRerankConfig:
 
     relevance_weight: float = 0.8
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"relevance_weight": PROBABILITY}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"relevance_weight": UNIT_INTERVAL}
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class DPPRerankConfig:
     theta: float = 0.9
     similarity: str = "attributes"
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"theta": PROBABILITY}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"theta": UNIT_INTERVAL}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Bound
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,9 @@ class SyntheticConfig:
     cascade_stop: float = 0.0
 
     BOUNDS: ClassVar[Mapping[str, Bound]] = {"n_users": AT_LEAST_ONE, "n_items": AT_LEAST_ONE, "n_sessions": AT_LEAST_ONE, "days": AT_LEAST_ONE,
-                                             "search_share": PROBABILITY, "list_size": AT_LEAST_ONE, "launch_share": PROBABILITY,
-                                             "trend_share": PROBABILITY, "freshness": NON_NEGATIVE, "satiation": NON_NEGATIVE,
-                                             "cascade_stop": PROBABILITY}
+                                             "search_share": UNIT_INTERVAL, "list_size": AT_LEAST_ONE, "launch_share": UNIT_INTERVAL,
+                                             "trend_share": UNIT_INTERVAL, "freshness": NON_NEGATIVE, "satiation": NON_NEGATIVE,
+                                             "cascade_stop": UNIT_INTERVAL}
 
 
 @dataclass(frozen=True)
