@@ -2,8 +2,8 @@
 ``rankpipe config``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``, ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
-key; ``--debug`` adds the traceback. Ctrl-C exits 130 with one line naming the stage it stopped in
-and the command that resumes the run; a closed pipe (``rankpipe suggest … | head -3``) ends quietly.
+key; ``--debug`` adds the traceback. Ctrl-C exits 130 (SIGTERM 143) with one line naming the stage it
+stopped in and the command that resumes the run; a closed pipe (``rankpipe suggest … | head -3``) ends quietly.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -24,6 +25,16 @@ from rankpipe.pipeline.schema import ContractError
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler stopping the job) raised where the run is, so it ends as Ctrl-C
+    ends it: the stage's MLflow run marked FAILED, its temporary directory removed, one line to resume."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -361,6 +372,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "score":
         return _score(args)
     runner = None
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         from rankpipe.pipeline.runner import Runner
 
@@ -372,14 +384,15 @@ def _main(argv: list[str]) -> int:
             traceback.print_exc()
         print(f"rankpipe: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         if args.debug:
             traceback.print_exc()
         where = f"in stage {runner.current_stage}" if runner is not None and runner.current_stage else "before the first stage"
         kept = "; the stages before it are complete and kept" if runner is not None and runner.current_stage else ""
         resume = f"\nresume with: {_resume_command(argv, runner.run_id)}" if runner is not None else ""
-        print(f"\nrankpipe: interrupted {where}{kept}{resume}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
+        print(f"\nrankpipe: {how} {where}{kept}{resume}", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     print_summary(summary, args.all_metrics)
     return 0
 

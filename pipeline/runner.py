@@ -243,7 +243,8 @@ class Runner:
             marker = {"stage": stage, "fingerprint": fingerprint, "seconds": round(seconds, 3),
                       "metrics": {k: (v if isinstance(v, (bool, str)) else float(v)) for k, v in result.metrics.items()},
                       "tables": sorted(result.tables), "models": sorted(result.models), "files": sorted(result.files),
-                      "registered": sorted(r.model[1] for r in result.registrations if r.model[0] == stage)}
+                      "registered": sorted(r.model[1] for r in result.registrations if r.model[0] == stage),
+                      "mlflow_run_id": self._stage_runs.get(stage)}
             (tmp / "_SUCCESS.json").write_text(json.dumps(marker, indent=2))
             if final.exists():
                 shutil.rmtree(final)
@@ -349,16 +350,9 @@ class Runner:
             self._progress.close()
             self._wait()
             if tracker is not None:
-                for stage in summary.executed:
-                    # Each stage's own run holds its outputs (models not already in the registry, and
-                    # its files); the parent holds the files too (the reports), where a reader looks first.
-                    marker = self._done(stage) or {}
-                    registered = set(marker.get("registered", []))  # already in the registry as a model: not logged twice
-                    for name in [m for m in marker.get("models", []) if m not in registered]:
-                        tracker.log_artifact(self.run_dir / stage / name, name, run_id=self._stage_runs.get(stage))
-                    for name in marker.get("files", []):
-                        tracker.log_artifact(self.run_dir / stage / name, None, run_id=self._stage_runs.get(stage))
-                        tracker.log_artifact(self.run_dir / stage / name, stage)
+                for stage in wanted:  # a crashed invocation's completed stages too: their outputs were never logged
+                    with FileLock(self.run_dir / f".{stage}.lock"):
+                        tracker.log_stage_outputs(self.run_dir / stage, self._done(stage))
             summary.metrics = self._collect_metrics(self._reported(wanted, fingerprints))
             # Tasks of one scheduled run may finish together (the DAG's branches): each replaces the
             # file whole, so a reader never sees half of one and half of another.

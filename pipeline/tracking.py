@@ -127,6 +127,22 @@ class Tracker:
         else:
             self.mlflow.log_artifact(str(path), artifact_path)
 
+    def log_stage_outputs(self, directory: Path, marker: dict[str, Any] | None) -> None:
+        """Log a complete stage's outputs once (``_LOGGED`` in its directory says it was done): its
+        nested run (named in its ``_SUCCESS.json`` ``marker``; else the parent) gets its models not
+        already in the registry and its files; the parent gets the files too (the reports), where a
+        reader looks first. A stage without a marker (not complete) is left alone."""
+        logged = Path(directory) / "_LOGGED"
+        if marker is None or logged.exists():
+            return
+        run_id, registered = marker.get("mlflow_run_id"), set(marker.get("registered", []))  # a registered model is not logged twice
+        for name in [m for m in marker.get("models", []) if m not in registered]:
+            self.log_artifact(Path(directory) / name, name, run_id=run_id)
+        for name in marker.get("files", []):
+            self.log_artifact(Path(directory) / name, None, run_id=run_id)
+            self.log_artifact(Path(directory) / name, Path(directory).name)
+        logged.write_text("")
+
     def end(self, ok: bool) -> None:
         self.mlflow.end_run(status="FINISHED" if ok else "FAILED")
 

@@ -17,3 +17,14 @@ TINY_WORLD = SMALL_WORLD + [
     "recall.quotas={item2vec: 50, two_tower: 50, itemcf: 50, bm25: 50, popularity: 50}", "recall.two_tower.epochs=1",
     "recall.k=50", "evaluate.recall_ks=[10,50]", "recall.calibration_requests=300", "rank.lightgbm.n_estimators=40",
 ]
+
+
+def start_run(workdir, run_id: str, world=None):
+    """``rankpipe run`` of ``world`` (default: TINY_WORLD) in a process of its own, output captured:
+    for the tests that kill runs or run two at once."""
+    import subprocess
+    import sys
+
+    overrides = [arg for override in (TINY_WORLD if world is None else world) for arg in ("--set", override)]
+    return subprocess.Popen([sys.executable, "-m", "rankpipe.pipeline.cli", "run", "--workdir", str(workdir), "--run-id", run_id, *overrides],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -5,19 +5,11 @@ each run's promotion decision stay consistent."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
-from worlds import TINY_WORLD
+from worlds import start_run
 
 pytestmark = pytest.mark.slow
-
-
-def _start(workdir, run_id: str) -> subprocess.Popen:
-    overrides = [arg for override in TINY_WORLD for arg in ("--set", override)]
-    return subprocess.Popen([sys.executable, "-m", "rankpipe.pipeline.cli", "run", "--workdir", str(workdir), "--run-id", run_id, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(*processes) -> list[str]:
@@ -43,7 +35,7 @@ def test_two_runs_at_once_with_different_ids_share_one_store_and_one_champion(tm
     """Both create the store (one of them waits for the other's tables); both promote against the
     registry in turn, so the second is judged against the first's champion, not against nothing."""
     work = tmp_path / "work"
-    _finish(_start(work, "a"), _start(work, "b"))
+    _finish(start_run(work, "a"), start_run(work, "b"))
     models, parents, _ = _registry(work)
     assert sorted(parents) == ["synthetic:a", "synthetic:b"]
     promoted = {}
@@ -62,7 +54,7 @@ def test_two_runs_at_once_with_different_ids_share_one_store_and_one_champion(tm
 def test_the_same_run_id_twice_at_once_computes_and_registers_each_stage_once(tmp_path):
     """The second process waits for each stage the first is computing, then finds it complete."""
     work = tmp_path / "work"
-    first, second = _finish(_start(work, "same"), _start(work, "same"))
+    first, second = _finish(start_run(work, "same"), start_run(work, "same"))
     models, parents, _ = _registry(work)
     assert parents == ["synthetic:same"]  # one parent run, resumed by whichever came second
     assert all(info["versions"] == [1] for info in models.values()), models
