@@ -22,9 +22,12 @@ TINY_WORLD = SMALL_WORLD + [
 def start_run(workdir, run_id: str, world=None):
     """``rankpipe run`` of ``world`` (default: TINY_WORLD) in a process of its own, output captured:
     for the tests that kill runs or run two at once."""
+    import os
     import subprocess
     import sys
 
     overrides = [arg for override in (TINY_WORLD if world is None else world) for arg in ("--set", override)]
+    # MLflow's set_tracking_uri exports MLFLOW_TRACKING_URI: a run tracked earlier in this process must not redirect this one's store.
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.Popen([sys.executable, "-m", "rankpipe.pipeline.cli", "run", "--workdir", str(workdir), "--run-id", run_id, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
