@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +42,10 @@ def check_promote_config(promote) -> None:
     if promote.metric not in PRIMARY_METRICS:
         raise ConfigError(f"promote.metric must be one of {list(PRIMARY_METRICS)}. Got {promote.metric!r} instead.")
     check_bounds(promote, "promote.")  # the numbers: PromoteConfig.BOUNDS
+    if promote.model_name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._ -]{0,199}", promote.model_name):
+        # The registry refuses '/' and ':' only when it registers, after the whole run; a name is also a lock file's name.
+        raise ConfigError("promote.model_name must be 1-200 letters, digits, '.', '_', '-' or spaces, starting with a letter, digit "
+                          f"or '_'. Got {promote.model_name!r} instead.")
     for name in promote.guardrails:
         if not (name in REQUEST_METRICS or name in SET_METRICS or name.startswith("slice.")):
             raise ConfigError(f"promote.guardrails: unknown metric {name!r}; known: {list(REQUEST_METRICS) + list(SET_METRICS)} or slice.<name>")

@@ -111,3 +111,12 @@ def test_a_config_built_in_python_is_checked_before_a_run(tmp_path):
     with pytest.raises(ConfigError, match="config key 'recall.k': expected a value >= 1"):
         Runner(bad, tmp_path / "work", "r1").run()
     assert not (tmp_path / "work" / "runs").exists()
+
+
+@pytest.mark.parametrize("name", ["a/b", "team:model", "", " lead", "../up", "x" * 201])
+def test_a_registered_model_name_the_registry_would_refuse_is_refused_before_the_run(name):
+    from rankpipe.pipeline.stages import check_config
+
+    with pytest.raises(ConfigError, match="promote.model_name must be"):
+        check_config(load_config(None, [f"promote.model_name={name!r}"]))
+    check_config(load_config(None, ["promote.model_name=shop ranker_v2.1"]))
