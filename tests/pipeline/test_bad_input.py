@@ -95,3 +95,38 @@ def test_an_error_found_while_preparing_leaves_nothing_written(tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 2 and "expected enough requests for a train/valid/test split" in err and "Traceback" not in err
     assert not work.exists() or sorted(p.name for p in work.iterdir()) == [], sorted(work.iterdir())
+
+
+def test_a_champion_in_another_format_is_never_unpickled(tmp_path, monkeypatch):
+    """A registry version logged by someone else as a pickled python model (cloudpickle) is read as
+    "not comparable", never loaded: unpickling an untrusted file runs its code."""
+    import pickle
+
+    import mlflow
+
+    from rankpipe.pipeline.tracking import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = Tracker(tmp_path)
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input):
+            return model_input
+
+    with mlflow.start_run(experiment_id=tracker.experiment_id):
+        info = mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=["pandas"])
+    version = mlflow.register_model(info.model_uri, "foreign")
+    tracker.client.set_registered_model_alias("foreign", "champion", version.version)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a registry file was unpickled")
+
+    import cloudpickle  # MLflow loads python models with it; it binds pickle's functions at import
+
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "load", refuse)
+        monkeypatch.setattr(module, "loads", refuse)
+    with pytest.raises(AssertionError, match="unpickled"):  # the guard works: MLflow's own loader trips it
+        mlflow.pyfunc.load_model("models:/foreign@champion")
+    champion = tracker.load_champion("foreign")
+    assert champion.directory is None and champion.version == int(version.version) and champion.tags["data_fingerprint"] == ""

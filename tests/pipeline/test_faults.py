@@ -20,7 +20,7 @@ RUN_ID = "faulty"
 def _quality(run_dir) -> dict:
     """metrics.json without the wall-clock keys, which legitimately differ between two runs."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if not (k.endswith("_seconds") or k.endswith("_ms"))}
+    return {k: v for k, v in metrics.items() if not k.endswith(("_seconds", "_ms"))}
 
 
 @pytest.fixture(scope="module")
