@@ -270,6 +270,7 @@ def _score(args) -> int:
     try:
         if args.k is not None and args.k < 1:
             raise ConfigError(f"--k must be at least 1. Got {args.k} instead.")
+        scoring.check_partition(args.partition)  # before the scoring, not after it
         directory = scoring.funnel_directory(args.model_uri, args.workdir, args.dataset)
         funnel = scoring.Funnel.load(directory)
         cutoff = None

@@ -296,8 +296,8 @@ class _Kind:
             return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)
         if self.name == "float":
             return pa.types.is_floating(dtype) or pa.types.is_integer(dtype) or pa.types.is_null(dtype)
-        if self.name == "int":
-            return pa.types.is_integer(dtype) or pa.types.is_null(dtype)
+        if self.name == "int":  # whole floats too (checked row by row): pandas writes an int column with a gap as float64
+            return pa.types.is_integer(dtype) or pa.types.is_floating(dtype) or pa.types.is_null(dtype)
         if self.name == "timestamp":
             # ISO strings are accepted and parsed; anything unparsable is reported row by row.
             return pa.types.is_timestamp(dtype) or pa.types.is_date(dtype) or pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)
@@ -305,15 +305,8 @@ class _Kind:
 
 
 def _kind(dtype: pa.DataType) -> _Kind:
-    if pa.types.is_string(dtype):
-        return _Kind("string")
-    if pa.types.is_floating(dtype):
-        return _Kind("float")
-    if pa.types.is_integer(dtype):
-        return _Kind("int")
-    if pa.types.is_timestamp(dtype):
-        return _Kind("timestamp")
-    raise AssertionError(dtype)
+    kinds = (("string", pa.types.is_string), ("float", pa.types.is_floating), ("int", pa.types.is_integer), ("timestamp", pa.types.is_timestamp))
+    return _Kind(next(name for name, is_kind in kinds if is_kind(dtype)))
 
 
 def _arrow_type_of(series: pd.Series) -> pa.DataType:
@@ -373,7 +366,11 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str
         elif kind.name == "float":
             frame[col] = frame[col].astype("float64")
         elif kind.name == "int":
-            frame[col] = frame[col].astype("Int32")
+            values = frame[col].to_numpy(dtype=np.float64, na_value=np.nan)
+            broken = ~np.isnan(values) & ((values != np.round(values)) | (np.abs(values) >= 2**31))
+            if broken.any():
+                raise ContractError(name, col, f"whole numbers ({field.type})", f"{int(broken.sum())} other values", frame[broken])
+            frame[col] = frame[col].astype("Float64").astype("Int32")
     if name == EVENTS:
         unknown = ~frame[EVENT].isin(EVENT_TYPES)
         if unknown.any():

@@ -146,6 +146,12 @@ def read_requests(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
 
 
+def check_partition(partition: str | None) -> None:
+    """ConfigError unless ``partition`` is None or one directory name (``date=2026-12-01``): it must not leave ``--out``."""
+    if partition is not None and ("/" in partition or "\\" in partition or partition.startswith(".") or not partition.strip()):
+        raise ConfigError(f"--partition must be one directory name like date=2026-12-01. Got {partition!r} instead.")
+
+
 def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = None) -> Path:
     """Write ``lists`` as Parquet, atomically: to ``out`` (a file), or, with ``partition`` (e.g.
     ``date=2026-12-01``), as ``out/<partition>/part-0.parquet``, replacing that partition whole, so a
@@ -160,8 +166,7 @@ def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = No
         finally:
             tmp.unlink(missing_ok=True)
         return out
-    if "/" in partition or partition.startswith("."):
-        raise ConfigError(f"--partition must be one directory name like date=2026-12-01. Got {partition!r} instead.")
+    check_partition(partition)
     final, staging = out / partition, out / f".{partition}.tmp-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:

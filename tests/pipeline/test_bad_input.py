@@ -33,6 +33,8 @@ def _lists(positions, items=("a", "b", "c")) -> pd.DataFrame:
         ("events", _lists([1, 2, 3]).assign(value=[np.nan, -np.inf, np.nan, np.nan]), "value", "expected finite values (null: none)"),
         ("events", _lists([-10, 1, 2]), "position", "expected positions >= 1 (1: the top slot; a log counting from 0 is shifted); found 2 negative"),
         ("events", _lists([1, 1, 2]), "position", "expected one item per position within a request; found 1 requests with two or more items"),
+        ("events", _lists([1, 2, 3]).assign(position=[1.0, 2.5, 3.0, 1.0]), "position", "expected whole numbers (int32); found 1 other values"),
+        ("events", _lists([1, 2, 3]).assign(position=[1, 2**40, 3, 1]), "position", "expected whole numbers (int32)"),
     ],
 )
 def test_each_contract_rule_names_table_column_and_rows(table, frame, column, expected):
@@ -55,7 +57,10 @@ def test_zero_based_positions_are_shifted_and_said(caplog):
 
 def test_documented_fallbacks_pass():
     """One item seen twice in a request (impression and click share its slot), a rating on any
-    finite scale, and unknown prices are valid."""
+    finite scale, unknown prices, and positions as whole floats with gaps (pandas writes an int column
+    with a missing value as float64) are valid."""
+    gaps = S.validate_table("events", _lists([1, 2, 3]).assign(position=[1.0, 2.0, np.nan, 1.0]))
+    assert str(gaps["position"].dtype) == "Int32" and gaps["position"].isna().sum() == 1
     events = _lists([1, 2, 3])
     ratings = events.iloc[:1].assign(event="rating", value=37.5, request_id=None, position=None)
     out = S.validate_table("events", pd.concat([events, ratings], ignore_index=True))
@@ -130,3 +135,10 @@ def test_a_champion_in_another_format_is_never_unpickled(tmp_path, monkeypatch):
         mlflow.pyfunc.load_model("models:/foreign@champion")
     champion = tracker.load_champion("foreign")
     assert champion.directory is None and champion.version == int(version.version) and champion.tags["data_fingerprint"] == ""
+
+
+def test_a_partition_outside_the_output_is_refused_before_scoring(tmp_path, capsys):
+    out = tmp_path / "lists"
+    code = main(["score", "--users", "active:7d", "--out", str(out), "--partition", "../escaped", "--workdir", str(tmp_path / "work")])
+    assert code == 2 and "--partition must be one directory name like date=2026-12-01. Got '../escaped' instead." in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "escaped").exists()
