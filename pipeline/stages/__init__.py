@@ -81,6 +81,13 @@ def check_config(config: Config) -> None:
     from rankpipe.ranking.rerank import check_rerank_config
 
     check_config_bounds(config)  # a Config built in Python, not loaded, is checked here
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda'. Got {config.device!r} instead.")
+    if config.device == "cuda":  # else the first stage that needs the GPU says so, minutes into the run
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for, but torch sees no CUDA device; use device=auto or device=cpu")
     check_protocol(config.evaluate.protocol)
     check_promote_config(config.promote)
     from rankpipe.features.stats import COUNT_GROUPS, OTHER_GROUPS

@@ -12,6 +12,7 @@ load imports ``ranking.recall.config``, and a command that only reads a config (
 
 from __future__ import annotations
 
+import re
 from importlib import import_module
 from pathlib import Path
 
@@ -72,6 +73,14 @@ def check_recall_config(recall: RecallConfig) -> None:
         raise ConfigError(f"recall.quotas names unknown channel(s) {unknown}; known: {sorted(_channels())}")
     if "item2vec" not in recall.quotas:
         raise ConfigError("recall.quotas must keep 'item2vec': the ranker's emb_sim feature and the MMR rerank use its embeddings")
+    import faiss
+
+    for dims in {recall.item2vec.dims, recall.two_tower.dims}:  # the vectors each embedding channel indexes
+        try:
+            faiss.index_factory(dims, recall.index.factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:  # "Error in <signature> at <file>:<line>: <why>": the why, after the source location
+            reason = re.split(r"\.(?:cpp|h):\d+: (?:Error: )?", str(error).strip(), maxsplit=1)[-1][:200]
+            raise ConfigError(f"recall.index.factory: faiss cannot build {recall.index.factory!r} for {dims}-dimensional vectors ({reason})") from None
 
 
 def make_channels(recall: RecallConfig, seed: int, device: str) -> dict[str, RecallChannel]:

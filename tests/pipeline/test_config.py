@@ -120,3 +120,18 @@ def test_a_registered_model_name_the_registry_would_refuse_is_refused_before_the
     with pytest.raises(ConfigError, match="promote.model_name must be"):
         check_config(load_config(None, [f"promote.model_name={name!r}"]))
     check_config(load_config(None, ["promote.model_name=shop ranker_v2.1"]))
+
+
+@pytest.mark.parametrize("override, message", [
+    ("device=tpu", "device must be 'auto', 'cpu' or 'cuda'. Got 'tpu' instead."),
+    ("recall.index.factory=Bogus", "recall.index.factory: faiss cannot build 'Bogus' for 32-dimensional vectors (could not parse index string Bogus)"),
+    ("recall.index.factory=IVF64,PQ5", "should be a multiple of the number of subquantizers"),
+])
+def test_keys_only_a_component_can_judge_are_judged_before_the_run(override, message):
+    """A device or faiss index the run could not use failed minutes in, at the recall stage."""
+    from rankpipe.pipeline.stages import check_config
+
+    with pytest.raises(ConfigError) as error:
+        check_config(load_config(None, [override]))
+    assert message in str(error.value)
+    check_config(load_config(None, ["recall.index.factory=IVF1024,PQ16", "device=cpu"]))
