@@ -37,9 +37,16 @@ def _lists(positions, items=("a", "b", "c")) -> pd.DataFrame:
         ("events", _lists([1, 2, 3]).assign(position=[1, 2**40, 3, 1]), "position", "expected whole numbers (int32)"),
     ],
 )
-def test_each_contract_rule_names_table_column_and_rows(table, frame, column, expected):
+def test_each_contract_rule_refuses_a_malformed_file(tmp_path, table, frame, column, expected):
+    """The broken table as a Parquet file beside valid others, read by the ``tables`` adapter."""
+    from rankpipe.pipeline.config import load_config
+    from rankpipe.pipeline.datasets import get_adapter
+
+    for name, valid in {"items": ITEMS, "events": _lists([1, 2, 3]), table: frame}.items():
+        valid.to_parquet(tmp_path / f"{name}.parquet")
+    config = load_config(None, [], dataset="tables", data_path=str(tmp_path))
     with pytest.raises(S.ContractError) as error:
-        S.validate_table(table, frame)
+        get_adapter("tables").load(config.dataset, 0)
     assert (error.value.table, error.value.column) == (table, column)
     assert expected in str(error.value) and error.value.rows is not None and len(error.value.rows)
 
