@@ -22,7 +22,8 @@ def _finish(*processes) -> list[str]:
 def _registry(workdir):
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)  # not the registry an earlier in-process test set globally
     models = {}
     for model in client.search_registered_models():
         versions = client.search_model_versions(f"name = '{model.name}'")

@@ -75,7 +75,8 @@ def test_a_run_killed_in_recall_then_in_rank_resumes_to_the_same_metrics(uninter
     assert not list(run_dir.glob(".*.tmp-*")), "a half-written stage directory was left behind"
     assert _quality(run_dir) == uninterrupted
 
-    client = mlflow.MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name("rankpipe").experiment_id
     parents = client.search_runs([experiment], "tags.mlflow.parentRunId IS NULL")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
