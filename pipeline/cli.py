@@ -373,7 +373,7 @@ def _main(argv: list[str]) -> int:
     if args.command == "score":
         return _score(args)
     runner = None
-    signal.signal(signal.SIGTERM, _terminate)
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
         from rankpipe.pipeline.runner import Runner
 
@@ -394,6 +394,8 @@ def _main(argv: list[str]) -> int:
         how = "stopped by SIGTERM" if isinstance(stop, Terminated) else "interrupted"
         print(f"\nrankpipe: {how} {where}{kept}{resume}", file=sys.stderr)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)  # main() may be called in a process that has its own
     print_summary(summary, args.all_metrics)
     return 0
 

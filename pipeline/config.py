@@ -41,7 +41,8 @@ class SplitConfig:
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"valid_fraction": Bound(0, 1, low_open=True, high_open=True), "test_fraction": Bound(0, 1, low_open=True, high_open=True)}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"valid_fraction": Bound(0, 1, low_open=True, high_open=True),
+                                             "test_fraction": Bound(0, 1, low_open=True, high_open=True)}  # and their sum < 1
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ class EngineConfig:
     sample_lists: int = 200_000
     sample_sessions: int = 1_000_000
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"workers": AT_LEAST_ONE, "partitions": AT_LEAST_ONE, "sample_lists": AT_LEAST_ONE, "sample_sessions": AT_LEAST_ONE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"workers": AT_LEAST_ONE, "partitions": AT_LEAST_ONE, "sample_lists": AT_LEAST_ONE,
+                                             "sample_sessions": AT_LEAST_ONE}
 
 
 @dataclass(frozen=True)
