@@ -68,11 +68,6 @@ class FileLock:
         if handle is not None:
             handle.close()
 
-    @property
-    def held(self) -> bool:
-        """Whether this object holds the lock now."""
-        return self._handle is not None
-
     def __enter__(self):
         self.acquire()
         return self

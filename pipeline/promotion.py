@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from rankpipe.pipeline.schema import ConfigError, check_bounds
+from rankpipe.pipeline.schema import ConfigError
 
 GATES = ("better", "significant", "not_worse")
 # Per-request metrics (higher is better), the lists' set metrics and which way each is better.
@@ -36,12 +36,12 @@ PRIMARY_METRICS = ("ndcg_at_10", "mrr", "list_ndcg_at_10")
 
 
 def check_promote_config(promote) -> None:
-    """ConfigError for a gate, metric or guardrail the promote stage cannot judge."""
+    """ConfigError for a gate, metric, model name or guardrail the promote stage cannot judge (its
+    numbers are PromoteConfig.BOUNDS, checked with the whole config by ``stages.check_config``, the one caller)."""
     if promote.gate not in GATES:
         raise ConfigError(f"promote.gate must be one of {list(GATES)}. Got {promote.gate!r} instead.")
     if promote.metric not in PRIMARY_METRICS:
         raise ConfigError(f"promote.metric must be one of {list(PRIMARY_METRICS)}. Got {promote.metric!r} instead.")
-    check_bounds(promote, "promote.")  # the numbers: PromoteConfig.BOUNDS
     if promote.model_name is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._ -]{0,199}", promote.model_name):
         # The registry refuses '/' and ':' only when it registers, after the whole run; a name is also a lock file's name.
         raise ConfigError("promote.model_name must be 1-200 letters, digits, '.', '_', '-' or spaces, starting with a letter, digit "

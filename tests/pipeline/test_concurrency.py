@@ -29,7 +29,7 @@ def _registry(workdir):
         versions = client.search_model_versions(f"name = '{model.name}'")
         models[model.name] = {"versions": sorted(int(v.version) for v in versions), "aliases": dict(model.aliases)}
     parents = client.search_runs([client.get_experiment_by_name("rankpipe").experiment_id], "tags.mlflow.parentRunId IS NULL")
-    return models, [run.info.run_name for run in parents], client
+    return models, [run.info.run_name for run in parents]
 
 
 def test_two_runs_at_once_with_different_ids_share_one_store_and_one_champion(tmp_path):
@@ -37,7 +37,7 @@ def test_two_runs_at_once_with_different_ids_share_one_store_and_one_champion(tm
     registry in turn, so the second is judged against the first's champion, not against nothing."""
     work = tmp_path / "work"
     _finish(start_run(work, "a"), start_run(work, "b"))
-    models, parents, _ = _registry(work)
+    models, parents = _registry(work)
     assert sorted(parents) == ["synthetic:a", "synthetic:b"]
     promoted = {}
     for run_id in ("a", "b"):
@@ -56,7 +56,7 @@ def test_the_same_run_id_twice_at_once_computes_and_registers_each_stage_once(tm
     """The second process waits for each stage the first is computing, then finds it complete."""
     work = tmp_path / "work"
     first, second = _finish(start_run(work, "same"), start_run(work, "same"))
-    models, parents, _ = _registry(work)
+    models, parents = _registry(work)
     assert parents == ["synthetic:same"]  # one parent run, resumed by whichever came second
     assert all(info["versions"] == [1] for info in models.values()), models
     assert "completed by the other process" in first + second
