@@ -48,8 +48,16 @@ class LightGBMRankConfig(BoostedTreesRankConfig):
     # is a bag of the refit and the fold models (LambdaRankRanker); 0: early stopping on the
     # validation lists. The letor adapter sets 5: a small LTR file's carve-out is too few lists.
     cv_folds: int = 0
+    # Each tree sees half the features and, drawn anew each round, half the rows (bagging_fraction 1:
+    # all rows). On the default world's rank inputs (seeds 42-44) oracle NDCG@10 0.9141 / 0.9153 /
+    # 0.9132 against 0.9157 / 0.9138 / 0.9155 with every row and 0.9 of the features (mean -0.0008),
+    # the fit 19-31 s instead of 34-58 s, with fewer trees to score (136-266 against 215-295).
+    # MovieLens (seeds 42, 43): NDCG@10 0.8624 / 0.8596 against 0.8639 / 0.8587. The letor adapter keeps every row.
+    feature_fraction: float = 0.5
+    bagging_fraction: float = 0.5
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {**BoostedTreesRankConfig.BOUNDS, "min_data_in_leaf": NON_NEGATIVE, "cv_folds": NON_NEGATIVE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {**BoostedTreesRankConfig.BOUNDS, "min_data_in_leaf": NON_NEGATIVE, "cv_folds": NON_NEGATIVE,
+                                             "bagging_fraction": Bound(0, 1, low_open=True)}
 
 
 @dataclass(frozen=True)

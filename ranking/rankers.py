@@ -94,18 +94,18 @@ class LambdaRankRanker(Ranker):
     fold_boosters_: tuple = ()  # with cv_folds > 1: the k fold models, each cut at the chosen tree count
 
     def __init__(self, num_leaves: int = 31, learning_rate: float = 0.05, n_estimators: int = 800,
-                 early_stopping_rounds: int = 50, min_data_in_leaf: int = 50, feature_fraction: float = 0.9,
+                 early_stopping_rounds: int = 50, min_data_in_leaf: int = 50, feature_fraction: float = 0.5, bagging_fraction: float = 0.5,
                  eval_at: int = 10, refit: bool = True, cv_folds: int = 0, seed: int = 42, progress: bool = True):
         if isinstance(cv_folds, bool) or not isinstance(cv_folds, int) or cv_folds < 0 or cv_folds == 1:
             raise ConfigError(f"rank.lightgbm.cv_folds must be 0 (early stopping on the validation lists) or an integer >= 2. Got {cv_folds!r} instead.")
         self.num_leaves, self.learning_rate, self.n_estimators = num_leaves, learning_rate, n_estimators
         self.early_stopping_rounds, self.min_data_in_leaf, self.feature_fraction = early_stopping_rounds, min_data_in_leaf, feature_fraction
-        self.eval_at, self.refit, self.cv_folds, self.seed, self.progress = eval_at, refit, cv_folds, seed, progress
+        self.bagging_fraction, self.eval_at, self.refit, self.cv_folds, self.seed, self.progress = bagging_fraction, eval_at, refit, cv_folds, seed, progress
 
     def _params(self) -> dict:
         return {"objective": self.objective, "metric": "ndcg", "eval_at": [self.eval_at], "num_leaves": self.num_leaves,
                 "learning_rate": self.learning_rate, "min_data_in_leaf": self.min_data_in_leaf, "feature_fraction": self.feature_fraction,
-                "seed": self.seed, "deterministic": True, "force_col_wise": True, "verbosity": -1}
+                "bagging_fraction": self.bagging_fraction, "bagging_freq": int(self.bagging_fraction < 1), "seed": self.seed, "deterministic": True, "force_col_wise": True, "verbosity": -1}
 
     def train_final_with(self, trainer, search_lists: int | None = None) -> "LambdaRankRanker":
         """Train the final model with ``trainer(params, X, y, group_sizes, rounds) -> lgb.Booster``

@@ -128,6 +128,7 @@ class LetorAdapter:
     # a few dozen queries kept anywhere from 33 to 490 trees by seed, and lost to LGBMRanker() on
     # NDCG@1/3 (benchmarks/bench_quality.py measures both, five seeds).
     config_defaults = ("rank.lightgbm.learning_rate=0.1", "rank.lightgbm.n_estimators=500", "rank.lightgbm.feature_fraction=1.0",
+                       "rank.lightgbm.bagging_fraction=1.0",
                        "rank.lightgbm.min_data_in_leaf=20", "rank.lightgbm.cv_folds=5",
                        *(f"rank.xgboost.{key}" for key in ("learning_rate=0.05", "early_stopping_rounds=30", "n_estimators=300")),
                        "rank.sklearn.n_estimators=300")

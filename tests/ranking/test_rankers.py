@@ -52,6 +52,18 @@ def test_a_family_key_the_ranker_does_not_take_is_a_config_error():
     assert params["num_leaves"] == 31 and "min_data_in_leaf" not in params
 
 
+def test_lightgbm_bagging_reaches_the_booster_and_changes_the_trees():
+    from rankpipe.pipeline.config import load_config
+    from rankpipe.ranking.rankers import ranker_params
+
+    assert ranker_params(load_config(None, []).rank, 0, "cpu")["bagging_fraction"] == 0.5
+    X, y, groups = _ltr_data(0)
+    fitted = {fraction: make_ranker("lambdarank", n_estimators=20, bagging_fraction=fraction, progress=False).fit(X, y, groups)
+              for fraction in (0.5, 1.0)}
+    assert fitted[0.5].booster_.params["bagging_freq"] == 1 and fitted[1.0].booster_.params["bagging_freq"] == 0
+    assert not np.allclose(fitted[0.5].predict(X), fitted[1.0].predict(X))  # rows were drawn: other trees
+
+
 @pytest.mark.parametrize("name", sorted(RANKERS))
 def test_ranker_contract(name, tmp_path):
     X, y, g = _ltr_data(0)
