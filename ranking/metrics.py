@@ -17,7 +17,8 @@ from scipy.stats import rankdata
 
 
 def _group_codes(groups: np.ndarray | pd.Series) -> tuple[np.ndarray, int]:
-    codes, uniques = pd.factorize(np.asarray(groups))
+    # A Series is factorized as it is: np.asarray of a pyarrow string column first builds a Python object per row.
+    codes, uniques = pd.factorize(groups if isinstance(groups, pd.Series) else np.asarray(groups))
     return codes.astype(np.int64), len(uniques)
 
 
@@ -269,25 +270,30 @@ def channel_overlap(lists: pd.DataFrame, k: int, group: str = "request_id", item
     """
     if k < 1:
         raise ValueError(f"k must be an int in [1, inf). Got {k} instead.")
-    top = lists.loc[lists[rank] <= k, [group, channel, item]].drop_duplicates()
+    top = lists.loc[lists[rank] <= k, [group, channel, item]]
     g, n_groups = _group_codes(top[group])
     c, names = pd.factorize(top[channel], sort=True)
-    it, _ = pd.factorize(top[item])
+    it, items = pd.factorize(top[item])
     n_channels = len(names)
-    size = np.zeros((n_groups, n_channels))
-    np.add.at(size, (g, c), 1)
-    # Rows sharing (group, item) are the items two channels both found; a self-join pairs them.
-    found = pd.DataFrame({"g": g, "i": it, "c": c})
-    both = found.merge(found, on=["g", "i"])
-    both = both[both["c_x"] < both["c_y"]]
-    inter = np.zeros((n_groups, n_channels, n_channels))
-    np.add.at(inter, (both["g"].to_numpy(), both["c_x"].to_numpy(), both["c_y"].to_numpy()), 1)
+    if n_channels > 50:  # each (group, item) pair's channels are the bits of one float64 below
+        raise ValueError(f"channel_overlap: at most 50 channels; got {n_channels}")
+    # One integer per (group, item) pair, and per (pair, channel): duplicates dropped on integers, not strings.
+    n_items = max(len(items), 1)
+    listed = pd.unique((g * n_items + it) * n_channels + c)  # hashing, not sorting: millions of rows
+    pair, c = listed // n_channels, listed % n_channels
+    size = np.bincount(pair // n_items * n_channels + c, minlength=n_groups * n_channels).reshape(n_groups, n_channels)
+    # Which channels found each (group, item) pair, as bits: items two channels both found have both bits set.
+    inverse, pairs = pd.factorize(pair)
+    found_by = np.bincount(inverse, weights=np.exp2(c)).astype(np.int64)
+    pair_group = pairs // n_items
     rows = []
     for a in range(n_channels):  # a handful of channels: pairs, not rows, are looped over
         for b in range(a + 1, n_channels):
+            both = ((found_by >> a) & (found_by >> b) & 1).astype(bool)
+            inter = np.bincount(pair_group[both], minlength=n_groups)
             served = (size[:, a] > 0) & (size[:, b] > 0)
-            union = size[served, a] + size[served, b] - inter[served, a, b]
-            rows.append({"a": names[a], "b": names[b], "jaccard": float(np.mean(inter[served, a, b] / union)) if served.any() else float("nan"),
+            union = size[served, a] + size[served, b] - inter[served]
+            rows.append({"a": names[a], "b": names[b], "jaccard": float(np.mean(inter[served] / union)) if served.any() else float("nan"),
                          "groups": int(served.sum())})
     return pd.DataFrame(rows, columns=["a", "b", "jaccard", "groups"])
 

@@ -232,11 +232,18 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     requests = inputs.table("prepare", "requests")
     judged_requests = positives[S.REQUEST_ID].unique()
 
-    def describe(lists: pd.DataFrame) -> dict[str, float]:
+    def logged_ndcg(lists: pd.DataFrame) -> float:
         judged = lists.merge(test_labels[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]], on=ID_COLUMNS, how="left").fillna({S.GRADE: 0})
         judged = judged[judged[S.REQUEST_ID].isin(judged_requests)]
-        row = {f"ndcg_at_{k}": M.ndcg_at_k(judged[S.REQUEST_ID], -judged[S.POSITION], judged[S.GRADE], k),
-               f"ild_at_{k}": M.intra_list_distance(lists, vectors, item_index, k),
+        return M.ndcg_at_k(judged[S.REQUEST_ID], -judged[S.POSITION], judged[S.GRADE], k)
+
+    def relevance_and_ild(lists: pd.DataFrame) -> tuple[float, float]:
+        """A trade-off point: (expected list value, else logged NDCG@k; ILD@k), without describe's other metrics."""
+        relevance = float(list_value(lists)["expected_clicks"].mean()) if list_value is not None else logged_ndcg(lists)
+        return relevance, M.intra_list_distance(lists, vectors, item_index, k)
+
+    def describe(lists: pd.DataFrame) -> dict[str, float]:
+        row = {f"ndcg_at_{k}": logged_ndcg(lists), f"ild_at_{k}": M.intra_list_distance(lists, vectors, item_index, k),
                f"category_coverage_at_{k}": M.category_coverage(lists, category, k),
                f"alpha_ndcg_at_{k}": M.alpha_ndcg_at_k(lists, positives, category, k)}
         if oracle is not None:  # the mean true relevance of the listed items, out of any list context
@@ -286,16 +293,12 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
         for value in TRADEOFF_GRID:
             setattr(fitted, parameter, value)
             lists = fitted.rerank(pool, k)
-            lists = lists[lists[S.POSITION] <= k]
-            row = describe(lists)
-            relevance = float(list_value(lists)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
-            rows.append({"reranker": fitted.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
+            relevance, ild = relevance_and_ild(lists[lists[S.POSITION] <= k])
+            rows.append({"reranker": fitted.name, "parameter": parameter, "value": value, "relevance": relevance, "ild": ild})
     if len(chain.names) > 1:  # each fitted member of the chain alone, as configured: where each one stands
         for reranker in chain.rerankers:
-            alone = RerankChain([reranker], chain.pool, k).rerank(candidates, requests, history)
-            row = describe(alone)
-            relevance = float(list_value(alone)["expected_clicks"].mean()) if list_value is not None else row[f"ndcg_at_{k}"]
-            rows.append({"reranker": f"{reranker.name} alone", "parameter": "", "value": np.nan, "relevance": relevance, "ild": row[f"ild_at_{k}"]})
+            relevance, ild = relevance_and_ild(RerankChain([reranker], chain.pool, k).rerank(candidates, requests, history))
+            rows.append({"reranker": f"{reranker.name} alone", "parameter": "", "value": np.nan, "relevance": relevance, "ild": ild})
     final_relevance = out.get("rerank.expected_list_value", out[f"rerank.ndcg_at_{k}"])
     rows.append({"reranker": "chain:" + "+".join(chain.names) if chain.names else "ranker", "parameter": "", "value": np.nan,
                  "relevance": final_relevance, "ild": out[f"rerank.ild_at_{k}"]})
