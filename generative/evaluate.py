@@ -31,22 +31,28 @@ def prefix_pairs(queries: pd.Series) -> pd.DataFrame:
 
 
 def run_suggester(suggest: Callable[[str, int], list[tuple[str, float]]], prefixes: pd.Series,
-                  k: int = K) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
+                  k: int = K, answered: dict | None = None) -> tuple[list[list[tuple[str, float]]], np.ndarray]:
     """(each prefix's suggestions as (query, score), each call's latency in ms): one timed call per
     distinct prefix, as a suggestion service answers one request at a time.
 
     Suggesters are deterministic, so a prefix that several held-out queries share ("r", "re", "red"
     of every query starting with "red") is answered once and its list and latency stand for each of
     its pairs: the latency distribution over pairs is the one a service would see, without decoding
-    the same prefix again (on the default world's log, most pairs repeat a prefix).
+    the same prefix again (on the default world's log, most pairs repeat a prefix). ``answered``
+    (prefix → (list, ms), filled here) carries that across calls: the validation and test pairs of
+    one evaluation share their short prefixes.
     """
     prefixes = pd.Series(prefixes).reset_index(drop=True)
     codes, distinct = pd.factorize(prefixes)
+    answered = {} if answered is None else answered
     lists, ms = [], np.empty(len(distinct))
     for i, prefix in enumerate(distinct):
-        started = time.perf_counter()
-        lists.append(suggest(prefix, k))
-        ms[i] = (time.perf_counter() - started) * 1000
+        if prefix not in answered:
+            started = time.perf_counter()
+            answer = suggest(prefix, k)
+            answered[prefix] = (answer, (time.perf_counter() - started) * 1000)
+        lists.append(answered[prefix][0])
+        ms[i] = answered[prefix][1]
     return [lists[c] for c in codes], ms[codes]
 
 
@@ -80,9 +86,13 @@ def summarize(ranks: np.ndarray, seen: np.ndarray, ms: np.ndarray | None = None,
 BLEND_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-def score_lists(prefix_model, lm, pairs: pd.DataFrame) -> dict:
-    """Both suggesters' lists and latencies on the pairs, and which prefixes the prefix index has seen."""
-    return {"prefix": run_suggester(prefix_model.suggest, pairs["prefix"]), "generative": run_suggester(lm.suggest, pairs["prefix"]),
+def score_lists(prefix_model, lm, pairs: pd.DataFrame, answered: dict | None = None) -> dict:
+    """Both suggesters' lists and latencies on the pairs, and which prefixes the prefix index has seen.
+    ``answered``: a dict that several calls on the same two models share, so that each of them
+    answers a prefix once (see :func:`run_suggester`)."""
+    answered = {} if answered is None else answered
+    return {"prefix": run_suggester(prefix_model.suggest, pairs["prefix"], answered=answered.setdefault("prefix", {})),
+            "generative": run_suggester(lm.suggest, pairs["prefix"], answered=answered.setdefault("generative", {})),
             "seen": np.array([prefix_model.seen(p) for p in pairs["prefix"]], dtype=bool)}
 
 

@@ -31,12 +31,13 @@ def sample_queries(queries: pd.Series, n: int, seed: int) -> pd.Series:
 def tune_and_judge(prefix: PrefixCompleter, lm: CharLM, valid: pd.Series, test: pd.Series, n: int, seed: int) -> tuple[float, dict[str, float]]:
     """The blend weight chosen on ``valid`` queries' prefixes, and flat metrics
     ``<prefix|generative|blended>.<metric>`` on ``test`` queries' prefixes (at most ``n`` queries each)."""
+    answered: dict = {}  # the valid and test queries share their short prefixes: each is decoded once
     valid_pairs = prefix_pairs(sample_queries(valid, n, seed))
-    weight = best_blend_weight(score_lists(prefix, lm, valid_pairs), valid_pairs["target"]) if len(valid_pairs) else 0.0
+    weight = best_blend_weight(score_lists(prefix, lm, valid_pairs, answered), valid_pairs["target"]) if len(valid_pairs) else 0.0
     test_pairs = prefix_pairs(sample_queries(test, n, seed))
     if not len(test_pairs):
         return weight, {}
-    summaries = compare(score_lists(prefix, lm, test_pairs), test_pairs["target"], weight)
+    summaries = compare(score_lists(prefix, lm, test_pairs, answered), test_pairs["target"], weight)
     metrics = {f"{name}.{key}": value for name, summary in summaries.items() for key, value in summary.items()}
     return weight, {**metrics, "blend_weight": weight}
 

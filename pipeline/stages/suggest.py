@@ -132,11 +132,12 @@ def suggest_queries(inputs: StageInputs, config: Config) -> StageResult:
     cfg = config.suggest
     prefix, lm = fit_query_models(train, None, cfg.half_life_days, cfg.epochs, cfg.dim, cfg.layers, cfg.max_len, config.seed)
     valid = prefix_pairs(pd.concat([sample_queries(p["valid"], cfg.eval_queries, config.seed) for p in parts.values()], ignore_index=True))
-    weight = best_blend_weight(score_lists(prefix, lm, valid), valid["target"])
+    answered: dict = {}  # the sets share short prefixes: each is decoded once
+    weight = best_blend_weight(score_lists(prefix, lm, valid, answered), valid["target"])
     judged, metrics = [], {"blend_weight": weight, "n_train_queries": len(train)}
     for name, part in parts.items():
         pairs = prefix_pairs(sample_queries(part["test"], cfg.eval_queries, config.seed))
-        lists = score_lists(prefix, lm, pairs)
+        lists = score_lists(prefix, lm, pairs, answered)
         judged.append((lists, pairs["target"]))
         for suggester, summary in compare(lists, pairs["target"], weight).items():
             metrics.update({f"{name}.{suggester}.{k}": v for k, v in summary.items()})

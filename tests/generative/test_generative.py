@@ -189,6 +189,21 @@ def test_evaluation_pairs_every_prefix_and_scores_ranks():
     assert summary["success_at_1_all"] == 0 and summary["success_at_3_all"] == 0.5 and "p99_ms" in summary
 
 
+def test_a_prefix_is_answered_once_across_calls_that_share_answers():
+    calls = []
+
+    def suggest(prefix, k):
+        calls.append(prefix)
+        return [(prefix + "!", 1.0)]
+
+    answered: dict = {}
+    first, first_ms = run_suggester(suggest, pd.Series(["a", "ab", "a"]), answered=answered)
+    second, second_ms = run_suggester(suggest, pd.Series(["ab", "abc"]), answered=answered)
+    assert calls == ["a", "ab", "abc"]  # "a" twice in one call and "ab" in both: each decoded once
+    assert second[0] == first[1] == [("ab!", 1.0)] and second_ms[0] == first_ms[1]
+    assert run_suggester(suggest, pd.Series(["a"]))[0] == [[("a!", 1.0)]] and calls[-1] == "a"  # no shared dict: asked again
+
+
 # ------------------------------------------------------------------------------ sessions, stage, CLI
 def _searches():
     return pd.DataFrame({
