@@ -336,8 +336,8 @@ def merge_candidates(channel_lists: dict[str, pd.DataFrame], quotas: dict[str, i
         key_first, key_second = stacked[S.RANK].to_numpy(), np.zeros(len(stacked))
     request_codes, candidate = stacked["_request"].to_numpy(), stacked["_candidate"].to_numpy()
     order = np.lexsort((stacked["priority"].to_numpy(), stacked[S.RANK].to_numpy(), key_second, key_first, request_codes))
-    # The first row of each candidate in that order is its best: np.unique's first index, back in order.
-    first_rows = order[np.sort(np.unique(candidate[order], return_index=True)[1])]
+    # The first row of each candidate in that order is its best (duplicated() hashes, where np.unique would sort millions of codes).
+    first_rows = order[~pd.Series(candidate[order]).duplicated().to_numpy()]
     first_request = request_codes[first_rows]
     group_start = np.r_[0, np.flatnonzero(first_request[1:] != first_request[:-1]) + 1]  # rows are grouped by request
     rank = np.arange(len(first_rows)) - np.repeat(group_start, np.diff(np.r_[group_start, len(first_rows)])) + 1
