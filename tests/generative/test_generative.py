@@ -104,6 +104,23 @@ def test_char_model_learns_the_log_completes_unseen_prefixes_and_is_deterministi
     assert CharLM.load(tmp_path / "lm.pt").suggest("blu", 5) == lm.suggest("blu", 5)
 
 
+def test_decoding_prefixes_together_gives_each_prefix_its_own_list():
+    torch.set_num_threads(1)
+    lm = _tiny_lm()
+    # Prompts of one length step together, of several lengths in separate groups; the last one is
+    # typed past max_len and cut, so it has no room left to grow.
+    prefixes = ["r", "b", "red sh", "blu", "wireless ", "red xyzzy", "", "红", "red", "x" * 40]
+    together = lm.complete_many(prefixes, 5, chunk=3)
+    for prefix, found in zip(prefixes, together):
+        alone = lm.complete(prefix, 5)
+        assert [q for q, _ in found] == [q for q, _ in alone], prefix
+        # The same arithmetic over more rows at once: BLAS may sum in another order.
+        assert np.allclose([p for _, p in found], [p for _, p in alone], rtol=1e-4), prefix
+    assert [[q for q, _ in found] for found in lm.suggest_many(prefixes[:2], 3)] == [[q for q, _ in lm.suggest(p, 3)] for p in prefixes[:2]]
+    with pytest.raises(ValueError, match="one context per prefix"):
+        lm.complete_many(["r"], contexts=["a", "b"])
+
+
 def test_conditional_model_writes_each_context_its_own_queries_and_never_trains_on_the_context(tmp_path):
     torch.set_num_threads(1)
     contexts = pd.Series(["acme red wool scarf", "zed blue steel kettle", "acme green cotton scarf"] * 40)
@@ -123,6 +140,9 @@ def test_conditional_model_writes_each_context_its_own_queries_and_never_trains_
     assert lm.complete("gr", 1, context="acme green cotton scarf")[0][0] == "green scarf"  # a typed prefix still continues
     first = lm.complete("", 3, context="acme red wool scarf")
     assert fit().complete("", 3, context="acme red wool scarf") == first  # same seed, same queries
+    contexts_now = ["acme red wool scarf", "zed blue steel kettle", "acme green cotton scarf"]
+    together = lm.complete_many(["", "", ""], 3, contexts=contexts_now)  # contexts of different lengths: separate groups
+    assert [[q for q, _ in found] for found in together] == [[q for q, _ in lm.complete("", 3, context=c)] for c in contexts_now]
     lm.save(tmp_path / "d2q.pt")
     assert CharLM.load(tmp_path / "d2q.pt").complete("", 3, context="acme red wool scarf") == first
     with pytest.raises(ValueError, match="contexts"):
@@ -187,6 +207,25 @@ def test_evaluation_pairs_every_prefix_and_scores_ranks():
     summary = summarize(ranks, np.array([True, True, False, False]), ms)
     assert summary["mrr_all"] == pytest.approx(0.25) and summary["mrr_seen"] == pytest.approx(0.25)
     assert summary["success_at_1_all"] == 0 and summary["success_at_3_all"] == 0.5 and "p99_ms" in summary
+
+
+def test_batched_suggestions_are_judged_as_listed_and_timed_on_a_sample_of_single_calls():
+    single, batched = [], []
+
+    def suggest(prefix, k):
+        single.append(prefix)
+        return [("single", 1.0)]
+
+    def suggest_many(prefixes, k):
+        batched.append(list(prefixes))
+        return [[(p + "!", 1.0)] for p in prefixes]
+
+    prefixes = pd.Series(["a", "ab", "a", "abc", "abcd"])
+    lists, ms = run_suggester(suggest, prefixes, answered={}, suggest_many=suggest_many, timed=2)
+    assert batched == [["a", "ab", "abc", "abcd"]] and lists[2] == lists[0] == [("a!", 1.0)]  # the batch's lists
+    assert len(single) == 2 and np.isfinite(ms).sum() == sum(p in single for p in prefixes)  # two prefixes timed alone
+    summary = summarize(np.ones(len(prefixes), dtype=int), np.ones(len(prefixes), dtype=bool), ms)
+    assert np.isfinite(summary["p99_ms"]) and summary["p99_ms"] <= np.nanmax(ms)  # the untimed ones are left out
 
 
 def test_a_prefix_is_answered_once_across_calls_that_share_answers():
