@@ -401,10 +401,13 @@ class CharLM:
                 (heapq.heappush if len(best_k[o]) < k else heapq.heappushpop)(best_k[o], score)
             total[:, EOS] = -np.inf
             # Each prompt's expansions as one row of (its hypotheses × V), padded with -inf to the widest.
-            live, first_row, n_rows = np.unique(owner, return_index=True, return_counts=True)
-            flat = np.full((len(live), int(n_rows.max()) * vocab), -np.inf)
-            local = np.arange(len(owner)) - np.repeat(first_row, n_rows)
-            flat.reshape(len(live), -1, vocab)[np.repeat(np.arange(len(live)), n_rows), local] = total
+            if len(typed) == 1:  # one prompt (a service's request): its rows are the whole row, nothing to pad
+                live, first_row, flat = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), total.reshape(1, -1)
+            else:
+                live, first_row, n_rows = np.unique(owner, return_index=True, return_counts=True)
+                flat = np.full((len(live), int(n_rows.max()) * vocab), -np.inf)
+                local = np.arange(len(owner)) - np.repeat(first_row, n_rows)
+                flat.reshape(len(live), -1, vocab)[np.repeat(np.arange(len(live)), n_rows), local] = total
             width = min(self.beam * 2, flat.shape[1])
             top = np.argpartition(-flat, width - 1, axis=1)[:, :width]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, axis=1), axis=1, kind="stable"), axis=1)
