@@ -19,6 +19,7 @@ query's characters are trained on and generated: ``fit(queries, contexts=...)``,
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -384,35 +385,37 @@ class CharLM:
         ids = np.asarray([[*head, BOS, *self._encode(text)] for head, text in zip(heads, typed)])
         caches: list[list] = [[] for _ in decoder.blocks]
         logp = _log_softmax(decoder(ids, caches, 0)[:, -1])  # (rows, V): one row per live hypothesis
-        owner = np.arange(len(typed))  # the prompt of each row; a prompt's rows are contiguous
+        live, counts = list(range(len(typed))), [1] * len(typed)  # the prompts still searching and their rows, in row order
         beam_text, beam_score = [""] * len(typed), np.zeros(len(typed))
         finished: list[list[tuple[str, float]]] = [[] for _ in typed]
         best_k: list[list[float]] = [[] for _ in typed]  # min-heaps of the k best finished scores: the root is the bar a live beam must beat
         position, vocab = ids.shape[1], logp.shape[1]
         for _ in range(max(max_new, 0) + 1):
-            allowed = np.stack([self._next_mask(typed[o] + text) for o, text in zip(owner.tolist(), beam_text)])
+            owner = [o for o, n in zip(live, counts) for _ in range(n)]  # the prompt of each row
+            allowed = np.stack([self._next_mask(typed[o] + text) for o, text in zip(owner, beam_text)])
             total = np.where(allowed, beam_score[:, None] + logp, -np.inf)  # (rows, V)
             # Every live hypothesis that may end here is a candidate query, whether or not ending
             # ranks among the best expansions: otherwise long, locally likely continuations ("of
             # the of the") crowd the beam and the plain word completions are never scored.
             for row in np.flatnonzero(allowed[:, EOS]).tolist():
-                o, score = int(owner[row]), float(total[row, EOS])
+                o, score = owner[row], float(total[row, EOS])
                 finished[o].append((typed[o] + beam_text[row], score))
                 (heapq.heappush if len(best_k[o]) < k else heapq.heappushpop)(best_k[o], score)
             total[:, EOS] = -np.inf
             # Each prompt's expansions as one row of (its hypotheses × V), padded with -inf to the widest.
-            if len(typed) == 1:  # one prompt (a service's request): its rows are the whole row, nothing to pad
-                live, first_row, flat = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64), total.reshape(1, -1)
+            first_row = list(itertools.accumulate(counts[:-1], initial=0))
+            if min(counts) == max(counts):  # one prompt (a service's request), or every beam full: nothing to pad
+                flat = total.reshape(len(live), -1)
             else:
-                live, first_row, n_rows = np.unique(owner, return_index=True, return_counts=True)
-                flat = np.full((len(live), int(n_rows.max()) * vocab), -np.inf)
-                local = np.arange(len(owner)) - np.repeat(first_row, n_rows)
-                flat.reshape(len(live), -1, vocab)[np.repeat(np.arange(len(live)), n_rows), local] = total
+                flat = np.full((len(live), max(counts) * vocab), -np.inf)
+                local = np.arange(len(owner)) - np.repeat(first_row, counts)
+                flat.reshape(len(live), -1, vocab)[np.repeat(np.arange(len(live)), counts), local] = total
             width = min(self.beam * 2, flat.shape[1])
             top = np.argpartition(-flat, width - 1, axis=1)[:, :width]
-            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(flat, top, axis=1), axis=1, kind="stable"), axis=1)
-            next_owner, next_text, next_score, parents, tokens = [], [], [], [], []
-            for j, o in enumerate(live.tolist()):
+            by_prompt = np.arange(len(live))[:, None]
+            top = top[by_prompt, np.argsort(-flat[by_prompt, top], axis=1, kind="stable")]
+            next_live, next_counts, next_text, next_score, parents, tokens = [], [], [], [], [], []
+            for j, o in enumerate(live):
                 mine: list[float] = []
                 for index in top[j].tolist():
                     parent, token = divmod(index, vocab)
@@ -421,21 +424,22 @@ class CharLM:
                         break
                     if len(mine) < self.beam:
                         mine.append(score)
-                        next_owner.append(o)
                         next_text.append(beam_text[first_row[j] + parent] + self.chars_[token - SPECIAL])
                         parents.append(first_row[j] + parent)
                         tokens.append(token)
                 # Scores only fall as a query grows, so once k finished beat every live beam, this prompt stops.
                 if mine and (position - len(heads[o]) > self.config.max_len or (len(best_k[o]) >= k and best_k[o][0] >= max(mine))):
-                    del next_owner[-len(mine):], next_text[-len(mine):], parents[-len(mine):], tokens[-len(mine):]
-                else:
+                    del next_text[-len(mine):], parents[-len(mine):], tokens[-len(mine):]
+                elif mine:
+                    next_live.append(o)
+                    next_counts.append(len(mine))
                     next_score.extend(mine)
-            if not next_owner:
+            if not next_live:
                 break
             for cache in caches:
                 cache[:] = [cache[0][parents], cache[1][parents]]
             logp = _log_softmax(decoder(np.asarray(tokens)[:, None], caches, position)[:, -1])
-            owner, beam_text, beam_score = np.asarray(next_owner), next_text, np.asarray(next_score)
+            live, counts, beam_text, beam_score = next_live, next_counts, next_text, np.asarray(next_score)
             position += 1
         return [self._ranked(found, k) for found in finished]
 
