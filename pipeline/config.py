@@ -99,6 +99,9 @@ class EngineConfig:
     step does not distribute: the training lists the LightGBM ranker's early stopping runs on
     before its final model trains on the cluster, and the sessions item2vec (gensim) learns from.
     The engine is not part of any stage's fingerprint: a run started on one engine resumes on the other.
+    ``beside``: on the local engine, a stage the graph runs beside another (``suggest`` beside
+    ``evaluate``) starts in a second process with one thread (:mod:`rankpipe.pipeline.beside`); false:
+    every stage in this process, in order.
     """
 
     name: str = "local"
@@ -108,6 +111,7 @@ class EngineConfig:
     partitions: int | None = None
     sample_lists: int = 200_000
     sample_sessions: int = 1_000_000
+    beside: bool = True
 
     BOUNDS: ClassVar[Mapping[str, Bound]] = {"workers": AT_LEAST_ONE, "partitions": AT_LEAST_ONE, "sample_lists": AT_LEAST_ONE,
                                              "sample_sessions": AT_LEAST_ONE}

@@ -13,12 +13,15 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StageSpec:
     """A node of a stage graph: its name, the function in ``pipeline.stages`` that computes it,
-    its upstream stages and the config sections in its fingerprint."""
+    its upstream stages and the config sections in its fingerprint. ``beside``: on the local engine,
+    the stage starts in a second process when the run reaches the stage named here (one that leaves
+    a core idle; :mod:`rankpipe.pipeline.beside`) instead of waiting for its own turn."""
 
     name: str
     function: str
     needs: tuple[str, ...]
     config_keys: tuple[str, ...]
+    beside: str | None = None
 
 
 FUNNEL = (
@@ -31,7 +34,7 @@ FUNNEL = (
     StageSpec("evaluate", "evaluate", ("prepare", "features", "recall", "rank", "rerank"), ("evaluate", "rerank", "dataset.synthetic", "seed",
                                                                                        "device")),
     StageSpec("promote", "promote", ("prepare", "features", "recall", "rank", "rerank"), ("promote", "dataset", "split", "seed", "device")),
-    StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset", "promote")),
+    StageSpec("suggest", "suggest", ("prepare",), ("suggest", "seed", "dataset", "promote"), beside="evaluate"),
     StageSpec("report", "report", ("evaluate", "promote"), ("evaluate", "promote")),
 )
 

@@ -72,20 +72,26 @@ class RunProgress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._redirect = None
+        self._beside: dict[str, float] = {}  # stage -> when it started in a second process
 
     # --------------------------------------------------------------------------- facts
     def eta(self) -> float | None:
-        """Seconds left, from the last run's stage times; None when a stage still to run has no record."""
+        """Seconds left, from the last run's stage times; None when a stage still to run has no record.
+        A stage computing beside the others (:meth:`beside`) overlaps them: the run ends when the
+        later of it and the stages in this process does."""
+        now = time.perf_counter()
         todo, in_stage = self.stages, 0.0
         if self._stage is not None:
             todo = self.stages[self.stages.index(self._stage) + 1:]
             if not self._finished:
                 if self._stage not in self.expected:
                     return None
-                in_stage = max(self.expected[self._stage] - (time.perf_counter() - self._stage_started), 0.0)
-        if any(s not in self.expected for s in todo):
+                since = self._beside.get(self._stage, self._stage_started)
+                in_stage = max(self.expected[self._stage] - (now - since), 0.0)
+        if any(s not in self.expected for s in todo + list(self._beside)):
             return None
-        return in_stage + sum(self.expected[s] for s in todo)
+        here = in_stage + sum(self.expected[s] for s in todo if s not in self._beside)
+        return max([here] + [self.expected[s] - (now - since) for s, since in self._beside.items() if s != self._stage])
 
     def line(self) -> str:
         """``[stage 3/9 recall, elapsed 1:23, ETA 2:10]`` (plus the current step, when the stage names one)."""
@@ -113,22 +119,27 @@ class RunProgress:
             log.info(self.line())
         self._refresh()
 
+    def beside(self, stage: str) -> None:
+        """``stage`` started in a second process (:mod:`rankpipe.pipeline.beside`); its turn here will only wait for it."""
+        self._beside[stage] = time.perf_counter()
+
     def step(self, text: str) -> None:
         """The stage moved on to ``text`` (e.g. ``channel item2vec``): shown beside the elapsed time."""
         self._step = text
         self._refresh()
 
-    def done(self, stage: str, seconds: float) -> None:
-        """``stage`` finished in ``seconds``: say so, and keep its time for the next run's ETA."""
+    def done(self, stage: str, seconds: float, where: str = "") -> None:
+        """``stage`` finished in ``seconds`` (``where``: e.g. ``in a second process``): say so, and keep its time for the next run's ETA."""
         try:
             record_timing(self.workdir, self.source, stage, seconds)
         except OSError:
             pass  # a read-only work directory costs the next run its ETA, not this run
         self._finished = True
+        self._beside.pop(stage, None)
         if self.enabled:
             self._step = ""
             eta = self.eta()
-            log.info(f"  {stage:<9} done in {seconds:.1f}s (elapsed {clock(time.perf_counter() - self.started)}"
+            log.info(f"  {stage:<9} done in {seconds:.1f}s{' ' + where if where else ''} (elapsed {clock(time.perf_counter() - self.started)}"
                      + (f", ETA {clock(eta)})" if eta is not None else ")"))
 
     def close(self) -> None:

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import re
 import shutil
 import threading
 import time
@@ -35,6 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rankpipe.pipeline import beside as B
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline import stages as stage_functions
 from rankpipe.pipeline.config import Config, ConfigError, config_hash, flatten, save_config
@@ -44,52 +44,11 @@ from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 from rankpipe.pipeline.locks import FileLock, LockSet
 from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.progress import RunProgress
+from rankpipe.pipeline.rundir import RUN_ID, absolute_workdir, check_run_id, code_version  # noqa: F401 (callers import them from here)
 
-PACKAGES = ("pipeline", "features", "ranking", "generative")
 log = get_logger(__name__)
 
-
 STAGE_NAMES = FUNNEL_STAGES  # the full funnel, for callers that run the default graph
-# A run id names one directory under <workdir>/runs: no separators, no "..", nothing hidden or option-like.
-RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
-
-
-def check_run_id(run_id: str) -> str:
-    """``run_id`` when it is a valid run id, else a ConfigError saying what a run id may hold.
-
-    A run id arrives from the command line, from Airflow's ``--conf`` and from scripts, and becomes
-    a path component: ``../x`` would put the run outside ``runs/`` and ``a/b`` would nest it.
-    """
-    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
-        raise ConfigError(f"run id {run_id!r}: a run id names a directory under <workdir>/runs: 1 to 100 letters, digits, '.', '_' "
-                          "or '-', not starting with '.' or '-'")
-    return run_id
-
-
-def code_version() -> str:
-    """Hash of every source file of the rankpipe packages: any code change invalidates stage outputs."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for package in PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def absolute_workdir(workdir: str) -> Path:
-    """``workdir`` as an absolute local path (``/srv/rankpipe`` or ``file:///srv/rankpipe``).
-
-    A scheduled job must not depend on the directory its worker happens to start in: a relative
-    work directory there is a ConfigError, as is a remote URI, which the runner cannot write yet.
-    """
-    text = str(workdir or "").strip()
-    text = text.removeprefix("file://")
-    if "://" in text:
-        raise ConfigError(f"workdir must be a local absolute path or a file:// URI (runs are written by the local filesystem). Got {workdir!r} instead.")
-    if not text or not Path(text).is_absolute():
-        raise ConfigError(f"workdir must be an absolute path (e.g. /srv/rankpipe), not one relative to the worker's directory. Got {workdir!r} instead.")
-    return Path(text)
 
 
 def _section(config: Config, dotted: str) -> Any:
@@ -333,6 +292,7 @@ class Runner:
 
         self._progress = RunProgress(self.workdir, f"{self.config.dataset.name}-{source_fingerprint(self.config)}",
                                      [s for s in wanted if s in todo], len(wanted), self.progress)
+        beside: dict[str, B.BesideStage] = {}  # stages computing in a second process (pipeline/beside.py)
         try:
             for index, stage in enumerate(wanted, 1):
                 if stage not in todo:
@@ -340,9 +300,10 @@ class Runner:
                     self._say(f"  {stage:<9} skipped (up to date)")
                     continue
                 spec = next(s for s in self.graph if s.name == stage)
+                self._start_beside(stage, todo, fingerprints, beside)
                 self.current_stage = stage
                 self._progress.start(stage, index)
-                if self._execute(spec, fingerprints[stage], tracker):
+                if (stage in beside and self._finish_beside(beside.pop(stage), fingerprints[stage])) or self._execute(spec, fingerprints[stage], tracker):
                     summary.executed.append(stage)
                 else:
                     summary.skipped.append(stage)
@@ -365,6 +326,8 @@ class Runner:
                 tracker.log_artifact(self.run_dir / "config.yaml")
             ok = True
         finally:
+            for side in beside.values():  # the run failed or was interrupted before their turn: they must not outlive it
+                side.stop()
             try:
                 self._progress.close()
                 self._wait()  # a failed stage still leaves the stages before it complete on disk
@@ -373,6 +336,32 @@ class Runner:
                 if tracker is not None:
                     tracker.end(ok)
         return summary
+
+    def _start_beside(self, trigger: str, todo: list[str], fingerprints: dict[str, str], beside: dict) -> None:
+        """Start in a second process each stage to run that the graph puts beside ``trigger``, once its inputs are on disk."""
+        if not self.config.engine.beside or self._engine.distributed:
+            return
+        elapsed = time.perf_counter() - self._progress.started
+        for spec in self.graph:
+            if (spec.beside == trigger and spec.name in todo and spec.name not in beside
+                    and B.worth_a_process(self._progress.expected.get(spec.name), elapsed)):
+                for need in spec.needs:
+                    self._wait(need)
+                if all((self._done(n) or {}).get("fingerprint") == fingerprints[n] for n in spec.needs):
+                    beside[spec.name] = B.start(self.workdir, self.run_dir, self.run_id, spec.name, fingerprints[spec.name], self.track)
+                    self._progress.beside(spec.name)
+                    self._say(f"  {spec.name:<9} started beside {trigger}, in a second process")
+
+    def _finish_beside(self, side: B.BesideStage, fingerprint: str) -> bool:
+        """Wait for a stage's second process; True when it completed the stage, else (said) False: this process computes it."""
+        self._progress.step("waiting for its second process")
+        status, marker = side.wait(), self._done(side.stage) or {}
+        if status == 0 and marker.get("fingerprint") == fingerprint:
+            self._progress.done(side.stage, marker["seconds"], "in a second process")
+            return True
+        log.warning(f"  {side.stage:<9} did not complete in its second process (exit status {status}; its output: {side.log_path}); "
+                    "computing it here")
+        return False
 
     def _execute(self, spec, fingerprint: str, tracker) -> bool:
         """Compute ``spec``'s stage and hand its outputs to the writer, holding the stage's lock until
