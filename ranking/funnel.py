@@ -108,6 +108,24 @@ def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: 
     out[S.QUERY] = query.where(query.str.strip() != "")  # an empty query is a feed request
     return out.reset_index(drop=True)
 
+def channel_names(channel_lists: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+    """request_id, item_id, ``channels``: for each (request_id, item_id) of ``pairs`` that a channel
+    found, every channel of ``channel_lists`` that found it, in alphabetical order, comma-separated.
+
+    One bit per channel, OR-ed per pair, then one label per distinct set of bits: a Python join per
+    pair cost promote ~1.5 s for 200 requests, and batch scoring as much per 200 requests.
+    """
+    keys = [S.REQUEST_ID, S.ITEM_ID]
+    found = channel_lists[[*keys, S.CHANNEL]].merge(pairs[keys].drop_duplicates(), on=keys)  # only the listed pairs
+    code, names = pd.factorize(found[S.CHANNEL], sort=True)
+    pair = found.groupby(keys, sort=False).ngroup().to_numpy()
+    masks = np.zeros(int(pair.max()) + 1 if len(pair) else 0, dtype=np.int64)
+    np.bitwise_or.at(masks, pair, np.left_shift(1, code.astype(np.int64)))
+    sets, which = np.unique(masks, return_inverse=True)
+    labels = np.array([",".join(str(name) for j, name in enumerate(names) if bits >> j & 1) for bits in sets], dtype=object)
+    first = np.unique(pair, return_index=True)[1]  # each pair's first row, in pair order
+    return found.iloc[first][keys].reset_index(drop=True).assign(channels=pd.Series(labels[which], dtype="str"))
+
 
 class Funnel:
     """The fitted funnel (see the module docstring).
@@ -213,9 +231,8 @@ class Funnel:
         """The reranked ``lists`` with each item's user, query, probability and the channels that found it."""
         keys = [S.REQUEST_ID, S.ITEM_ID]
         context = scored.drop(columns=[S.SCORE, S.RANK, S.CHANNEL]).drop_duplicates(keys)
-        found = (channel_lists.sort_values([S.REQUEST_ID, S.ITEM_ID, S.CHANNEL], kind="stable").groupby(keys, sort=False)[S.CHANNEL]
-                 .agg(",".join).rename("channels").reset_index())
-        out = lists.merge(context, on=keys, how="left").merge(found, on=keys, how="left").rename(columns={S.POSITION: S.RANK})
+        out = lists.merge(context, on=keys, how="left").merge(channel_names(channel_lists, lists), on=keys, how="left")
+        out = out.rename(columns={S.POSITION: S.RANK})
         if S.PROBABILITY not in out:
             out[S.PROBABILITY] = np.nan
         return out[list(LIST_COLUMNS)]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rankpipe.features.builder import FeatureBuilder
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.stages.base import recall_depth
-from rankpipe.ranking.funnel import LIST_COLUMNS, Funnel
+from rankpipe.ranking.funnel import LIST_COLUMNS, Funnel, channel_names
 from rankpipe.ranking.rankers import load_ranker
 from rankpipe.ranking.recall import load_channel
 from rankpipe.ranking.recall.merge import CandidateMerge
@@ -104,3 +106,19 @@ def test_bad_requests_are_refused_naming_the_column(funnel, change, column, mess
     with pytest.raises(S.ContractError, match=message) as error:
         funnel.score(change(_request(funnel)))
     assert error.value.table == "requests" and error.value.column == column
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.sampled_from(["two_tower", "bm25", "itemcf", "popularity", "item2vec"])),
+                max_size=60, unique=True),
+       st.lists(st.tuples(st.integers(0, 5), st.integers(0, 7)), max_size=20))
+def test_channel_names_match_a_join_per_pair(found, listed):
+    """Each listed pair's channels, alphabetical and comma-separated, as the plain per-pair join gives
+    them; a pair no channel found gets none (NaN after the caller's left merge)."""
+    channel_lists = pd.DataFrame(found, columns=[S.REQUEST_ID, S.ITEM_ID, S.CHANNEL]).astype({S.REQUEST_ID: str, S.ITEM_ID: str})
+    lists = pd.DataFrame(listed, columns=[S.REQUEST_ID, S.ITEM_ID]).astype(str)
+    expected = {pair: ",".join(sorted(group[S.CHANNEL])) for pair, group in channel_lists.groupby([S.REQUEST_ID, S.ITEM_ID])}
+    got = lists.merge(channel_names(channel_lists, lists), on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+    for row in got.itertuples(index=False):
+        want = expected.get((row.request_id, row.item_id))
+        assert (row.channels == want) if want is not None else pd.isna(row.channels)
