@@ -179,7 +179,8 @@ def main() -> None:
         ratio = f"{rp_stages[stage] / baseline['stages'][stage]:>8.2f}" if baseline and stage in baseline["stages"] else ""
         print(f"{stage:<12}" + "".join(f"{s.get(stage, float('nan')):>12.2f}" for _, s, _ in columns) + ratio)
     print(f"{'total':<12}" + "".join(f"{t:>12.2f}" for _, _, t in columns) + (f"{rp_total / baseline['total']:>8.2f}" if baseline else ""))
-    print(f"  (ratio: rankpipe / {'before' if before else 'bare'}; the total also holds generation, validation, writes, MLflow)")
+    print(f"  (ratio: rankpipe / {'before' if before else 'bare'}; the total also holds generation, validation, writes, MLflow;\n"
+          "   a stage that ran beside the others in a second process (pipeline/beside.py, e.g. suggest) overlaps them: the stages add up to more than the total)")
     for label, run in (("before", before), ("rankpipe", rankpipe)):
         if run is not None and run.get("quality"):
             print(f"{label:<10}" + "  ".join(f"{k} {v:.4f}" for k, v in run["quality"].items()))
