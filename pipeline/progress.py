@@ -79,19 +79,19 @@ class RunProgress:
         """Seconds left, from the last run's stage times; None when a stage still to run has no record.
         A stage computing beside the others (:meth:`beside`) overlaps them: the run ends when the
         later of it and the stages in this process does."""
-        now = time.perf_counter()
+        now, beside = time.perf_counter(), dict(self._beside)  # a copy: the ticker thread asks while the run's thread updates it
         todo, in_stage = self.stages, 0.0
         if self._stage is not None:
             todo = self.stages[self.stages.index(self._stage) + 1:]
             if not self._finished:
                 if self._stage not in self.expected:
                     return None
-                since = self._beside.get(self._stage, self._stage_started)
+                since = beside.get(self._stage, self._stage_started)
                 in_stage = max(self.expected[self._stage] - (now - since), 0.0)
-        if any(s not in self.expected for s in todo + list(self._beside)):
+        if any(s not in self.expected for s in todo + list(beside)):
             return None
-        here = in_stage + sum(self.expected[s] for s in todo if s not in self._beside)
-        return max([here] + [self.expected[s] - (now - since) for s, since in self._beside.items() if s != self._stage])
+        here = in_stage + sum(self.expected[s] for s in todo if s not in beside)
+        return max([here] + [self.expected[s] - (now - since) for s, since in beside.items() if s != self._stage])
 
     def line(self) -> str:
         """``[stage 3/9 recall, elapsed 1:23, ETA 2:10]`` (plus the current step, when the stage names one)."""
