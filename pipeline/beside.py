@@ -10,9 +10,9 @@ runs, so the stage lock, the MLflow parent run and the registry are shared exact
 DAG's parallel tasks. When the run's own turn for it comes, it waits for that process and finds the
 stage complete; if the process failed, the run says so and computes the stage itself.
 
-Default world, 2 cores: 184.7 s with ``suggest`` beside ``evaluate`` (its 45 s at one thread, ~8 s
-to start, against ``evaluate`` + ``promote``'s 43 s), against ~215 s in turn; its metrics are the
-same to the last digit. Started beside ``features`` instead, even at ``nice 10``, it slowed recall
+Default world, 2 cores, two plain runs the same morning: 184.7 s with ``suggest`` beside ``evaluate``
+(its 45 s at one thread, ~8 s to start, against ``evaluate`` + ``promote``'s 43 s), 215.3 s with
+every stage in turn; its metrics are the same to the last digit. Started beside ``features`` instead, even at ``nice 10``, it slowed recall
 by 13 s and rank by 5 s (195.9 s): their threaded parts want both cores.
 
 Only on the local engine (a Dask run's stages already share the cluster) and with
@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,12 +48,11 @@ def worth_a_process(expected_seconds: float | None, elapsed: float) -> bool:
 
 @dataclass
 class BesideStage:
-    """A stage computing in a second process: the process, its log file and when it started."""
+    """A stage computing in a second process: the process and the file its output goes to."""
 
     stage: str
     process: subprocess.Popen
     log_path: Path
-    started: float
 
     def wait(self) -> int:
         """Block until the process exits; its exit status."""
@@ -79,4 +77,4 @@ def start(workdir: Path, run_dir: Path, run_id: str, stage: str, fingerprint: st
         process = subprocess.Popen([sys.executable, "-m", "rankpipe.pipeline.beside_main", str(Path(workdir).absolute()), run_id, stage,
                                     fingerprint, "1" if track else "0"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env={**os.environ, **ONE_THREAD})
-    return BesideStage(stage, process, log_path, time.perf_counter())
+    return BesideStage(stage, process, log_path)

@@ -303,7 +303,9 @@ class Runner:
                 self._start_beside(stage, todo, fingerprints, beside)
                 self.current_stage = stage
                 self._progress.start(stage, index)
-                if (stage in beside and self._finish_beside(beside.pop(stage), fingerprints[stage])) or self._execute(spec, fingerprints[stage], tracker):
+                computed_beside = stage in beside and self._finish_beside(beside[stage], fingerprints[stage])
+                beside.pop(stage, None)  # only now: a run stopped while it waits still ends the process (finally, below)
+                if computed_beside or self._execute(spec, fingerprints[stage], tracker):
                     summary.executed.append(stage)
                 else:
                     summary.skipped.append(stage)

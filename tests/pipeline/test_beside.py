@@ -76,18 +76,32 @@ def test_a_failed_second_process_leaves_the_stage_to_the_run(tmp_path, monkeypat
     monkeypatch.setenv("PYTHONPATH", str(broken))
     real, calls = stages.suggest, []
     monkeypatch.setattr(stages, "suggest", lambda inputs, cfg: calls.append(1) or real(inputs, cfg))
-    runner = Runner(config, tmp_path, "fallback", progress=False, track=False)
-    # suggest beside its own turn: the second process starts and is waited for at once (prepare and suggest alone run).
-    runner.graph = tuple(dataclasses.replace(spec, beside="suggest") if spec.name == "suggest" else spec for spec in runner.graph)
-    summary = runner.run(until="suggest")
+    summary = _beside_its_own_turn(Runner(config, tmp_path, "fallback", progress=False, track=False)).run(until="suggest")
     assert calls == [1], "this process computed suggest once, after its second process died"
     assert summary.executed == ["prepare", "suggest"] and summary.metrics["suggest.blended.mrr_all"] > 0
     assert (summary.run_dir / ".suggest.beside.log").exists() and (summary.run_dir / "suggest" / "_SUCCESS.json").exists()
 
 
+def _beside_its_own_turn(runner: Runner) -> Runner:
+    """suggest beside its own turn: its second process starts and is waited for at once (prepare and suggest alone run)."""
+    runner.graph = tuple(dataclasses.replace(spec, beside="suggest") if spec.name == "suggest" else spec for spec in runner.graph)
+    return runner
+
+
+def test_a_run_stopped_while_it_waits_ends_the_second_process(tmp_path, monkeypatch):
+    config = load_config(None, TINY_WORLD)
+    _long_suggest_on_record(tmp_path, config)
+    started, real_start = [], B.start
+    monkeypatch.setattr(B, "start", lambda *args: started.append(real_start(*args)) or started[-1])
+    monkeypatch.setattr(B.BesideStage, "wait", lambda self: (_ for _ in ()).throw(KeyboardInterrupt()))  # Ctrl-C while waiting
+    with pytest.raises(KeyboardInterrupt):
+        _beside_its_own_turn(Runner(config, tmp_path, "stopped", progress=False, track=False)).run(until="suggest")
+    assert len(started) == 1 and started[0].process.poll() is not None
+
+
 def test_a_second_process_still_running_is_ended_with_the_run(tmp_path):
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    side = B.BesideStage("suggest", process, tmp_path / "log", time.perf_counter())
+    side = B.BesideStage("suggest", process, tmp_path / "log")
     started = time.perf_counter()
     side.stop()
     assert process.poll() is not None and time.perf_counter() - started < 10
