@@ -132,6 +132,10 @@ class Runner:
         marker = self.run_dir / stage / "_SUCCESS.json"
         return json.loads(marker.read_text()) if marker.exists() else None
 
+    def _current(self, stage: str, fingerprint: str) -> bool:
+        """Whether ``stage`` is complete on disk with ``fingerprint`` (up to date)."""
+        return (self._done(stage) or {}).get("fingerprint") == fingerprint
+
     # ------------------------------------------------------------------------------ IO
     def load_table(self, stage: str, name: str) -> pd.DataFrame:
         """An upstream table, from memory if produced in this process, else from its Parquet file."""
@@ -230,7 +234,7 @@ class Runner:
             raise ConfigError(f"dataset '{self.config.dataset.name}' runs the stages {list(stage_names)}; there is no stage {until!r}")
         wanted = self._with_upstream(until) if until else stage_names
         fingerprints = self.fingerprints()
-        todo = [s for s in wanted if (self._done(s) or {}).get("fingerprint") != fingerprints[s]]
+        todo = [s for s in wanted if not self._current(s, fingerprints[s])]
         summary = RunSummary(self.run_id, self.run_dir, {})
         if not todo:
             summary.skipped = list(wanted)
@@ -349,7 +353,7 @@ class Runner:
                     and B.worth_a_process(self._progress.expected.get(spec.name), elapsed)):
                 for need in spec.needs:
                     self._wait(need)
-                if all((self._done(n) or {}).get("fingerprint") == fingerprints[n] for n in spec.needs):
+                if all(self._current(n, fingerprints[n]) for n in spec.needs):
                     beside[spec.name] = B.start(self.workdir, self.run_dir, self.run_id, spec.name, fingerprints[spec.name], self.track)
                     self._progress.beside(spec.name)
                     self._say(f"  {spec.name:<9} started beside {trigger}, in a second process")
@@ -377,7 +381,7 @@ class Runner:
         # From a stage's first look at a champion to its alias move, that registered model is locked.
         registry_locks = LockSet(self.workdir / ".locks", "registry-", lambda name, holder: self._say(f"  waiting for the registry of {name}: {holder}"))
         try:
-            if (self._done(stage) or {}).get("fingerprint") == fingerprint:
+            if self._current(stage, fingerprint):
                 self._say(f"  {stage:<9} skipped (completed by the other process)")
                 self._prepared = None
                 lock.release()
@@ -469,7 +473,7 @@ class Runner:
         """The stages whose metrics a run reports: those it was asked for, and every other stage of
         the run directory that is up to date. A run of one stage (``until``) with its upstream then
         still writes the run's whole metrics.json, as the last task of a DAG must."""
-        return tuple(s for s in names(self.graph) if s in wanted or (self._done(s) or {}).get("fingerprint") == fingerprints[s])
+        return tuple(s for s in names(self.graph) if s in wanted or self._current(s, fingerprints[s]))
 
     def _collect_metrics(self, stages: tuple[str, ...]) -> dict[str, Any]:
         metrics: dict[str, Any] = {}
