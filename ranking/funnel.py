@@ -108,6 +108,7 @@ def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: 
     out[S.QUERY] = query.where(query.str.strip() != "")  # an empty query is a feed request
     return out.reset_index(drop=True)
 
+
 def channel_names(channel_lists: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
     """request_id, item_id, ``channels``: for each (request_id, item_id) of ``pairs`` that a channel
     found, every channel of ``channel_lists`` that found it, in alphabetical order, comma-separated.
