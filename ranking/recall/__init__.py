@@ -31,6 +31,7 @@ CHANNEL_CLASSES: dict[str, str] = {
     "bm25_cold": "bm25:ColdBM25Recall",
     "dense_text": "dense_text:DenseTextRecall",
     "generated_queries": "generated_queries:GeneratedQueryRecall",
+    "ease": "ease:EASERecall",
 }
 # Other names this package gives, by module.
 _LAZY = {**{path.split(":")[1]: path.split(":")[0] for path in CHANNEL_CLASSES.values()},
@@ -99,6 +100,7 @@ __all__ = [
     "BM25Recall",
     "ColdBM25Recall",
     "DenseTextRecall",
+    "EASERecall",
     "GeneratedQueryRecall",
     "Item2VecRecall",
     "ItemCFRecall",

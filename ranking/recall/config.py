@@ -68,6 +68,16 @@ class TwoTowerConfig:
 
 
 @dataclass(frozen=True)
+class EASEConfig:
+    """EASE (closed form, ranking/recall/ease.py): the L2 weight λ and the largest catalogue it inverts (items x items, dense)."""
+
+    l2: float = 500.0
+    max_items: int = 20_000
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"l2": POSITIVE, "max_items": AT_LEAST_ONE}
+
+
+@dataclass(frozen=True)
 class RecallConfig:
     """Channels, their quotas (channel name → max candidates) and how their lists are merged."""
 
@@ -89,9 +99,13 @@ class RecallConfig:
     # > 0: the ranker also sees which channels found each pair and at what rank (recall_<channel>_rank),
     # train rows from this many channel refits before cuts of the train period (see pipeline/stages/recall.py, _logged_channel_ranks).
     ranker_snapshots: int = 0
+    # The business rule that no list offers an item its user already had a positive event for (films,
+    # books); the ranker then learns and scores without them, as the protocols judge (their lists always leave them out).
+    exclude_seen: bool = False
     index: IndexConfig = field(default_factory=IndexConfig)
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
 
     BOUNDS: ClassVar[Mapping[str, Bound]] = {"quotas": Bound(0, nonempty=True), "k": AT_LEAST_ONE, "popularity_half_life_days": POSITIVE,
                                              "itemcf_half_life_days": POSITIVE, "calibration_requests": NON_NEGATIVE,

@@ -1,0 +1,117 @@
+"""The EASE channel (Steck, WWW 2019): a closed-form item-item linear model of the whole user profile.
+
+EASE learns ``B = argmin ||X - XB||² + λ||B||²`` with a zero diagonal over the binary user × item
+matrix ``X`` of the train period's positive events; its solution is ``P = (XᵀX + λI)⁻¹``,
+``B = -P / diag(P)``. A request scores every item by the sum of ``B``'s rows of everything its user
+had before the request's time (point in time: the whole history, not the last few items).
+
+One dense ``I × I`` inverse: the channel refuses, by name, a catalogue of more than ``max_items``
+items with a positive event (memory ``8 I²`` bytes, time ``I³``), rather than run out of memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.linalg import lapack
+
+from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.schema import check_fitted
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids, top_k_rows
+
+
+def history_matrix(requests: pd.DataFrame, history: pd.DataFrame, item_index: pd.Index) -> sp.csr_matrix:
+    """(requests × items) binary CSR: the items of ``item_index`` each request's user had a positive
+    event for strictly before the request's ``ts``. Sorted arrays and ranges, no loop over events."""
+    known = item_index.get_indexer(history[S.ITEM_ID])
+    h = history[known >= 0]
+    item_rows = known[known >= 0]
+    user_codes, users = pd.factorize(h[S.USER_ID])
+    ts = h[S.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
+    times = np.unique(ts)
+    order = np.lexsort((ts, user_codes))
+    # One sortable key per event: the user's code, then the event's rank among every distinct time.
+    key = user_codes[order].astype(np.int64) * (len(times) + 1) + np.searchsorted(times, ts[order])
+    request_user = pd.Index(users).get_indexer(requests[S.USER_ID])
+    request_ts = np.searchsorted(times, requests[S.TS].to_numpy(dtype="datetime64[us]").astype(np.int64), side="left")
+    base = np.maximum(request_user, 0).astype(np.int64) * (len(times) + 1)
+    start = np.searchsorted(key, base, side="left")
+    end = np.searchsorted(key, base + request_ts, side="left")  # strictly before the request's time
+    counts = np.where(request_user >= 0, end - start, 0)
+    rows = np.repeat(np.arange(len(requests)), counts)
+    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)
+    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, item_rows[order][offsets])), shape=(len(requests), len(item_index)))
+    matrix.data[:] = 1.0  # duplicates (a click and a purchase of one item) summed: binary again
+    return matrix
+
+
+class EASERecall(RecallChannel):
+    """EASE (see the module docstring): ``l2`` is λ (cornac's and the paper's default scale, 500),
+    ``max_items`` the largest catalogue it inverts, ``batch`` requests scored per dense block."""
+
+    def __init__(self, l2: float = 500.0, max_items: int = 20_000, batch: int = 1024):
+        self.l2, self.max_items, self.batch = l2, max_items, batch
+
+    @classmethod
+    def from_config(cls, recall, index, seed, device) -> "EASERecall":
+        return cls(l2=recall.ease.l2, max_items=recall.ease.max_items)
+
+    def fit(self, train_events: pd.DataFrame, items: pd.DataFrame) -> "EASERecall":
+        positive = train_events.loc[train_events[S.EVENT].isin(S.POSITIVE_EVENTS), [S.USER_ID, S.ITEM_ID]].drop_duplicates()
+        item_codes, item_ids = pd.factorize(positive[S.ITEM_ID])
+        if len(item_ids) > self.max_items:
+            raise ValueError(f"recall channel 'ease': {len(item_ids):,} items have a positive event in the train period; EASE inverts an "
+                             f"items x items matrix ({8 * len(item_ids) ** 2 / 2 ** 30:.1f} GiB), and recall.ease.max_items is "
+                             f"{self.max_items:,}. Raise it if the memory is there, or leave 'ease' out of recall.quotas.")
+        user_codes, _ = pd.factorize(positive[S.USER_ID])
+        x = sp.csr_matrix((np.ones(len(positive)), (user_codes, item_codes)), shape=(user_codes.max() + 1 if len(positive) else 0, len(item_ids)))
+        gram = (x.T @ x).toarray().astype(np.float32)  # (I, I)
+        gram[np.diag_indices_from(gram)] += self.l2
+        # XᵀX + λI is symmetric positive definite: a float32 Cholesky inverse (LAPACK potrf/potri) is
+        # ~4x faster than numpy's float64 LU inverse (9,066 MovieLens films: 4.5 s against 19.6 s), within 1e-6 of it.
+        factor, info = lapack.spotrf(gram, lower=False, overwrite_a=True)
+        if info == 0:
+            upper, info = lapack.spotri(factor, lower=False, overwrite_c=True)
+        if info != 0:
+            raise ValueError(f"recall channel 'ease': the Gram matrix is not positive definite (LAPACK info {info}); raise recall.ease.l2")
+        inverse = np.triu(upper) + np.triu(upper, 1).T  # potri fills the upper triangle only
+        weights = -inverse / np.diag(inverse)[None, :]
+        np.fill_diagonal(weights, 0.0)
+        self.item_index_ = pd.Index(np.asarray(item_ids, dtype=object))
+        self.weights_ = weights.astype(np.float32)  # (I, I)
+        return self
+
+    def _save_state(self, directory: Path) -> None:
+        check_fitted(self, "weights_", "save")
+        save_ids(self.item_index_, directory / "item_ids.parquet")
+        np.save(directory / "weights.npy", self.weights_, allow_pickle=False)
+
+    def _load_state(self, directory: Path, device: str) -> None:
+        self.item_index_ = pd.Index(load_ids(directory / "item_ids.parquet"))
+        self.weights_ = np.load(directory / "weights.npy", allow_pickle=False)
+
+    def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
+        check_fitted(self, "weights_", "retrieve")
+        if history is None:
+            raise ValueError("ease retrieve needs history: positive events (user_id, item_id, ts)")
+        profile = history_matrix(requests, history, self.item_index_)  # (R, I)
+        has = np.diff(profile.indptr) > 0  # a user with nothing before the request gets no candidates
+        profile, ids = profile[has], requests[S.REQUEST_ID].to_numpy()[has]
+        k = min(k, len(self.item_index_))
+        frames = []
+        for start in range(0, profile.shape[0], self.batch):  # batches bound the dense (B, I) score block
+            rows = profile[start : start + self.batch]
+            scores = np.asarray(rows @ self.weights_)  # (B, I)
+            scores[rows.nonzero()] = -np.inf  # what the user has is no recommendation of this model's
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (B, k)
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            frames.append(top_k_rows(ids[start : start + self.batch], top_scores, np.where(np.isfinite(top_scores), top, -1),
+                                     self.item_index_.to_numpy()))
+        if not frames:
+            return empty_lists()
+        return pd.concat(frames, ignore_index=True)
