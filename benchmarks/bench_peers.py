@@ -18,12 +18,14 @@ old pandas). Every model ranks all items for every request, items the user alrea
 and one code path (``ranking.metrics.top_k_metrics``) scores them all: NDCG@10, recall@10, MAP@10.
 A user a library never saw in training gets its popularity order.
 
-Prints one table; the LAST line is one JSON object, one entry per protocol:
-``{"time": {"rankpipe_ndcg_at_10": …, "rankpipe_recall_ndcg_at_10": …, "best_peer_ndcg_at_10": …,
-"best_peer": "…"}, "leave_last_out": {…}, "random_75_25": {…}}``.
+Prints one table (a row per seed, protocol and model; ``rankpipe_ranker`` is the ranker's order
+before the rerank); the LAST line is one JSON object, one entry per protocol with the means over
+the seeds, and ``seeds``: ``{"time": {"rankpipe_ndcg_at_10": …, "rankpipe_recall_ndcg_at_10": …,
+"best_peer_ndcg_at_10": …, "best_peer": "…", "funnel_minus_recall": [per seed], "funnel_minus_best_peer":
+[per seed]}, "leave_last_out": {…}, "random_75_25": {…}, "seeds": [42, 1, 2]}``.
 
-Usage: python benchmarks/bench_peers.py [--data DIR] [--seed N] [--quick]
-  --quick: the 80 first users and the films they rated, small models (a test runs it)
+Usage: python benchmarks/bench_peers.py [--data DIR] [--seeds 42,1,2] [--quick]
+  --quick: the 80 first users and the films they rated, small models, the first seed (a test runs it)
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from rankpipe.ranking.metrics import top_k_metrics  # noqa: E402
 
 K = 10
 # MovieLens spans two decades (the movielens adapter's own defaults, which the tables adapter does not know).
-MOVIELENS = ("recall.popularity_half_life_days=365", "recall.itemcf_half_life_days=36500")
+MOVIELENS = ("recall.popularity_half_life_days=365", "recall.itemcf_half_life_days=36500", "recall.exclude_seen=true")
 QUICK = ("rank.lightgbm.n_estimators=60", "recall.calibration_requests=200", "recall.two_tower.epochs=1", "recall.k=100",
          "evaluate.recall_ks=[20,100]")
 
@@ -148,45 +150,75 @@ def top_k_unseen(scores: np.ndarray, requests: pd.DataFrame, users: pd.Index, it
                          S.RANK: np.tile(np.arange(1, K + 1), len(requests))})
 
 
+def run_seed(log: Path, work: Path, items: pd.Index, seed: int, quick: bool, rows: list) -> dict[str, dict]:
+    """Every protocol at one seed: rankpipe's orders and each peer scored by the one metric path; the
+    table's rows appended to ``rows``; returns the seed's headline per protocol."""
+    headline = {}
+    for protocol in PROTOCOLS:
+        tables, metrics, seconds = run_rankpipe(log, work / f"seed{seed}", protocol, seed, quick)
+        requests, truth = tables["protocol_requests"], tables["protocol_truth"]
+        train = training_interactions(tables["positives"], requests, protocol)
+        users = pd.Index(train[S.USER_ID].unique())
+        popularity = train[S.ITEM_ID].value_counts().reindex(items, fill_value=0).to_numpy(dtype=np.float64)
+        scored = {f"rankpipe_{source}": (lists, seconds) for source, lists in tables["protocol_lists"].groupby("source")}
+        for name, (scores, fit_seconds) in peer_scores(train, users, items, seed).items():
+            scored[name] = (top_k_unseen(scores, requests, users, items, tables["positives"], popularity), fit_seconds)
+        results = {name: (top_k_metrics(lists, truth, K, group=S.REQUEST_ID), fit_seconds) for name, (lists, fit_seconds) in scored.items()}
+        for name, (m, fit_seconds) in results.items():
+            rows.append((seed, protocol, name, m["ndcg_at_k"], m["recall_at_k"], m["map_at_k"], fit_seconds, m["users"]))
+        peers = {name: m for name, (m, _) in results.items() if not name.startswith("rankpipe")}
+        best = max(peers, key=lambda name: peers[name]["ndcg_at_k"])
+        headline[protocol] = {"rankpipe_ndcg_at_10": results["rankpipe_funnel"][0]["ndcg_at_k"],
+                              "rankpipe_recall_ndcg_at_10": results["rankpipe_recall"][0]["ndcg_at_k"],
+                              "rankpipe_ranker_ndcg_at_10": results["rankpipe_ranker"][0]["ndcg_at_k"],
+                              "peers": {name: m["ndcg_at_k"] for name, m in peers.items()}, "best_peer": best,
+                              "requests": int(truth[S.REQUEST_ID].nunique()),
+                              # the pipeline's own number must be the one recomputed here
+                              "evaluate_stage_ndcg_at_10": metrics["protocol.funnel.ndcg_at_10"]}
+    return headline
+
+
+def summary(per_seed: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per protocol, the means over seeds (the best peer is the one with the best mean), each seed's
+    funnel and merge numbers, and the funnel's paired difference to the merge and to the best peer per seed."""
+    out = {}
+    for protocol in PROTOCOLS:
+        runs = [per_seed[seed][protocol] for seed in per_seed]
+        peer_means = {name: float(np.mean([run["peers"][name] for run in runs])) for name in runs[0]["peers"]}
+        best = max(peer_means, key=peer_means.get)
+        funnel = [run["rankpipe_ndcg_at_10"] for run in runs]
+        out[protocol] = {"rankpipe_ndcg_at_10": round(float(np.mean(funnel)), 4),
+                         "rankpipe_recall_ndcg_at_10": round(float(np.mean([run["rankpipe_recall_ndcg_at_10"] for run in runs])), 4),
+                         "rankpipe_ranker_ndcg_at_10": round(float(np.mean([run["rankpipe_ranker_ndcg_at_10"] for run in runs])), 4),
+                         "best_peer_ndcg_at_10": round(peer_means[best], 4), "best_peer": best,
+                         "funnel_minus_recall": [round(run["rankpipe_ndcg_at_10"] - run["rankpipe_recall_ndcg_at_10"], 4) for run in runs],
+                         "funnel_minus_best_peer": [round(run["rankpipe_ndcg_at_10"] - run["peers"][best], 4) for run in runs],
+                         "requests": runs[0]["requests"],
+                         "evaluate_stage_ndcg_at_10": round(float(np.mean([run["evaluate_stage_ndcg_at_10"] for run in runs])), 4)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, default=shared_data_dir(), help="the shared data directory (default ../shared/data)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--quick", action="store_true", help="the 80 first users, small models")
+    parser.add_argument("--seeds", default="42,1,2", help="comma-separated seeds: the funnel's and the peers' (default 42,1,2)")
+    parser.add_argument("--quick", action="store_true", help="the 80 first users, small models, the first seed only")
     args = parser.parse_args()
     if args.data is None or not args.data.is_dir():
         raise SystemExit("no shared data directory: pass --data DIR or set RANKPIPE_SHARED_DATA")
+    seeds = [int(seed) for seed in args.seeds.split(",")][: 1 if args.quick else None]
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    rows, headline = [], {}
+    rows: list = []
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "log"
         write_interaction_log(args.data, log, 80 if args.quick else None)
         items = pd.Index(pd.read_parquet(log / "items.parquet")[S.ITEM_ID])
-        for protocol in PROTOCOLS:
-            tables, metrics, seconds = run_rankpipe(log, Path(tmp) / "work", protocol, args.seed, args.quick)
-            requests, truth = tables["protocol_requests"], tables["protocol_truth"]
-            train = training_interactions(tables["positives"], requests, protocol)
-            users = pd.Index(train[S.USER_ID].unique())
-            popularity = train[S.ITEM_ID].value_counts().reindex(items, fill_value=0).to_numpy(dtype=np.float64)
-            scored = {f"rankpipe_{source}": (lists, seconds) for source, lists in tables["protocol_lists"].groupby("source")}
-            for name, (scores, fit_seconds) in peer_scores(train, users, items, args.seed).items():
-                scored[name] = (top_k_unseen(scores, requests, users, items, tables["positives"], popularity), fit_seconds)
-            results = {name: (top_k_metrics(lists, truth, K, group=S.REQUEST_ID), fit_seconds) for name, (lists, fit_seconds) in scored.items()}
-            for name, (m, fit_seconds) in results.items():
-                rows.append((protocol, name, m["ndcg_at_k"], m["recall_at_k"], m["map_at_k"], fit_seconds, m["users"]))
-            peers = {name: m for name, (m, _) in results.items() if not name.startswith("rankpipe")}
-            best = max(peers, key=lambda name: peers[name]["ndcg_at_k"])
-            headline[protocol] = {"rankpipe_ndcg_at_10": round(results["rankpipe_funnel"][0]["ndcg_at_k"], 4),
-                                  "rankpipe_recall_ndcg_at_10": round(results["rankpipe_recall"][0]["ndcg_at_k"], 4),
-                                  "best_peer_ndcg_at_10": round(peers[best]["ndcg_at_k"], 4), "best_peer": best,
-                                  "requests": int(truth[S.REQUEST_ID].nunique()),
-                                  # the pipeline's own number must be the one recomputed here
-                                  "evaluate_stage_ndcg_at_10": round(metrics["protocol.funnel.ndcg_at_10"], 4)}
+        per_seed = {seed: run_seed(log, Path(tmp) / "work", items, seed, args.quick, rows) for seed in seeds}
 
-    print(f"{'protocol':<15} {'model':<18} {'ndcg@10':>8} {'recall@10':>9} {'map@10':>8} {'fit s':>7} {'requests':>8}")
-    for protocol, name, ndcg, recall, ap, fit_seconds, n in rows:
-        print(f"{protocol:<15} {name:<18} {ndcg:>8.4f} {recall:>9.4f} {ap:>8.4f} {fit_seconds:>7.1f} {n:>8}")
-    print(json.dumps(headline))
+    print(f"{'seed':>5} {'protocol':<15} {'model':<18} {'ndcg@10':>8} {'recall@10':>9} {'map@10':>8} {'fit s':>7} {'requests':>8}")
+    for seed, protocol, name, ndcg, recall, ap, fit_seconds, n in rows:
+        print(f"{seed:>5} {protocol:<15} {name:<18} {ndcg:>8.4f} {recall:>9.4f} {ap:>8.4f} {fit_seconds:>7.1f} {n:>8}")
+    print(json.dumps({**summary(per_seed), "seeds": seeds}))
 
 
 if __name__ == "__main__":

@@ -92,11 +92,13 @@ class Calibrator:
         return calibrator
 
 
-def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "platt", n_bins: int = 10):
+def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "platt", n_bins: int = 10, test_scores=None):
     """Calibrate ``ranker`` on the validation rows with ``method`` and measure every option on test.
 
     Both methods are fitted so the report can set them side by side, beside the ranker's own
     probabilities where its scores claim to be ones, and the constant validation click rate.
+
+    ``test_scores``: the ranker's scores of the test rows when they are already computed (``X_test`` is then not read).
 
     Returns:
         (metrics ``logloss_<m>`` and ``ece_<m>`` for m in base_rate, uncalibrated (when the scores are
@@ -108,7 +110,7 @@ def calibration_report(ranker, X_valid, y_valid, X_test, y_test, method: str = "
     from rankpipe.ranking.metrics import expected_calibration_error, log_loss, reliability_table
 
     clicks = (np.asarray(y_test) > 0).astype(np.float64)
-    test_scores = ranker.predict(X_test)
+    test_scores = ranker.predict(X_test) if test_scores is None else np.asarray(test_scores, dtype=np.float64)
     base_rate = float(np.mean(np.asarray(y_valid) > 0))
     candidates = {"base_rate": np.full(len(clicks), base_rate)}
     own = uncalibrated_probability(test_scores, ranker.score_kind)

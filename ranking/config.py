@@ -102,12 +102,20 @@ class NeuralRankConfig:
                                              "nn_history": AT_LEAST_ONE, "nn_conversion_grade": Bound(1, 3)}
 
 
+POPULATIONS = ("candidates", "logged", "both")  # what rank.population may name
+
+
 @dataclass(frozen=True)
 class RankConfig:
     """The fine ranker: a registered model name, what every ranker shares, and one section per family."""
 
     model: str = "lambdarank"
     eval_at: int = 10
+    # What the ranker learns from (pipeline/stages/rank.py): "candidates", the recall candidates of
+    # validation requests the merge did not learn from, labelled by what the user then did (the
+    # population it ranks); "logged", the logged train lists; "both".
+    population: str = "candidates"
+    candidate_requests: int = 4000  # at most this many requests' candidates (recall.k each) to learn from
     # Scores → P(grade > 0), fitted on the validation rows (ranking/calibration.py): platt, isotonic or none.
     calibration: str = "platt"
     ablation: bool = False  # also retrain without each feature group and report test NDCG@10 (slow: one fit per group)
@@ -124,7 +132,7 @@ class RankConfig:
     sklearn: SklearnRankConfig = field(default_factory=SklearnRankConfig)
     neural: NeuralRankConfig = field(default_factory=NeuralRankConfig)
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"eval_at": AT_LEAST_ONE, "selection_correlation": Bound(0, 1, low_open=True), "selection_null_runs": AT_LEAST_ONE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"eval_at": AT_LEAST_ONE, "candidate_requests": AT_LEAST_ONE, "selection_correlation": Bound(0, 1, low_open=True), "selection_null_runs": AT_LEAST_ONE}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from rankpipe.features.builder import FeatureBuilder
 from rankpipe.features.embeddings import behaviour_sequences, embedding_similarity
 from rankpipe.pipeline import schema as S
 from rankpipe.ranking.base import Ranker
-from rankpipe.ranking.recall.base import RecallChannel, launched_by_request
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, without_seen
 from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 from rankpipe.ranking.rerank import RerankChain
@@ -34,40 +34,126 @@ REQUEST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY)
 LIST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.QUERY, S.RANK, S.ITEM_ID, S.SCORE, S.PROBABILITY, "channels")
 
 
-def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: FeatureBuilder, ranker: Ranker, history: pd.DataFrame,
-                    item_index: pd.Index, item_vectors: np.ndarray, n_last: int, channel_lists: pd.DataFrame | None = None,
-                    quotas: dict[str, int] | None = None, counter=None) -> pd.DataFrame:
-    """Score merged candidates with the ranker: the features of training (the builder's point-in-time
-    statistics, ``emb_sim`` from the item2vec vectors, and, when the ranker was trained on them, which
-    channels found the pair and behaviour sequences), then ``predict`` and the calibrator.
+RECALL_PREFIX = "recall_"  # every feature the recall stage gives the ranker starts with it
+
+
+def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame | None, channel_lists: pd.DataFrame | None,
+                    quotas: dict[str, int] | None) -> pd.DataFrame:
+    """What recall knows of each (request_id, item_id) of ``pairs``, as ranker features (float32,
+    aligned with ``pairs``): ``recall_merge_rank`` and ``recall_merge_score`` (its place in the merged
+    list and the merge's P(positive)), ``recall_<channel>_score`` and ``recall_<channel>_rank`` per
+    channel, and ``recall_channels`` (how many found it).
+
+    A pair of a request the merge listed but not this item gets the rank after the list's last and
+    no score; a pair of a request never merged (a logged list outside the ranker's candidate
+    requests) gets NaN everywhere: unknown, not "not found".
 
     Args:
-        candidates: the merge's output (request_id, item_id, rank, channel, …).
+        pairs: request_id, item_id rows to describe.
+        merged: the merge's lists (request_id, item_id, rank, merge_score, ``<channel>_score``).
+        channel_lists / quotas: every channel's own lists (request_id, item_id, rank, channel) and quotas.
+    """
+    keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
+    out: dict[str, np.ndarray] = {}
+    if merged is None or quotas is None or channel_lists is None:
+        raise ValueError("recall_features needs the merged lists, every channel's lists and the quotas")
+    listed = pd.MultiIndex.from_arrays([merged[S.REQUEST_ID].to_numpy(), merged[S.ITEM_ID].to_numpy()])
+    row = listed.get_indexer(keys)
+    found = row >= 0
+    merged_request = pairs[S.REQUEST_ID].isin(pd.unique(merged[S.REQUEST_ID])).to_numpy()
+    list_length = merged.groupby(S.REQUEST_ID, sort=False).size()
+    after_last = pairs[S.REQUEST_ID].map(list_length).to_numpy(dtype=np.float64) + 1
+
+    def lookup(column: str, missing: np.ndarray | float) -> np.ndarray:
+        values = merged[column].to_numpy(dtype=np.float64) if column in merged else np.full(len(merged), np.nan)
+        picked = np.where(found, values[np.maximum(row, 0)], missing)
+        return np.where(merged_request, picked, np.nan).astype(np.float32)
+
+    out[f"{RECALL_PREFIX}merge_rank"] = lookup(S.RANK, after_last)
+    out[f"{RECALL_PREFIX}merge_score"] = lookup(S.MERGE_SCORE, np.nan)
+    for name in quotas:
+        out[f"{RECALL_PREFIX}{name}_score"] = lookup(f"{name}_score", np.nan)
+    ranks = channel_rank_features(channel_lists, pairs, quotas, pd.Index(pd.unique(merged[S.REQUEST_ID])))
+    return pd.concat([pd.DataFrame(out), ranks.reset_index(drop=True)], axis=1)
+
+
+def candidate_features(pairs: pd.DataFrame, builder: FeatureBuilder, history: pd.DataFrame, item_index: pd.Index, item_vectors: np.ndarray,
+                       n_last: int, merged: pd.DataFrame | None = None, channel_lists: pd.DataFrame | None = None,
+                       quotas: dict[str, int] | None = None, counter=None, sequence_length: int = 0) -> pd.DataFrame:
+    """The ranker's features of (request, item) ``pairs`` (request_id, item_id, user_id, query, ts),
+    aligned with them: the one feature function of the training rows and of any candidate scored.
+
+    The builder's point-in-time statistics, ``emb_sim`` (item2vec cosine to the user's last
+    ``n_last`` positives), with ``merged`` the recall features (:func:`recall_features`), and with
+    ``sequence_length`` > 0 the behaviour columns a sequence ranker (DIN) reads.
+
+    Args:
+        history: positive events (user_id, item_id, ts); only those before a pair's ts count.
+        counter: what computes the count statistics (see :meth:`FeatureBuilder.transform`).
+    """
+    pairs = pairs.reset_index(drop=True)
+    parts = [embedding_similarity(builder.transform(pairs, counter), pairs, history, item_index, item_vectors, n_last).reset_index(drop=True)]
+    if merged is not None:
+        parts.append(recall_features(pairs, merged, channel_lists, quotas))
+    if sequence_length:
+        parts.append(behaviour_sequences(pairs, history, pd.Index(builder.items_[S.ITEM_ID]), sequence_length).reset_index(drop=True))
+    return pd.concat(parts, axis=1)
+
+
+def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: FeatureBuilder, ranker: Ranker, history: pd.DataFrame,
+                    item_index: pd.Index, item_vectors: np.ndarray, n_last: int, channel_lists: pd.DataFrame | None = None,
+                    quotas: dict[str, int] | None = None, counter=None, merged: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Score (request, item) candidates with the ranker: :func:`candidate_features` (the features of
+    training), then ``predict`` and the calibrator.
+
+    Args:
+        candidates: the pairs to score (request_id, item_id, rank, channel, …): the merge's output,
+            or logged pairs to re-order (then ``merged`` gives the recall features).
         requests: request_id, user_id, ts, query of the candidates' requests.
         history: positive events (user_id, item_id, ts); only those before a request count.
         item_index / item_vectors: the item2vec channel's ids and (I, D) vectors, for ``emb_sim``.
         n_last: how many recent positives make the user's taste vector.
-        channel_lists / quotas: every channel's own lists and quotas, for ``recall_<channel>_rank``.
+        channel_lists / quotas: every channel's own lists and quotas, for the recall features.
         counter: what computes the count statistics (see :meth:`FeatureBuilder.transform`).
+        merged: the merged lists the recall features come from (default: ``candidates`` themselves).
 
     Returns:
         request_id, item_id, user_id, query, rank (the merged rank), channel, score, and probability
         when the ranker is calibrated; in the candidates' order.
     """
-    pairs = candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="inner")
-    features = embedding_similarity(builder.transform(pairs, counter), pairs, history, item_index, item_vectors, n_last)
-    if any(name.startswith("recall_") for name in ranker.feature_names_):
-        if channel_lists is None or quotas is None:
-            raise ValueError("the ranker reads which recall channels found each pair (recall_<channel>_rank); pass channel_lists and quotas")
-        features = pd.concat([features.reset_index(drop=True), channel_rank_features(channel_lists, pairs.reset_index(drop=True), quotas)], axis=1)
-    if getattr(ranker, "uses_behaviour", False):
-        sequences = behaviour_sequences(pairs.reset_index(drop=True), history, pd.Index(builder.items_[S.ITEM_ID]), ranker.nn_history)
-        features = pd.concat([features.reset_index(drop=True), sequences], axis=1)
-    scored = pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.RANK, S.CHANNEL]].reset_index(drop=True)
+    pairs = candidates.merge(requests[[S.REQUEST_ID, S.USER_ID, S.QUERY, S.TS]], on=S.REQUEST_ID, how="inner").reset_index(drop=True)
+    reads_recall = any(name.startswith(RECALL_PREFIX) for name in ranker.feature_names_)
+    if reads_recall and (channel_lists is None or quotas is None):
+        raise ValueError("the ranker reads what recall found for each pair (recall_*); pass channel_lists and quotas")
+    sequence_length = ranker.nn_history if getattr(ranker, "uses_behaviour", False) else 0
+    features = candidate_features(pairs, builder, history, item_index, item_vectors, n_last, (candidates if merged is None else merged)
+                                  if reads_recall else None, channel_lists, quotas, counter, sequence_length)
+    scored = pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.RANK, S.CHANNEL]].copy()
     scored[S.SCORE] = ranker.predict(features).astype(np.float64)
     if ranker.calibrator_ is not None:
         scored[S.PROBABILITY] = ranker.calibrator_.predict(scored[S.SCORE].to_numpy())
     return scored
+
+
+def recall_candidates(channels: dict[str, RecallChannel], merge: CandidateMerge, requests: pd.DataFrame, depth: int, history: pd.DataFrame,
+                      items: pd.DataFrame, cutoff: pd.Timestamp | None = None, exclude_seen: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(merged candidates, every channel's own lists) of ``requests``: each channel's ``retrieve`` of
+    ``depth`` items, less the items launched after the request (or after ``cutoff``), then the
+    fitted merge; with ``exclude_seen`` the items the user already had leave the merged lists
+    (:func:`~rankpipe.ranking.recall.base.without_seen`). The recall of scoring and of the ranker's
+    training requests alike."""
+    launched = items[items[S.CREATED_AT].isna() | (items[S.CREATED_AT] <= cutoff)] if cutoff is not None and S.CREATED_AT in items else items
+    known = pd.Index(launched[S.ITEM_ID])
+    lists = {}
+    for name, channel in channels.items():
+        found = launched_by_request(channel.retrieve(requests, depth, history), requests, items)
+        keep = known.get_indexer(found[S.ITEM_ID]) >= 0
+        lists[name] = found if keep.all() else found[keep].reset_index(drop=True)
+    channel_lists = pd.concat([frame.assign(**{S.CHANNEL: name}) for name, frame in lists.items()], ignore_index=True)
+    merged = merge.merge(lists)
+    if exclude_seen:
+        merged = without_seen(merged, requests, history)
+    return merged, channel_lists
 
 
 def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: bool = False) -> pd.DataFrame:
@@ -140,12 +226,13 @@ class Funnel:
         depth: how many candidates each channel retrieves (the recall stage's depth).
         n_last: recent positives in the user's taste vector (``recall.item2vec.history``).
         config: the resolved run config as plain values, kept for the record.
+        exclude_seen: the business rule that no list offers an item its user already had (``recall.exclude_seen``).
     """
 
     def __init__(self, channels: dict[str, RecallChannel], merge: CandidateMerge, builder: FeatureBuilder, ranker: Ranker,
-                 reranker: RerankChain, depth: int, n_last: int, config: dict[str, Any] | None = None):
+                 reranker: RerankChain, depth: int, n_last: int, config: dict[str, Any] | None = None, exclude_seen: bool = False):
         self.channels, self.merge, self.builder, self.ranker, self.reranker = channels, merge, builder, ranker, reranker
-        self.depth, self.n_last, self.config = depth, n_last, config or {}
+        self.depth, self.n_last, self.config, self.exclude_seen = depth, n_last, config or {}, exclude_seen
 
     @property
     def cutoff(self) -> pd.Timestamp:
@@ -167,32 +254,24 @@ class Funnel:
         first = self.builder.history_[S.TS].min()
         if cutoff < first:
             raise S.ConfigError(f"cutoff {cutoff} is before the funnel's first event {first}: it would know nothing")
-        return Funnel(self.channels, self.merge, self.builder.until(cutoff), self.ranker, self.reranker, self.depth, self.n_last, self.config)
+        return Funnel(self.channels, self.merge, self.builder.until(cutoff), self.ranker, self.reranker, self.depth, self.n_last, self.config,
+                      self.exclude_seen)
 
     def recall(self, requests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(merged candidates, every channel's own lists) for ``requests``; an item launched after a
-        request's time or after the funnel's cutoff is never a candidate."""
-        items = self.builder.items_
-        cutoff = self.cutoff
-        launched = items[items[S.CREATED_AT].isna() | (items[S.CREATED_AT] <= cutoff)] if S.CREATED_AT in items else items
-        lists = {name: self._known(launched_by_request(channel.retrieve(requests, self.depth, self.history()), requests, items), launched)
-                 for name, channel in self.channels.items()}
-        channel_lists = pd.concat([frame.assign(**{S.CHANNEL: name}) for name, frame in lists.items()], ignore_index=True)
-        return self.merge.merge(lists), channel_lists
+        """(merged candidates, every channel's own lists) for ``requests`` (:func:`recall_candidates`):
+        an item launched after a request's time or after the funnel's cutoff is never a candidate,
+        and with ``exclude_seen`` neither is one the user already had."""
+        return recall_candidates(self.channels, self.merge, requests, self.depth, self.history(), self.builder.items_, self.cutoff,
+                                 self.exclude_seen)
 
-    @staticmethod
-    def _known(found: pd.DataFrame, launched: pd.DataFrame) -> pd.DataFrame:
-        keep = found[S.ITEM_ID].isin(launched[S.ITEM_ID])
-        return found if keep.all() else found[keep].reset_index(drop=True)
-
-    def _ranked(self, requests: pd.DataFrame, allow_past: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """(the validated requests, their merged candidates scored by the ranker, every channel's lists)."""
+    def _ranked(self, requests: pd.DataFrame, allow_past: bool) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(the validated requests, their merged candidates scored by the ranker, every channel's lists, the merged lists)."""
         requests = validate_requests(requests, self.cutoff, allow_past)
         merged, channel_lists = self.recall(requests)
         i2v = self.channels["item2vec"]
         scored = rank_candidates(merged, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
                                  channel_lists, self.merge.quotas_)
-        return requests, scored, channel_lists
+        return requests, scored, channel_lists, merged
 
     def ranked_candidates(self, requests: pd.DataFrame, allow_past: bool = False) -> pd.DataFrame:
         """Every merged candidate of ``requests`` with the ranker's ``score`` (``rank``: its place in
@@ -205,7 +284,7 @@ class Funnel:
         ``k`` per request; ``channels`` names every channel that found the item. A request no channel
         finds anything for gets no rows. ``k``: list length (default: the reranker's). The lists come
         in the order of ``requests``, so scoring them in parts and concatenating gives the same frame."""
-        requests, scored, channel_lists = self._ranked(requests, allow_past)
+        requests, scored, channel_lists, _ = self._ranked(requests, allow_past)
         reranker = self.reranker
         if k is not None and k != reranker.k:
             if k < 1:
@@ -219,12 +298,12 @@ class Funnel:
         """(:meth:`score`'s lists of ``requests``, and ``logged`` (request_id, item_id: what was shown for
         them) scored by the ranker with the same features), past requests allowed: how the promotion
         gate judges a registered funnel on a later run's test requests, the lists and the ranker both."""
-        requests, scored, channel_lists = self._ranked(requests, allow_past=True)
+        requests, scored, channel_lists, merged = self._ranked(requests, allow_past=True)
         lists = self.describe(self.reranker.rerank(scored, requests, self.history()), scored, channel_lists)
         i2v = self.channels["item2vec"]
         shown = logged[[S.REQUEST_ID, S.ITEM_ID]].assign(**{S.RANK: 0, S.CHANNEL: ""})
         logged_scores = rank_candidates(shown, requests, self.builder, self.ranker, self.history(), i2v.item_index_, i2v.vectors_, self.n_last,
-                                        channel_lists, self.merge.quotas_)
+                                        channel_lists, self.merge.quotas_, merged=merged)
         return lists, logged_scores
 
     @staticmethod
@@ -249,8 +328,8 @@ class Funnel:
         self.builder.save(directory / "builder")
         self.ranker.save(directory / "ranker")
         self.reranker.save(directory / "reranker")
-        S.write_json({"channels": list(self.channels), "depth": self.depth, "n_last": self.n_last, "config": self.config},
-                     directory / FUNNEL_FILE)
+        S.write_json({"channels": list(self.channels), "depth": self.depth, "n_last": self.n_last, "exclude_seen": self.exclude_seen,
+                      "config": self.config}, directory / FUNNEL_FILE)
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "auto") -> "Funnel":
@@ -262,4 +341,5 @@ class Funnel:
         meta = S.read_json(directory / FUNNEL_FILE)
         channels = {name: load_channel(directory / "channels" / name, device) for name in meta["channels"]}
         return cls(channels, CandidateMerge.load(directory / "merge"), FeatureBuilder.load(directory / "builder"),
-                   load_ranker(directory / "ranker"), RerankChain.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"])
+                   load_ranker(directory / "ranker"), RerankChain.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"],
+                   bool(meta.get("exclude_seen", False)))

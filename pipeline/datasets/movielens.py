@@ -78,7 +78,7 @@ class MovieLensAdapter:
     seed_shapes_data = False
     # Ratings span two decades: a week's half-life forgets almost everything (popularity recall@100
     # 0.069 with 7 days, 0.168 with 365 on latest-small), and co-occurrence barely decays at all.
-    config_defaults = ("recall.popularity_half_life_days=365", "recall.itemcf_half_life_days=36500")
+    config_defaults = ("recall.popularity_half_life_days=365", "recall.itemcf_half_life_days=36500", "recall.exclude_seen=true")
 
     def _root(self, config: DatasetConfig) -> Path:
         if not config.path:

@@ -76,6 +76,7 @@ def check_config(config: Config) -> None:
     from rankpipe.pipeline.protocols import check_protocol
     from rankpipe.pipeline.schema import ConfigError
     from rankpipe.ranking.calibration import CALIBRATION_METHODS
+    from rankpipe.ranking.config import POPULATIONS
     from rankpipe.ranking.rankers import ranker_params
     from rankpipe.ranking.recall import check_recall_config
     from rankpipe.ranking.rerank import check_rerank_config
@@ -102,6 +103,8 @@ def check_config(config: Config) -> None:
     check_recall_config(config.recall)
     check_rerank_config(config.rerank)
     ranker_params(config.rank, config.seed, config.device)  # an unknown rank.model, or a family key it does not take
+    if config.rank.population not in POPULATIONS:
+        raise ConfigError(f"rank.population must be one of {list(POPULATIONS)}. Got {config.rank.population!r} instead.")
     if config.rank.calibration not in ("none", *CALIBRATION_METHODS):
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 

@@ -11,7 +11,8 @@ from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult, 
 from rankpipe.pipeline.stages.truth import list_value as _list_value
 from rankpipe.pipeline.stages.truth import oracle as _oracle
 from rankpipe.ranking import metrics as M
-from rankpipe.ranking.rerank import RerankChain
+from rankpipe.ranking.recall.base import without_seen
+from rankpipe.ranking.rerank import RerankChain, top_by_score
 
 
 def evaluate(inputs: StageInputs, config: Config) -> StageResult:
@@ -126,16 +127,6 @@ def offpolicy_metrics(inputs: StageInputs, config: Config, requests: pd.DataFram
     return out, {"offpolicy": pd.concat(rows, ignore_index=True), "propensity": propensity}
 
 
-def unseen_candidates(scored: pd.DataFrame, asked: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
-    """``scored`` candidates less the items each request's user had a positive event for before the
-    request's ``ts`` (``asked``: request_id, user_id, ts; ``history``: user_id, item_id, ts): in a
-    full-ranking protocol an item already consumed is no recommendation."""
-    first = history.groupby([S.USER_ID, S.ITEM_ID], sort=False, observed=True)[S.TS].min().rename("_first_positive").reset_index()
-    at = scored[[S.REQUEST_ID, S.ITEM_ID]].merge(asked[[S.REQUEST_ID, S.USER_ID, S.TS]], on=S.REQUEST_ID, how="left")
-    seen = at.merge(first, on=[S.USER_ID, S.ITEM_ID], how="left")["_first_positive"].to_numpy() < at[S.TS].to_numpy()
-    return scored[~seen].reset_index(drop=True)
-
-
 def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame, positives: pd.DataFrame,
                      history: pd.DataFrame, chain: RerankChain) -> tuple[dict[str, float], dict[str, pd.DataFrame]]:
     """NDCG@10, recall@10 and MAP@10 (:func:`ranking.metrics.top_k_metrics`) under ``evaluate.protocol``
@@ -149,7 +140,7 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
     rerank stage's fitted chain.
     """
     if config.evaluate.protocol == "time":
-        asked = requests.loc[requests[S.SPLIT] == S.TEST, [S.REQUEST_ID, S.USER_ID, S.TS]]
+        asked = requests.loc[requests[S.SPLIT] == S.TEST, [S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY]]
         truth = positives[[S.REQUEST_ID, S.ITEM_ID]]
         scored = inputs.table("rank", "candidates")
     else:
@@ -162,19 +153,47 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
         truth = held_out.rename(columns={S.USER_ID: S.REQUEST_ID})[[S.REQUEST_ID, S.ITEM_ID]]
         scored = funnel.ranked_candidates(asked)
         history = funnel.history()
-    unseen = unseen_candidates(scored, asked, history)
+    unseen = without_seen(scored, asked, history)  # the exclude_seen rule: a protocol never counts what the user had
     by_merge = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")
     recall_lists = by_merge.assign(**{S.RANK: by_merge.groupby(S.REQUEST_ID, sort=False).cumcount() + 1})
     final = chain.rerank(unseen, asked, history).rename(columns={S.POSITION: S.RANK})
+    ranker_lists = top_by_score(unseen, 10).rename(columns={S.RANK: "merge_rank"}).rename(columns={S.POSITION: S.RANK})
+    orders = {"recall": recall_lists[recall_lists[S.RANK] <= 10], "ranker": ranker_lists, "funnel": final}
     out: dict[str, float] = {}
-    for source, lists in (("recall", recall_lists), ("funnel", final)):
+    for source, lists in orders.items():
         scores = M.top_k_metrics(lists, truth, 10, group=S.REQUEST_ID)
         out.update({f"protocol.{source}.{name[:-2]}_10": value for name, value in scores.items() if name.endswith("_at_k")})
     out["protocol.requests"] = float(truth[S.REQUEST_ID].nunique())
-    lists = pd.concat([recall_lists.loc[recall_lists[S.RANK] <= 10, [S.REQUEST_ID, S.ITEM_ID, S.RANK]].assign(source="recall"),
-                       final[[S.REQUEST_ID, S.ITEM_ID, S.RANK]].assign(source="funnel")], ignore_index=True)
+    out.update(truth_of_orders(inputs, config, orders, asked))
+    lists = pd.concat([lists[[S.REQUEST_ID, S.ITEM_ID, S.RANK]].assign(source=source) for source, lists in orders.items()], ignore_index=True)
     asked_by = asked[[S.REQUEST_ID, S.USER_ID, S.TS]].reset_index(drop=True)
     return out, {"protocol_truth": truth.reset_index(drop=True), "protocol_lists": lists, "protocol_requests": asked_by}
+
+
+def truth_of_orders(inputs: StageInputs, config: Config, orders: dict[str, pd.DataFrame], asked: pd.DataFrame) -> dict[str, float]:
+    """On the synthetic world, each protocol order's top 10 judged by the truth rather than by logged
+    clicks, which exist only where the logging policy showed an item: ``protocol.<order>.true_relevance_at_10``
+    (the mean true relevance of the listed items, each alone) and, for the run's own test requests,
+    ``protocol.<order>.expected_clicks`` (the whole list under the world's user model), with the paired
+    95% CI of the funnel's mean true relevance against the merge order's. Empty elsewhere."""
+    oracle, list_value = _oracle(inputs), _list_value(inputs, config)
+    if oracle is None:
+        return {}
+    out: dict[str, float] = {}
+    context = asked[[S.REQUEST_ID, S.USER_ID, S.TS]].assign(**{S.QUERY: asked[S.QUERY] if S.QUERY in asked else None})
+    per_request = {}
+    for source, lists in orders.items():
+        top = lists.loc[lists[S.RANK] <= 10, [S.REQUEST_ID, S.ITEM_ID, S.RANK]].merge(context, on=S.REQUEST_ID, how="left")
+        relevance = pd.Series(oracle(top), index=top.index, dtype="float64")
+        per_request[source] = relevance.groupby(top[S.REQUEST_ID].to_numpy()).mean()
+        out[f"protocol.{source}.true_relevance_at_10"] = float(per_request[source].mean())
+        if list_value is not None and config.evaluate.protocol == "time":
+            out[f"protocol.{source}.expected_clicks"] = float(list_value(top.rename(columns={S.RANK: S.POSITION}))["expected_clicks"].mean())
+    paired = pd.concat([per_request["funnel"], per_request["recall"]], axis=1, join="inner").to_numpy()
+    delta, low, high = M.paired_bootstrap_ci(paired[:, 0], paired[:, 1], seed=config.seed)
+    out.update({"protocol.funnel.true_relevance_delta": delta, "protocol.funnel.true_relevance_delta_ci_low": low,
+                "protocol.funnel.true_relevance_delta_ci_high": high})
+    return out
 
 
 def _evaluation_result(metrics: dict[str, float], inputs: StageInputs, config: Config, tradeoff: pd.DataFrame | None = None,

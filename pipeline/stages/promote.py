@@ -30,7 +30,8 @@ def fitted_funnel(inputs: StageInputs, config: Config) -> Funnel:
     return Funnel({channel: load_channel(inputs.model_dir("recall", f"channel_{channel}"), config.device) for channel in config.recall.quotas},
                   CandidateMerge.load(inputs.model_dir("recall", "merge")), FeatureBuilder.load(inputs.model_dir("features", "builder")),
                   load_ranker(inputs.model_dir("rank", "ranker")), RerankChain.load(inputs.model_dir("rerank", "reranker")),
-                  depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config))
+                  depth=recall_depth(config), n_last=config.recall.item2vec.history, config=to_dict(config),
+                  exclude_seen=config.recall.exclude_seen)
 
 
 def _champion(inputs: StageInputs, name: str) -> Champion | None:

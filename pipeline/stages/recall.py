@@ -11,7 +11,7 @@ from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import block_mapper
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, channel_events, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
-from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight, without_seen
 from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
@@ -87,8 +87,10 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     train_events = events[events[S.TS] < train_end(requests)]
     test_requests = requests[requests[S.SPLIT] == S.TEST]
     valid_requests = requests[requests[S.SPLIT] == S.VALID]
-    if len(valid_requests) > config.recall.calibration_requests:
-        valid_requests = valid_requests.sample(config.recall.calibration_requests, random_state=config.seed)
+    # The merge learns from at most half the validation requests: the ranker learns from candidates of the others.
+    merge_share = min(config.recall.calibration_requests, (len(valid_requests) + 1) // 2)
+    if len(valid_requests) > merge_share:
+        valid_requests = valid_requests.sample(merge_share, random_state=config.seed)
     calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     history = S.positive_history(events)
     channels = channels_on(inputs.engine, config)
@@ -119,8 +121,12 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     if merge.summary() is not None:
         tables["calibration"] = merge.summary()
     merged = merge.merge(lists)
+    if config.recall.exclude_seen:  # the business rule, as the fitted funnel applies it to any request
+        merged = without_seen(merged, test_requests, history)
     channel_lists = pd.concat([df.assign(**{S.CHANNEL: name}) for name, df in lists.items()], ignore_index=True)
-    tables.update(candidates=merged, channels=channel_lists)
+    # The requests the merge learned from: the ranker's candidate requests are drawn from the others.
+    tables.update(candidates=merged, channels=channel_lists,
+                  merge_requests=pd.DataFrame({S.REQUEST_ID: pd.Series(valid_requests[S.REQUEST_ID].to_numpy() if calibrate else [], dtype="str")}))
     # Every fitted part, saved as plain files: each channel (recall/channel_<name>/) and the merge (recall/merge/).
     models = {f"channel_{name}": channel for name, channel in channels.items()}
     models["merge"] = merge

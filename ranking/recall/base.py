@@ -235,3 +235,29 @@ def launched_by_request(found: pd.DataFrame, requests: pd.DataFrame, items: pd.D
     asked = requests.set_index(S.REQUEST_ID)[S.TS].reindex(found[S.REQUEST_ID]).to_numpy()
     later = ~pd.isna(created) & (created > asked)
     return found[~later].reset_index(drop=True) if later.any() else found
+
+
+def without_seen(candidates: pd.DataFrame, requests: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    """``candidates`` less the items each request's user had a positive event for before the request's
+    ``ts`` (the ``exclude_seen`` rule: a feed of films or books does not offer what the user already
+    has), with ``rank`` renumbered 1… in the order kept when the candidates have one.
+
+    Args:
+        candidates: request_id, item_id[, rank], … in each request's order.
+        requests: request_id, user_id, ts.
+        history: positive events (user_id, item_id, ts) of all time; only those before a request count.
+    """
+    first = history.groupby([S.USER_ID, S.ITEM_ID], sort=False, observed=True)[S.TS].min().rename("_first_positive").reset_index()
+    at = candidates[[S.REQUEST_ID, S.ITEM_ID]].merge(requests[[S.REQUEST_ID, S.USER_ID, S.TS]], on=S.REQUEST_ID, how="left")
+    seen = at.merge(first, on=[S.USER_ID, S.ITEM_ID], how="left")["_first_positive"].to_numpy() < at[S.TS].to_numpy()
+    if not seen.any():
+        return candidates
+    kept = candidates[~seen].reset_index(drop=True)
+    if S.RANK in kept:
+        codes = pd.factorize(kept[S.REQUEST_ID])[0]
+        order = np.lexsort((kept[S.RANK].to_numpy(), codes))
+        renumbered = np.empty(len(kept), dtype=np.int64)
+        sorted_codes = codes[order]
+        renumbered[order] = np.arange(len(order)) - np.searchsorted(sorted_codes, sorted_codes, side="left") + 1
+        kept[S.RANK] = renumbered.astype(kept[S.RANK].dtype)
+    return kept

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline import stages
 from rankpipe.pipeline.config import load_config
+from rankpipe.pipeline.stages.rank import candidate_requests
 from rankpipe.ranking.rankers import load_ranker
 
 
@@ -42,3 +45,28 @@ def test_rank_ltr_learns_the_informative_feature_calibrates_and_evaluates():
     evaluated = stages.evaluate_ltr(stages.StageInputs(lambda stage, name: result.tables[name], None), config)
     metrics = dict(zip(evaluated.tables["metrics"][S.METRIC], evaluated.tables["metrics"]["value"]))
     assert metrics["rank.ndcg_at_10"] > 0.7 and 0.5 < metrics["rank.auc"] <= 1
+
+
+def test_rank_learns_from_recall_candidates_through_the_scoring_features(tiny_funnel):
+    """The default population: the ranker's training rows are recall candidates of validation requests
+    the merge never saw, featurized by the function scoring uses, with what recall found as features."""
+    result = tiny_funnel.results["rank"]
+    ranker = load_ranker(tiny_funnel.model_dir("rank", "ranker"))
+    assert {"recall_merge_rank", "recall_merge_score", "recall_channels"} <= set(ranker.feature_names_)
+    assert result.metrics["candidate_rows"] > 0 and result.metrics["candidate_requests"] > 0
+    assert 0 < result.metrics["candidate_positive_share"] < 1
+    merge_requests = set(tiny_funnel.tables[("recall", "merge_requests")][S.REQUEST_ID])
+    requests = tiny_funnel.tables[("prepare", "requests")]
+    asked = candidate_requests(requests, tiny_funnel.tables[("recall", "merge_requests")], 10_000, 0)
+    assert set(asked[S.SPLIT]) == {S.VALID} and not set(asked[S.REQUEST_ID]) & merge_requests
+    # The test lists' recall features come from the test candidates: an item recall did not find ranks after the list.
+    logged = result.tables["test_logged"]
+    assert logged["recall_merge_rank"].notna().all()
+
+
+def test_rank_population_logged_keeps_the_logged_lists_path(tiny_funnel, tiny_config):
+    config = dataclasses.replace(tiny_config, rank=dataclasses.replace(tiny_config.rank, population="logged"))
+    result = stages.rank(tiny_funnel.inputs(), config)
+    ranker = result.models["ranker"]
+    assert not any(name.startswith("recall_") for name in ranker.feature_names_)
+    assert "candidate_rows" not in result.metrics and result.metrics["train_rows"] > 0
