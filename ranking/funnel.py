@@ -37,8 +37,7 @@ LIST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.QUERY, S.RANK, S.ITEM_ID, S.SCORE, S.
 RECALL_PREFIX = "recall_"  # every feature the recall stage gives the ranker starts with it
 
 
-def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame | None, channel_lists: pd.DataFrame | None,
-                    quotas: dict[str, int] | None) -> pd.DataFrame:
+def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame, channel_lists: pd.DataFrame, quotas: dict[str, int]) -> pd.DataFrame:
     """What recall knows of each (request_id, item_id) of ``pairs``, as ranker features (float32,
     aligned with ``pairs``): ``recall_merge_rank`` and ``recall_merge_score`` (its place in the merged
     list and the merge's P(positive)), ``recall_<channel>_score`` and ``recall_<channel>_rank`` per
@@ -54,9 +53,6 @@ def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame | None, channel_li
         channel_lists / quotas: every channel's own lists (request_id, item_id, rank, channel) and quotas.
     """
     keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
-    out: dict[str, np.ndarray] = {}
-    if merged is None or quotas is None or channel_lists is None:
-        raise ValueError("recall_features needs the merged lists, every channel's lists and the quotas")
     listed = pd.MultiIndex.from_arrays([merged[S.REQUEST_ID].to_numpy(), merged[S.ITEM_ID].to_numpy()])
     row = listed.get_indexer(keys)
     found = row >= 0
@@ -69,7 +65,7 @@ def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame | None, channel_li
         picked = np.where(found, values[np.maximum(row, 0)], missing)
         return np.where(merged_request, picked, np.nan).astype(np.float32)
 
-    out[f"{RECALL_PREFIX}merge_rank"] = lookup(S.RANK, after_last)
+    out = {f"{RECALL_PREFIX}merge_rank": lookup(S.RANK, after_last)}
     out[f"{RECALL_PREFIX}merge_score"] = lookup(S.MERGE_SCORE, np.nan)
     for name in quotas:
         out[f"{RECALL_PREFIX}{name}_score"] = lookup(f"{name}_score", np.nan)

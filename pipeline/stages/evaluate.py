@@ -93,7 +93,6 @@ def offpolicy_metrics(inputs: StageInputs, config: Config, requests: pd.DataFram
     On the synthetic world each is printed beside the truth: the lists' expected clicks under the
     world's own user model. Tables ``offpolicy`` and ``propensity``; metrics ``offpolicy.<lists>.<estimator>``."""
     from rankpipe.ranking.offpolicy import PositionClickModel, counterfactual_clicks, estimate
-    from rankpipe.ranking.rerank import top_by_score
 
     shown = labels[labels[S.POSITION].notna()].merge(requests[[S.REQUEST_ID, S.QUERY, S.SPLIT]], on=S.REQUEST_ID, how="inner")
     if shown.empty:  # a log without positions (ratings, sessions): nothing was shown at a place
@@ -154,8 +153,7 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
         scored = funnel.ranked_candidates(asked)
         history = funnel.history()
     unseen = without_seen(scored, asked, history)  # the exclude_seen rule: a protocol never counts what the user had
-    by_merge = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")
-    recall_lists = by_merge.assign(**{S.RANK: by_merge.groupby(S.REQUEST_ID, sort=False).cumcount() + 1})
+    recall_lists = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")  # without_seen renumbered the merge's ranks 1…
     final = chain.rerank(unseen, asked, history).rename(columns={S.POSITION: S.RANK})
     ranker_lists = top_by_score(unseen, 10).rename(columns={S.RANK: "merge_rank"}).rename(columns={S.POSITION: S.RANK})
     orders = {"recall": recall_lists[recall_lists[S.RANK] <= 10], "ranker": ranker_lists, "funnel": final}
@@ -237,7 +235,7 @@ def rerank_metrics(inputs: StageInputs, config: Config, test_labels: pd.DataFram
     list value, else NDCG@k) and ILD of MMR over λ and DPP over θ on the same candidates, with the
     operating points of the chain, of each of its rerankers alone (as fitted and configured) and of
     the ranker. ``chain``: the rerank stage's fitted chain."""
-    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankData, top_by_score
+    from rankpipe.ranking.rerank import DPPReranker, MMRReranker, RerankData
 
     out: dict[str, float] = {}
     item_index, vectors = item_vectors_of(inputs.table("recall", "item_vectors"))

@@ -118,10 +118,18 @@ def candidate_requests(requests: pd.DataFrame, merge_requests: pd.DataFrame, n: 
     return valid.sort_values(S.TS, kind="stable").reset_index(drop=True)
 
 
-def training_candidates(inputs: StageInputs, config: Config, asked: pd.DataFrame, history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def request_grades(pairs: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
+    """The grade each (request_id, item_id) of ``pairs`` earned in its own request (``labels``), 0 for
+    an item the user did not touch there; aligned with ``pairs``."""
+    judged = pairs[[S.REQUEST_ID, S.ITEM_ID]].merge(labels[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]], on=[S.REQUEST_ID, S.ITEM_ID], how="left")
+    return pd.Series(judged[S.GRADE].fillna(0).to_numpy(dtype=np.int8), index=pairs.index, name=S.GRADE)
+
+
+def training_candidates(inputs: StageInputs, config: Config, asked: pd.DataFrame, history: pd.DataFrame,
+                        labels: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(the merged candidates of ``asked``, every channel's lists, the candidates labelled with their
-    request's own grades: 0 for an item the user did not touch) through the fitted channels and merge,
-    exactly as the funnel recalls any request (:func:`~rankpipe.ranking.funnel.recall_candidates`)."""
+    request's own grades: :func:`request_grades`) through the fitted channels and merge, exactly as
+    the funnel recalls any request (:func:`~rankpipe.ranking.funnel.recall_candidates`)."""
     from rankpipe.ranking.recall import load_channel
     from rankpipe.ranking.recall.merge import CandidateMerge
 
@@ -129,10 +137,7 @@ def training_candidates(inputs: StageInputs, config: Config, asked: pd.DataFrame
     merge = CandidateMerge.load(inputs.model_dir("recall", "merge"))
     merged, channel_lists = recall_candidates(channels, merge, asked, recall_depth(config), history, inputs.table("prepare", "items"),
                                               exclude_seen=config.recall.exclude_seen)
-    labels = inputs.table("prepare", "labels")
-    graded = merged[[S.REQUEST_ID, S.ITEM_ID, S.RANK, S.CHANNEL]].merge(labels[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]], on=[S.REQUEST_ID, S.ITEM_ID],
-                                                                         how="left")
-    graded[S.GRADE] = graded[S.GRADE].fillna(0).astype(np.int8)
+    graded = merged[[S.REQUEST_ID, S.ITEM_ID, S.RANK, S.CHANNEL]].assign(**{S.GRADE: request_grades(merged, labels)})
     return merged, channel_lists, graded
 
 
@@ -171,7 +176,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     if with_recall:
         asked = candidate_requests(requests, inputs.table("recall", "merge_requests"), rc.candidate_requests, config.seed)
         inputs.step(f"recall {len(asked):,} candidate requests")
-        merged, candidate_channels, graded = training_candidates(inputs, config, asked, history)
+        labels = inputs.table("prepare", "labels")
+        merged, candidate_channels, graded = training_candidates(inputs, config, asked, history, labels)
         all_merged = pd.concat([candidates, merged], ignore_index=True)
         all_channels = pd.concat([channel_lists, candidate_channels], ignore_index=True)
         logged = pd.concat([logged, recall_features(logged_pairs, all_merged, all_channels, quotas)], axis=1)
@@ -235,9 +241,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     def measured(fitted) -> tuple[np.ndarray, pd.Series]:
         lists = score_candidates(fitted)
-        grades = lists[[S.REQUEST_ID, S.ITEM_ID]].merge(inputs.table("prepare", "labels")[[S.REQUEST_ID, S.ITEM_ID, S.GRADE]],
-                                                        on=[S.REQUEST_ID, S.ITEM_ID], how="left")[S.GRADE].fillna(0)
-        return lists[S.SCORE].to_numpy(), grades
+        return lists[S.SCORE].to_numpy(), request_grades(lists, labels)
 
     inputs.step(f"fit {rc.model} on {len(train):,} rows")
     test_logged, metrics, reliability = fit_score_calibrate(ranker, config, model_columns, S.REQUEST_ID, train, valid, calibration_rows, test,

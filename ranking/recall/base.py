@@ -133,6 +133,15 @@ def top_k_rows(request_ids: np.ndarray, scores: np.ndarray, item_rows: np.ndarra
     })
 
 
+def top_k_per_row(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, scores) of each row's ``k`` highest scores in a dense (R, I) block, best first: a
+    partial sort (``argpartition``), then a sort of the ``k`` kept. ``k`` at most I."""
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (R, k)
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+
+
 def ranked_lists(ordered: pd.DataFrame, k: int) -> pd.DataFrame:
     """A channel's output from candidates already ordered best first within each request: ranks 1..k, the rest cut."""
     rank = (ordered.groupby(S.REQUEST_ID, sort=False).cumcount() + 1).to_numpy(dtype=np.int32)

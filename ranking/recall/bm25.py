@@ -12,7 +12,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from rankpipe.features.text import bm25_weights, item_text, token_matrix, tokenize, vocabulary_of
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids, top_k_per_row
 
 
 class BM25Recall(RecallChannel):
@@ -63,13 +63,11 @@ class BM25Recall(RecallChannel):
         for start in range(0, len(queries), self.batch):  # batches of distinct queries bound memory
             block = queries[start : start + self.batch]
             sims = (self.vectorizer_.transform(block.tolist()) @ self.matrix_.T).toarray() + self.prior_[None, :]  # (Q, I)
-            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (Q, k)
-            top_scores = np.take_along_axis(sims, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
+            top, top_scores = top_k_per_row(sims, k)  # (Q, k) each
             frames.append(pd.DataFrame({
                 S.QUERY: np.repeat(block.to_numpy(), k),
-                S.ITEM_ID: self.item_ids_[np.take_along_axis(top, order, axis=1)].ravel(),
-                S.SCORE: np.take_along_axis(top_scores, order, axis=1).ravel().astype(np.float32),
+                S.ITEM_ID: self.item_ids_[top].ravel(),
+                S.SCORE: top_scores.ravel().astype(np.float32),
                 S.RANK: np.tile(np.arange(1, k + 1, dtype=np.int32), len(block)),
             }))
         if not frames:

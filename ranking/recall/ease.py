@@ -20,7 +20,7 @@ from scipy.linalg import lapack
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids, top_k_rows
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids, top_k_per_row, top_k_rows
 
 
 def history_matrix(requests: pd.DataFrame, history: pd.DataFrame, item_index: pd.Index) -> sp.csr_matrix:
@@ -106,10 +106,7 @@ class EASERecall(RecallChannel):
             rows = profile[start : start + self.batch]
             scores = np.asarray(rows @ self.weights_)  # (B, I)
             scores[rows.nonzero()] = -np.inf  # what the user has is no recommendation of this model's
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (B, k)
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            top, top_scores = top_k_per_row(scores, k)  # (B, k) each
             frames.append(top_k_rows(ids[start : start + self.batch], top_scores, np.where(np.isfinite(top_scores), top, -1),
                                      self.item_index_.to_numpy()))
         if not frames:

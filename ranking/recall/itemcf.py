@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from rankpipe.features.embeddings import recent_items
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, keep_top_per_row, load_ids, save_ids, top_k_rows
+from rankpipe.ranking.recall.base import RecallChannel, empty_lists, keep_top_per_row, load_ids, save_ids, top_k_per_row, top_k_rows
 
 
 def similarity_rows(rows: tuple[int, int], weighted_t, sessions, inv: np.ndarray, neighbours: int):
@@ -103,10 +103,7 @@ class ItemCFRecall(RecallChannel):
             b = len(rows)
             h = sp.csr_matrix((w.ravel(), (np.repeat(np.arange(b), self.history), np.clip(rows, 0, None).ravel())), shape=(b, n_items))  # (B, I)
             scores = (h @ self.similarity_).toarray()  # (B, I)
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (B, k)
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+            top, top_scores = top_k_per_row(scores, k)  # (B, k) each
             frames.append(top_k_rows(ids[start : start + self.batch], top_scores, np.where(top_scores > 0, top, -1), self.item_index_.to_numpy()))
         if not frames:
             return empty_lists()
