@@ -105,6 +105,10 @@ def check_config(config: Config) -> None:
     ranker_params(config.rank, config.seed, config.device)  # an unknown rank.model, or a family key it does not take
     if config.rank.population not in POPULATIONS:
         raise ConfigError(f"rank.population must be one of {list(POPULATIONS)}. Got {config.rank.population!r} instead.")
+    if config.recall.ranker_snapshots > 0 and config.rank.population != "logged":
+        # The snapshots describe logged train lists; a candidate ranker reads recall's features of its own candidates.
+        raise ConfigError(f"recall.ranker_snapshots={config.recall.ranker_snapshots} describes the logged lists, which only "
+                          f"rank.population=logged learns from; got rank.population={config.rank.population}")
     if config.rank.calibration not in ("none", *CALIBRATION_METHODS):
         raise ConfigError(f"rank.calibration must be one of {['none', *CALIBRATION_METHODS]}. Got {config.rank.calibration!r} instead.")
 

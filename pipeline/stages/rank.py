@@ -183,7 +183,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         logged = pd.concat([logged, recall_features(logged_pairs, all_merged, all_channels, quotas)], axis=1)
     # which channels found each logged pair, from channels fitted before it (recall.ranker_snapshots > 0)
     logged_ranks = inputs.optional_table("recall", "logged_ranks")
-    if logged_ranks is not None and not with_recall:
+    if logged_ranks is not None:  # rank.population=logged only (check_config)
         logged = logged.merge(logged_ranks, on=[S.REQUEST_ID, S.ITEM_ID], how="left", validate="many_to_one")
     if sequence_length:
         sequences = behaviour_sequences(logged_pairs, history, pd.Index(items[S.ITEM_ID]), sequence_length)

@@ -126,6 +126,9 @@ def test_a_registered_model_name_the_registry_would_refuse_is_refused_before_the
     ("device=tpu", "device must be 'auto', 'cpu' or 'cuda'. Got 'tpu' instead."),
     ("recall.index.factory=Bogus", "recall.index.factory: faiss cannot build 'Bogus' for 32-dimensional vectors (could not parse index string Bogus)"),
     ("recall.index.factory=IVF64,PQ5", "should be a multiple of the number of subquantizers"),
+    ("rank.population=impressions", "rank.population must be one of ['candidates', 'logged', 'both']. Got 'impressions' instead."),
+    # Channel snapshots for the logged lists would be minutes of refits the candidate ranker never reads.
+    ("recall.ranker_snapshots=2", "recall.ranker_snapshots=2 describes the logged lists, which only rank.population=logged learns from"),
 ])
 def test_keys_only_a_component_can_judge_are_judged_before_the_run(override, message):
     """A device or faiss index the run could not use failed minutes in, at the recall stage."""
@@ -135,3 +138,4 @@ def test_keys_only_a_component_can_judge_are_judged_before_the_run(override, mes
         check_config(load_config(None, [override]))
     assert message in str(error.value)
     check_config(load_config(None, ["recall.index.factory=IVF1024,PQ16", "device=cpu"]))
+    check_config(load_config(None, ["recall.ranker_snapshots=2", "rank.population=logged"]))

@@ -179,7 +179,7 @@ def test_ranker_sees_recall_channels_fitted_before_each_logged_request(tmp_path,
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # A smaller world than the first run's (4000 sessions, not 9000): train positives found 0.95-0.97, valid 0.88-0.97 over seeds 42, 1, 2.
     smaller = ["dataset.synthetic.n_sessions=4000", "dataset.synthetic.n_users=1500", "dataset.synthetic.n_items=800"]
-    config = load_config(None, SMALL_WORLD + smaller + ["recall.ranker_snapshots=2"])
+    config = load_config(None, SMALL_WORLD + smaller + ["recall.ranker_snapshots=2", "rank.population=logged"])
     summary = Runner(config, tmp_path, "snapshots", progress=False).run(until="rank")
     ranks = pd.read_parquet(summary.run_dir / "recall" / "logged_ranks.parquet")
     requests = pd.read_parquet(summary.run_dir / "prepare" / "requests.parquet")
