@@ -138,13 +138,11 @@ def recall_candidates(channels: dict[str, RecallChannel], merge: CandidateMerge,
     fitted merge; with ``exclude_seen`` the items the user already had leave the merged lists
     (:func:`~rankpipe.ranking.recall.base.without_seen`). The recall of scoring and of the ranker's
     training requests alike."""
-    launched = items[items[S.CREATED_AT].isna() | (items[S.CREATED_AT] <= cutoff)] if cutoff is not None and S.CREATED_AT in items else items
-    known = pd.Index(launched[S.ITEM_ID])
-    lists = {}
-    for name, channel in channels.items():
-        found = launched_by_request(channel.retrieve(requests, depth, history), requests, items)
-        keep = known.get_indexer(found[S.ITEM_ID]) >= 0
-        lists[name] = found if keep.all() else found[keep].reset_index(drop=True)
+    lists = {name: launched_by_request(channel.retrieve(requests, depth, history), requests, items) for name, channel in channels.items()}
+    if cutoff is not None and S.CREATED_AT in items:
+        known = pd.Index(items.loc[items[S.CREATED_AT].isna() | (items[S.CREATED_AT] <= cutoff), S.ITEM_ID])
+        keep = {name: known.get_indexer(found[S.ITEM_ID]) >= 0 for name, found in lists.items()}
+        lists = {name: found if keep[name].all() else found[keep[name]].reset_index(drop=True) for name, found in lists.items()}
     channel_lists = pd.concat([frame.assign(**{S.CHANNEL: name}) for name, frame in lists.items()], ignore_index=True)
     merged = merge.merge(lists)
     if exclude_seen:

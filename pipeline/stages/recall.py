@@ -11,7 +11,8 @@ from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import block_mapper
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, channel_events, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
-from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight, without_seen
+from rankpipe.ranking.funnel import recall_candidates
+from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, tune_popularity_weight
 from rankpipe.ranking.recall.merge import CandidateMerge
 from rankpipe.ranking.recall.ranker_features import channel_rank_features
 
@@ -30,14 +31,15 @@ def channels_on(engine, config: Config) -> dict[str, RecallChannel]:
     return channels
 
 
-def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: dict[str, pd.DataFrame], labels: pd.DataFrame,
+def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], test_lists: pd.DataFrame, labels: pd.DataFrame,
                           requests: pd.DataFrame, events: pd.DataFrame, items: pd.DataFrame, history: pd.DataFrame,
                           cuts: list[pd.Timestamp], engine=None) -> pd.DataFrame:
     """``recall_<channel>_rank`` features (:func:`~rankpipe.ranking.recall.ranker_features.channel_rank_features`) for every logged
     pair, each from channels fitted before its request's time.
 
     A channel fitted on the train period has seen the very clicks the ranker trains on and would
-    tell it where they are. So test requests use the stage's own lists and validation requests the
+    tell it where they are. So test requests use the stage's own lists (``test_lists``: every
+    channel's, stacked with ``channel``) and validation requests the
     same channels (both fitted before them), while train requests use ``recall.ranker_snapshots``
     refits on the events before evenly spaced cuts of the train period, each serving the requests
     up to the next cut (``cuts``: :func:`snapshot_cuts`). Train requests before the first cut get
@@ -46,7 +48,7 @@ def _logged_channel_ranks(config: Config, channels: dict[str, RecallChannel], te
     quotas = dict(config.recall.quotas)
     logged = requests[requests[S.REQUEST_ID].isin(labels[S.REQUEST_ID].unique())]  # unique: pandas builds a Python set of the values
     train, valid = logged[logged[S.SPLIT] == S.TRAIN], logged[logged[S.SPLIT] == S.VALID]
-    found = [df.assign(channel=name) for name, df in test_lists.items()]
+    found = [test_lists]
     found += [launched_by_request(channel.retrieve(valid, quotas[name], history), valid, items).assign(channel=name)
               for name, channel in channels.items()]
     for cut, until in zip(cuts[:-1], cuts[1:]):
@@ -97,7 +99,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     depth = recall_depth(config)
     valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
     untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
-    lists, held_out, timings, tuned = {}, {}, {}, {}
+    held_out, timings, tuned = {}, {}, {}
     for name, channel in channels.items():
         started = time.perf_counter()
         inputs.step(f"channel {name}")
@@ -106,7 +108,6 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
             tried = tune_popularity_weight(channel, valid_requests, valid_positives, history, config.recall.quotas[name])
             tuned.update({f"{name}_prior_recall.{w:g}": r for w, r in tried.items()})
             tuned[f"{name}_popularity_weight"] = channel.popularity_weight
-        lists[name] = launched_by_request(channel.retrieve(test_requests, depth, history), test_requests, items)
         if calibrate:
             held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
@@ -120,10 +121,11 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     merge = CandidateMerge(method, config.recall.k).fit(held_out, quotas, valid_positives)
     if merge.summary() is not None:
         tables["calibration"] = merge.summary()
-    merged = merge.merge(lists)
-    if config.recall.exclude_seen:  # the business rule, as the fitted funnel applies it to any request
-        merged = without_seen(merged, test_requests, history)
-    channel_lists = pd.concat([df.assign(**{S.CHANNEL: name}) for name, df in lists.items()], ignore_index=True)
+    # The test requests' candidates come the way the fitted funnel recalls any request (exclude_seen included).
+    started = time.perf_counter()
+    inputs.step("test candidates")
+    merged, channel_lists = recall_candidates(channels, merge, test_requests, depth, history, items, exclude_seen=config.recall.exclude_seen)
+    timings["test_candidates_seconds"] = time.perf_counter() - started
     # The requests the merge learned from: the ranker's candidate requests are drawn from the others.
     tables.update(candidates=merged, channels=channel_lists,
                   merge_requests=pd.DataFrame({S.REQUEST_ID: pd.Series(valid_requests[S.REQUEST_ID].to_numpy() if calibrate else [], dtype="str")}))
@@ -138,7 +140,7 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     if config.recall.ranker_snapshots > 0:
         started = time.perf_counter()
         inputs.step(f"{config.recall.ranker_snapshots} channel snapshots for the ranker")
-        tables["logged_ranks"] = _logged_channel_ranks(config, channels, lists, labels, requests, events, items, history, cuts, inputs.engine)
+        tables["logged_ranks"] = _logged_channel_ranks(config, channels, channel_lists, labels, requests, events, items, history, cuts, inputs.engine)
         timings["ranker_snapshots_seconds"] = time.perf_counter() - started
     metrics = {"candidates_per_request": float(merged.groupby(S.REQUEST_ID).size().mean()), **timings, **tuned, **merge_metrics,
                **{f"merge_is_{m}": float(m == method) for m in MERGES}}
