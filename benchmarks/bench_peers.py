@@ -24,7 +24,7 @@ the seeds, and ``seeds``: ``{"time": {"rankpipe_ndcg_at_10": …, "rankpipe_reca
 "best_peer_ndcg_at_10": …, "best_peer": "…", "funnel_minus_recall": [per seed], "funnel_minus_best_peer":
 [per seed]}, "leave_last_out": {…}, "random_75_25": {…}, "seeds": [42, 1, 2]}``.
 
-Usage: python benchmarks/bench_peers.py [--data DIR] [--seeds 42,1,2] [--quick]
+Usage: python benchmarks/bench_peers.py [--data DIR] [--seeds 42,1,2] [--set key=value ...] [--quick]
   --quick: the 80 first users and the films they rated, small models, the first seed (a test runs it)
 """
 
@@ -71,10 +71,11 @@ def write_interaction_log(data: Path, directory: Path, max_user: int | None) -> 
     items.to_parquet(directory / "items.parquet")
 
 
-def run_rankpipe(log: Path, workdir: Path, protocol: str, seed: int, quick: bool) -> tuple[dict[str, pd.DataFrame], dict, float]:
+def run_rankpipe(log: Path, workdir: Path, protocol: str, seed: int, quick: bool,
+                 extra: tuple[str, ...] = ()) -> tuple[dict[str, pd.DataFrame], dict, float]:
     """The funnel on the log under ``protocol``, up to evaluate: its prepared log, its evaluate
     tables, its metrics, and the seconds its stages took to fit (all but evaluate)."""
-    overrides = [f"evaluate.protocol={protocol}", f"seed={seed}", *MOVIELENS, *(QUICK if quick else ())]
+    overrides = [f"evaluate.protocol={protocol}", f"seed={seed}", *MOVIELENS, *(QUICK if quick else ()), *extra]
     runner = Runner(load_config(None, overrides, dataset="tables", data_path=str(log)), workdir, protocol, progress=False, track=False)
     metrics = runner.run(until="evaluate").metrics
     run_dir = workdir / "runs" / protocol
@@ -150,12 +151,12 @@ def top_k_unseen(scores: np.ndarray, requests: pd.DataFrame, users: pd.Index, it
                          S.RANK: np.tile(np.arange(1, K + 1), len(requests))})
 
 
-def run_seed(log: Path, work: Path, items: pd.Index, seed: int, quick: bool, rows: list) -> dict[str, dict]:
-    """Every protocol at one seed: rankpipe's orders and each peer scored by the one metric path; the
-    table's rows appended to ``rows``; returns the seed's headline per protocol."""
+def run_seed(log: Path, work: Path, items: pd.Index, seed: int, quick: bool, rows: list, extra: tuple[str, ...] = ()) -> dict[str, dict]:
+    """Every protocol at one seed: rankpipe's orders (``extra``: config overrides of its run) and each
+    peer scored by the one metric path; the table's rows appended to ``rows``; returns the seed's headline per protocol."""
     headline = {}
     for protocol in PROTOCOLS:
-        tables, metrics, seconds = run_rankpipe(log, work / f"seed{seed}", protocol, seed, quick)
+        tables, metrics, seconds = run_rankpipe(log, work / f"seed{seed}", protocol, seed, quick, extra)
         requests, truth = tables["protocol_requests"], tables["protocol_truth"]
         train = training_interactions(tables["positives"], requests, protocol)
         users = pd.Index(train[S.USER_ID].unique())
@@ -203,6 +204,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=shared_data_dir(), help="the shared data directory (default ../shared/data)")
     parser.add_argument("--seeds", default="42,1,2", help="comma-separated seeds: the funnel's and the peers' (default 42,1,2)")
     parser.add_argument("--quick", action="store_true", help="the 80 first users, small models, the first seed only")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override of rankpipe's runs (e.g. rank.population=both, recall.quotas.ease=200)")
     args = parser.parse_args()
     if args.data is None or not args.data.is_dir():
         raise SystemExit("no shared data directory: pass --data DIR or set RANKPIPE_SHARED_DATA")
@@ -213,7 +216,7 @@ def main() -> None:
         log = Path(tmp) / "log"
         write_interaction_log(args.data, log, 80 if args.quick else None)
         items = pd.Index(pd.read_parquet(log / "items.parquet")[S.ITEM_ID])
-        per_seed = {seed: run_seed(log, Path(tmp) / "work", items, seed, args.quick, rows) for seed in seeds}
+        per_seed = {seed: run_seed(log, Path(tmp) / "work", items, seed, args.quick, rows, tuple(args.overrides)) for seed in seeds}
 
     print(f"{'seed':>5} {'protocol':<15} {'model':<18} {'ndcg@10':>8} {'recall@10':>9} {'map@10':>8} {'fit s':>7} {'requests':>8}")
     for seed, protocol, name, ndcg, recall, ap, fit_seconds, n in rows:
