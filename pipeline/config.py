@@ -74,7 +74,9 @@ class PromoteConfig:
 
     enabled: bool = True
     gate: str = "better"
-    metric: str = "ndcg_at_10"
+    # The final lists' NDCG@10 against the test requests' positives: what a user receives. The ranker's
+    # order of the logged lists (ndcg_at_10) rewards a ranker that mimics the logging policy.
+    metric: str = "list_ndcg_at_10"
     min_improvement: float = 0.0
     tolerance: float = 0.01
     guardrails: Mapping[str, float] = field(default_factory=dict)

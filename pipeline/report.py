@@ -156,6 +156,13 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     reliability of its calibrated probabilities, the rerankers' trade-off table (its figure is
     :func:`tradeoff_figure`) and, when feature selection ran, the features it dropped and why."""
     lines = [f"# {title}", "", f"![summary]({PLOT_FILE})", ""]
+    if "protocol.funnel.ndcg_at_10" in metrics:  # what a user receives leads: the final lists beside the merge's and the ranker's orders
+        lines += [f"## Top 10 against held-out positives ({protocol or 'time'} protocol, {int(metrics['protocol.requests'])} requests, "
+                  "items the user had taken out)", "", "| lists | NDCG@10 | recall@10 | MAP@10 | true relevance@10 |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {name} | " + " | ".join(_fmt(metrics.get(f"protocol.{source}.{m}_at_10")) for m in ("ndcg", "recall", "map", "true_relevance"))
+                  + " |" for name, source in (("merged candidates", "recall"), ("ranker's order", "ranker"), ("funnel's final lists", "funnel"))
+                  if f"protocol.{source}.ndcg_at_10" in metrics]
+        lines.append("")
     recall = recall_table(metrics)
     if len(recall):
         lines += ["## Recall (share of a test request's positives in the top K)", "",
@@ -166,11 +173,6 @@ def build_report(title: str, metrics: dict[str, float], importance: pd.DataFrame
     lines += _channel_lines(metrics, [name for name in recall.index if name not in ("merged", "random")])
     lines += ["## Ranking and reranking", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items()) if k.startswith(("rank.", "rerank.")) and isinstance(v, float)]
-    if "protocol.funnel.ndcg_at_10" in metrics:
-        lines += ["", f"## Top 10 against held-out positives ({protocol or 'time'} protocol, {int(metrics['protocol.requests'])} requests, "
-                  "items the user had taken out)", "", "| lists | NDCG@10 | recall@10 | MAP@10 |", "| --- | --- | --- | --- |"]
-        lines += [f"| {name} | " + " | ".join(_fmt(metrics[f"protocol.{source}.{m}_at_10"]) for m in ("ndcg", "recall", "map")) + " |"
-                  for name, source in (("merged candidates", "recall"), ("funnel's final lists", "funnel"))]
     if calibration is not None and len(calibration):
         summary = calibration.groupby("method", sort=False)[["logloss", "ece"]].first()
         lines += ["", "## Calibration: P(click) on test rows (fitted on validation rows)", "", "| method | log loss | ECE |", "| --- | --- | --- |"]

@@ -131,7 +131,8 @@ class LetorAdapter:
                        "rank.lightgbm.bagging_fraction=1.0",
                        "rank.lightgbm.min_data_in_leaf=20", "rank.lightgbm.cv_folds=5",
                        *(f"rank.xgboost.{key}" for key in ("learning_rate=0.05", "early_stopping_rounds=30", "n_estimators=300")),
-                       "rank.sklearn.n_estimators=300")
+                       "rank.sklearn.n_estimators=300",
+                       "promote.metric=ndcg_at_10")  # no funnel and no final lists: the gate judges the ranker's order of the test lists
 
     def _files(self, config: DatasetConfig) -> dict[str, Path]:
         if not config.path:

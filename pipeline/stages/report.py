@@ -9,11 +9,16 @@ from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.stages.base import StageInputs, StageResult
 
 REPORT_FILE = "report.html"
-# The headline metrics: the trend plot's lines and the funnel table's first rows.
-HEADLINE = ("rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "recall.recall_at_100", "rerank.ndcg_at_10", "rerank.expected_list_value")
-FUNNEL_PREFIXES = ("recall.recall_at_", "recall.coverage", "rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "rank.auc", "rank.gauc", "rank.mrr",
-                   "rank.ece_", "rank.logloss_", "rerank.ndcg_at_", "rerank.ild_at_", "rerank.expected_list_value", "rerank.alpha_ndcg",
-                   "rerank.category_coverage", "protocol.")
+# The headline metrics: the trend plot's lines and what the CLI prints at the end. The final lists
+# under the run's protocol lead (what a user receives, beside the merge's own order); the logged-list
+# NDCG stays as a diagnostic.
+HEADLINE = ("protocol.funnel.ndcg_at_10", "protocol.recall.ndcg_at_10", "protocol.funnel.recall_at_10", "protocol.funnel.map_at_10",
+            "protocol.funnel.true_relevance_at_10", "rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "recall.recall_at_100", "rerank.ndcg_at_10",
+            "rerank.expected_list_value")
+# The funnel table's rows, in this order of prefixes: the protocol's orders first.
+FUNNEL_PREFIXES = ("protocol.", "recall.recall_at_", "recall.coverage", "rank.ndcg_at_10", "rank.oracle_ndcg_at_10", "rank.auc", "rank.gauc",
+                   "rank.mrr", "rank.ece_", "rank.logloss_", "rerank.ndcg_at_", "rerank.ild_at_", "rerank.expected_list_value",
+                   "rerank.alpha_ndcg", "rerank.category_coverage")
 
 
 def _file(inputs: StageInputs, stage: str, name: str) -> bytes | None:
@@ -30,7 +35,9 @@ def build(inputs: StageInputs, config: Config, trend: pd.DataFrame | None) -> st
     from rankpipe.pipeline.report_html import build_html
 
     metrics = inputs.table("evaluate", "metrics")
-    funnel = metrics[metrics["metric"].str.startswith(FUNNEL_PREFIXES)].reset_index(drop=True)
+    first = {prefix: place for place, prefix in enumerate(FUNNEL_PREFIXES)}
+    place = metrics["metric"].map(lambda name: next((first[p] for p in FUNNEL_PREFIXES if name.startswith(p)), None))
+    funnel = metrics[place.notna()].assign(_place=place).sort_values("_place", kind="stable").drop(columns="_place").reset_index(drop=True)
     checks = inputs.optional_table("promote", "list_checks")
     if checks is not None and "scoring_ms_per_request" in checks:
         funnel = pd.concat([funnel, pd.DataFrame({"metric": ["scoring ms per request (challenger)"],

@@ -134,8 +134,9 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     summary = Runner(weaker, workdir, "weaker", progress=False).run()
     assert summary.metrics["promote.promoted"] is False
     m = summary.metrics
-    assert m["promote.champion_ndcg_at_10"] > m["promote.challenger_ndcg_at_10"]
-    assert m["promote.delta_ci95_low"] <= m["promote.delta_ndcg_at_10"] <= m["promote.delta_ci95_high"] < 0
+    # Judged by the default gate metric: the final lists against the test requests' positives.
+    assert m["promote.champion_list_ndcg_at_10"] > m["promote.challenger_list_ndcg_at_10"]
+    assert m["promote.delta_ci95_low"] <= m["promote.delta_list_ndcg_at_10"] <= m["promote.delta_ci95_high"] < 0
     assert summary.executed == list(STAGE_NAMES)
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}")
     name = registered_name(config)
@@ -150,7 +151,7 @@ def test_second_run_is_compared_with_the_champion_on_the_same_split(first_run, m
     capsys.readouterr()
     assert main(["promote", "--explain", "--dataset", "synthetic", "--workdir", str(workdir)]) == 0
     said = capsys.readouterr().out
-    assert f"{name}  (aliases: challenger=v2, champion=v1)" in said and "v2: refused" in said and "[FAIL] gate better: ndcg_at_10" in said
+    assert f"{name}  (aliases: challenger=v2, champion=v1)" in said and "v2: refused" in said and "[FAIL] gate better: list_ndcg_at_10" in said
     assert f"{registered_name(config, 'suggester')}  (aliases:" in said  # the dataset's suggester beside its funnel
     assert main(["report", "first", "--against", "weaker", "--workdir", str(workdir)]) == 0
     assert "promoted" in capsys.readouterr().out  # the first run beats the weaker one: the gate would pass
