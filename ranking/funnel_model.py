@@ -19,6 +19,7 @@ from rankpipe.ranking.funnel import Funnel
 
 # The libraries that read a saved funnel's parts (pinned to the installed versions when registered).
 FUNNEL_LIBRARIES = ("pandas", "pyarrow", "numpy", "scipy", "scikit-learn", "faiss-cpu", "lightgbm", "torch")
+CHANNEL_LIBRARIES = {"als": "implicit"}  # a channel that needs a library of its own to retrieve (ALS solves each user with implicit)
 
 
 class RegisteredFunnel:
@@ -45,7 +46,8 @@ def funnel_requirements(directory: str | Path) -> list[str]:
     from rankpipe.ranking.rankers import ranker_requirements
 
     pinned = []
-    for library in FUNNEL_LIBRARIES:
+    channels = [path.name for path in (Path(directory) / "channels").iterdir()] if (Path(directory) / "channels").is_dir() else []
+    for library in [*FUNNEL_LIBRARIES, *(CHANNEL_LIBRARIES[name] for name in channels if name in CHANNEL_LIBRARIES)]:
         try:
             pinned.append(f"{library}=={version(library)}")
         except PackageNotFoundError:  # faiss-gpu instead of faiss-cpu, say

@@ -32,6 +32,8 @@ CHANNEL_CLASSES: dict[str, str] = {
     "dense_text": "dense_text:DenseTextRecall",
     "generated_queries": "generated_queries:GeneratedQueryRecall",
     "ease": "ease:EASERecall",
+    "als": "factors:ALSRecall",
+    "bpr": "factors:BPRRecall",
 }
 # Other names this package gives, by module.
 _LAZY = {**{path.split(":")[1]: path.split(":")[0] for path in CHANNEL_CLASSES.values()},

@@ -78,6 +78,32 @@ class EASEConfig:
 
 
 @dataclass(frozen=True)
+class ALSConfig:
+    """Implicit-feedback ALS (ranking/recall/factors.py), ``implicit``'s defaults: factors, L2 weight, confidence of a positive, sweeps."""
+
+    factors: int = 100
+    regularization: float = 0.01
+    alpha: float = 1.0
+    iterations: int = 15
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"factors": AT_LEAST_ONE, "regularization": NON_NEGATIVE, "alpha": POSITIVE,
+                                             "iterations": AT_LEAST_ONE}
+
+
+@dataclass(frozen=True)
+class BPRConfig:
+    """BPR (ranking/recall/factors.py), ``implicit``'s defaults: factors, SGD step, L2 weight, epochs."""
+
+    factors: int = 100
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = 100
+
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"factors": AT_LEAST_ONE, "learning_rate": POSITIVE, "regularization": NON_NEGATIVE,
+                                             "iterations": AT_LEAST_ONE}
+
+
+@dataclass(frozen=True)
 class RecallConfig:
     """Channels, their quotas (channel name → max candidates) and how their lists are merged."""
 
@@ -106,6 +132,8 @@ class RecallConfig:
     item2vec: Item2VecConfig = field(default_factory=Item2VecConfig)
     two_tower: TwoTowerConfig = field(default_factory=TwoTowerConfig)
     ease: EASEConfig = field(default_factory=EASEConfig)
+    als: ALSConfig = field(default_factory=ALSConfig)
+    bpr: BPRConfig = field(default_factory=BPRConfig)
 
     BOUNDS: ClassVar[Mapping[str, Bound]] = {"quotas": Bound(0, nonempty=True), "k": AT_LEAST_ONE, "popularity_half_life_days": POSITIVE,
                                              "itemcf_half_life_days": POSITIVE, "calibration_requests": NON_NEGATIVE,

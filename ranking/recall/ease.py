@@ -20,32 +20,8 @@ from scipy.linalg import lapack
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
-from rankpipe.ranking.recall.base import RecallChannel, empty_lists, load_ids, save_ids, top_k_per_row, top_k_rows
-
-
-def history_matrix(requests: pd.DataFrame, history: pd.DataFrame, item_index: pd.Index) -> sp.csr_matrix:
-    """(requests × items) binary CSR: the items of ``item_index`` each request's user had a positive
-    event for strictly before the request's ``ts``. Sorted arrays and ranges, no loop over events."""
-    known = item_index.get_indexer(history[S.ITEM_ID])
-    h = history[known >= 0]
-    item_rows = known[known >= 0]
-    user_codes, users = pd.factorize(h[S.USER_ID])
-    ts = h[S.TS].to_numpy(dtype="datetime64[us]").astype(np.int64)
-    times = np.unique(ts)
-    order = np.lexsort((ts, user_codes))
-    # One sortable key per event: the user's code, then the event's rank among every distinct time.
-    key = user_codes[order].astype(np.int64) * (len(times) + 1) + np.searchsorted(times, ts[order])
-    request_user = pd.Index(users).get_indexer(requests[S.USER_ID])
-    request_ts = np.searchsorted(times, requests[S.TS].to_numpy(dtype="datetime64[us]").astype(np.int64), side="left")
-    base = np.maximum(request_user, 0).astype(np.int64) * (len(times) + 1)
-    start = np.searchsorted(key, base, side="left")
-    end = np.searchsorted(key, base + request_ts, side="left")  # strictly before the request's time
-    counts = np.where(request_user >= 0, end - start, 0)
-    rows = np.repeat(np.arange(len(requests)), counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(start, counts)
-    matrix = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, item_rows[order][offsets])), shape=(len(requests), len(item_index)))
-    matrix.data[:] = 1.0  # duplicates (a click and a purchase of one item) summed: binary again
-    return matrix
+from rankpipe.ranking.recall.base import RecallChannel, load_ids, save_ids
+from rankpipe.ranking.recall.profile import profile_retrieve
 
 
 class EASERecall(RecallChannel):
@@ -95,20 +71,4 @@ class EASERecall(RecallChannel):
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "weights_", "retrieve")
-        if history is None:
-            raise ValueError("ease retrieve needs history: positive events (user_id, item_id, ts)")
-        profile = history_matrix(requests, history, self.item_index_)  # (R, I)
-        has = np.diff(profile.indptr) > 0  # a user with nothing before the request gets no candidates
-        profile, ids = profile[has], requests[S.REQUEST_ID].to_numpy()[has]
-        k = min(k, len(self.item_index_))
-        frames = []
-        for start in range(0, profile.shape[0], self.batch):  # batches bound the dense (B, I) score block
-            rows = profile[start : start + self.batch]
-            scores = np.asarray(rows @ self.weights_)  # (B, I)
-            scores[rows.nonzero()] = -np.inf  # what the user has is no recommendation of this model's
-            top, top_scores = top_k_per_row(scores, k)  # (B, k) each
-            frames.append(top_k_rows(ids[start : start + self.batch], top_scores, np.where(np.isfinite(top_scores), top, -1),
-                                     self.item_index_.to_numpy()))
-        if not frames:
-            return empty_lists()
-        return pd.concat(frames, ignore_index=True)
+        return profile_retrieve(requests, history, self.item_index_, k, self.batch, lambda rows, _: rows @ self.weights_, "ease")

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rankpipe.pipeline import schema as S
-from rankpipe.ranking.recall.ease import EASERecall, history_matrix
+from rankpipe.ranking.recall.ease import EASERecall
+from rankpipe.ranking.recall.profile import history_matrix
 
 
 def _log(seed: int, users: int = 60, items: int = 40, events: int = 600) -> pd.DataFrame:
