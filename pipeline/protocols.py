@@ -9,7 +9,11 @@
 
 Under the last two, every event of a held-out (user, item) pair leaves the log before the run's
 split. No stage sees them. The funnel is then fitted as usual, and the evaluate stage ranks all
-items for one request per held-out user at the end of the log.
+items for one request per held-out user: under ``leave_last_out`` at the held-out item's own time
+(the user's next item, point in time), under ``random_75_25`` at the end of the log.
+
+The merge and the ranker learn from validation requests asked the way the protocol asks
+(:func:`protocol_shaped`): under ``leave_last_out`` each is asked at its last positive event, for that item.
 """
 
 from __future__ import annotations
@@ -62,3 +66,28 @@ def without_pairs(events: pd.DataFrame, held_out: pd.DataFrame) -> pd.DataFrame:
     pairs = pd.MultiIndex.from_frame(held_out[[S.USER_ID, S.ITEM_ID]])
     keep = ~pd.MultiIndex.from_frame(events[[S.USER_ID, S.ITEM_ID]]).isin(pairs)
     return events[keep].reset_index(drop=True)
+
+
+def protocol_shaped(requests: pd.DataFrame, labels: pd.DataFrame, events: pd.DataFrame, protocol: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(``requests``, ``labels``) asked the way ``protocol`` asks: what the merge and the ranker learn
+    from must be the question the protocol scores.
+
+    ``leave_last_out`` asks for a user's next item given everything before it, so each request is
+    moved to the time of its last positive event, and only the items of that event stay positive;
+    the request's earlier positives are now history (before its time), no longer labels. A request
+    without a positive is unchanged. Under ``time`` and ``random_75_25`` both come back as they are.
+    """
+    check_protocol(protocol)
+    if protocol != "leave_last_out" or requests.empty:
+        return requests, labels
+    asked = events[S.REQUEST_ID].isin(requests[S.REQUEST_ID]) & events[S.EVENT].isin(S.POSITIVE_EVENTS)
+    positives = events.loc[asked, [S.REQUEST_ID, S.ITEM_ID, S.TS]]
+    if not isinstance(positives, pd.DataFrame):  # the Dask engine's log: only these rows come here
+        positives = positives.compute()
+    last = positives.groupby(S.REQUEST_ID, sort=False)[S.TS].transform("max")
+    earlier = positives.loc[positives[S.TS] < last, [S.REQUEST_ID, S.ITEM_ID]]
+    earlier = earlier[~pd.MultiIndex.from_frame(earlier).isin(pd.MultiIndex.from_frame(positives.loc[positives[S.TS] == last, [S.REQUEST_ID, S.ITEM_ID]]))]
+    at = positives.groupby(S.REQUEST_ID, sort=False)[S.TS].max()
+    moved = requests.assign(**{S.TS: at.reindex(requests[S.REQUEST_ID]).fillna(requests.set_index(S.REQUEST_ID)[S.TS]).to_numpy()})
+    history_now = pd.MultiIndex.from_frame(labels[[S.REQUEST_ID, S.ITEM_ID]]).isin(pd.MultiIndex.from_frame(earlier))
+    return moved, labels[~history_now].reset_index(drop=True)

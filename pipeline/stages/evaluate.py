@@ -133,8 +133,8 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
     (``protocol.funnel.*``: ranker, then reranker), items each user already had taken out first.
 
     ``time``: the test requests, against their positives. ``leave_last_out`` / ``random_75_25``: one
-    request per held-out user at the end of the log, through the fitted funnel (the scoring path),
-    against the held-out items. Also returns the tables ``protocol_truth`` and ``protocol_lists``
+    request per held-out user (at the held-out item's time / at the end of the log), through the
+    fitted funnel (the scoring path), against the held-out items. Also returns the tables ``protocol_truth`` and ``protocol_lists``
     (request_id, item_id, rank, source) a benchmark scores other models beside. ``chain``: the
     rerank stage's fitted chain.
     """
@@ -147,10 +147,14 @@ def protocol_metrics(inputs: StageInputs, config: Config, requests: pd.DataFrame
 
         funnel = fitted_funnel(inputs, config)
         held_out = inputs.table("prepare", "holdout")
+        # leave_last_out asks at the held-out item's own time (the user's next item, point in time);
+        # random_75_25's items have no one time, so it asks at the funnel's cutoff.
+        at = held_out.groupby(S.USER_ID, sort=False)[S.TS].max() if config.evaluate.protocol == "leave_last_out" else None
         users = held_out[S.USER_ID].drop_duplicates().to_numpy()
-        asked = pd.DataFrame({S.REQUEST_ID: users, S.USER_ID: users, S.TS: funnel.cutoff, S.QUERY: pd.Series([None] * len(users), dtype="str")})
+        asked = pd.DataFrame({S.REQUEST_ID: users, S.USER_ID: users, S.TS: funnel.cutoff if at is None else at.reindex(users).to_numpy(),
+                              S.QUERY: pd.Series([None] * len(users), dtype="str")})
         truth = held_out.rename(columns={S.USER_ID: S.REQUEST_ID})[[S.REQUEST_ID, S.ITEM_ID]]
-        scored = funnel.ranked_candidates(asked)
+        scored = funnel.ranked_candidates(asked, allow_past=at is not None)
         history = funnel.history()
     unseen = without_seen(scored, asked, history)  # the exclude_seen rule: a protocol never counts what the user had
     recall_lists = unseen.sort_values([S.REQUEST_ID, S.RANK], kind="stable")  # without_seen renumbered the merge's ranks 1…

@@ -17,6 +17,7 @@ from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import LOCAL, counter_of, lightgbm_trainer, xgboost_trainer
+from rankpipe.pipeline.protocols import protocol_shaped
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, positive_history, recall_depth, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
@@ -176,7 +177,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     if with_recall:
         asked = candidate_requests(requests, inputs.table("recall", "merge_requests"), rc.candidate_requests, config.seed)
         inputs.step(f"recall {len(asked):,} candidate requests")
-        labels = inputs.table("prepare", "labels")
+        # asked as the protocol asks (leave_last_out: at each request's last positive event)
+        asked, labels = protocol_shaped(asked, inputs.table("prepare", "labels"), inputs.frame("prepare", "events"), config.evaluate.protocol)
         merged, candidate_channels, graded = training_candidates(inputs, config, asked, history, labels)
         all_merged = pd.concat([candidates, merged], ignore_index=True)
         all_channels = pd.concat([channel_lists, candidate_channels], ignore_index=True)
@@ -201,7 +203,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     logged_valid = logged[logged[S.SPLIT] == S.VALID]
     if with_recall:
         inputs.step(f"features of {len(graded):,} candidates")
-        pairs = with_request_context(graded, requests).reset_index(drop=True)
+        pairs = with_request_context(graded, asked).reset_index(drop=True)
         rows = pd.concat([pairs[[S.REQUEST_ID, S.ITEM_ID, S.SPLIT, S.GRADE]],
                           candidate_features(pairs, builder, history, item_index, vectors, n_last, merged, candidate_channels, quotas, counter,
                                              sequence_length)], axis=1)

@@ -9,6 +9,7 @@ import pandas as pd
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import block_mapper
+from rankpipe.pipeline.protocols import protocol_shaped
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, channel_events, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
 from rankpipe.ranking.funnel import recall_candidates
@@ -97,7 +98,8 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     history = S.positive_history(events)
     channels = channels_on(inputs.engine, config)
     depth = recall_depth(config)
-    valid_positives = labels[labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (labels[S.GRADE] > 0)]
+    valid_requests, valid_labels = protocol_shaped(valid_requests, labels, events, config.evaluate.protocol)  # asked as the protocol asks
+    valid_positives = valid_labels[valid_labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (valid_labels[S.GRADE] > 0)]
     untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
     held_out, timings, tuned = {}, {}, {}
     for name, channel in channels.items():

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.protocols import check_protocol, held_out_interactions, without_pairs
+from rankpipe.pipeline.protocols import check_protocol, held_out_interactions, protocol_shaped, without_pairs
 from rankpipe.pipeline.schema import ConfigError
 
 
@@ -73,3 +73,20 @@ def test_a_holdout_protocol_is_refused_on_dask_before_anything_runs():
         check_config(load_config(None, ["evaluate.protocol=random_75_25", "engine.name=dask"]))
     with pytest.raises(ConfigError, match="evaluate.protocol must be one of"):
         check_config(load_config(None, ["evaluate.protocol=loo"]))
+
+
+def test_leave_last_out_asks_each_learning_request_at_its_last_positive():
+    at = pd.Timestamp("2026-01-01")
+    minutes = [pd.Timedelta(minutes=m) for m in range(6)]
+    events = pd.DataFrame({S.REQUEST_ID: ["a", "a", "a", "a", "b", "b"], S.USER_ID: ["u", "u", "u", "u", "v", "v"],
+                           S.ITEM_ID: ["x", "y", "z", "w", "p", "q"], S.EVENT: ["click", "impression", "click", "click", "impression", "impression"],
+                           S.TS: [at + minutes[0], at + minutes[1], at + minutes[2], at + minutes[2], at + minutes[3], at + minutes[4]]})
+    requests = pd.DataFrame({S.REQUEST_ID: ["a", "b"], S.USER_ID: ["u", "v"], S.TS: [at, at + minutes[3]]})
+    labels = pd.DataFrame({S.REQUEST_ID: ["a"] * 4 + ["b"] * 2, S.ITEM_ID: ["x", "y", "z", "w", "p", "q"], S.GRADE: [1, 0, 1, 1, 0, 0]})
+    asked, shaped = protocol_shaped(requests, labels, events, "leave_last_out")
+    # a: asked when its last clicks (z and w, one time) happened; x, clicked before, is history now, not a label
+    assert list(asked[S.TS]) == [at + minutes[2], at + minutes[3]]  # b has no positive: unchanged
+    assert set(zip(shaped[S.REQUEST_ID], shaped[S.ITEM_ID])) == {("a", "y"), ("a", "z"), ("a", "w"), ("b", "p"), ("b", "q")}
+    for protocol in ("time", "random_75_25"):
+        same = protocol_shaped(requests, labels, events, protocol)
+        assert same[0] is requests and same[1] is labels
