@@ -270,7 +270,7 @@ def _score(args) -> int:
     try:
         if args.k is not None and args.k < 1:
             raise ConfigError(f"--k must be at least 1. Got {args.k} instead.")
-        scoring.check_partition(args.partition)  # before the scoring, not after it
+        scoring.check_output(args.out, args.partition)  # before the scoring, not after it
         directory = scoring.funnel_directory(args.model_uri, args.workdir, args.dataset)
         funnel = scoring.Funnel.load(directory)
         cutoff = None
@@ -291,7 +291,10 @@ def _score(args) -> int:
             started = time.perf_counter()
             lists = scoring.score_on(engine, funnel, directory, requests, args.allow_past, args.k, cutoff)
             seconds = time.perf_counter() - started
-        path = scoring.write_lists(lists, args.out, args.partition)
+        try:
+            path = scoring.write_lists(lists, args.out, args.partition)
+        except OSError as exc:  # the disk filled, the folder went away: checked before the work, but not owned by us
+            raise ConfigError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
     except (ContractError, ConfigError) as exc:
         if args.debug:
             traceback.print_exc()
@@ -371,7 +374,15 @@ def _main(argv: list[str]) -> int:
             print(f"rankpipe: bad input: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT
     if args.command == "score":
-        return _score(args)
+        previous_handler = signal.signal(signal.SIGTERM, _terminate)  # a stop unwinds the write: no temporary file stays
+        try:
+            return _score(args)
+        except KeyboardInterrupt as stop:
+            print(f"\nrankpipe: score {'stopped by SIGTERM' if isinstance(stop, Terminated) else 'interrupted'}; nothing was written to {args.out}",
+                  file=sys.stderr)
+            return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
     runner = None
     previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:

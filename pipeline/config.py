@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import json
+import math
+import reprlib
 import types
 import typing
 from collections.abc import Mapping
@@ -139,12 +141,27 @@ class Config:
     BOUNDS: ClassVar[Mapping[str, Bound]] = {"seed": NON_NEGATIVE}
 
 
+# What a config error quotes of a value: a few hundred characters, a few levels deep. A YAML alias
+# chain of 408 bytes expands to hundreds of MB when printed whole.
+_QUOTE = reprlib.Repr()  # Python 3.11's takes no arguments
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxtuple, _QUOTE.maxdict = 3, 6, 6, 6
+_QUOTE.maxstring, _QUOTE.maxother, _QUOTE.maxlong = 160, 160, 40
+# Integer keys feed LightGBM and XGBoost parameters, numpy seeds and window lengths: int32 is what all of them take.
+INT_LIMIT = 2**31 - 1
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message quotes it: its repr, cut to a few hundred characters."""
+    text = _QUOTE.repr(value)
+    return text if len(text) <= 300 else text[:300] + f"… ({type(value).__name__}, cut)"
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
     """Convert a YAML value to ``annotation``, or raise ConfigError naming ``key``."""
     origin = typing.get_origin(annotation)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key '{key}': expected a mapping; got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a mapping; got {shown(value)}")
         return _build(annotation, value, key + ".")
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(annotation)
@@ -159,23 +176,27 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin in (collections.abc.Mapping, dict):
         _, value_type = typing.get_args(annotation)
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config key '{key}': expected a mapping; got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a mapping; got {shown(value)}")
         return {str(k): _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"config key '{key}': expected true or false; got {value!r}")
+        raise ConfigError(f"config key '{key}': expected true or false; got {shown(value)}")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key '{key}': expected an integer; got {value!r}")
+            raise ConfigError(f"config key '{key}': expected an integer; got {shown(value)}")
+        if abs(value) > INT_LIMIT:
+            raise ConfigError(f"config key '{key}': expected an integer within ±{INT_LIMIT:,} (what the libraries it feeds take); got {shown(value)}")
         return value
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key '{key}': expected a number; got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a number; got {shown(value)}")
+        if not math.isfinite(value):  # NaN fails every comparison: a NaN threshold silently labels nothing
+            raise ConfigError(f"config key '{key}': expected a finite number; got {shown(value)}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key '{key}': expected a string; got {value!r}")
+            raise ConfigError(f"config key '{key}': expected a string; got {shown(value)}")
         return value
     raise AssertionError(f"unsupported config annotation {annotation} at {key}")
 
@@ -218,14 +239,15 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``a.b=value`` into (["a", "b"], value-as-YAML)."""
     if "=" not in text:
-        raise ConfigError(f"--set expects key=value; got {text!r}")
+        raise ConfigError(f"--set expects key=value; got {shown(text)}")
     key, raw = text.split("=", 1)
     if not key.strip():
-        raise ConfigError(f"--set expects key=value; got {text!r}")
+        raise ConfigError(f"--set expects key=value; got {shown(text)}")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw != "" else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({exc})") from None
+        raise ConfigError(f"--set {key}: the value {shown(raw)} is not valid YAML ({shown(str(exc))[1:-1]}); to pass it as text, "
+                          f"quote it: --set '{key.strip()}=\"{raw}\"'") from None
     return key.strip().split("."), value
 
 
@@ -268,11 +290,14 @@ def _resolve(config_file, overrides, dataset, data_path, adapter_defaults: tuple
         _apply_override(values, text)
     if config_file is not None:
         try:
-            loaded = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+            loaded = yaml.load(Path(config_file).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
         except OSError as exc:
             raise ConfigError(f"config file {config_file}: cannot read ({exc.strerror})") from None
+        except UnicodeDecodeError as exc:
+            line = Path(config_file).read_bytes()[: exc.start].count(b"\n") + 1
+            raise ConfigError(f"config file {config_file}: expected UTF-8 text; found bytes that are not UTF-8 at line {line} ({exc.reason})") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {config_file}: not valid YAML ({exc})") from None
+            raise ConfigError(f"config file {config_file}: not valid YAML ({shown(str(exc))[1:-1]})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {config_file}: expected a mapping at the top level; got {type(loaded).__name__}")
         _merge(values, loaded, "")
@@ -283,6 +308,21 @@ def _resolve(config_file, overrides, dataset, data_path, adapter_defaults: tuple
     if data_path is not None:
         values["dataset"]["path"] = data_path
     return values
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    block and drops the first without a word)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config key {shown(key)} is given twice in one mapping (lines {seen[key].start_mark.line + 1} and "
+                                  f"{key_node.start_mark.line + 1}); YAML would silently keep the last one")
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def _apply_override(values: dict[str, Any], text: str) -> None:

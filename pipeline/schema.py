@@ -252,6 +252,28 @@ def write_json(value: Any, path: str | Path) -> None:
     Path(path).write_text(json.dumps(value, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
+def part_path(directory: str | Path, *names: str, what: str = "a saved model") -> Path:
+    """``directory/names…`` for a part named in a saved model's own files: ContractError unless each
+    name is one plain folder or file name and the path, links resolved, stays inside ``directory``
+    (a ``funnel.json`` naming ``../x``, or a link out, would load parts from elsewhere)."""
+    directory = Path(directory)
+    for name in names:
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name or "\x00" in name:
+            raise ContractError(what, None, "parts named by plain names inside its directory", f"the name {str(name)[:80]!r}")
+    path = directory.joinpath(*names)
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise ContractError(what, None, f"parts inside its directory {directory}", f"{path} leads to {path.resolve()} (a link out)")
+    return path
+
+
+def refuse_links_out(directory: str | Path, what: str = "a saved model") -> None:
+    """ContractError when any file or folder under ``directory`` is a link that leads outside it."""
+    root = Path(directory).resolve()
+    for path in Path(directory).rglob("*"):  # rglob lists a link without following it into a folder
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ContractError(what, None, f"files inside its directory {directory}", f"{path} is a link to {path.resolve()}")
+
+
 def read_json(path: str | Path) -> Any:
     """JSON written by :func:`write_json`."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -316,7 +338,8 @@ def _arrow_type_of(series: pd.Series) -> pa.DataType:
         return pa.binary()  # mixed python objects: reported as the wrong type
 
 
-def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str, ...] | frozenset[str] = (), whole: bool = True) -> pd.DataFrame:
+def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str, ...] | frozenset[str] = (), whole: bool = True,
+                   ts_format: str | None = None) -> pd.DataFrame:
     """Check ``table`` against the contract of table ``name`` and return a normalised copy.
 
     Args:
@@ -327,6 +350,8 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str
             ``session_id``): they may be absent (added as nulls) or null, and are type-checked.
         whole: ``table`` is the whole table, so the checks across rows (:func:`check_rows`) run
             too; False for one file of several, whose caller checks the rows once they are joined.
+        ts_format: the strftime format of string timestamps (``dataset.ts_format``); None: ISO-8601
+            only (:func:`parse_timestamps`).
 
     Returns:
         A new DataFrame: ids as strings, timestamps as ``datetime64[us]``, numeric columns as
@@ -362,7 +387,7 @@ def validate_table(name: str, table: pd.DataFrame | pa.Table, derived: tuple[str
                 _check_not_null(name, col, frame)
             frame[col] = frame[col].astype("str")
         elif kind.name == "timestamp":
-            frame[col] = _parse_timestamps(name, col, frame, required=not field.nullable)
+            frame[col] = _parse_timestamps(name, col, frame, required=not field.nullable, ts_format=ts_format)
         elif kind.name == "float":
             frame[col] = frame[col].astype("float64")
         elif kind.name == "int":
@@ -454,16 +479,43 @@ def _check_not_null(table: str, column: str, frame: pd.DataFrame) -> None:
         raise ContractError(table, column, "non-null, non-empty ids", f"{int(nulls.sum())} null or empty values", frame[nulls])
 
 
-def _parse_timestamps(table: str, column: str, frame: pd.DataFrame, required: bool) -> pd.Series:
-    raw = frame[column]
+def parse_timestamps(raw: pd.Series, table: str, column: str, ts_format: str | None = None, rows: pd.DataFrame | None = None) -> pd.Series:
+    """``raw`` as naive UTC ``datetime64[us]`` (nulls stay NaT), by one rule for every reader.
+
+    Timestamps pass as they are, an offset normalised to UTC. Strings must be ISO-8601
+    (``2026-03-05``, ``2026-03-05T10:00:00+02:00``), or follow ``ts_format`` (a strftime format, the
+    ``dataset.ts_format`` a user declared): nothing is guessed, so ``05/03/2026`` is never read
+    month-first by luck. ContractError (``table``, ``column``, the first values, ``rows`` of ``raw``'s
+    index) for anything else.
+    """
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = raw.dt.tz_convert(None) if getattr(raw.dt, "tz", None) is not None else raw
-    else:
-        parsed = pd.to_datetime(raw, errors="coerce", utc=True).dt.tz_convert(None)
-        unparsable = parsed.isna() & raw.notna()
-        if unparsable.any():
-            raise ContractError(table, column, "ISO-8601 timestamps", f"{int(unparsable.sum())} unparsable values", frame[unparsable])
-    parsed = parsed.astype("datetime64[us]")
+        return parsed.astype("datetime64[us]")
+    try:
+        arrow_type = pa.array(raw, from_pandas=True).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        arrow_type = pa.binary()  # mixed Python objects
+    if pa.types.is_date(arrow_type) or pa.types.is_timestamp(arrow_type) or pa.types.is_null(arrow_type):  # dates are not ambiguous
+        return pd.to_datetime(raw, utc=True).dt.tz_convert(None).astype("datetime64[us]")
+    if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
+        raise ContractError(table, column, "timestamps or ISO-8601 strings", f"values of type {arrow_type}", (raw.to_frame() if rows is None else rows).head(5))
+    text = raw
+    expected = f"timestamps in the format {ts_format!r} (dataset.ts_format)" if ts_format else \
+        "ISO-8601 timestamps (2026-03-05 or 2026-03-05T10:00:00+02:00; another format: declare it, e.g. --set 'dataset.ts_format=\"%d/%m/%Y\"')"
+    try:
+        parsed = pd.to_datetime(text, format=ts_format or "ISO8601", errors="coerce", utc=True).dt.tz_convert(None)
+    except ValueError as error:  # a format pandas cannot use at all
+        raise ConfigError(f"dataset.ts_format must be a strftime format such as %d/%m/%Y %H:%M. Got {ts_format!r} instead ({error}).") from None
+    unparsable = parsed.isna() & raw.notna()
+    if unparsable.any():
+        first = str(raw[unparsable].iloc[0])[:80]
+        raise ContractError(table, column, expected, f"{int(unparsable.sum())} unparsable values, first {first!r}",
+                            (raw.to_frame() if rows is None else rows)[unparsable])
+    return parsed.astype("datetime64[us]")
+
+
+def _parse_timestamps(table: str, column: str, frame: pd.DataFrame, required: bool, ts_format: str | None = None) -> pd.Series:
+    parsed = parse_timestamps(frame[column], table, column, ts_format, frame)
     if required and parsed.isna().any():
         raise ContractError(table, column, "a timestamp on every row", f"{int(parsed.isna().sum())} null timestamps", frame[parsed.isna()])
     low = MIN_TS.get(column, MIN_TS[TS])

@@ -8,15 +8,18 @@ partition behind.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.files import read_text
 from rankpipe.pipeline.schema import ConfigError
 from rankpipe.ranking.funnel import Funnel
 
@@ -94,11 +97,13 @@ def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFra
     must be able to read) once and keeping it. Requests are scored independently, so the lists are
     the same either way, in the same order. ``funnel`` is the same funnel (``until(cutoff)`` applied),
     used here to check the requests before any work is sent."""
-    if not engine.distributed:
-        return funnel.score(requests, allow_past=allow_past, k=k)
     from rankpipe.ranking.funnel import validate_requests
 
-    requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, here
+    requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, before any work
+    if not engine.distributed:
+        # In chunks: a chunk's candidates and features are what memory holds (100,000 requests at once peaked at 9.4 GB).
+        parts = [funnel.score(requests.iloc[a:b], allow_past=True, k=k) for a, b in chunk_bounds(len(requests), SCORE_CHUNK)]
+        return pd.concat(parts, ignore_index=True) if parts else funnel.score(requests, allow_past=True, k=k)  # none: the empty lists
     if k is not None and k < 1:
         raise ConfigError(f"--k must be at least 1. Got {k} instead.")
     from rankpipe.pipeline.engine import even_parts
@@ -108,6 +113,14 @@ def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFra
     stamp = None if cutoff is None else pd.Timestamp(cutoff).isoformat()
     futures = engine.client.map(_score_partition, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, pure=False)
     return pd.concat(engine.client.gather(futures), ignore_index=True)
+
+
+SCORE_CHUNK = 5_000  # requests scored at once by score_on in this process
+
+
+def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, end) bounds of consecutive chunks of at most ``size`` of ``n`` rows."""
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
 
 
 def feed_requests(funnel: Funnel, spec: str, at: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -139,17 +152,48 @@ def search_requests(funnel: Funnel, spec: str, at: pd.Timestamp | None = None) -
 
 
 def read_requests(path: str | Path) -> pd.DataFrame:
-    """Requests from a Parquet or CSV file (request_id, user_id, ts[, query])."""
+    """Requests from a Parquet or CSV file (request_id, user_id, ts[, query]). A CSV is read as text,
+    so ids stay ids (``001`` is not ``1``) and times are parsed by the one timestamp rule; an empty
+    field is a null."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"--requests {path}: no such file")
-    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+    if path.suffix.lower() != ".csv":
+        try:
+            return pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise S.ContractError(path.name, None, "a readable Parquet file (or a .csv)", f"{type(exc).__name__}: {exc}") from None
+    text = read_text(path)
+    try:
+        return pd.read_csv(io.StringIO(text), dtype="str", keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise S.ContractError(path.name, None, "a CSV file with a header: request_id,user_id,ts[,query]", str(exc).strip()) from None
 
 
 def check_partition(partition: str | None) -> None:
     """ConfigError unless ``partition`` is None or one directory name (``date=2026-12-01``): it must not leave ``--out``."""
     if partition is not None and ("/" in partition or "\\" in partition or partition.startswith(".") or not partition.strip()):
         raise ConfigError(f"--partition must be one directory name like date=2026-12-01. Got {partition!r} instead.")
+
+
+def check_output(out: str | Path, partition: str | None = None) -> None:
+    """ConfigError, before any scoring, when ``--out`` cannot take the lists: a file target that is an
+    existing directory, a dataset directory (``partition``) that is a file, or a place this user
+    cannot write (the nearest existing folder above it is read-only, or is a file)."""
+    check_partition(partition)
+    out = Path(out)
+    if partition is None and out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; name the Parquet file to write (or add --partition to write a dataset there)")
+    if partition is not None and out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; with --partition it must be the dataset's directory")
+    folder = out if partition is not None else out.parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, so the folder cannot be made")
+    try:  # a real probe: permission bits say nothing for root, or for a read-only or special file system
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot write in {existing} ({exc.strerror or exc})") from None
 
 
 def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = None) -> Path:

@@ -34,6 +34,12 @@ REQUEST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.TS, S.QUERY)
 LIST_COLUMNS = (S.REQUEST_ID, S.USER_ID, S.QUERY, S.RANK, S.ITEM_ID, S.SCORE, S.PROBABILITY, "channels")
 
 
+def empty_list_frame() -> pd.DataFrame:
+    """Lists with no rows: :data:`LIST_COLUMNS`, typed as scored lists are."""
+    types = {S.RANK: "int64", S.SCORE: "float64", S.PROBABILITY: "float64"}
+    return pd.DataFrame({column: pd.Series(dtype=types.get(column, "str")) for column in LIST_COLUMNS})
+
+
 RECALL_PREFIX = "recall_"  # every feature the recall stage gives the ranker starts with it
 
 
@@ -125,7 +131,7 @@ def rank_candidates(candidates: pd.DataFrame, requests: pd.DataFrame, builder: F
     features = candidate_features(pairs, builder, history, item_index, item_vectors, n_last, (candidates if merged is None else merged)
                                   if reads_recall else None, channel_lists, quotas, counter, sequence_length)
     scored = pairs[[S.REQUEST_ID, S.ITEM_ID, S.USER_ID, S.QUERY, S.RANK, S.CHANNEL]].copy()
-    scored[S.SCORE] = ranker.predict(features).astype(np.float64)
+    scored[S.SCORE] = ranker.predict(features).astype(np.float64) if len(pairs) else np.empty(0)  # no candidate: nothing to predict
     if ranker.calibrator_ is not None:
         scored[S.PROBABILITY] = ranker.calibrator_.predict(scored[S.SCORE].to_numpy())
     return scored
@@ -167,16 +173,18 @@ def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: 
                               f"columns {list(requests.columns)}")
     out = pd.DataFrame({S.REQUEST_ID: requests[S.REQUEST_ID], S.USER_ID: requests[S.USER_ID]})
     for column in (S.REQUEST_ID, S.USER_ID):
-        if out[column].isna().any():
-            raise S.ContractError(table, column, "a value on every row", f"{int(out[column].isna().sum())} nulls", requests[out[column].isna()])
+        missing = out[column].isna() | out[column].astype("str").str.strip().eq("")
+        if missing.any():
+            raise S.ContractError(table, column, "a value on every row", f"{int(missing.sum())} nulls or empty values", requests[missing])
+        if pd.api.types.is_float_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column]):
+            # 42.0 would become the id '42.0', a user the funnel never saw: ids are strings (or whole numbers)
+            raise S.ContractError(table, column, "string ids (or integers)", f"{out[column].dtype} values such as {out[column].iloc[0]!r}",
+                                  requests.head(5))
         out[column] = out[column].astype("str")
     duplicated = out[S.REQUEST_ID].duplicated(keep=False)
     if duplicated.any():
         raise S.ContractError(table, S.REQUEST_ID, "one row per request id", f"{int(duplicated.sum())} rows share an id", requests[duplicated])
-    try:
-        ts = pd.to_datetime(requests[S.TS]).astype("datetime64[us]")
-    except (ValueError, TypeError) as error:
-        raise S.ContractError(table, S.TS, "timestamps", f"values that are not ({error})") from None
+    ts = S.parse_timestamps(requests[S.TS], table, S.TS, rows=requests)  # ISO-8601 strings or timestamps, offsets to UTC
     if ts.isna().any():
         raise S.ContractError(table, S.TS, "a timestamp on every row", f"{int(ts.isna().sum())} nulls", requests[ts.isna()])
     if not allow_past and (ts < cutoff).any():
@@ -279,6 +287,8 @@ class Funnel:
         finds anything for gets no rows. ``k``: list length (default: the reranker's). The lists come
         in the order of ``requests``, so scoring them in parts and concatenating gives the same frame."""
         requests, scored, channel_lists, _ = self._ranked(requests, allow_past)
+        if scored.empty:  # no request, or none any channel found anything for: the documented columns, no rows
+            return empty_list_frame()
         reranker = self.reranker
         if k is not None and k != reranker.k:
             if k < 1:
@@ -332,8 +342,12 @@ class Funnel:
         from rankpipe.ranking.recall import load_channel
 
         directory = Path(directory)
+        what = f"the saved funnel {directory}"
+        S.refuse_links_out(directory, what)
         meta = S.read_json(directory / FUNNEL_FILE)
-        channels = {name: load_channel(directory / "channels" / name, device) for name in meta["channels"]}
+        if not isinstance(meta.get("channels"), list):
+            raise S.ContractError(f"{directory / FUNNEL_FILE}", "channels", "a list of channel names", type(meta.get("channels")).__name__)
+        channels = {name: load_channel(S.part_path(directory, "channels", name, what=what), device) for name in meta["channels"]}
         return cls(channels, CandidateMerge.load(directory / "merge"), FeatureBuilder.load(directory / "builder"),
                    load_ranker(directory / "ranker"), RerankChain.load(directory / "reranker"), meta["depth"], meta["n_last"], meta["config"],
                    bool(meta.get("exclude_seen", False)))

@@ -55,6 +55,9 @@ class DatasetConfig:
     # The text encoding of delimited files (MovieLens, a catalogue CSV, WANDS query.csv), e.g. latin-1
     # for MovieLens 100k's u.item. JSON files are UTF-8, as JSON is.
     encoding: str = "utf-8"
+    # String timestamps are ISO-8601 (2026-03-05, 2026-03-05T10:00:00+02:00; offsets become UTC) unless
+    # this strftime format says how else they are written (e.g. %d/%m/%Y %H:%M): nothing is guessed.
+    ts_format: str | None = None
     # How a ``tables`` event log becomes requests (the lists the ranker learns from): ``logged`` (each
     # event names its request_id), ``sessions`` (an interaction log without request lists: a user's
     # events split into sessions at gaps over session_gap_minutes, or by its session_id column when it

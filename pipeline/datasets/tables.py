@@ -19,6 +19,7 @@ sessions from time gaps unless the log has its own.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pandas as pd
 import pyarrow as pa
@@ -68,6 +69,7 @@ class TablesAdapter:
                     found[name] = [info]
                 elif info.type == pafs.FileType.Directory:
                     files = [f for f in fs.get_file_info(pafs.FileSelector(path, recursive=True)) if _is_data_file(f, path)]
+                    _refuse_files_reached_twice(name, files, fs)
                     if not files:
                         raise S.ContractError(name, None, f"Parquet files in the directory {path}", "none (an empty directory)")
                     found[name] = sorted(files, key=lambda f: f.path)
@@ -90,7 +92,7 @@ class TablesAdapter:
         check_requests_config(config)
         fs, root, found = self._infos(config)
         derived = () if config.requests == "logged" else (S.SESSION_ID,)
-        tables = {name: read_table(name, files, fs, root, derived if name == S.EVENTS else ()) for name, files in found.items()}
+        tables = {name: read_table(name, files, fs, root, derived if name == S.EVENTS else (), config.ts_format) for name, files in found.items()}
         return Dataset(self.name, {**tables, S.EVENTS: _with_requests(tables[S.EVENTS], tables[S.ITEMS], config, seed)})
 
     def load_on(self, engine, config: DatasetConfig, seed: int) -> Dataset:
@@ -98,20 +100,35 @@ class TablesAdapter:
         (a Dask DataFrame, a partition per file); the other tables are small and come here."""
         check_requests_config(config)
         fs, root, found = self._infos(config)
-        tables = {name: read_table(name, files, fs, root) for name, files in found.items() if name != S.EVENTS}
+        tables = {name: read_table(name, files, fs, root, ts_format=config.ts_format) for name, files in found.items() if name != S.EVENTS}
         if config.requests != "logged":
             # Sessions need each user's events in time order, across files: an interaction log is
             # cut into requests here (the whole log once in this process), then sent to the workers.
-            first = read_file(S.EVENTS, found[S.EVENTS][0].path, fs, root, derived=(S.SESSION_ID,))
+            first = read_file(S.EVENTS, found[S.EVENTS][0].path, fs, root, derived=(S.SESSION_ID,), ts_format=config.ts_format)
             if config.requests == "sessions" or first[S.REQUEST_ID].isna().all():
                 import dask.dataframe as dd
 
-                events = read_table(S.EVENTS, found[S.EVENTS], fs, root, (S.SESSION_ID,))
+                events = read_table(S.EVENTS, found[S.EVENTS], fs, root, (S.SESSION_ID,), config.ts_format)
                 events = _with_requests(events, tables[S.ITEMS], config, seed)
                 tables[S.EVENTS] = engine.client.persist(dd.from_pandas(events, npartitions=max(1, min(engine.partitions, len(events)))))
                 return Dataset(self.name, tables)
-        tables[S.EVENTS] = read_table_on(engine, S.EVENTS, found[S.EVENTS], fs, root)
+        tables[S.EVENTS] = read_table_on(engine, S.EVENTS, found[S.EVENTS], fs, root, config.ts_format)
         return Dataset(self.name, tables)
+
+
+def _refuse_files_reached_twice(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem) -> None:
+    """ContractError when a local directory reaches one file by two paths (a link inside it, a link
+    back to itself): the file would be read, and its events counted, twice or forty times."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        return  # object stores have no links
+    first_path: dict[tuple[int, int], str] = {}
+    for info in files:
+        stat = os.stat(info.path)
+        key = (stat.st_dev, stat.st_ino)
+        if key in first_path:
+            raise S.ContractError(name, None, "each file of the table's directory reached once (links inside it are not followed twice)",
+                                  f"one file reached as {first_path[key]} and as {info.path}; remove the link")
+        first_path[key] = info.path
 
 
 def _is_data_file(info: pafs.FileInfo, directory: str) -> bool:
@@ -135,18 +152,21 @@ def _with_requests(events: pd.DataFrame, items: pd.DataFrame, config: DatasetCon
     return events
 
 
-def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str, derived: tuple[str, ...] = ()) -> pd.DataFrame:
+def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str, derived: tuple[str, ...] = (),
+               ts_format: str | None = None) -> pd.DataFrame:
     """One contract table from its Parquet files, each validated on its own (errors name the file);
     hive partition directories (``day=2026-03-01``) become string columns, as Spark and Dask read them.
-    ``derived``: required columns a file may lack (or leave null) because the adapter derives them."""
+    ``derived``: required columns a file may lack (or leave null) because the adapter derives them;
+    ``ts_format``: ``dataset.ts_format``."""
     if len(files) == 1:
-        return read_file(name, files[0].path, fs, root, derived=derived)
+        return read_file(name, files[0].path, fs, root, derived=derived, ts_format=ts_format)
     # Repeated ids and the positions' base are judged on the whole table, not file by file.
-    return S.check_rows(name, pd.concat([read_file(name, info.path, fs, root, derived=derived, whole=False) for info in files], ignore_index=True))
+    return S.check_rows(name, pd.concat([read_file(name, info.path, fs, root, derived=derived, whole=False, ts_format=ts_format) for info in files],
+                                        ignore_index=True))
 
 
 def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: list[str] | None = None,
-              derived: tuple[str, ...] = (), whole: bool = True) -> pd.DataFrame:
+              derived: tuple[str, ...] = (), whole: bool = True, ts_format: str | None = None) -> pd.DataFrame:
     """One Parquet file of table ``name``, validated against the contract (``derived``: see
     :func:`read_table`); errors name the file.
 
@@ -165,7 +185,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
         if sep and key not in table.column_names:
             table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
     try:
-        frame = S.validate_table(name, table, derived, whole)
+        frame = S.validate_table(name, table, derived, whole, ts_format)
     except S.ContractError as exc:
         raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
     if columns is not None and list(frame.columns) != columns:
@@ -173,7 +193,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
     return frame
 
 
-def read_table_on(engine, name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str):
+def read_table_on(engine, name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root: str, ts_format: str | None = None):
     """One contract table as a Dask DataFrame on ``engine``'s workers, one partition per file (in
     path order), each read and validated on a worker with the errors :func:`read_table` gives.
 
@@ -185,9 +205,9 @@ def read_table_on(engine, name: str, files: list[pafs.FileInfo], fs: pafs.FileSy
     import dask.dataframe as dd
     from dask.distributed import futures_of, wait
 
-    first = read_file(name, files[0].path, fs, root)
+    first = read_file(name, files[0].path, fs, root, ts_format=ts_format)
     columns = list(first.columns)
-    parts = [dask.delayed(read_file, pure=True)(name, info.path, fs, root, columns) for info in files]
+    parts = [dask.delayed(read_file, pure=True)(name, info.path, fs, root, columns, ts_format=ts_format) for info in files]
     frame = engine.client.persist(dd.from_delayed(parts, meta=first.iloc[:0], verify_meta=False))
     wait(frame)
     for future in futures_of(frame):

@@ -16,6 +16,7 @@ request context alone, so every request receives candidates.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +167,13 @@ class TwoTowerRecall(RecallChannel):
         self._encode_items(items)
         positive = train_events[train_events[S.EVENT].isin(S.POSITIVE_EVENTS) & train_events[S.REQUEST_ID].notna()]
         positive = positive[positive[S.ITEM_ID].isin(self.item_index_)].drop_duplicates([S.REQUEST_ID, S.ITEM_ID])
-        if len(positive) < self.batch_size:
-            raise ValueError(f"two_tower needs at least batch_size={self.batch_size} positives of logged requests in "
-                             f"the training split; found {len(positive)}")
+        if len(positive) < 2:
+            raise ValueError(f"recall channel 'two_tower' needs at least 2 positives of logged requests in the training split to "
+                             f"learn from (in-batch negatives); found {len(positive)}. Leave 'two_tower' out of recall.quotas for this log.")
+        batch_size = min(self.batch_size, len(positive))
+        if batch_size < self.batch_size:  # a small log: one batch of everything rather than no training at all
+            logging.getLogger(__name__).warning("recall channel 'two_tower': %d positives in the training split, fewer than "
+                                                "recall.two_tower.batch_size=%d; training with batches of %d", len(positive), self.batch_size, batch_size)
         # The request's time is its first event (the impression): clicks in the same list are not history.
         request_ts = train_events.groupby(S.REQUEST_ID, observed=True)[S.TS].min()
         ts = request_ts.reindex(positive[S.REQUEST_ID]).to_numpy()
@@ -186,14 +191,14 @@ class TwoTowerRecall(RecallChannel):
         item_table = {k: torch.as_tensor(v, device=device) for k, v in self.item_features_.items()}
         generator = torch.Generator().manual_seed(self.seed)
         n = len(item_rows)
-        steps = n // self.batch_size  # full batches only: in-batch negatives need a full batch
+        steps = n // batch_size  # full batches only: in-batch negatives need a full batch
         losses = []
         net.train()
         with tqdm(total=self.epochs * steps, desc="recall: two_tower", unit="batch", disable=None if self.progress else True, leave=False) as bar:
             for _ in range(self.epochs):
                 order = torch.randperm(n, generator=generator).to(device)
                 for step in range(steps):
-                    batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+                    batch = order[step * batch_size : (step + 1) * batch_size]
                     item = tensors["item"][batch]  # (B,)
                     users = net.users(tensors["history"][batch], tensors["query_tokens"][batch], tensors["is_search"][batch])  # (B, D)
                     vectors = net.items(*(item_table[k][item] for k in ("ids", "category", "top", "brand", "price", "tokens")))  # (B, D)

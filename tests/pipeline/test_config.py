@@ -59,7 +59,7 @@ def test_config_hash_changes_with_values():
         ("rank.xgboost.learning_rate=0", "config key 'rank.xgboost.learning_rate': expected a value > 0. Got 0.0 instead."),
         ("rerank.mmr.relevance_weight=5", "config key 'rerank.mmr.relevance_weight': expected a value in [0, 1]. Got 5.0 instead."),
         ("recall.quotas.popularity=-5", "config key 'recall.quotas.popularity': expected a value >= 0. Got -5 instead."),
-        ("rank.lightgbm.feature_fraction=.nan", "config key 'rank.lightgbm.feature_fraction': expected a value in (0, 1]. Got nan instead."),
+        ("rank.lightgbm.feature_fraction=.nan", "config key 'rank.lightgbm.feature_fraction': expected a finite number; got nan"),
         ("split.test_fraction=0", "config key 'split.test_fraction': expected a value in (0, 1). Got 0.0 instead."),
         ("split.valid_fraction=0.9", "'split.valid_fraction' + 'split.test_fraction': expected a sum below 1"),
         ("promote.guardrails.ndcg_at_10=-0.01", "config key 'promote.guardrails.ndcg_at_10': expected a value >= 0."),

@@ -122,3 +122,44 @@ def test_channel_names_match_a_join_per_pair(found, listed):
     for row in got.itertuples(index=False):
         want = expected.get((row.request_id, row.item_id))
         assert (row.channels == want) if want is not None else pd.isna(row.channels)
+
+
+def test_no_request_gives_the_documented_columns_and_no_rows(funnel):
+    lists = funnel.score(_request(funnel).iloc[:0])
+    assert list(lists.columns) == list(LIST_COLUMNS) and lists.empty
+
+
+@pytest.mark.parametrize("change, column, message", [
+    (lambda r: r.assign(**{S.TS: "05/03/2999"}), S.TS, "ISO-8601"),  # day first or month first: never guessed
+    (lambda r: r.assign(**{S.USER_ID: 42.0}), S.USER_ID, "string ids"),  # 42.0 would be the user '42.0'
+    (lambda r: r.assign(**{S.REQUEST_ID: ""}), S.REQUEST_ID, "a value on every row"),
+])
+def test_requests_keep_one_rule_for_times_and_ids(funnel, change, column, message):
+    with pytest.raises(S.ContractError, match=message) as error:
+        funnel.score(change(_request(funnel)))
+    assert error.value.column == column
+
+
+def test_a_request_time_with_an_offset_is_the_same_instant_in_utc(funnel):
+    at = funnel.cutoff + pd.Timedelta(hours=3)
+    local = (at + pd.Timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%S.%f") + "+02:00"
+    pd.testing.assert_frame_equal(funnel.score(_request(funnel, ts=local)), funnel.score(_request(funnel, ts=at)))
+
+
+def test_a_saved_funnel_never_loads_a_part_from_outside_its_directory(funnel, tmp_path):
+    import json
+    import os
+
+    inside = tmp_path / "funnel"
+    funnel.save(inside)
+    meta = json.loads((inside / "funnel.json").read_text())
+    (tmp_path / "elsewhere").mkdir()
+    for bad in ("../elsewhere", "..", "a/b"):
+        (inside / "funnel.json").write_text(json.dumps({**meta, "channels": [bad]}))
+        with pytest.raises(S.ContractError, match="plain names inside its directory"):
+            Funnel.load(inside, "cpu")
+    (inside / "funnel.json").write_text(json.dumps(meta))
+    os.rename(inside / "merge", tmp_path / "elsewhere" / "merge")
+    os.symlink(tmp_path / "elsewhere" / "merge", inside / "merge")  # a link out
+    with pytest.raises(S.ContractError, match="is a link to"):
+        Funnel.load(inside, "cpu")
