@@ -93,8 +93,12 @@ def training_interactions(positives: pd.DataFrame, requests: pd.DataFrame, proto
     return positives.drop_duplicates([S.USER_ID, S.ITEM_ID])
 
 
-def _fit_implicit(model, matrix: sp.csr_matrix) -> np.ndarray:
-    model.fit(matrix, show_progress=False)
+def _fit_implicit(make_model, matrix: sp.csr_matrix) -> np.ndarray:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit's own advice: its threads, not BLAS's (it checks when the model is made)
+        model = make_model()
+        model.fit(matrix, show_progress=False)
     return np.asarray(model.user_factors) @ np.asarray(model.item_factors).T
 
 
@@ -120,8 +124,8 @@ def peer_scores(train: pd.DataFrame, users: pd.Index, items: pd.Index, seed: int
     matrix = sp.csr_matrix((np.ones(len(train), dtype=np.float32), (users.get_indexer(train[S.USER_ID]), items.get_indexer(train[S.ITEM_ID]))),
                            shape=(len(users), len(items)))
     fits = {
-        "implicit_als": lambda: _fit_implicit(AlternatingLeastSquares(random_state=seed, num_threads=2), matrix),
-        "implicit_bpr": lambda: _fit_implicit(BayesianPersonalizedRanking(random_state=seed, num_threads=2), matrix),
+        "implicit_als": lambda: _fit_implicit(lambda: AlternatingLeastSquares(random_state=seed, num_threads=2), matrix),
+        "implicit_bpr": lambda: _fit_implicit(lambda: BayesianPersonalizedRanking(random_state=seed, num_threads=2), matrix),
         "cornac_ease": lambda: _fit_cornac(cornac.models.EASE(verbose=False, seed=seed), train, users, items, seed),
         "cornac_mostpop": lambda: _fit_cornac(cornac.models.MostPop(), train, users, items, seed),
     }

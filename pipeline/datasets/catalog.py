@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited
@@ -90,5 +91,5 @@ class CatalogAdapter:
         users = pd.DataFrame({S.USER_ID: reviewer})
         if "Age" in reviews:
             users["age"] = pd.to_numeric(reviews["Age"], errors="coerce").to_numpy()
-        return Dataset(self.name, {S.ITEMS: S.validate_table(S.ITEMS, items), S.EVENTS: S.validate_table(S.EVENTS, events),
-                                   S.USERS: S.validate_table(S.USERS, users)})
+        return Dataset(self.name, {S.ITEMS: validate_table(S.ITEMS, items), S.EVENTS: validate_table(S.EVENTS, events),
+                                   S.USERS: validate_table(S.USERS, users)})

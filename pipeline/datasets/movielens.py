@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited
@@ -105,6 +106,6 @@ class MovieLensAdapter:
             raise S.ContractError("ratings", S.ITEM_ID, "movie ids listed in the movies file", f"{int(unknown.sum())} unknown ids", ratings[unknown])
         events = requests_from_sessions(ratings.assign(**{S.SESSION_ID: None, S.REQUEST_ID: None, S.EVENT: "rating"}),
                                         pd.Timedelta(minutes=config.session_gap_minutes))
-        tables = {S.EVENTS: S.validate_table(S.EVENTS, events), S.ITEMS: S.validate_table(S.ITEMS, items),
-                  S.USERS: S.validate_table(S.USERS, pd.DataFrame({S.USER_ID: ratings[S.USER_ID].unique()}))}
+        tables = {S.EVENTS: validate_table(S.EVENTS, events), S.ITEMS: validate_table(S.ITEMS, items),
+                  S.USERS: validate_table(S.USERS, pd.DataFrame({S.USER_ID: ratings[S.USER_ID].unique()}))}
         return Dataset(self.name, tables)

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_jsonl
@@ -86,4 +87,4 @@ class OttoAdapter:
         events = pd.concat([read_sessions(p) for p in _files(config)], ignore_index=True).sort_values(S.TS, kind="stable")
         ids = events[S.ITEM_ID].unique()
         items = pd.DataFrame({S.ITEM_ID: ids, S.TITLE: "aid " + pd.Series(ids, dtype="str"), S.CATEGORY: "unknown"})
-        return Dataset(self.name, {S.EVENTS: S.validate_table(S.EVENTS, events), S.ITEMS: S.validate_table(S.ITEMS, items)})
+        return Dataset(self.name, {S.EVENTS: validate_table(S.EVENTS, events), S.ITEMS: validate_table(S.ITEMS, items)})

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
@@ -112,7 +113,7 @@ class QueriesAdapter:
                 queries.append(_questions(path))
         tables = {}
         if queries:
-            tables[S.QUERIES] = S.validate_table(S.QUERIES, pd.concat(queries, ignore_index=True))
+            tables[S.QUERIES] = validate_table(S.QUERIES, pd.concat(queries, ignore_index=True))
         if judgments:
-            tables[S.JUDGMENTS] = S.validate_table(S.JUDGMENTS, pd.concat(judgments, ignore_index=True))
+            tables[S.JUDGMENTS] = validate_table(S.JUDGMENTS, pd.concat(judgments, ignore_index=True))
         return Dataset(self.name, tables)

@@ -7,6 +7,7 @@ import hashlib
 import json
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.synthetic import generate
@@ -37,9 +38,9 @@ class SyntheticAdapter:
         """Generate and validate the world."""
         world = generate(config.synthetic, seed=config.synthetic.seed)
         tables = {
-            S.ITEMS: S.validate_table(S.ITEMS, world.items),
-            S.USERS: S.validate_table(S.USERS, world.users),
-            S.EVENTS: S.validate_table(S.EVENTS, world.events),
+            S.ITEMS: validate_table(S.ITEMS, world.items),
+            S.USERS: validate_table(S.USERS, world.users),
+            S.EVENTS: validate_table(S.EVENTS, world.events),
         }
         oracle = {"oracle_items": world.oracle_items, "oracle_users": world.oracle_users, "oracle_queries": world.oracle_queries}
         return Dataset(self.name, tables, oracle)

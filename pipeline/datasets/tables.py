@@ -27,6 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import check_rows, validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.interactions import as_requests, check_requests_config, is_interaction_log
@@ -143,7 +144,7 @@ def _with_requests(events: pd.DataFrame, items: pd.DataFrame, config: DatasetCon
     if is_interaction_log(events, config):
         events, said = as_requests(events, items, config, seed)
         log.info("  dataset   %s", said)
-        return S.validate_table(S.EVENTS, events)
+        return validate_table(S.EVENTS, events)
     missing = events[S.SESSION_ID].isna()
     if missing.any():
         raise S.ContractError(S.EVENTS, S.SESSION_ID, "a session id on every event of a log with request lists "
@@ -161,7 +162,7 @@ def read_table(name: str, files: list[pafs.FileInfo], fs: pafs.FileSystem, root:
     if len(files) == 1:
         return read_file(name, files[0].path, fs, root, derived=derived, ts_format=ts_format)
     # Repeated ids and the positions' base are judged on the whole table, not file by file.
-    return S.check_rows(name, pd.concat([read_file(name, info.path, fs, root, derived=derived, whole=False, ts_format=ts_format) for info in files],
+    return check_rows(name, pd.concat([read_file(name, info.path, fs, root, derived=derived, whole=False, ts_format=ts_format) for info in files],
                                         ignore_index=True))
 
 
@@ -172,7 +173,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
 
     ``columns``: the columns a partitioned table has (its first file's); a file with others is a
     ContractError, since the Dask engine reads a table's files as partitions of one schema.
-    ``whole``: as in :func:`~rankpipe.pipeline.schema.validate_table` (False: one file of several).
+    ``whole``: as in :func:`~rankpipe.pipeline.datasets.validate.validate_table` (False: one file of several).
     """
     where = path[len(root):].lstrip("/")
     label = name if "/" not in where else f"{name} ({where})"
@@ -185,7 +186,7 @@ def read_file(name: str, path: str, fs: pafs.FileSystem, root: str, columns: lis
         if sep and key not in table.column_names:
             table = table.append_column(key, pa.array([value] * table.num_rows, type=pa.string()))
     try:
-        frame = S.validate_table(name, table, derived, whole, ts_format)
+        frame = validate_table(name, table, derived, whole, ts_format)
     except S.ContractError as exc:
         raise S.ContractError(label, exc.column, exc.expected, exc.found, exc.rows) from None
     if columns is not None and list(frame.columns) != columns:

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.cli import main
 
 ITEMS = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["t", "u", "v"], "category": ["x", "x>y", "z"], "price": [1.0, 2.5, None]})
@@ -54,25 +55,25 @@ def test_each_contract_rule_refuses_a_malformed_file(tmp_path, table, frame, col
 def test_zero_based_positions_are_shifted_and_said(caplog):
     events = _lists([0, 1, 2])
     with caplog.at_level(logging.WARNING):
-        out = S.validate_table("events", events)
+        out = validate_table("events", events)
     assert out["position"].tolist() == [1, 2, 3, 1]  # the click keeps its impression's slot
     assert "the smallest position is 0" in caplog.text
     assert events["position"].tolist() == [0, 1, 2, 0]  # the input is untouched
     caplog.clear()
-    assert S.validate_table("events", _lists([1, 2, 3]))["position"].tolist() == [1, 2, 3, 1] and not caplog.text
+    assert validate_table("events", _lists([1, 2, 3]))["position"].tolist() == [1, 2, 3, 1] and not caplog.text
 
 
 def test_documented_fallbacks_pass():
     """One item seen twice in a request (impression and click share its slot), a rating on any
     finite scale, unknown prices, and positions as whole floats with gaps (pandas writes an int column
     with a missing value as float64) are valid."""
-    gaps = S.validate_table("events", _lists([1, 2, 3]).assign(position=[1.0, 2.0, np.nan, 1.0]))
+    gaps = validate_table("events", _lists([1, 2, 3]).assign(position=[1.0, 2.0, np.nan, 1.0]))
     assert str(gaps["position"].dtype) == "Int32" and gaps["position"].isna().sum() == 1
     events = _lists([1, 2, 3])
     ratings = events.iloc[:1].assign(event="rating", value=37.5, request_id=None, position=None)
-    out = S.validate_table("events", pd.concat([events, ratings], ignore_index=True))
+    out = validate_table("events", pd.concat([events, ratings], ignore_index=True))
     assert out["value"].iloc[-1] == 37.5
-    assert S.validate_table("items", ITEMS)["price"].isna().sum() == 1
+    assert validate_table("items", ITEMS)["price"].isna().sum() == 1
 
 
 def test_repeated_ids_across_the_files_of_a_partitioned_table(tmp_path):

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.datasets import get_adapter
 from rankpipe.pipeline.schema import ConfigError
@@ -32,14 +33,14 @@ def _events(ts) -> pd.DataFrame:
 def test_day_first_dates_are_never_guessed_and_are_read_when_declared():
     ambiguous = ["05/03/2026", "06/03/2026"]  # every day <= 12: pandas would read them month first
     with pytest.raises(S.ContractError, match="ISO-8601") as error:
-        S.validate_table(S.EVENTS, _events(ambiguous))
+        validate_table(S.EVENTS, _events(ambiguous))
     assert error.value.column == S.TS and "dataset.ts_format" in str(error.value)
-    read = S.validate_table(S.EVENTS, _events(ambiguous), ts_format="%d/%m/%Y")
+    read = validate_table(S.EVENTS, _events(ambiguous), ts_format="%d/%m/%Y")
     assert list(read[S.TS]) == [pd.Timestamp("2026-03-05"), pd.Timestamp("2026-03-06")]
 
 
 def test_iso_times_with_offsets_are_one_instant_in_utc():
-    read = S.validate_table(S.EVENTS, _events(["2026-03-05T10:00:00+02:00", "2026-03-05T08:00:00Z", "2026-03-05 08:00:00"]))
+    read = validate_table(S.EVENTS, _events(["2026-03-05T10:00:00+02:00", "2026-03-05T08:00:00Z", "2026-03-05 08:00:00"]))
     assert read[S.TS].nunique() == 1 and read[S.TS].iloc[0] == pd.Timestamp("2026-03-05 08:00")
 
 

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 
 
 def _events(**changes):
@@ -25,14 +26,14 @@ def _events(**changes):
 
 def test_valid_events_are_normalised_and_input_untouched():
     raw = _events(ts=["2026-01-01T10:00:00", "2026-01-01T10:01:00"])
-    out = S.validate_table("events", raw)
+    out = validate_table("events", raw)
     assert str(out["ts"].dtype) == "datetime64[us]"
     assert out["position"].dtype == "Int32"
     assert raw["ts"].dtype == object or str(raw["ts"].dtype) == "str"  # the input is not modified
 
 
 def test_optional_columns_are_added():
-    out = S.validate_table("events", _events(value=None, query=None, position=None, request_id=None))
+    out = validate_table("events", _events(value=None, query=None, position=None, request_id=None))
     assert {"value", "query", "position", "request_id"} <= set(out.columns)
     assert out["query"].isna().all()
 
@@ -53,7 +54,7 @@ def test_optional_columns_are_added():
 )
 def test_bad_events_name_table_column_and_rows(changes, column, expected):
     with pytest.raises(S.ContractError) as info:
-        S.validate_table("events", _events(**changes))
+        validate_table("events", _events(**changes))
     err = info.value
     assert err.table == "events" and err.column == column
     assert expected in str(err)
@@ -64,22 +65,22 @@ def test_offending_rows_are_shown_at_most_five():
     frame = pd.concat([_events()] * 6, ignore_index=True)
     frame["event"] = "bogus"
     with pytest.raises(S.ContractError) as info:
-        S.validate_table("events", frame)
+        validate_table("events", frame)
     assert len(info.value.rows) == 5
     assert "offending rows (first 5)" in str(info.value)
 
 
 def test_empty_table_and_arrow_input():
     with pytest.raises(S.ContractError, match="empty table"):
-        S.validate_table("items", pd.DataFrame({"item_id": [], "title": [], "category": []}))
+        validate_table("items", pd.DataFrame({"item_id": [], "title": [], "category": []}))
     table = pa.table({"item_id": ["a"], "title": ["t"], "category": ["x>y"]})
-    out = S.validate_table("items", table)
+    out = validate_table("items", table)
     assert list(out["item_id"]) == ["a"] and out["price"].isna().all()
 
 
 def test_unknown_table():
     with pytest.raises(S.ContractError, match="unknown table"):
-        S.validate_table("clicks", pd.DataFrame({"a": [1]}))
+        validate_table("clicks", pd.DataFrame({"a": [1]}))
 
 
 def test_null_typed_columns_from_parquet_are_nulls_where_the_contract_allows_them(tmp_path):
@@ -90,11 +91,11 @@ def test_null_typed_columns_from_parquet_are_nulls_where_the_contract_allows_the
     _events(request_id=[None, None], query=[None, None]).to_parquet(tmp_path / "events.parquet")
     table = pq.read_table(tmp_path / "events.parquet")
     assert pa.types.is_null(table.schema.field("request_id").type)
-    events = S.validate_table("events", table)
+    events = validate_table("events", table)
     assert str(events["request_id"].dtype) == "str" and events["request_id"].isna().all() and events["query"].isna().all()
     items = pd.DataFrame({"item_id": ["a", "b"], "title": ["t", "u"], "category": ["x>y", "x"], "brand": [None, None]})
     items.to_parquet(tmp_path / "items.parquet")
-    assert S.validate_table("items", pq.read_table(tmp_path / "items.parquet"))["brand"].isna().all()
+    assert validate_table("items", pq.read_table(tmp_path / "items.parquet"))["brand"].isna().all()
     _events(user_id=[None, None]).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(S.ContractError, match="column 'user_id': expected non-null, non-empty ids; found 2 null or empty values"):
-        S.validate_table("events", pq.read_table(tmp_path / "bad.parquet"))
+        validate_table("events", pq.read_table(tmp_path / "bad.parquet"))

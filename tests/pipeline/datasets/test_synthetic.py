@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.config import SyntheticConfig
 from rankpipe.pipeline.datasets.synthetic import EXAMINATION_POWER, expected_list_value, generate, true_relevance
 
@@ -21,7 +22,7 @@ def test_same_seed_same_world_other_seed_other_world():
 def test_world_follows_the_contract_and_has_both_request_kinds():
     world = generate(TINY, seed=3)
     for name, table in ((S.EVENTS, world.events), (S.ITEMS, world.items), (S.USERS, world.users)):
-        S.validate_table(name, table)
+        validate_table(name, table)
     requests = world.events.drop_duplicates(S.REQUEST_ID)
     share = requests[S.QUERY].notna().mean()
     assert 0.3 < share < 0.5
