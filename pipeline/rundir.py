@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from pathlib import Path
 
 from rankpipe.pipeline.schema import ConfigError
@@ -52,3 +53,18 @@ def absolute_workdir(workdir: str) -> Path:
     if not text or not Path(text).is_absolute():
         raise ConfigError(f"workdir must be an absolute path (e.g. /srv/rankpipe), not one relative to the worker's directory. Got {workdir!r} instead.")
     return Path(text)
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """ConfigError naming ``what`` (e.g. ``--workdir X``) unless ``folder`` is, or can be made, a folder
+    this process may write in: the nearest existing path above it must be a folder that takes a file
+    (a real probe: permission bits say nothing for root, or for a read-only or special file system).
+    Nothing is created."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise ConfigError(f"{what}: {existing} is a file, so the folder cannot be made")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot write in {existing} ({exc.strerror or exc})") from None

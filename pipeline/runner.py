@@ -44,7 +44,7 @@ from rankpipe.pipeline.graphs import FUNNEL_STAGES, names
 from rankpipe.pipeline.locks import FileLock, LockSet
 from rankpipe.pipeline.logs import get_logger
 from rankpipe.pipeline.progress import RunProgress
-from rankpipe.pipeline.rundir import RUN_ID, absolute_workdir, check_run_id, code_version  # noqa: F401 (callers import them from here)
+from rankpipe.pipeline.rundir import RUN_ID, absolute_workdir, check_run_id, check_writable, code_version  # noqa: F401 (callers import them from here)
 
 log = get_logger(__name__)
 
@@ -89,6 +89,7 @@ class Runner:
     def __init__(self, config: Config, workdir: str | Path = "rankpipe-work", run_id: str | None = None,
                  progress: bool = True, track: bool = True):
         self.config = config
+        check_writable(workdir, f"the work directory {workdir}")  # before anything is read or written
         self.workdir = Path(workdir)
         self.run_id = check_run_id(run_id) if run_id is not None else datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.run_dir = self.workdir / "runs" / self.run_id

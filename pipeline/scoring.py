@@ -12,7 +12,6 @@ import io
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.files import read_text
+from rankpipe.pipeline.rundir import check_writable
 from rankpipe.pipeline.schema import ConfigError
 from rankpipe.ranking.funnel import Funnel
 
@@ -186,14 +186,7 @@ def check_output(out: str | Path, partition: str | None = None) -> None:
         raise ConfigError(f"--out {out} is a directory; name the Parquet file to write (or add --partition to write a dataset there)")
     if partition is not None and out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; with --partition it must be the dataset's directory")
-    folder = out if partition is not None else out.parent
-    existing = next(p for p in (folder, *folder.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--out {out}: {existing} is a file, so the folder cannot be made")
-    try:  # a real probe: permission bits say nothing for root, or for a read-only or special file system
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot write in {existing} ({exc.strerror or exc})") from None
+    check_writable(out if partition is not None else out.parent, f"--out {out}")
 
 
 def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = None) -> Path:

@@ -44,6 +44,11 @@ def pair_keys(context: pd.Series, item: pd.Series) -> pd.Series:
     return context.fillna("").astype(str) + "\x1f" + item.astype(str)
 
 
+class NotIdentifiable(ValueError):
+    """The log cannot tell position from relevance: the logging policy never moved items across the
+    slots (too few clicked (context, item) pairs shown at more than one position)."""
+
+
 class PositionClickModel:
     """The PBM's examination by position, ``examination_`` (θ, θ_1 = 1), estimated by intervention
     harvesting, and the attractiveness ``γ`` of each (context, item) pair and each item of the log.
@@ -94,7 +99,7 @@ class PositionClickModel:
         reached = {0} | {int(np.flatnonzero(r > 0)[0]) for r in rows}
         if len(reached) < n_pos:
             missing = sorted(set(range(n_pos)) - reached)
-            raise ValueError(f"positions {[m + 1 for m in missing]} share too few clicked (context, item) pairs with the others to "
+            raise NotIdentifiable(f"positions {[m + 1 for m in missing]} share too few clicked (context, item) pairs with the others to "
                              "estimate their examination: the logging policy never moved items there")
         design, w = np.array(rows)[:, 1:], np.sqrt(np.array(weights))  # log θ_1 = 0: the first column drops out
         log_theta[1:] = np.linalg.lstsq(design * w[:, None], np.array(targets) * w, rcond=None)[0]

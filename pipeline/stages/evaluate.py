@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -92,13 +94,17 @@ def offpolicy_metrics(inputs: StageInputs, config: Config, requests: pd.DataFram
     says how much of the list is not) and the logged lists themselves (IPS = the observed clicks).
     On the synthetic world each is printed beside the truth: the lists' expected clicks under the
     world's own user model. Tables ``offpolicy`` and ``propensity``; metrics ``offpolicy.<lists>.<estimator>``."""
-    from rankpipe.ranking.offpolicy import PositionClickModel, counterfactual_clicks, estimate
+    from rankpipe.ranking.offpolicy import NotIdentifiable, PositionClickModel, counterfactual_clicks, estimate
 
     shown = labels[labels[S.POSITION].notna()].merge(requests[[S.REQUEST_ID, S.QUERY, S.SPLIT]], on=S.REQUEST_ID, how="inner")
     if shown.empty:  # a log without positions (ratings, sessions): nothing was shown at a place
         return {}, {}
     shown = shown.assign(click=(shown[S.GRADE] > 0).astype(np.int8), **{S.POSITION: shown[S.POSITION].astype(np.int64)})
-    model = PositionClickModel().fit(shown[shown[S.SPLIT] != S.TEST])
+    try:
+        model = PositionClickModel().fit(shown[shown[S.SPLIT] != S.TEST])
+    except NotIdentifiable as reason:  # a diagnostic the log cannot support (a small log, a policy that never moved items): said, not fatal
+        logging.getLogger(__name__).warning("evaluate: no off-policy estimates: %s", reason)
+        return {}, {}
     test = shown[shown[S.SPLIT] == S.TEST]
     logged = inputs.table("rank", "test_logged")
     sources = {"ranker": top_by_score(logged[[S.REQUEST_ID, S.ITEM_ID, S.SCORE]], config.rerank.k),

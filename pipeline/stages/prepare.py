@@ -74,14 +74,16 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
 
 def check_learnable(events: pd.DataFrame, requests: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame) -> None:
     """ContractError, before any stage is written, for a log the funnel cannot learn from: no positive
-    event (click, cart, purchase) in the training period, or every positive on an item launched
+    event (click, cart, purchase) in the training or the validation period, or every positive on an item launched
     after it (``created_at`` later than the event: nothing the funnel may recommend then). Events on
     items before their launch are otherwise only counted in the log: a catalogue's dates are often rough."""
-    train = requests.loc[requests[S.SPLIT] == S.TRAIN, S.REQUEST_ID]
-    positives = labels[labels[S.REQUEST_ID].isin(train) & (labels[S.GRADE] > 0)]
-    if positives.empty:
-        raise S.ContractError(S.EVENTS, S.EVENT, f"positive events ({', '.join(S.POSITIVE_EVENTS)}) in the training period, to learn from",
-                              f"none among the {len(train):,} training requests' {int(labels[S.REQUEST_ID].isin(train).sum()):,} labelled events")
+    for split, period, why in ((S.TRAIN, "training period", "to learn from"),
+                               (S.VALID, "validation period", "for early stopping, the merge and calibration; a longer log or a larger "
+                                                             "split.valid_fraction gives it some")):
+        asked = requests.loc[requests[S.SPLIT] == split, S.REQUEST_ID]
+        if not (labels[S.REQUEST_ID].isin(asked) & (labels[S.GRADE] > 0)).any():
+            raise S.ContractError(S.EVENTS, S.EVENT, f"positive events ({', '.join(S.POSITIVE_EVENTS)}) in the {period}, {why}",
+                                  f"none among the {len(asked):,} {split} requests' {int(labels[S.REQUEST_ID].isin(asked).sum()):,} labelled events")
     if S.CREATED_AT not in items or items[S.CREATED_AT].isna().all():
         return
     positive_events = events[events[S.EVENT].isin(S.POSITIVE_EVENTS)]

@@ -215,13 +215,14 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         if rc.population == "both":  # and the logged train lists, whose recall features are unknown
             train = pd.concat([train, logged_train], ignore_index=True)
         train, valid = with_positive(train), with_positive(valid)
-        if train.empty or valid.empty:  # a small log: recall found no positive of a candidate request (or of the later ones)
+        if train.empty or valid.empty or calibration_rows.empty:  # a small log: recall found no positive of a candidate request (or of the later ones)
             logging.getLogger(__name__).warning(
                 "rank: %d of the %d candidate requests' lists hold a positive (%d after the first 80%%); the ranker learns from the "
                 "logged lists as well", rows.loc[rows[S.GRADE] > 0, S.REQUEST_ID].nunique(), len(asked),
                 valid[S.REQUEST_ID].nunique())
             train = with_positive(pd.concat([train, logged_train], ignore_index=True)) if rc.population != "both" else train
             valid = valid if not valid.empty else with_positive(logged_valid)
+            calibration_rows = calibration_rows if not calibration_rows.empty else logged_valid
     else:
         train, valid, calibration_rows = with_positive(logged_train), with_positive(logged_valid), logged_valid
     selection = pd.DataFrame({c: pd.Series(dtype="str") for c in ("feature", "reason", "detail")})

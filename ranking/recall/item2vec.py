@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +99,14 @@ class Item2VecRecall(RecallChannel):
             sentences = [sentences[i] for i in kept]
         if not sentences:
             raise ValueError("item2vec needs sessions with at least two positive events in the training split; found none")
+        min_count = self.min_count
+        most = int(pd.Series(list(itertools.chain.from_iterable(sentences))).value_counts().iloc[0])
+        if most < min_count:  # a small log: every item below min_count would leave no vocabulary at all
+            logging.getLogger(__name__).warning("recall channel 'item2vec': no item occurs %d times (recall.item2vec.min_count) in the "
+                                                "training sessions, the most is %d; training with min_count=1", min_count, most)
+            min_count = 1
         model = Word2Vec(sentences=sentences, vector_size=self.dims, window=self.window, negative=self.negative, sg=1,
-                         min_count=self.min_count, epochs=self.epochs, seed=self.seed, workers=1, hashfxn=stable_hash)
+                         min_count=min_count, epochs=self.epochs, seed=self.seed, workers=1, hashfxn=stable_hash)
         vectors = model.wv.vectors.astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-9)
         tokens = pd.Index(model.wv.index_to_key)

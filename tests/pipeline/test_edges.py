@@ -147,13 +147,15 @@ def _labels(requests, grades):
 
 
 def test_a_log_with_nothing_to_learn_from_stops_with_a_sentence(caplog):
-    requests = pd.DataFrame({S.REQUEST_ID: ["a", "b", "c"], S.SPLIT: [S.TRAIN, S.TRAIN, S.TEST]})
+    requests = pd.DataFrame({S.REQUEST_ID: ["a", "b", "v", "c"], S.SPLIT: [S.TRAIN, S.TRAIN, S.VALID, S.TEST]})
     events = pd.DataFrame({S.ITEM_ID: ["i", "i"], S.EVENT: ["click", "click"], S.TS: pd.to_datetime(["2026-01-01", "2026-01-05"])})
     items = pd.DataFrame({S.ITEM_ID: ["i"], S.CREATED_AT: pd.to_datetime(["2026-01-03"])})
     with pytest.raises(S.ContractError, match="positive events .* in the training period"):
-        check_learnable(events, requests, _labels(requests, [0, 0, 1]), items)
+        check_learnable(events, requests, _labels(requests, [0, 0, 1, 1]), items)
+    with pytest.raises(S.ContractError, match="validation period"):
+        check_learnable(events, requests, _labels(requests, [1, 0, 0, 1]), items)
     with caplog.at_level(logging.WARNING):
-        check_learnable(events, requests, _labels(requests, [1, 0, 0]), items)  # one of two clicks is before the launch: said
+        check_learnable(events, requests, _labels(requests, [1, 0, 1, 0]), items)  # one of two clicks is before the launch: said
     assert "1 of 2 positive events" in caplog.text
     with pytest.raises(S.ContractError, match="launched later"):
-        check_learnable(events, requests, _labels(requests, [1, 0, 0]), items.assign(**{S.CREATED_AT: pd.Timestamp("2027-01-01")}))
+        check_learnable(events, requests, _labels(requests, [1, 0, 1, 0]), items.assign(**{S.CREATED_AT: pd.Timestamp("2027-01-01")}))
