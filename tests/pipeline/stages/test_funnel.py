@@ -163,3 +163,28 @@ def test_a_saved_funnel_never_loads_a_part_from_outside_its_directory(funnel, tm
     os.symlink(tmp_path / "elsewhere" / "merge", inside / "merge")  # a link out
     with pytest.raises(S.ContractError, match="is a link to"):
         Funnel.load(inside, "cpu")
+
+
+def test_a_stopped_score_leaves_no_file_behind(funnel, tmp_path):
+    import subprocess
+    import sys
+
+    funnel.save(tmp_path / "funnel")
+    _request(funnel).to_parquet(tmp_path / "requests.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    # SIGTERM arrives while the lists are being written: the temporary file is on disk, not yet renamed.
+    code = f"""
+import os, signal, sys
+from rankpipe.pipeline import cli, scoring
+write = scoring.S.write_frame
+def write_then_stop(frame, path):
+    write(frame, path)
+    os.kill(os.getpid(), signal.SIGTERM)
+scoring.S.write_frame = write_then_stop
+sys.exit(cli.main(["score", "--model-uri", {str(tmp_path / "funnel")!r}, "--requests", {str(tmp_path / "requests.parquet")!r},
+                   "--out", {str(out / "lists.parquet")!r}]))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "stopped by SIGTERM" in done.stderr and list(out.iterdir()) == []
