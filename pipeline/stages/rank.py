@@ -215,14 +215,16 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         if rc.population == "both":  # and the logged train lists, whose recall features are unknown
             train = pd.concat([train, logged_train], ignore_index=True)
         train, valid = with_positive(train), with_positive(valid)
-        if train.empty or valid.empty or calibration_rows.empty:  # a small log: recall found no positive of a candidate request (or of the later ones)
+        # A small log: recall found no positive for the candidate requests (or for their later fifth).
+        # Whatever is empty comes from the logged lists instead, and the log says so.
+        fallback = {"training": train.empty, "early stopping": valid.empty, "calibration": calibration_rows.empty}
+        if any(fallback.values()):
             logging.getLogger(__name__).warning(
-                "rank: %d of the %d candidate requests' lists hold a positive (%d after the first 80%%); the ranker learns from the "
-                "logged lists as well", rows.loc[rows[S.GRADE] > 0, S.REQUEST_ID].nunique(), len(asked),
-                valid[S.REQUEST_ID].nunique())
-            train = with_positive(pd.concat([train, logged_train], ignore_index=True)) if rc.population != "both" else train
-            valid = valid if not valid.empty else with_positive(logged_valid)
-            calibration_rows = calibration_rows if not calibration_rows.empty else logged_valid
+                "rank: %d of the %d candidate requests' lists hold a positive; %s from the logged lists", rows.loc[rows[S.GRADE] > 0, S.REQUEST_ID].nunique(),
+                len(asked), " and ".join(name for name, empty in fallback.items() if empty))
+            train = with_positive(logged_train) if train.empty else train
+            valid = with_positive(logged_valid) if valid.empty else valid
+            calibration_rows = logged_valid if calibration_rows.empty else calibration_rows
     else:
         train, valid, calibration_rows = with_positive(logged_train), with_positive(logged_valid), logged_valid
     selection = pd.DataFrame({c: pd.Series(dtype="str") for c in ("feature", "reason", "detail")})
