@@ -105,9 +105,9 @@ class StageInputs:
 
 
 def in_process(frame) -> pd.DataFrame:
-    """``frame`` here: a Dask DataFrame computed (for what is small by then, e.g. the positive
-    events), a pandas one as it is."""
-    return frame if isinstance(frame, pd.DataFrame) else frame.compute()
+    """``frame`` here: a Dask DataFrame or Series computed (for what is small by then, e.g. the
+    positive events), a pandas or numpy value as it is."""
+    return frame.compute() if hasattr(frame, "compute") else frame
 
 
 def positive_events(inputs: StageInputs) -> pd.DataFrame:

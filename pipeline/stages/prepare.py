@@ -4,8 +4,6 @@ they are (``prepare_tables``)."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pandas as pd
 
@@ -16,6 +14,7 @@ from rankpipe.pipeline.stages.base import ID_COLUMNS, StageInputs, StageResult
 from rankpipe.pipeline.stages.prepare_parts import (
     NO_REQUESTS,
     REQUEST_COLUMNS,
+    check_learnable,
     derived_interactions,
     graded_events,
     prepared,
@@ -70,33 +69,6 @@ def prepare(inputs: StageInputs, config: Config) -> StageResult:
     check_learnable(events, requests, labels, items)
     users = {S.USERS: dataset.tables[S.USERS]} if S.USERS in dataset.tables else {}  # their attributes slice the promotion report
     return prepared(requests, labels, events, len(events), items, {**dataset.oracle, **holdout, **users})
-
-
-def check_learnable(events: pd.DataFrame, requests: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame) -> None:
-    """ContractError, before any stage is written, for a log the funnel cannot learn from: no positive
-    event (click, cart, purchase) in the training or the validation period, or every positive on an item launched
-    after it (``created_at`` later than the event: nothing the funnel may recommend then). Events on
-    items before their launch are otherwise only counted in the log: a catalogue's dates are often rough."""
-    for split, period, why in ((S.TRAIN, "training period", "to learn from"),
-                               (S.VALID, "validation period", "for early stopping, the merge and calibration; a longer log or a larger "
-                                                             "split.valid_fraction gives it some")):
-        asked = requests.loc[requests[S.SPLIT] == split, S.REQUEST_ID]
-        if not (labels[S.REQUEST_ID].isin(asked) & (labels[S.GRADE] > 0)).any():
-            raise S.ContractError(S.EVENTS, S.EVENT, f"positive events ({', '.join(S.POSITIVE_EVENTS)}) in the {period}, {why}",
-                                  f"none among the {len(asked):,} {split} requests' {int(labels[S.REQUEST_ID].isin(asked).sum()):,} labelled events")
-    if S.CREATED_AT not in items or items[S.CREATED_AT].isna().all():
-        return
-    positive_events = events[events[S.EVENT].isin(S.POSITIVE_EVENTS)]
-    launched = items.set_index(S.ITEM_ID)[S.CREATED_AT].reindex(positive_events[S.ITEM_ID]).to_numpy()
-    early = ~pd.isna(launched) & (positive_events[S.TS].to_numpy() < launched)
-    if early.all():
-        raise S.ContractError(S.ITEMS, S.CREATED_AT, "items launched by the time of their events (created_at at or before them)",
-                              f"every one of the {len(early):,} positive events is on an item launched later, so no item could be "
-                              f"recommended when it was wanted (first: {positive_events[S.ITEM_ID].iloc[0]!r} at {positive_events[S.TS].iloc[0]}, "
-                              f"launched {launched[0]})")
-    if early.any():
-        logging.getLogger(__name__).warning("table 'items', column 'created_at': %d of %d positive events are on an item before its "
-                                            "created_at; the funnel never offers an item before it is launched", int(early.sum()), len(early))
 
 
 def prepare_tables(inputs: StageInputs, config: Config) -> StageResult:

@@ -31,6 +31,7 @@ from rankpipe.pipeline.stages.base import ID_COLUMNS, StageResult
 from rankpipe.pipeline.stages.prepare_parts import (
     NO_REQUESTS,
     REQUEST_COLUMNS,
+    check_learnable,
     derived_interactions,
     graded_events,
     prepared,
@@ -157,4 +158,5 @@ def _prepare(engine: Engine, dataset, config: Config) -> StageResult:
     straddling = events.map_partitions(_graded_of, straddlers, meta=_graded_of(events._meta, straddlers)).compute()
     straddling = _label(straddling)
     labels = events.map_partitions(_labels_part, straddlers, straddling, bounds, meta=_tidy_labels(_label(_graded_part(events._meta))))
+    check_learnable(events, requests, labels, items)  # before anything is written, as the local stage does
     return prepared(requests, labels, events[columns], bounds[-1], items, dataset.oracle)

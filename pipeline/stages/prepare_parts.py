@@ -3,13 +3,14 @@ whole log, the Dask one (:mod:`.prepare_dask`) per partition."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.stages.base import StageResult
+from rankpipe.pipeline.stages.base import StageResult, in_process
 
 if TYPE_CHECKING:  # the config imports every component; the workers running this module's tasks need none
     from rankpipe.pipeline.config import Config
@@ -67,3 +68,31 @@ def prepared(requests: pd.DataFrame, labels, events, n_events: int, items: pd.Da
     metrics = {"n_events": n_events, "n_items": len(items), "n_requests": len(requests),
                **{f"n_{s}_requests": int((requests[S.SPLIT] == s).sum()) for s in S.SPLITS}}
     return StageResult(tables, metrics)
+
+
+def check_learnable(events: pd.DataFrame, requests: pd.DataFrame, labels: pd.DataFrame, items: pd.DataFrame) -> None:
+    """ContractError, before any stage is written, for a log the funnel cannot learn from: no positive
+    event (click, cart, purchase) in the training or the validation period, or every positive on an item launched
+    after it (``created_at`` later than the event: nothing the funnel may recommend then). Events on
+    items before their launch are otherwise only counted in the log: a catalogue's dates are often rough."""
+    positive_requests = in_process(labels.loc[labels[S.GRADE] > 0, S.REQUEST_ID].unique())  # on Dask: computed, a small set
+    for split, period, why in ((S.TRAIN, "training period", "to learn from"),
+                               (S.VALID, "validation period", "for early stopping, the merge and calibration; a longer log or a larger "
+                                                             "split.valid_fraction gives it some")):
+        asked = requests.loc[requests[S.SPLIT] == split, S.REQUEST_ID]
+        if not asked.isin(positive_requests).any():
+            raise S.ContractError(S.EVENTS, S.EVENT, f"positive events ({', '.join(S.POSITIVE_EVENTS)}) in the {period}, {why}",
+                                  f"none in the {len(asked):,} {split} requests")
+    if S.CREATED_AT not in items or items[S.CREATED_AT].isna().all():
+        return
+    positive_events = in_process(events.loc[events[S.EVENT].isin(S.POSITIVE_EVENTS), [S.ITEM_ID, S.TS]])
+    launched = items.set_index(S.ITEM_ID)[S.CREATED_AT].reindex(positive_events[S.ITEM_ID]).to_numpy()
+    early = ~pd.isna(launched) & (positive_events[S.TS].to_numpy() < launched)
+    if early.all():
+        raise S.ContractError(S.ITEMS, S.CREATED_AT, "items launched by the time of their events (created_at at or before them)",
+                              f"every one of the {len(early):,} positive events is on an item launched later, so no item could be "
+                              f"recommended when it was wanted (first: {positive_events[S.ITEM_ID].iloc[0]!r} at {positive_events[S.TS].iloc[0]}, "
+                              f"launched {launched[0]})")
+    if early.any():
+        logging.getLogger(__name__).warning("table 'items', column 'created_at': %d of %d positive events are on an item before its "
+                                            "created_at; the funnel never offers an item before it is launched", int(early.sum()), len(early))

@@ -21,7 +21,7 @@ from rankpipe.pipeline.config import load_config
 from rankpipe.pipeline.datasets import get_adapter
 from rankpipe.pipeline.schema import ConfigError
 from rankpipe.pipeline.scoring import check_output, read_requests
-from rankpipe.pipeline.stages.prepare import check_learnable
+from rankpipe.pipeline.stages.prepare_parts import check_learnable
 
 
 def _events(ts) -> pd.DataFrame:

@@ -85,6 +85,16 @@ def test_prepare_on_dask_writes_the_local_tables_and_refuses_a_bad_file_before_w
         Runner(config, tmp_path / "w", "bad", progress=False, track=False).run(until="prepare")
     assert not (tmp_path / "w" / "runs" / "bad").exists()
 
+    # A log with nothing to learn from (no click, cart or purchase; no rating liked) gets the local stage's sentence.
+    for part in (tmp_path / "logs" / "events").iterdir():
+        frame = pd.read_parquet(part).assign(**{S.EVENT: lambda f: f[S.EVENT].where(~f[S.EVENT].isin(S.POSITIVE_EVENTS + ("hover",)), "impression")})
+        frame.to_parquet(part)
+    idle = load_config(None, ["engine.workers=2", "engine.partitions=3", "dataset.rating_threshold=99", "engine.name=dask"], dataset="tables",
+                       data_path=str(tmp_path / "logs"))
+    with pytest.raises(S.ContractError, match="positive events .* in the training period"):
+        Runner(idle, tmp_path / "w", "idle", progress=False, track=False).run(until="prepare")
+    assert not (tmp_path / "w" / "runs" / "idle").exists()
+
 
 def test_xgboost_on_dask_stops_early_and_ranks_as_well_as_here():
     """An XGBoost ranker trained by xgboost.dask on 2 workers (lists whole within a partition, early
