@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
+from rankpipe.pipeline.schema import DAYS, DAY_SPAN, NON_NEGATIVE, Bound
 
 
 @dataclass(frozen=True)
@@ -20,4 +20,4 @@ class FeaturesConfig:
     dense_text: bool = False
     min_impressions_for_prior: int = 20
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"windows_days": AT_LEAST_ONE, "half_lives_days": POSITIVE, "min_impressions_for_prior": NON_NEGATIVE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"windows_days": DAYS, "half_lives_days": DAY_SPAN, "min_impressions_for_prior": NON_NEGATIVE}

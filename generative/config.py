@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, POSITIVE, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, DAY_SPAN, Bound
 
 
 @dataclass(frozen=True)
@@ -21,5 +21,5 @@ class SuggestConfig:
     max_len: int = 64
     eval_queries: int = 200
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"half_life_days": POSITIVE, "epochs": AT_LEAST_ONE, "dim": AT_LEAST_ONE, "layers": AT_LEAST_ONE,
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"half_life_days": DAY_SPAN, "epochs": AT_LEAST_ONE, "dim": AT_LEAST_ONE, "layers": AT_LEAST_ONE,
                                              "max_len": Bound(2), "eval_queries": AT_LEAST_ONE}

@@ -173,6 +173,10 @@ AT_LEAST_ONE = Bound(1)
 NON_NEGATIVE = Bound(0)
 POSITIVE = Bound(0, low_open=True)
 UNIT_INTERVAL = Bound(0, 1)  # probabilities, shares, weights in [0, 1]
+# Spans of time: pandas' Timedelta ends near 292 years (a larger window overflows mid-run), and no log spans a century.
+DAYS = Bound(1, 36_500)  # whole days, at least one
+DAY_SPAN = Bound(0, 36_500, low_open=True)  # positive days (half-lives, freshness)
+MINUTE_SPAN = Bound(0, 36_500 * 1440, low_open=True)
 
 
 def check_bounds(section: Any, prefix: str = "") -> None:

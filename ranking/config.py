@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, DAY_SPAN, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Bound
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class RulesRerankConfig:
     fresh_days: float = 14.0
     exclude_categories: tuple[str, ...] = ()  # category prefixes never shown
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"window": AT_LEAST_ONE, "max_per_window": AT_LEAST_ONE, "fresh_within": NON_NEGATIVE, "fresh_days": POSITIVE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"window": AT_LEAST_ONE, "max_per_window": AT_LEAST_ONE, "fresh_within": NON_NEGATIVE, "fresh_days": DAY_SPAN}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, DAYS, MINUTE_SPAN, NON_NEGATIVE, UNIT_INTERVAL, Bound
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class SyntheticConfig:
     satiation: float = 0.0
     cascade_stop: float = 0.0
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"n_users": AT_LEAST_ONE, "n_items": AT_LEAST_ONE, "n_sessions": AT_LEAST_ONE, "days": AT_LEAST_ONE,
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"n_users": AT_LEAST_ONE, "n_items": AT_LEAST_ONE, "n_sessions": AT_LEAST_ONE, "days": DAYS,
                                              "search_share": UNIT_INTERVAL, "list_size": AT_LEAST_ONE, "launch_share": UNIT_INTERVAL,
                                              "trend_share": UNIT_INTERVAL, "freshness": NON_NEGATIVE, "satiation": NON_NEGATIVE,
                                              "cascade_stop": UNIT_INTERVAL}
@@ -71,4 +71,4 @@ class DatasetConfig:
     sampled_impressions: int = 20
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"session_gap_minutes": POSITIVE, "sampled_impressions": NON_NEGATIVE}
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"session_gap_minutes": MINUTE_SPAN, "sampled_impressions": NON_NEGATIVE}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from rankpipe.pipeline.schema import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Bound
+from rankpipe.pipeline.schema import AT_LEAST_ONE, DAY_SPAN, NON_NEGATIVE, POSITIVE, Bound
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,6 @@ class RecallConfig:
     als: ALSConfig = field(default_factory=ALSConfig)
     bpr: BPRConfig = field(default_factory=BPRConfig)
 
-    BOUNDS: ClassVar[Mapping[str, Bound]] = {"quotas": Bound(0, nonempty=True), "k": AT_LEAST_ONE, "popularity_half_life_days": POSITIVE,
-                                             "itemcf_half_life_days": POSITIVE, "calibration_requests": NON_NEGATIVE,
+    BOUNDS: ClassVar[Mapping[str, Bound]] = {"quotas": Bound(0, nonempty=True), "k": AT_LEAST_ONE, "popularity_half_life_days": DAY_SPAN,
+                                             "itemcf_half_life_days": DAY_SPAN, "calibration_requests": NON_NEGATIVE,
                                              "ranker_snapshots": NON_NEGATIVE}

@@ -170,3 +170,11 @@ def test_json_and_parquet_ids_are_read_as_written_or_refused():
         with pytest.raises(S.ContractError, match="ids written as strings or whole numbers") as error:
             id_strings(bad, "f.json", "aid")
         assert error.value.table == "f.json" and error.value.column == "aid"
+
+
+@pytest.mark.parametrize("override", ["features.windows_days=[1, 2000000000]", "dataset.session_gap_minutes=1000000000000000", "recall.itemcf_half_life_days=1000000000.0",
+                                      "dataset.synthetic.days=500000"])
+def test_a_span_of_time_past_a_century_is_refused_at_load(override):
+    # pandas' Timedelta ends near 292 years: such a window used to overflow in the features stage, after prepare was written
+    with pytest.raises(ConfigError, match=r"expected a value in \[|expected a value in \("):
+        load_config(None, [override])
