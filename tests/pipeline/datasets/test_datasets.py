@@ -388,7 +388,7 @@ def test_a_log_with_request_lists_still_needs_session_ids(tmp_path):
     bad = load_config(None, ["dataset.requests=lists"], dataset="tables", data_path=str(tmp_path))
     with pytest.raises(ConfigError, match="dataset.requests must be one of"):
         get_adapter("tables").load(bad.dataset, 0)
-    for key, value, expected in (("session_gap_minutes", "0", "expected a value > 0"), ("sampled_impressions", "-1", "expected a value >= 0")):
+    for key, value, expected in (("session_gap_minutes", "0", r"expected a value in \(0, "), ("sampled_impressions", "-1", "expected a value >= 0")):
         with pytest.raises(ConfigError, match=f"config key 'dataset.{key}': {expected}"):  # refused at load, before any adapter runs
             load_config(None, [f"dataset.{key}={value}"], dataset="tables", data_path=str(tmp_path))
 
