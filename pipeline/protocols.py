@@ -23,6 +23,7 @@ import pandas as pd
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import ConfigError
+from rankpipe.pipeline.stages.base import in_process
 
 PROTOCOLS = ("time", "leave_last_out", "random_75_25")
 HOLDOUT_COLUMNS = [S.USER_ID, S.ITEM_ID, S.TS]
@@ -81,9 +82,7 @@ def protocol_shaped(requests: pd.DataFrame, labels: pd.DataFrame, events: pd.Dat
     if protocol != "leave_last_out" or requests.empty:
         return requests, labels
     asked = events[S.REQUEST_ID].isin(requests[S.REQUEST_ID]) & events[S.EVENT].isin(S.POSITIVE_EVENTS)
-    positives = events.loc[asked, [S.REQUEST_ID, S.ITEM_ID, S.TS]]
-    if not isinstance(positives, pd.DataFrame):  # the Dask engine's log: only these rows come here
-        positives = positives.compute()
+    positives = in_process(events.loc[asked, [S.REQUEST_ID, S.ITEM_ID, S.TS]])  # the Dask engine's log: only these rows come here
     last = positives.groupby(S.REQUEST_ID, sort=False)[S.TS].transform("max")
     earlier = positives.loc[positives[S.TS] < last, [S.REQUEST_ID, S.ITEM_ID]]
     earlier = earlier[~pd.MultiIndex.from_frame(earlier).isin(pd.MultiIndex.from_frame(positives.loc[positives[S.TS] == last, [S.REQUEST_ID, S.ITEM_ID]]))]

@@ -11,8 +11,9 @@ in no orchestration.
 The dataset adapters check their tables against :data:`SCHEMAS` with
 :func:`~rankpipe.pipeline.datasets.validate.validate_table` (only they read tables, so the checks
 live beside them). A violation raises :class:`ContractError`, which names the table, the column, what
-was expected, what was found and up to five offending rows. The one rule for timestamps, which
-requests at scoring time follow too, is here: :func:`parse_timestamps` (ISO-8601, or a declared format).
+was expected, what was found and up to five offending rows. The one rule for timestamps and the one
+for ids, which requests at scoring time follow too, are here: :func:`parse_timestamps` (ISO-8601, or a
+declared format) and :func:`id_strings` (text, or whole numbers as their decimal text).
 """
 
 from __future__ import annotations
@@ -327,11 +328,10 @@ def parse_timestamps(raw: pd.Series, table: str, column: str, ts_format: str | N
         return pd.to_datetime(raw, utc=True).dt.tz_convert(None).astype("datetime64[us]")
     if not (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)):
         raise ContractError(table, column, "timestamps or ISO-8601 strings", f"values of type {arrow_type}", (raw.to_frame() if rows is None else rows).head(5))
-    text = raw
     expected = f"timestamps in the format {ts_format!r} (dataset.ts_format)" if ts_format else \
         "ISO-8601 timestamps (2026-03-05 or 2026-03-05T10:00:00+02:00; another format: declare it, e.g. --set 'dataset.ts_format=\"%d/%m/%Y\"')"
     try:
-        parsed = pd.to_datetime(text, format=ts_format or "ISO8601", errors="coerce", utc=True).dt.tz_convert(None)
+        parsed = pd.to_datetime(raw, format=ts_format or "ISO8601", errors="coerce", utc=True).dt.tz_convert(None)
     except ValueError as error:  # a format pandas cannot use at all
         raise ConfigError(f"dataset.ts_format must be a strftime format such as %d/%m/%Y %H:%M. Got {ts_format!r} instead ({error}).") from None
     unparsable = parsed.isna() & raw.notna()
@@ -340,6 +340,21 @@ def parse_timestamps(raw: pd.Series, table: str, column: str, ts_format: str | N
         raise ContractError(table, column, expected, f"{int(unparsable.sum())} unparsable values, first {first!r}",
                             (raw.to_frame() if rows is None else rows)[unparsable])
     return parsed.astype("datetime64[us]")
+
+
+def id_strings(values: pd.Series, table: str, column: str) -> pd.Series:
+    """Ids as text, as they were written, by one rule for every reader (tables, JSON, requests): strings
+    pass and whole-number columns (a JSON or Parquet integer) become their decimal text; nulls stay null. A float column, or a mix of types, is refused by name: 1078.0
+    would become the id '1078.0' (another item than '1078'), and a cast to an integer would cut 1.5 to 1."""
+    try:
+        kind = pa.array(values, from_pandas=True).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        kind = None
+    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
+        return values.astype("str").where(values.notna())
+    found = f"values of type {kind}" if kind is not None else "a mix of types"
+    raise ContractError(table, column, "string ids (ids written as strings or whole numbers)", f"{found}, such as {values.dropna().iloc[0]!r}" if values.notna().any()
+                        else found, values.to_frame().head(5))
 
 
 def label_grades(events: pd.Series) -> np.ndarray:

@@ -176,11 +176,7 @@ def validate_requests(requests: pd.DataFrame, cutoff: pd.Timestamp, allow_past: 
         missing = out[column].isna() | out[column].astype("str").str.strip().eq("")
         if missing.any():
             raise S.ContractError(table, column, "a value on every row", f"{int(missing.sum())} nulls or empty values", requests[missing])
-        if pd.api.types.is_float_dtype(out[column]) or pd.api.types.is_bool_dtype(out[column]):
-            # 42.0 would become the id '42.0', a user the funnel never saw: ids are strings (or whole numbers)
-            raise S.ContractError(table, column, "string ids (or integers)", f"{out[column].dtype} values such as {out[column].iloc[0]!r}",
-                                  requests.head(5))
-        out[column] = out[column].astype("str")
+        out[column] = S.id_strings(out[column], table, column)  # 42.0 would become the id '42.0', a user the funnel never saw
     duplicated = out[S.REQUEST_ID].duplicated(keep=False)
     if duplicated.any():
         raise S.ContractError(table, S.REQUEST_ID, "one row per request id", f"{int(duplicated.sum())} rows share an id", requests[duplicated])

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.validate import id_strings, validate_table
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, numeric, read_delimited
@@ -72,7 +72,7 @@ class CatalogAdapter:
         if not rating.between(1, 5).all():
             bad = ~rating.between(1, 5)
             raise S.ContractError(path.name, "Rating", "ratings from 1 to 5", f"{int(bad.sum())} others, first at row {reviews.loc[bad, '_line'].iloc[0]}", reviews.loc[bad, ["_line", "Rating"]])
-        item_id = id_strings(reviews["Clothing ID"], path.name, "Clothing ID")
+        item_id = S.id_strings(reviews["Clothing ID"], path.name, "Clothing ID")
         path_parts = [reviews[c].fillna("unknown").astype("str") for c in ("Division Name", "Department Name", "Class Name")]
         reviews = reviews.assign(item_id=item_id, category=path_parts[0] + ">" + path_parts[1] + ">" + path_parts[2],
                                  text=(reviews["Title"].fillna("") + ". " + reviews["Review Text"].fillna("")).str.strip(". "))

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.validate import id_strings, validate_table
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_jsonl
@@ -64,10 +64,10 @@ def read_sessions(path: Path) -> pd.DataFrame:
     missing = frame[["aid", "ts"]].isna().any(axis=1)
     if missing.any():
         raise S.ContractError(path.name, None, "aid and ts on every event", f"{int(missing.sum())} events without them, first in record {frame.loc[missing, '_record'].iloc[0]}")
-    session = id_strings(frame["session"], path.name, "session")
+    session = S.id_strings(frame["session"], path.name, "session")
     return pd.DataFrame({
         S.TS: pd.to_datetime(frame["ts"].astype(np.int64), unit="ms").astype("datetime64[us]"),
-        S.USER_ID: session, S.SESSION_ID: session, S.ITEM_ID: id_strings(frame["aid"], path.name, "aid"),
+        S.USER_ID: session, S.SESSION_ID: session, S.ITEM_ID: S.id_strings(frame["aid"], path.name, "aid"),
         S.EVENT: frame["type"].map(EVENT_TYPES).astype("str"),
     })
 

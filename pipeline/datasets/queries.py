@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.pipeline import schema as S
-from rankpipe.pipeline.datasets.validate import id_strings, validate_table
+from rankpipe.pipeline.datasets.validate import validate_table
 from rankpipe.pipeline.datasets.base import Dataset
 from rankpipe.pipeline.datasets.config import DatasetConfig
 from rankpipe.pipeline.datasets.files import files_fingerprint, read_delimited, read_jsonl, read_text
@@ -64,7 +64,7 @@ def _esci_judgments(path: Path) -> pd.DataFrame:
     if grade.isna().any():
         bad = frame[grade.isna()]
         raise S.ContractError(path.name, "rating", f"one of {sorted(ESCI_GRADES)}", f"{len(bad)} other values, first {bad['rating'].iloc[0]!r} for query {bad['query'].iloc[0]!r}", bad)
-    return pd.DataFrame({S.QUERY: frame["query"].astype("str"), S.ITEM_ID: id_strings(frame["docId"], path.name, "docId"), S.GRADE: grade.astype(np.int32)})
+    return pd.DataFrame({S.QUERY: frame["query"].astype("str"), S.ITEM_ID: S.id_strings(frame["docId"], path.name, "docId"), S.GRADE: grade.astype(np.int32)})
 
 
 def _questions(path: Path) -> pd.DataFrame:

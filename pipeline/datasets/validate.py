@@ -229,20 +229,3 @@ def _parse_timestamps(table: str, column: str, frame: pd.DataFrame, required: bo
 def empty_like_schema(name: str) -> pd.DataFrame:
     """An empty frame with the contract columns of table ``name`` (used for optional tables)."""
     return pd.DataFrame({f.name: pd.Series(dtype=_pandas_dtype(f.type)) for f in SCHEMAS[name]})
-
-
-
-
-def id_strings(values: pd.Series, table: str, column: str) -> pd.Series:
-    """Ids as text, as they were written: strings pass and whole-number columns (a JSON or Parquet
-    integer) become their decimal text. A float column, or a mix of types, is refused by name: 1078.0
-    would become the id '1078.0' (another item than '1078'), and a cast to an integer would cut 1.5 to 1."""
-    try:
-        kind = pa.array(values, from_pandas=True).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        kind = None
-    if kind is not None and (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_integer(kind) or pa.types.is_null(kind)):
-        return values.astype("str").where(values.notna())
-    found = f"values of type {kind}" if kind is not None else "a mix of types"
-    raise ContractError(table, column, "ids written as strings or whole numbers", f"{found}, such as {values.dropna().iloc[0]!r}" if values.notna().any()
-                        else found, values.to_frame().head(5))

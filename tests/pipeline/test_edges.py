@@ -162,13 +162,11 @@ def test_a_log_with_nothing_to_learn_from_stops_with_a_sentence(caplog):
 
 
 def test_json_and_parquet_ids_are_read_as_written_or_refused():
-    from rankpipe.pipeline.datasets.validate import id_strings
-
-    assert list(id_strings(pd.Series([7, 1078]), "f.json", "aid")) == ["7", "1078"]
-    assert list(id_strings(pd.Series(["001", None]), "f.json", "docId").fillna("-")) == ["001", "-"]
+    assert list(S.id_strings(pd.Series([7, 1078]), "f.json", "aid")) == ["7", "1078"]
+    assert list(S.id_strings(pd.Series(["001", None]), "f.json", "docId").fillna("-")) == ["001", "-"]
     for bad in (pd.Series([1078.0, np.nan]), pd.Series([1.5]), pd.Series(["a", 3], dtype=object)):
         with pytest.raises(S.ContractError, match="ids written as strings or whole numbers") as error:
-            id_strings(bad, "f.json", "aid")
+            S.id_strings(bad, "f.json", "aid")
         assert error.value.table == "f.json" and error.value.column == "aid"
 
 
