@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rankpipe.features.pit import SortedEvents, SortedQueries, joint_codes, time_frame, to_seconds
+from rankpipe.features.pit import KeyColumn, SortedEvents, SortedQueries, once_per, time_frame, to_seconds
 from rankpipe.pipeline import schema as S
 
 
@@ -28,19 +28,30 @@ def recent_items(request_users: np.ndarray, request_ts: pd.Series | np.ndarray, 
         (R, n_last) int64, most recent first; -1 where the user has fewer usable items.
     """
     out = np.full((len(request_users), n_last), -1, dtype=np.int64)
-    item_row = item_index.get_indexer(history["item_id"])
-    history = history[item_row >= 0]
-    item_row = item_row[item_row >= 0]
-    if len(history) == 0 or len(request_users) == 0:
+    if len(request_users) == 0:
         return out
-    ev_code, rq_code = joint_codes([history["user_id"]], [pd.Series(np.asarray(request_users))])
-    ev_s, rq_s = to_seconds(history["ts"]), to_seconds(request_ts)
-    origin, span = time_frame(ev_s, rq_s)
-    events = SortedEvents(ev_code, ev_s, origin, span, payload=item_row)
-    start, end = events.bounds(SortedQueries(rq_code, rq_s, origin, span))  # (R,), (R,)
+    users, events = once_per((history, item_index), ("recent_items",), lambda: _sorted_positives(history, item_index))
+    if events is None:
+        return out
+    rq_code = users.codes(pd.Series(np.asarray(request_users))).astype(np.int64)
+    start, end = events.bounds(SortedQueries(rq_code, to_seconds(request_ts), events.origin, events.span))  # (R,), (R,)
     idx = end[:, None] - np.arange(1, n_last + 1)[None, :]  # (R, N)
     valid = idx >= start[:, None]  # (R, N); null users have start = end = 0
     return np.where(valid, events.payload[np.clip(idx, 0, len(events.payload) - 1)], -1)
+
+
+def _sorted_positives(history: pd.DataFrame, item_index: pd.Index) -> tuple[KeyColumn, SortedEvents | None]:
+    """(the users' codes, the positives of items in ``item_index`` sorted by (user, time) with their
+    item rows), built once per history: a request time outside the history's span is clipped to its
+    edge, which reads the same events (none before the first, all after the last)."""
+    item_row = item_index.get_indexer(history["item_id"])
+    history, item_row = history[item_row >= 0], item_row[item_row >= 0]
+    users = KeyColumn(history["user_id"])
+    if len(history) == 0:
+        return users, None
+    ev_s = to_seconds(history["ts"])
+    origin, span = time_frame(ev_s)
+    return users, SortedEvents(users.events.astype(np.int64), ev_s, origin, span, payload=item_row)
 
 
 # The behaviour sequence a sequence ranker (DIN) reads: the candidate's item code and the user's last

@@ -48,6 +48,12 @@ class GroupState:
         self.last = np.full(size, NEVER, dtype=np.int64)
         self.cursor = np.zeros(1 + n_windows, dtype=np.int64)  # next event to add, then per window the oldest event inside it
 
+    def copy(self) -> "GroupState":
+        """An independent copy: walking on from it leaves this state as it is."""
+        out = GroupState.__new__(GroupState)
+        out.sums, out.last, out.cursor = self.sums.copy(), self.last.copy(), self.cursor.copy()
+        return out
+
 
 @numba.njit(cache=True, nogil=True)
 def _walk_group(ev_t, ev_type, ev_weight, ev_code, type_slots, slot_weighted, sums, last, cursor,
@@ -120,7 +126,7 @@ def _walk_group(ev_t, ev_type, ev_weight, ev_code, type_slots, slot_weighted, su
 def walk(event_us: np.ndarray, event_type: np.ndarray, event_weight: np.ndarray, event_codes: list[np.ndarray],
          n_keys: list[int], type_slots: np.ndarray, slot_weighted: np.ndarray,
          request_us: np.ndarray, request_codes: list[np.ndarray], columns: list[Column], threads: int = 2,
-         chunk_rows: int | None = None):
+         chunk_rows: int | None = None, start: "WalkSnapshot | None" = None):
     """Every statistic in ``columns`` for every request.
 
     Args:
@@ -138,28 +144,56 @@ def walk(event_us: np.ndarray, event_type: np.ndarray, event_weight: np.ndarray,
             order. A number: yield ``(rows, values)`` per chunk of at most that many requests in
             time order, ``rows`` their (k,) positions and ``values`` (len(columns), k), so the
             caller can write each chunk out and memory stays flat however many requests there are.
+        start: a :func:`snapshot` of the same events and columns to walk on from, instead of from the
+            first event: every request must then be at or after its time (only the events from there
+            on are read). The snapshot itself is left as it was.
     """
     if len(event_us) > 1 and np.any(event_us[1:] < event_us[:-1]):
         raise ValueError("walk: event_us must be ascending; sort the events by time first")
-    chunks = _walk_chunks(event_us, event_type, event_weight, event_codes, n_keys, type_slots, slot_weighted,
-                          request_us, request_codes, columns, threads, chunk_rows or max(len(request_us), 1))
+    if start is None:
+        plans = _plans(n_keys, type_slots, slot_weighted, columns)
+    else:
+        if len(request_us) and request_us.min() < start.at_us:
+            raise ValueError("walk: a snapshot serves requests at or after its time only; walk earlier ones from the first event")
+        plans = {group: (state.copy(), *rest) for group, (state, *rest) in start.plans.items()}
+    chunks = _walk_chunks(plans, event_us, event_type, event_weight, event_codes, request_us, request_codes, columns, threads,
+                          chunk_rows or max(len(request_us), 1))
     if chunk_rows is not None:
         return chunks
     (rows, values), = chunks  # one chunk holding every request, already in their given order
     return values
 
 
-def _walk_chunks(event_us, event_type, event_weight, event_codes, n_keys, type_slots, slot_weighted,
-                 request_us, request_codes, columns, threads, chunk_rows):
-    from concurrent.futures import ThreadPoolExecutor
+class WalkSnapshot:
+    """Every key group's running state once the walk has reached ``at_us`` (see :func:`snapshot`)."""
 
-    n_slots = len(slot_weighted)
+    def __init__(self, at_us: int, plans: dict):
+        self.at_us, self.plans = at_us, plans
+
+
+def snapshot(at_us: int, event_us: np.ndarray, event_type: np.ndarray, event_weight: np.ndarray, event_codes: list[np.ndarray],
+             n_keys: list[int], type_slots: np.ndarray, slot_weighted: np.ndarray, columns: list[Column], threads: int = 2) -> WalkSnapshot:
+    """The walk's state at time ``at_us``: every event before it added, every window trimmed to end
+    there. :func:`walk` started from it gives, for any request at or after ``at_us``, exactly what a
+    walk from the first event gives, reading only the events from ``at_us`` on (the state a feature
+    store materialises at a cutoff). Arguments as :func:`walk`."""
+    plans = _plans(n_keys, type_slots, slot_weighted, columns)
+    no_key = [np.full(1, -1, dtype=np.int32) for _ in event_codes]  # a request that reads nothing, only moves the walk to at_us
+    for _ in _walk_chunks(plans, event_us, event_type, event_weight, event_codes, np.array([at_us], dtype=np.int64), no_key, columns, threads, 1):
+        pass
+    return WalkSnapshot(int(at_us), plans)
+
+
+def _time_constants(columns: list[Column]) -> tuple[list[int], list[int], np.ndarray, np.ndarray]:
     windows = sorted({c.seconds for c in columns if c.kind == "window"})
     taus = sorted({c.seconds for c in columns if c.kind == "decay"})
-    windows_us = np.array([w * 1_000_000 for w in windows], dtype=np.int64)
-    taus_us = np.array([h * 1_000_000 for h in taus], dtype=np.float64)
-    in_order = len(request_us) < 2 or not np.any(request_us[1:] < request_us[:-1])
-    q_order = np.arange(len(request_us)) if in_order else np.argsort(request_us, kind="stable")
+    return windows, taus, np.array([w * 1_000_000 for w in windows], dtype=np.int64), np.array([h * 1_000_000 for h in taus], dtype=np.float64)
+
+
+def _plans(n_keys, type_slots, slot_weighted, columns) -> dict:
+    """Per key group: its fresh state and the arrays that tell the kernel what to keep and write."""
+    n_slots = len(slot_weighted)
+    windows, taus, _, _ = _time_constants(columns)
     plans = {}
     for group in sorted({c.group for c in columns}):
         mine = [i for i, c in enumerate(columns) if c.group == group]
@@ -181,7 +215,15 @@ def _walk_chunks(event_us, event_type, event_weight, event_codes, n_keys, type_s
                         np.array([local[columns[i].slot] for i in mine], dtype=np.int64),
                         np.array([KINDS.index(columns[i].kind) for i in mine], dtype=np.int64),
                         np.array(params, dtype=np.int64), need, np.array(mine, dtype=np.int64))
+    return plans
 
+
+def _walk_chunks(plans, event_us, event_type, event_weight, event_codes, request_us, request_codes, columns, threads, chunk_rows):
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, windows_us, taus_us = _time_constants(columns)
+    in_order = len(request_us) < 2 or not np.any(request_us[1:] < request_us[:-1])
+    q_order = np.arange(len(request_us)) if in_order else np.argsort(request_us, kind="stable")
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # the kernel releases the GIL
         whole = chunk_rows >= len(q_order)
         for start in range(0, max(len(q_order), 1), chunk_rows):

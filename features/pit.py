@@ -37,24 +37,6 @@ def _codes(array, dictionary: pa.Array, missing: int) -> np.ndarray:
     return codes if codes.flags.writeable else codes.copy()
 
 
-def column_codes(event_values, request_values) -> tuple[np.ndarray, np.ndarray, int]:
-    """Codes of one key column: (event codes, request codes, size), int32, -1 for null.
-
-    The dictionary is built from the events only (Arrow's hash kernels, no Python objects); a
-    request value no event has gets the spare code ``size - 1``, which no event carries, so its
-    counts are zero rather than unknown.
-    """
-    ev, rq = _arrow(event_values), _arrow(request_values)
-    rq_null = rq.is_null().to_numpy(zero_copy_only=False)
-    if pa.types.is_null(ev.type) or ev.null_count == len(ev):  # no event has this key: every request value is unseen
-        return np.full(len(ev), -1, np.int32), np.where(rq_null, -1, 0).astype(np.int32), 1
-    dictionary = pc.unique(ev).drop_null()
-    size = len(dictionary) + 1
-    rq_codes = _codes(rq, dictionary, size - 1)
-    rq_codes[rq_null] = -1
-    return _codes(ev, dictionary, -1).astype(np.int32), rq_codes.astype(np.int32), size
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _find(keys, key, mask):
     """The slot holding ``key`` in an open-addressing table, or the empty slot (-1) where it would go."""
@@ -105,19 +87,68 @@ def _lookup_pairs(first, second, width, keys, values, spare):
     return out
 
 
-def pair_codes(first: tuple[np.ndarray, np.ndarray, int], second: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Combine two :func:`column_codes` results into dense codes of the pair (same conventions)."""
-    ev_a, rq_a, _ = first
-    ev_b, rq_b, width = second
-    distinct_at_most = min(int(np.count_nonzero((ev_a >= 0) & (ev_b >= 0))), max(int(ev_a.max(initial=0)) + 1, 1) * width)
-    table_bits = max(4, int(np.ceil(np.log2(max(distinct_at_most, 1) * 2))))  # load factor <= 0.5
-    ev, keys, values, n = _dense_pairs(ev_a, ev_b, width, table_bits)
-    rq = _lookup_pairs(rq_a, rq_b, width, keys, values, n)
-    return ev, rq, n + 1
+def _dictionary(event_values) -> pa.Array | None:
+    """The distinct non-null values of one event key column (Arrow's hash kernels, no Python objects); None when every value is null."""
+    ev = _arrow(event_values)
+    if pa.types.is_null(ev.type) or ev.null_count == len(ev):
+        return None
+    return pc.unique(ev).drop_null()
+
+
+def _column_codes(values, dictionary: pa.Array | None) -> np.ndarray:
+    """int32 codes of one key column in ``dictionary``: -1 for null, the spare ``len(dictionary)`` for a value it lacks."""
+    array = _arrow(values)
+    null = array.is_null().to_numpy(zero_copy_only=False)
+    if dictionary is None:
+        return np.where(null, -1, 0).astype(np.int32)
+    codes = _codes(array, dictionary, len(dictionary))
+    codes[null] = -1
+    return codes.astype(np.int32)
+
+
+class KeyColumn:
+    """One key column of a table of events, coded once: ``events`` (int32 codes, -1 for null) and
+    ``size`` (codes are below it); :meth:`codes` codes any other rows' values the same way, a value
+    no event has getting the spare code ``size - 1``, which no event carries (zero counts, not unknown)."""
+
+    def __init__(self, event_values):
+        self.dictionary = _dictionary(event_values)  # built from the events only (Arrow's hash kernels, no Python objects)
+        self.events = _column_codes(event_values, self.dictionary)
+        self.size = len(self.dictionary) + 1 if self.dictionary is not None else 1
+
+    def codes(self, values) -> np.ndarray:
+        """int32 codes of ``values`` (see the class docstring)."""
+        return _column_codes(values, self.dictionary)
+
+
+class EventKeys:
+    """A (possibly composite) key over :class:`KeyColumn` parts: ``events`` (int32 codes, -1 where
+    any part is null) and ``size``. Composite keys are numbered densely by open addressing over their
+    parts' codes, once; :meth:`codes` looks other rows' part codes up in the same table, a pair no
+    event has getting the spare code ``size - 1``."""
+
+    def __init__(self, parts: list[KeyColumn]):
+        codes, size, self.tables = parts[0].events, parts[0].size, []
+        for part in parts[1:]:
+            second, width = part.events, part.size
+            distinct_at_most = min(int(np.count_nonzero((codes >= 0) & (second >= 0))), max(int(codes.max(initial=0)) + 1, 1) * width)
+            table_bits = max(4, int(np.ceil(np.log2(max(distinct_at_most, 1) * 2))))  # load factor <= 0.5
+            codes, keys, values, n = _dense_pairs(codes, second, width, table_bits)
+            self.tables.append((keys, values, width, n))
+            size = n + 1
+        self.events, self.size = codes.astype(np.int32), size
+
+    def codes(self, part_codes: list[np.ndarray]) -> np.ndarray:
+        """int32 codes of rows whose parts :meth:`KeyColumn.codes` coded (in the parts' order)."""
+        codes = part_codes[0]
+        for second, (keys, values, width, n) in zip(part_codes[1:], self.tables):
+            codes = _lookup_pairs(codes, second, width, keys, values, n)
+        return codes.astype(np.int32)
 
 
 def shared_codes(event_keys: list, request_keys: list) -> tuple[np.ndarray, np.ndarray, int]:
-    """Integer codes for (possibly composite) keys, shared between events and requests.
+    """Integer codes for (possibly composite) keys, shared between events and requests
+    (:class:`EventKeys` over the events' :class:`KeyColumn` parts, applied to the requests).
 
     Args:
         event_keys / request_keys: one column (Series, array or Arrow array) per key part, same order in both.
@@ -126,17 +157,40 @@ def shared_codes(event_keys: list, request_keys: list) -> tuple[np.ndarray, np.n
         (event codes, request codes, n_keys): int32 arrays, -1 where any key part is null; a
         request key no event has gets a code no event carries (zero counts, not unknown).
     """
-    codes = column_codes(event_keys[0], request_keys[0])
-    for ev, rq in zip(event_keys[1:], request_keys[1:]):
-        codes = pair_codes(codes, column_codes(ev, rq))
-    ev_codes, rq_codes, n_keys = codes
-    return ev_codes.astype(np.int32), rq_codes.astype(np.int32), n_keys
+    parts = [KeyColumn(values) for values in event_keys]
+    keys = EventKeys(parts)
+    return keys.events, keys.codes([part.codes(values) for part, values in zip(parts, request_keys)]), keys.size
 
 
 def joint_codes(event_keys: list, query_keys: list) -> tuple[np.ndarray, np.ndarray]:
     """:func:`shared_codes` without the key count, as int64 (for :class:`SortedEvents`)."""
     ev, rq, _ = shared_codes(event_keys, query_keys)
     return ev.astype(np.int64), rq.astype(np.int64)
+
+
+_ONCE: dict[tuple, tuple[list, object]] = {}
+
+
+def once_per(owners: tuple, key: tuple, build):
+    """``build()``, computed once while every one of ``owners`` lives and reused on the next call with
+    the same owners (by identity) and ``key``: what a fitted funnel derives from its fixed history
+    and catalogue (key codes, sorted events, a walk's snapshot) is built on its first request, not
+    on each. The owners are treated as immutable, as the funnel's are; the entry goes with the
+    first of them to be collected."""
+    import weakref
+
+    entry = (tuple(id(owner) for owner in owners), key)
+    held = _ONCE.get(entry)
+    if held is not None and all(ref() is owner for ref, owner in zip(held[0], owners)):
+        return held[1]
+    value = build()
+
+    def drop(ref, entry=entry) -> None:  # only the entry this reference belongs to: a later one may reuse the ids
+        if ref in _ONCE.get(entry, ((), None))[0]:
+            del _ONCE[entry]
+
+    _ONCE[entry] = ([weakref.ref(owner, drop) for owner in owners], value)
+    return value
 
 
 class SortedQueries:

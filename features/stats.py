@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rankpipe.features.config import FeaturesConfig
-from rankpipe.features.engine import Column, walk
-from rankpipe.features.pit import column_codes, pair_codes
+from rankpipe.features.engine import Column, snapshot, walk
+from rankpipe.features.pit import EventKeys, KeyColumn, once_per
 from rankpipe.pipeline import schema as S
 
 DAY_S = 86_400
@@ -141,34 +141,57 @@ def count_features(history: pd.DataFrame, pairs: pd.DataFrame | np.ndarray, wind
         if from_rows:
             raise ValueError("count_features: request rows index the history, which must then be in time order (see enrich_history)")
         history = history.sort_values(S.TS, kind="stable", ignore_index=True)
-    ev_us = _micros(history[S.TS])
-    rq_us = ev_us[pairs] if from_rows else _micros(pairs[S.TS])
-    event_type = pc.index_in(pa.array(history[S.EVENT], from_pandas=True), value_set=pa.array(COUNTED_EVENTS))
-    event_type = pc.fill_null(event_type, -1).to_numpy().astype(np.int8)
-    weight = _expected_click_weight(history, position_ctr)
-    columns, names, ev_codes, rq_codes, n_keys = [], [], [], [], []
-    by_column: dict[str, tuple] = {}  # a column shared by groups (item, user) is encoded once
-    for g, group in enumerate(groups):
-        for key in group.keys:
-            if key not in by_column:
-                by_column[key] = column_codes(history[key], history[key].iloc[:0] if from_rows else pairs[key])
-        codes = by_column[group.keys[0]]
-        for key in group.keys[1:]:
-            codes = pair_codes(codes, by_column[key])
-        ev, rq, n = codes
-        ev_codes.append(ev.astype(np.int32)), rq_codes.append((ev[pairs] if from_rows else rq).astype(np.int32)), n_keys.append(n)
-        for name, kind, seconds, slot in statistic_columns(group, windows_days, half_lives_days):
-            slot_code = EXPECTED_CLICK if slot == "expected_click" else COUNTED_EVENTS.index(slot)
-            columns.append(Column(g, slot_code, kind, seconds))
-            names.append(name)
-    days_since = np.array([name.endswith("_days_since") for name in names])
-    walked = walk(ev_us, event_type, weight, ev_codes, n_keys, _TYPE_SLOTS, _SLOT_WEIGHTED, rq_us, rq_codes, columns,
-                  chunk_rows=chunk_rows if sink else None)
+    coded = once_per((history,) if position_ctr is None else (history, position_ctr), ("counts", groups, tuple(windows_days), tuple(half_lives_days)),
+                     lambda: CodedHistory(history, windows_days, groups, half_lives_days, position_ctr))
+    if from_rows:
+        rq_us, rq_codes = coded.ev_us[pairs], [codes[pairs] for codes in coded.ev_codes]
+    else:
+        rq_us = _micros(pairs[S.TS])
+        part_codes = {key: part.codes(pairs[key]) for key, part in coded.parts.items()}  # a column shared by groups (item, user) is coded once
+        rq_codes = [keys.codes([part_codes[key] for key in group.keys]) for keys, group in zip(coded.keys, groups)]
+    # Requests at or after the log's last event (every scoring request of a fitted funnel) walk on
+    # from the state there, built once, and read only the events from there on.
+    late = not from_rows and sink is None and len(rq_us) > 0 and rq_us.min() >= coded.last_us
+    walked = walk(coded.ev_us, coded.event_type, coded.weight, coded.ev_codes, coded.n_keys, _TYPE_SLOTS, _SLOT_WEIGHTED, rq_us, rq_codes,
+                  coded.columns, chunk_rows=chunk_rows if sink else None, start=coded.snapshot() if late else None)
     if sink is None:
-        walked[days_since] /= np.float32(DAY_S)
-        return dict(zip(names, walked))
-    _write_chunks(walked, names, days_since, sink)
+        walked[coded.days_since] /= np.float32(DAY_S)
+        return dict(zip(coded.names, walked))
+    _write_chunks(walked, coded.names, coded.days_since, sink)
     return None
+
+
+class CodedHistory:
+    """A time-ordered history as the engine reads it, coded once for the given statistics (see
+    :func:`count_features`): event times, types and COEC weights, each group's key codes and what
+    codes a request's keys the same way, the statistics' columns, and (:meth:`snapshot`, on first
+    use) the walk's state at the last event."""
+
+    def __init__(self, history: pd.DataFrame, windows_days: tuple[int, ...], groups: tuple[CountGroup, ...], half_lives_days: tuple[int, ...],
+                 position_ctr: pd.DataFrame | None):
+        self.ev_us = _micros(history[S.TS])
+        self.last_us = int(self.ev_us[-1]) if len(self.ev_us) else np.iinfo(np.int64).min
+        event_type = pc.index_in(pa.array(history[S.EVENT], from_pandas=True), value_set=pa.array(COUNTED_EVENTS))
+        self.event_type = pc.fill_null(event_type, -1).to_numpy().astype(np.int8)
+        self.weight = _expected_click_weight(history, position_ctr)
+        self.parts = {key: KeyColumn(history[key]) for key in dict.fromkeys(key for group in groups for key in group.keys)}
+        self.keys = [EventKeys([self.parts[key] for key in group.keys]) for group in groups]
+        self.ev_codes, self.n_keys = [keys.events for keys in self.keys], [keys.size for keys in self.keys]
+        self.columns, self.names = [], []
+        for g, group in enumerate(groups):
+            for name, kind, seconds, slot in statistic_columns(group, windows_days, half_lives_days):
+                slot_code = EXPECTED_CLICK if slot == "expected_click" else COUNTED_EVENTS.index(slot)
+                self.columns.append(Column(g, slot_code, kind, seconds))
+                self.names.append(name)
+        self.days_since = np.array([name.endswith("_days_since") for name in self.names])
+        self._snapshot = None
+
+    def snapshot(self):
+        """The walk's state at the last event (:func:`~rankpipe.features.engine.snapshot`), built on first use."""
+        if self._snapshot is None:
+            self._snapshot = snapshot(self.last_us, self.ev_us, self.event_type, self.weight, self.ev_codes, self.n_keys, _TYPE_SLOTS,
+                                      _SLOT_WEIGHTED, self.columns)
+        return self._snapshot
 
 
 def _write_chunks(chunks, names: list[str], days_since: np.ndarray, sink: str) -> None:
@@ -364,8 +387,10 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     """
     pairs = pairs.reset_index(drop=True)
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
-    item_rows = items.set_index(S.ITEM_ID)
-    _attach_item_keys(enriched, item_keys(items))
+    keys = once_per((items,), ("item_keys",), lambda: item_keys(items))  # the catalogue's keys, split once per catalogue
+    row = keys.index.get_indexer(pairs[S.ITEM_ID])  # once per call; -1: an item missing from the catalogue (null keys, zero counts)
+    for column in keys.columns:
+        enriched[column] = keys[column].array.take(row, allow_fill=True)
     columns = counter(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:
@@ -377,8 +402,10 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
             # Clicks over the clicks its impressions' positions predict, shrunk towards 1 by the prior's pseudo-clicks.
             a = float(prior.loc[(group.name, "ctr"), "alpha"]) if (group.name, "ctr") in prior.index else 1.0
             columns[f"{group.name}_coec"] = ((columns[f"{group.name}_click_n"] + a) / (columns[f"{group.name}_expected_clicks"] + a)).astype(np.float32)
-    columns["item_price"] = item_rows[S.PRICE].reindex(pairs[S.ITEM_ID]).to_numpy(dtype=np.float32, na_value=np.nan)
-    created = item_rows[S.CREATED_AT].reindex(pairs[S.ITEM_ID])
+    known = row >= 0
+    price = items[S.PRICE].to_numpy(dtype=np.float32, na_value=np.nan)
+    columns["item_price"] = np.where(known, price[np.maximum(row, 0)], np.nan).astype(np.float32) if len(price) else np.full(len(row), np.nan, np.float32)
+    created = pd.Series(items[S.CREATED_AT].array.take(row, allow_fill=True))
     columns["item_age_days"] = ((pairs[S.TS].to_numpy() - created.to_numpy()) / np.timedelta64(1, "D")).astype(np.float32)
     columns["is_search"] = pairs[S.QUERY].notna().to_numpy().astype(np.float32)
     columns.update(_text_match(pairs, items, config.dense_text))
@@ -388,21 +415,21 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
 def _text_match(pairs: pd.DataFrame, items: pd.DataFrame, dense: bool) -> dict[str, np.ndarray]:
     """Query × item text features: token coverage, BM25, and (``dense``) MiniLM cosine; NaN without a query."""
     # Imported here: it brings scikit-learn (3 s), which a Dask worker counting statistics never needs.
-    from rankpipe.features.text import bm25_weights, embed_texts, item_text, pair_scores, query_coverage, token_matrix
+    from rankpipe.features.text import embed_texts, pair_scores, query_coverage, tokenize
 
     queries = pd.Series(pairs[S.QUERY].dropna().unique(), dtype="str")
     names = ("query_coverage", "bm25") + (("dense_sim",) if dense else ())
     if len(queries) == 0:
         return {name: np.full(len(pairs), np.nan, dtype=np.float32) for name in names}
-    texts = item_text(items)
-    # Vocabulary over items and queries, so a query word no item has still counts in the denominator.
-    item_tokens, vectorizer = token_matrix(texts, vocabulary_from=pd.concat([texts, queries], ignore_index=True))
+    texts, item_tokens, vectorizer, weights = once_per((items,), ("text_match",), lambda: _item_text_index(items))
+    # The items' vocabulary: a query word no item has matches nothing, and still counts among the query's words.
     query_tokens = vectorizer.transform(queries.tolist()).tocsr()
+    query_lengths = np.array([len(set(tokenize(query))) for query in queries.tolist()], dtype=np.float64)  # per distinct query, not per row
     query_codes = pd.Index(queries).get_indexer(pairs[S.QUERY])
     item_codes = pd.Index(items[S.ITEM_ID]).get_indexer(pairs[S.ITEM_ID])
     item_codes = np.where(item_codes >= 0, item_codes, 0)
-    out = {"query_coverage": query_coverage(query_codes, item_codes, query_tokens, item_tokens),
-           "bm25": pair_scores(query_codes, item_codes, query_tokens, bm25_weights(texts, vectorizer))}
+    out = {"query_coverage": query_coverage(query_codes, item_codes, query_tokens, item_tokens, query_lengths),
+           "bm25": pair_scores(query_codes, item_codes, query_tokens, weights)}
     if dense:
         query_vectors, item_vectors = embed_texts(queries.tolist()), embed_texts(texts.tolist())
         has = query_codes >= 0
@@ -410,6 +437,15 @@ def _text_match(pairs: pd.DataFrame, items: pd.DataFrame, dense: bool) -> dict[s
         sim[has] = np.einsum("nd,nd->n", query_vectors[query_codes[has]], item_vectors[item_codes[has]])
         out["dense_sim"] = sim
     return out
+
+
+def _item_text_index(items: pd.DataFrame):
+    """(the items' texts, their binary token matrix, its vectorizer, their BM25 weights): built once per catalogue."""
+    from rankpipe.features.text import bm25_weights, item_text, token_matrix
+
+    texts = item_text(items)
+    item_tokens, vectorizer = token_matrix(texts)
+    return texts, item_tokens, vectorizer, bm25_weights(texts, vectorizer)
 
 
 # What a missing value means, declared per kind of feature (policies of features.encoders.FillMissing):

@@ -61,12 +61,16 @@ def vocabulary_of(vectorizer: CountVectorizer) -> dict[str, int]:
     return getattr(vectorizer, "vocabulary_", None) or dict(vectorizer.vocabulary)
 
 
-def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens: sp.csr_matrix, item_tokens: sp.csr_matrix) -> np.ndarray:
+def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens: sp.csr_matrix, item_tokens: sp.csr_matrix,
+                   query_lengths: np.ndarray | None = None) -> np.ndarray:
     """Share of each query's distinct tokens found in the item's text, per (query, item) row.
 
     Args:
         query_codes: (N,) row index into ``query_tokens``, -1 for no query (result NaN).
         item_codes: (N,) row index into ``item_tokens``.
+        query_lengths: each query row's number of distinct tokens, when ``query_tokens``' vocabulary
+            lacks some of them (the items' vocabulary: a query word no item has still counts in the
+            denominator); default: its row's token count.
 
     Returns:
         float32 (N,) in [0, 1], NaN where there is no query.
@@ -78,7 +82,7 @@ def query_coverage(query_codes: np.ndarray, item_codes: np.ndarray, query_tokens
     q = query_tokens[query_codes[has_query]]
     i = item_tokens[item_codes[has_query]]
     overlap = np.asarray(q.multiply(i).sum(axis=1)).ravel()
-    length = np.asarray(q.sum(axis=1)).ravel()
+    length = np.asarray(q.sum(axis=1)).ravel() if query_lengths is None else np.asarray(query_lengths, dtype=np.float64)[query_codes[has_query]]
     out[has_query] = np.where(length > 0, overlap / np.maximum(length, 1), 0.0)
     return out
 
