@@ -146,6 +146,15 @@ class EventKeys:
         return codes.astype(np.int32)
 
 
+def first_rows(keys: "KeyColumn | EventKeys") -> np.ndarray:
+    """(size - 1,) the first event row holding each code of ``keys`` (every code below the spare one
+    is held by some row): what reads a per-row column by code."""
+    first = np.zeros(keys.size - 1, dtype=np.int64)
+    rows = np.flatnonzero(keys.events >= 0)[::-1]  # reversed: a code's first row is written last, and wins
+    first[keys.events[rows]] = rows
+    return first
+
+
 def shared_codes(event_keys: list, request_keys: list) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer codes for (possibly composite) keys, shared between events and requests
     (:class:`EventKeys` over the events' :class:`KeyColumn` parts, applied to the requests).

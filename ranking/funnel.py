@@ -21,6 +21,7 @@ import pandas as pd
 
 from rankpipe.features.builder import FeatureBuilder
 from rankpipe.features.embeddings import behaviour_sequences, embedding_similarity
+from rankpipe.features.pit import EventKeys, KeyColumn, first_rows
 from rankpipe.pipeline import schema as S
 from rankpipe.ranking.base import Ranker
 from rankpipe.ranking.recall.base import RecallChannel, launched_by_request, without_seen
@@ -58,16 +59,20 @@ def recall_features(pairs: pd.DataFrame, merged: pd.DataFrame, channel_lists: pd
         merged: the merge's lists (request_id, item_id, rank, merge_score, ``<channel>_score``).
         channel_lists / quotas: every channel's own lists (request_id, item_id, rank, channel) and quotas.
     """
-    keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
-    listed = pd.MultiIndex.from_arrays([merged[S.REQUEST_ID].to_numpy(), merged[S.ITEM_ID].to_numpy()])
-    row = listed.get_indexer(keys)
+    # Integer codes shared by the lists and the pairs (no MultiIndex of strings): each pair's row in the merged lists, or -1.
+    requests, items = KeyColumn(merged[S.REQUEST_ID]), KeyColumn(merged[S.ITEM_ID])
+    listed = EventKeys([requests, items])
+    pair_request = requests.codes(pairs[S.REQUEST_ID])
+    pair_code = listed.codes([pair_request, items.codes(pairs[S.ITEM_ID])])
+    first_row = np.r_[first_rows(listed), -1]  # -1: the spare code, a pair the merge did not list
+    row = np.where(pair_code >= 0, first_row[np.maximum(pair_code, 0)], -1)
     found = row >= 0
-    merged_request = pairs[S.REQUEST_ID].isin(pd.unique(merged[S.REQUEST_ID])).to_numpy()
-    list_length = merged.groupby(S.REQUEST_ID, sort=False).size()
-    after_last = pairs[S.REQUEST_ID].map(list_length).to_numpy(dtype=np.float64) + 1
+    merged_request = (pair_request >= 0) & (pair_request < requests.size - 1)  # the spare code: a request the merge never listed
+    list_length = np.bincount(requests.events[requests.events >= 0], minlength=requests.size).astype(np.float64)
+    after_last = np.where(merged_request, list_length[np.maximum(pair_request, 0)], np.nan) + 1
 
     def lookup(column: str, missing: np.ndarray | float) -> np.ndarray:
-        values = merged[column].to_numpy(dtype=np.float64) if column in merged else np.full(len(merged), np.nan)
+        values = merged[column].to_numpy(dtype=np.float64) if column in merged and len(merged) else np.full(max(len(merged), 1), np.nan)
         picked = np.where(found, values[np.maximum(row, 0)], missing)
         return np.where(merged_request, picked, np.nan).astype(np.float32)
 

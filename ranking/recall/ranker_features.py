@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rankpipe.features.pit import shared_codes
 from rankpipe.pipeline import schema as S
 
 
@@ -23,12 +24,18 @@ def channel_rank_features(channel_lists: pd.DataFrame, pairs: pd.DataFrame, quot
         One row per pair: ``recall_<channel>_rank`` (its rank there; ``quota + 1`` when that
         channel did not find it) per channel in ``quotas``, and ``recall_channels`` (how many did).
     """
-    keys = pd.MultiIndex.from_arrays([pairs[S.REQUEST_ID].to_numpy(), pairs[S.ITEM_ID].to_numpy()])
+    # One integer code per (request, item) shared by the lists and the pairs: no string is hashed once per channel.
+    listed, asked, size = shared_codes([channel_lists[S.REQUEST_ID], channel_lists[S.ITEM_ID]], [pairs[S.REQUEST_ID], pairs[S.ITEM_ID]])
+    channel, names = pd.factorize(channel_lists[S.CHANNEL])  # integer codes: comparing a million strings per channel costs seconds
+    code_of = {str(name): code for code, name in enumerate(names)}
+    rank = channel_lists[S.RANK].to_numpy(dtype=np.float32)
     out = {}
     for name, quota in quotas.items():
-        mine = channel_lists[(channel_lists[S.CHANNEL] == name) & (channel_lists[S.RANK] <= quota)]
-        rank = pd.Series(mine[S.RANK].to_numpy(dtype=np.float32), index=pd.MultiIndex.from_arrays([mine[S.REQUEST_ID], mine[S.ITEM_ID]]))
-        found = rank[~rank.index.duplicated()].reindex(keys).to_numpy()
+        mine = (channel == code_of.get(name, -2)) & (rank <= quota) & (listed >= 0)  # -2: a channel that listed nothing
+        mine = np.flatnonzero(mine)[::-1]  # reversed: the first row of a pair is written last, and wins
+        rank_of = np.full(size, np.nan, dtype=np.float32)
+        rank_of[listed[mine]] = rank[mine]
+        found = np.where(asked >= 0, rank_of[np.maximum(asked, 0)], np.nan)
         out[f"recall_{name}_rank"] = np.where(np.isnan(found), np.float32(quota + 1), found).astype(np.float32)
     frame = pd.DataFrame(out)
     frame["recall_channels"] = sum((frame[f"recall_{n}_rank"] <= q) for n, q in quotas.items()).astype(np.float32)
