@@ -250,3 +250,40 @@ def test_the_fitted_feature_builder_saves_and_transforms_new_pairs_the_same_afte
     pd.testing.assert_frame_equal(loaded.transform(later), features)
     assert loaded.get_params() == builder.get_params() == {"windows_days": (3,), "half_lives_days": (2,), "dense_text": False,
                                                             "min_impressions_for_prior": 20}
+
+
+def test_the_snapshot_at_the_last_event_gives_the_point_in_time_statistics_exactly():
+    """Requests at or after the history's last event (every scoring request) walk on from the state
+    materialised there, built once; their statistics equal a walk from the first event, bit for bit."""
+    from rankpipe.features import engine
+    from rankpipe.features.pit import once_per
+    from rankpipe.features.stats import COUNT_GROUPS, CodedHistory, count_features
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    events = pd.DataFrame({S.TS: (BASE + pd.to_timedelta(np.sort(rng.integers(0, 20 * 86400, n)), unit="s")).astype("datetime64[us]"),
+                           S.USER_ID: rng.choice([f"u{j}" for j in range(40)], n), S.ITEM_ID: rng.choice([f"i{j}" for j in range(25)], n),
+                           S.EVENT: rng.choice(["impression", "click", "purchase"], n, p=[0.7, 0.2, 0.1]),
+                           S.QUERY: rng.choice(np.array([None, "lamp", "desk"], dtype=object), n),
+                           S.POSITION: pd.array(rng.integers(1, 4, n), dtype="Int32")})
+    history = enrich_history(events, _items())
+    last = history[S.TS].max()
+    later = [pd.Timedelta(0), pd.Timedelta(seconds=1), pd.Timedelta(days=3), pd.Timedelta(days=30)]  # at the cutoff, inside and past the windows
+    m = 400
+    requests = pd.DataFrame({S.TS: (last + pd.Series([later[j % 4] for j in range(m)])).astype("datetime64[us]"),
+                             S.USER_ID: rng.choice(np.array([f"u{j}" for j in range(45)] + [None], dtype=object), m),
+                             S.ITEM_ID: rng.choice([f"i{j}" for j in range(27)], m),
+                             S.QUERY: rng.choice(np.array([None, "lamp", "sofa"], dtype=object), m)})
+    requests = requests.merge(history[[S.ITEM_ID, S.CATEGORY, "category_top"]].drop_duplicates(S.ITEM_ID), on=S.ITEM_ID, how="left")
+    from_snapshot = count_features(history, requests, (1, 7), half_lives_days=(2,), position_ctr=POSITION_CTR)
+    coded = once_per((history, POSITION_CTR), ("counts", COUNT_GROUPS, (1, 7), (2,)), lambda: None)  # what that call built and kept
+    assert isinstance(coded, CodedHistory) and coded._snapshot is not None  # the plain call above went through the snapshot
+    # One request before the last event sends the whole batch through the walk from the first event.
+    early = pd.concat([requests, requests.iloc[[0]].assign(**{S.TS: history[S.TS].iloc[n // 2]})], ignore_index=True)
+    from_first_event = count_features(history, early, (1, 7), half_lives_days=(2,), position_ctr=POSITION_CTR)
+    for name, values in from_snapshot.items():
+        np.testing.assert_array_equal(values, from_first_event[name][:m], err_msg=name)
+    assert np.nanmax(from_snapshot["user_click_n"]) > 0 and np.nanmax(from_snapshot["item_impression_n_7d"]) > 0  # not all zeros
+    with pytest.raises(ValueError, match="at or after its time"):
+        engine.walk(coded.ev_us, coded.event_type, coded.weight, coded.ev_codes, coded.n_keys, np.zeros((4, 2), np.int16), np.zeros(5, bool),
+                    np.array([coded.last_us - 1]), [np.zeros(1, np.int32)] * len(coded.ev_codes), coded.columns, start=coded.snapshot())
