@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from rankpipe.pipeline.schema import ConfigError, check_fitted
 from rankpipe.ranking.base import Ranker, close_complete
+from rankpipe.ranking.compiled import tree_predict
 from rankpipe.ranking.classic import AdaBoostRanker, GBDTLRRanker, RandomForestRanker
 from rankpipe.ranking.config import RankConfig
 from rankpipe.ranking.metrics import ndcg_at_k
@@ -234,7 +235,7 @@ class LambdaRankRanker(Ranker):
         return np.asarray(y)
 
     def _predict(self, X: pd.DataFrame) -> np.ndarray:
-        score = self.booster_.predict(X, num_iteration=self.best_iteration_)
+        score = tree_predict(self.booster_, X, self.best_iteration_)  # compiled trees where they pay (ranking.compiled)
         if self.fold_boosters_:  # the bag: half the refit, half the fold models' mean
             return 0.5 * score + 0.5 * self._fold_scores(X)
         return score

@@ -12,6 +12,7 @@ import scipy.stats
 
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
+from rankpipe.ranking.compiled import tree_predict
 
 
 def rank_bucket(rank: np.ndarray) -> np.ndarray:
@@ -226,7 +227,7 @@ class GBDTMerge:
         if stacked.empty:  # no channel found anything: nothing to score (LightGBM refuses an empty frame)
             return np.zeros(0)
         design, candidate = self._design(stacked)
-        return self.booster_.predict(design)[candidate]
+        return tree_predict(self.booster_, design)[candidate]  # compiled trees where they pay (ranking.compiled)
 
     def summary(self) -> pd.DataFrame:
         """feature, gain: what the merge leans on (the run's ``recall.calibration`` table)."""
