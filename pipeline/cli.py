@@ -18,7 +18,6 @@ import sys
 import traceback
 from pathlib import Path
 
-from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import ConfigError, load_config
 from rankpipe.pipeline.schema import ContractError
 
@@ -87,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--users", metavar="active:<N>d", help="a feed request for every user active in the last N days of the log")
     source.add_argument("--queries", metavar="top:<N>", help="a search request for each of the N most frequent queries of the log")
     score.add_argument("--out", required=True, help="the Parquet file to write (with --partition: the dataset directory)")
-    score.add_argument("--partition", help="write OUT/<partition>/part-0.parquet, replacing that partition whole (e.g. date=2026-12-01)")
+    score.add_argument("--partition", help="write OUT/<partition>/part-<i>.parquet, replacing that partition whole (e.g. date=2026-12-01)")
     score.add_argument("--k", type=int, help="items per list (default: the funnel's rerank.k)")
     score.add_argument("--model-uri", help="models:/rankpipe-<dataset>@challenger, runs:/…, or a saved funnel directory; "
                        "default: models:/rankpipe-<dataset>@champion")
@@ -289,20 +288,19 @@ def _score(args) -> int:
         engine_config = load_config(None, _engine_overrides(args)).engine
         with open_engine(engine_config) as engine:
             started = time.perf_counter()
-            lists = scoring.score_on(engine, funnel, directory, requests, args.allow_past, args.k, cutoff)
+            try:  # written a chunk at a time: memory holds one chunk, however many requests
+                path, rows, served = scoring.score_to(engine, funnel, directory, requests, args.out, args.partition, args.allow_past, args.k,
+                                                      cutoff)
+            except OSError as exc:  # the disk filled, the folder went away: checked before the work, but not owned by us
+                raise ConfigError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
             seconds = time.perf_counter() - started
-        try:
-            path = scoring.write_lists(lists, args.out, args.partition)
-        except OSError as exc:  # the disk filled, the folder went away: checked before the work, but not owned by us
-            raise ConfigError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from None
     except (ContractError, ConfigError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"rankpipe: bad input: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    served = lists[S.REQUEST_ID].nunique()
     print(f"scored {len(requests)} requests in {seconds:.1f}s ({len(requests) / max(seconds, 1e-9):,.0f}/s); "
-          f"{served} got a list, {len(lists)} rows written to {path}")
+          f"{served} got a list, {rows} rows written to {path}")
     return 0
 
 

@@ -21,18 +21,11 @@ from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.datasets.files import read_text
 from rankpipe.pipeline.rundir import check_writable
 from rankpipe.pipeline.schema import ConfigError
-from rankpipe.ranking.funnel import Funnel
+from rankpipe.ranking.funnel import LIST_COLUMNS, Funnel, empty_list_frame, validate_requests
 
 FEED_SPEC = re.compile(r"^active:(\d+)d$")
 SEARCH_SPEC = re.compile(r"^top:(\d+)$")
 ANONYMOUS = "anonymous"  # the user of a head-query request: nobody in particular (the unknown-user fallbacks serve it)
-
-
-def load_funnel(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic", device: str = "auto") -> Funnel:
-    """The funnel ``model_uri`` names: ``models:/…`` or ``runs:/…`` (read from the work directory's
-    MLflow store unless ``MLFLOW_TRACKING_URI`` is set), or a directory a funnel was saved in (a run's
-    ``promote/funnel``); by default the dataset's champion (:func:`champion_uri`)."""
-    return Funnel.load(funnel_directory(model_uri, workdir, dataset), device)
 
 
 def champion_uri(client, dataset: str) -> str:
@@ -51,8 +44,10 @@ def champion_uri(client, dataset: str) -> str:
 
 
 def funnel_directory(model_uri: str | None, workdir: str | Path, dataset: str = "synthetic") -> Path:
-    """The local directory holding the funnel ``model_uri`` names (see :func:`load_funnel`); a
-    registered one is downloaded from the registry first."""
+    """The local directory holding the funnel ``model_uri`` names: ``models:/…`` or ``runs:/…`` (read
+    from the work directory's MLflow store unless ``MLFLOW_TRACKING_URI`` is set; a registered one is
+    downloaded from the registry first), or a directory a funnel was saved in (a run's
+    ``promote/funnel``); by default the dataset's champion (:func:`champion_uri`)."""
     uri = model_uri or "champion"
     if model_uri and "://" not in uri and not uri.startswith("models:/"):
         path = Path(uri)
@@ -81,38 +76,94 @@ def funnel_directory(model_uri: str | None, workdir: str | Path, dataset: str = 
 _WORKER_FUNNELS: dict[tuple[str, str | None], Funnel] = {}  # in each Dask worker process: the funnels it has loaded
 
 
-def _score_partition(directory: str, cutoff: str | None, requests: pd.DataFrame, allow_past: bool, k: int | None) -> pd.DataFrame:
-    """One partition of requests scored on a worker, which loads the funnel once and keeps it."""
+def _worker_funnel(directory: str, cutoff: str | None) -> Funnel:
+    """The funnel a worker loads once and keeps (per directory and cutoff)."""
     key = (directory, cutoff)
     if key not in _WORKER_FUNNELS:
         funnel = Funnel.load(directory)
         _WORKER_FUNNELS[key] = funnel.until(pd.Timestamp(cutoff)) if cutoff else funnel
-    return _WORKER_FUNNELS[key].score(requests, allow_past=allow_past, k=k)
+    return _WORKER_FUNNELS[key]
+
+
+def _score_partition(directory: str, cutoff: str | None, requests: pd.DataFrame, allow_past: bool, k: int | None) -> pd.DataFrame:
+    """One partition of requests scored on a worker."""
+    return _worker_funnel(directory, cutoff).score(requests, allow_past=allow_past, k=k)
+
+
+def _score_partition_to(directory: str, cutoff: str | None, requests: pd.DataFrame, allow_past: bool, k: int | None,
+                        path: str) -> tuple[int, int]:
+    """One partition of requests scored on a worker and written there to ``path`` (in SCORE_CHUNK
+    pieces, so a worker's memory holds one); returns (rows, requests that got a list)."""
+    funnel, rows, served = _worker_funnel(directory, cutoff), 0, 0
+    with _ParquetStream(Path(path)) as stream:
+        for a, b in chunk_bounds(len(requests), SCORE_CHUNK) or [(0, 0)]:
+            lists = funnel.score(requests.iloc[a:b], allow_past=allow_past, k=k)
+            stream.write(lists)
+            rows, served = rows + len(lists), served + lists[S.REQUEST_ID].nunique()
+    return rows, served
 
 
 def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFrame, allow_past: bool = False, k: int | None = None,
              cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
-    """``funnel.score(requests)`` on ``engine``: in this process, or on a Dask cluster as a map over
-    partitions of the requests, each worker loading the funnel from ``directory`` (which its workers
-    must be able to read) once and keeping it. Requests are scored independently, so the lists are
-    the same either way, in the same order. ``funnel`` is the same funnel (``until(cutoff)`` applied),
-    used here to check the requests before any work is sent."""
-    from rankpipe.ranking.funnel import validate_requests
-
+    """``funnel.score(requests)`` on ``engine``, whole, in memory (:func:`score_to` writes them instead,
+    a chunk at a time): in this process, or on a Dask cluster as a map over partitions of the
+    requests, each worker loading the funnel from ``directory`` (which its workers must be able to
+    read) once and keeping it. Requests are scored independently, so the lists are the same either
+    way, in the same order. ``funnel`` is the same funnel (``until(cutoff)`` applied), used here to
+    check the requests before any work is sent."""
     requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, before any work
     if not engine.distributed:
-        # In chunks: a chunk's candidates and features are what memory holds (100,000 requests at once peaked at 9.4 GB).
         parts = [funnel.score(requests.iloc[a:b], allow_past=True, k=k) for a, b in chunk_bounds(len(requests), SCORE_CHUNK)]
         return pd.concat(parts, ignore_index=True) if parts else funnel.score(requests, allow_past=True, k=k)  # none: the empty lists
+    _check_k(k)
+    futures = _map_partitions(engine, _score_partition, directory, requests, allow_past, k, cutoff)
+    return pd.concat(engine.client.gather(futures), ignore_index=True)
+
+
+def _check_k(k: int | None) -> None:
     if k is not None and k < 1:
         raise ConfigError(f"--k must be at least 1. Got {k} instead.")
+
+
+def _map_partitions(engine, function, directory, requests: pd.DataFrame, allow_past: bool, k: int | None, cutoff, *extra):
+    """Futures of ``function(directory, cutoff, part, allow_past, k, *extra_i)`` over even partitions of ``requests`` on the cluster."""
     from rankpipe.pipeline.engine import even_parts
 
     n = max(1, min(engine.partitions, len(requests)))
     chunks = engine.client.scatter([requests.iloc[a:b] for a, b in even_parts(len(requests), n)], hash=False)  # data, not graph
     stamp = None if cutoff is None else pd.Timestamp(cutoff).isoformat()
-    futures = engine.client.map(_score_partition, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, pure=False)
-    return pd.concat(engine.client.gather(futures), ignore_index=True)
+    extra = [[values[i] for i in range(n)] for values in extra]
+    return engine.client.map(function, [str(Path(directory).resolve())] * n, [stamp] * n, chunks, [allow_past] * n, [k] * n, *extra, pure=False)
+
+
+def score_to(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFrame, out: str | Path, partition: str | None = None,
+             allow_past: bool = False, k: int | None = None, cutoff: pd.Timestamp | None = None) -> tuple[Path, int, int]:
+    """Score ``requests`` (as :func:`score_on`) and write the lists as Parquet a chunk at a time, so
+    memory holds one chunk's candidates and lists however many requests there are (a million users'
+    feed included): to ``out`` (one file, a row group per chunk), or with ``partition`` (e.g.
+    ``date=2026-12-01``) to ``out/<partition>/part-<i>.parquet``, replacing that partition whole.
+    Nothing half-written is ever visible: the file or partition appears whole, or not at all, and a
+    retried task replaces its own output. On a Dask cluster with ``partition``, each worker scores
+    and writes its own part files there (``out`` must be a path the workers share).
+
+    Returns:
+        (the file or partition directory written, rows written, requests that got a list).
+    """
+    requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, before any work
+    _check_k(k)
+    with _ListsOutput(Path(out), partition) as output:
+        if engine.distributed and partition is not None:
+            n = max(1, min(engine.partitions, len(requests)))
+            paths = [str(output.part(i)) for i in range(n)]
+            for rows, served in engine.client.gather(_map_partitions(engine, _score_partition_to, directory, requests, allow_past, k, cutoff, paths)):
+                output.rows, output.served = output.rows + rows, output.served + served
+        elif engine.distributed:  # one file: the workers' lists come here, and are written as one
+            futures = _map_partitions(engine, _score_partition, directory, requests, allow_past, k, cutoff)
+            output.write(pd.concat(engine.client.gather(futures), ignore_index=True))
+        else:
+            for a, b in chunk_bounds(len(requests), SCORE_CHUNK) or [(0, 0)]:
+                output.write(funnel.score(requests.iloc[a:b], allow_past=True, k=k))
+    return output.path, output.rows, output.served
 
 
 SCORE_CHUNK = 5_000  # requests scored at once by score_on in this process
@@ -189,41 +240,94 @@ def check_output(out: str | Path, partition: str | None = None) -> None:
     check_writable(out if partition is not None else out.parent, f"--out {out}")
 
 
-def write_lists(lists: pd.DataFrame, out: str | Path, partition: str | None = None) -> Path:
-    """Write ``lists`` as Parquet, atomically: to ``out`` (a file), or, with ``partition`` (e.g.
-    ``date=2026-12-01``), as ``out/<partition>/part-0.parquet``, replacing that partition whole, so a
-    retried task replaces its own output and a reader never sees half of one. Returns the path written."""
-    out = Path(out)
-    if partition is None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+def _list_schema():
+    import pyarrow as pa
+
+    return pa.Schema.from_pandas(empty_list_frame(), preserve_index=False)
+
+
+class _ParquetStream:
+    """One Parquet file written a frame at a time (a row group each, the scored lists' schema), under
+    a temporary name until it closes whole; a failure leaves nothing."""
+
+    def __init__(self, path: Path):
+        import pyarrow.parquet as pq
+
+        self.path, self.partial = path, path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.schema = _list_schema()
+        self.writer = pq.ParquetWriter(str(self.partial), self.schema)
+
+    def write(self, lists: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        self.writer.write_table(pa.Table.from_pandas(lists[list(LIST_COLUMNS)], schema=self.schema, preserve_index=False))
+
+    def __enter__(self) -> "_ParquetStream":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
         try:
-            S.write_frame(lists, tmp)
-            os.replace(tmp, out)
+            self.writer.close()
+            if kind is None:
+                os.replace(self.partial, self.path)
         finally:
-            tmp.unlink(missing_ok=True)
-        return out
-    check_partition(partition)
-    final, staging = out / partition, out / f".{partition}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        S.write_frame(lists, staging / "part-0.parquet")
-        old = out / f".{partition}.old-{uuid.uuid4().hex[:8]}"
-        if final.exists():
-            final.rename(old)  # the previous attempt's partition steps aside; renames are atomic
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final / "part-0.parquet"
+            self.partial.unlink(missing_ok=True)
+
+
+class _ListsOutput:
+    """Where :func:`score_to` writes: one streamed file, or a partition's part files staged beside it
+    and swapped in whole (renames are atomic), the previous attempt's partition set aside first."""
+
+    def __init__(self, out: Path, partition: str | None):
+        self.out, self.partition, self.rows, self.served, self.written = out, partition, 0, 0, 0
+        if partition is None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.path, self.stream = out, _ParquetStream(out)
+        else:
+            check_partition(partition)
+            self.path, self.staging, self.stream = out / partition, out / f".{partition}.tmp-{uuid.uuid4().hex[:8]}", None
+            self.staging.mkdir(parents=True)
+
+    def part(self, i: int) -> Path:
+        """The ``i``-th part file of the staged partition."""
+        return self.staging / f"part-{i:05d}.parquet"
+
+    def write(self, lists: pd.DataFrame) -> None:
+        """One chunk's lists: a row group of the file, or the partition's next part file."""
+        if self.stream is not None:
+            self.stream.write(lists)
+        else:
+            with _ParquetStream(self.part(self.written)) as stream:
+                stream.write(lists)
+        self.written += 1
+        self.rows, self.served = self.rows + len(lists), self.served + lists[S.REQUEST_ID].nunique()
+
+    def __enter__(self) -> "_ListsOutput":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        if self.stream is not None:
+            self.stream.__exit__(kind, error, trace)
+            return
+        try:
+            if kind is None:
+                old = self.out / f".{self.partition}.old-{uuid.uuid4().hex[:8]}"
+                if self.path.exists():
+                    self.path.rename(old)  # the previous attempt's partition steps aside
+                self.staging.rename(self.path)
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def score_feed_partition(workdir: str | Path, dataset: str, users: str, partition: str, model_uri: str | None = None) -> dict:
     """The DAG's ``score`` task: the champion funnel's feed lists for every active user (``users``,
     e.g. ``active:7d``), written to ``<workdir>/lists/feed/<partition>/part-0.parquet`` (replacing the
     partition whole, so a retry is idempotent). Returns what it did, for the task's XCom."""
-    funnel = load_funnel(model_uri, workdir, dataset)
+    from rankpipe.pipeline.engine import LOCAL
+
+    directory = funnel_directory(model_uri, workdir, dataset)
+    funnel = Funnel.load(directory)
     requests = feed_requests(funnel, users)
-    lists = funnel.score(requests)
-    path = write_lists(lists, Path(workdir) / "lists" / "feed", partition)
-    return {"requests": len(requests), "rows": len(lists), "path": str(path)}
+    path, rows, _ = score_to(LOCAL, funnel, directory, requests, Path(workdir) / "lists" / "feed", partition)
+    return {"requests": len(requests), "rows": rows, "path": str(path)}

@@ -88,5 +88,6 @@ def test_readme_airflow_setup_runs_as_written(tmp_path):
     # The score task wrote the champion's feed lists into this logical date's partition, and nothing half-written.
     (partition,) = (tmp_path / "rankpipe-airflow" / "lists" / "feed").iterdir()
     assert partition.name == "date=2026-12-01"
-    lists = pd.read_parquet(partition / "part-0.parquet")
+    assert sorted(p.name for p in partition.iterdir())[0] == "part-00000.parquet"  # one part file per scored chunk
+    lists = pd.read_parquet(partition)
     assert len(lists) > 0 and lists["rank"].min() == 1 and lists["request_id"].str.startswith("feed:").all()

@@ -177,14 +177,39 @@ def test_a_stopped_score_leaves_no_file_behind(funnel, tmp_path):
     code = f"""
 import os, signal, sys
 from rankpipe.pipeline import cli, scoring
-write = scoring.S.write_frame
-def write_then_stop(frame, path):
-    write(frame, path)
+write = scoring._ParquetStream.write
+def write_then_stop(stream, lists):
+    write(stream, lists)
     os.kill(os.getpid(), signal.SIGTERM)
-scoring.S.write_frame = write_then_stop
+scoring._ParquetStream.write = write_then_stop
 sys.exit(cli.main(["score", "--model-uri", {str(tmp_path / "funnel")!r}, "--requests", {str(tmp_path / "requests.parquet")!r},
                    "--out", {str(out / "lists.parquet")!r}]))
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 143, done.stderr[-2000:]
     assert "stopped by SIGTERM" in done.stderr and list(out.iterdir()) == []
+
+
+def test_scoring_writes_a_chunk_at_a_time_the_lists_of_one_call(funnel, tmp_path, monkeypatch):
+    """score_to streams chunks (a row group each, or a part file each in a partition) and the file
+    reads back as the lists of one whole call; a retried partition is replaced whole."""
+    from rankpipe.pipeline import scoring
+    from rankpipe.pipeline.engine import LOCAL
+
+    funnel.save(tmp_path / "funnel")
+    requests = scoring.feed_requests(funnel, "active:30d").head(23)
+    whole = funnel.score(requests).astype({"rank": "int64"})  # the files' schema is the documented one (empty_list_frame), whatever the reranker's dtype
+    monkeypatch.setattr(scoring, "SCORE_CHUNK", 5)
+    path, rows, served = scoring.score_to(LOCAL, funnel, tmp_path / "funnel", requests, tmp_path / "lists.parquet")
+    assert (path, rows, served) == (tmp_path / "lists.parquet", len(whole), whole[S.REQUEST_ID].nunique())
+    import pyarrow.parquet as pq
+
+    assert pq.ParquetFile(path).num_row_groups == 5  # 23 requests in chunks of 5
+    pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
+    for _ in range(2):
+        path, _, _ = scoring.score_to(LOCAL, funnel, tmp_path / "funnel", requests, tmp_path / "feed", partition="date=2026-12-01")
+    assert sorted(p.name for p in path.iterdir()) == [f"part-{i:05d}.parquet" for i in range(5)]
+    assert [p.name for p in (tmp_path / "feed").iterdir()] == ["date=2026-12-01"]
+    pd.testing.assert_frame_equal(pd.read_parquet(path), whole)
+    empty, rows, served = scoring.score_to(LOCAL, funnel, tmp_path / "funnel", requests.head(0), tmp_path / "none.parquet")
+    assert (rows, served) == (0, 0) and list(pd.read_parquet(empty).columns) == list(whole.columns)
