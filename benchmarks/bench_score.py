@@ -11,10 +11,14 @@ candidate pairs (rankpipe's own numba kernel; no library does it), and LightGBM'
 the same feature matrix. ``library_ratio`` is the funnel's time over theirs: what the glue around
 them costs (the channels' own work outside faiss, the merge, joins, the rerank).
 
-Also one request at a time through the registered-model wrapper (``p50_ms``, ``p99_ms``), and the
-process's peak memory. Prints a profile, then as its LAST line one JSON object.
+Also one request at a time through the registered-model wrapper (``p50_ms``, ``p99_ms``) and over
+HTTP through ``mlflow models serve`` (``http_p50_ms``, ``http_p99_ms``; :mod:`rankpipe.pipeline.serving`),
+the process's peak memory, and (``--memory-at``) the peak memory of ``rankpipe score``'s streamed
+write (:func:`~rankpipe.pipeline.scoring.score_to`) at each request count, each in a fresh process:
+it must not grow with the count past one chunk. Prints a profile, then as its LAST line one JSON object.
 
-Usage: python benchmarks/bench_score.py [--requests 100000] [--batch 20000] [--funnel DIR | --run-dir DIR] [--quick]
+Usage: python benchmarks/bench_score.py [--requests 100000] [--batch 20000] [--funnel DIR | --run-dir DIR]
+       [--memory-at 100000,1000000] [--quick]
 """
 
 from __future__ import annotations
@@ -77,6 +81,60 @@ def make_requests(funnel: Funnel, n: int) -> pd.DataFrame:
     return pd.concat([feed, search], ignore_index=True)
 
 
+def synthetic_requests(funnel: Funnel, n: int) -> pd.DataFrame:
+    """Exactly ``n`` requests at the funnel's cutoff: half feed requests cycling through the active
+    users, half search requests cycling through the head queries, each under its own id."""
+    feed, search = feed_requests(funnel, "active:30d"), search_requests(funnel, "top:1000")
+    n_feed = n - n // 2 if len(search) else n
+    feed = feed.iloc[np.arange(n_feed) % len(feed)].assign(**{S.REQUEST_ID: [f"feed:{i:08d}" for i in range(n_feed)]})
+    search = search.iloc[np.arange(n - n_feed) % max(len(search), 1)].assign(**{S.REQUEST_ID: [f"search:{i:08d}" for i in range(n - n_feed)]})
+    return pd.concat([feed, search], ignore_index=True)
+
+
+STREAMED = """
+import json, resource, sys, time
+sys.path.insert(0, {benchmarks!r})
+from pathlib import Path
+from bench_score import synthetic_requests
+from rankpipe.pipeline.engine import LOCAL
+from rankpipe.pipeline.scoring import score_to
+from rankpipe.ranking.funnel import Funnel
+funnel = Funnel.load({funnel!r})
+requests = synthetic_requests(funnel, {n})
+started = time.perf_counter()
+_, rows, _ = score_to(LOCAL, funnel, {funnel!r}, requests, Path({out!r}), allow_past=True)
+print(json.dumps({{"rows": rows, "seconds": time.perf_counter() - started, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def streamed_memory(funnel_dir: Path, n: int, out: Path) -> dict:
+    """Peak memory and time of ``score_to`` on ``n`` synthetic requests, in a fresh process."""
+    import subprocess
+
+    code = STREAMED.format(benchmarks=str(Path(__file__).resolve().parent), funnel=str(funnel_dir), n=n, out=str(out))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the streamed scoring of {n:,} requests failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def http_latency(funnel_dir: Path, requests: pd.DataFrame, n: int, work: Path) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, start-up s) of one request at a time through ``mlflow models serve`` on the funnel."""
+    from rankpipe.pipeline.serving import ask, http_server, mlflow_model_of
+
+    model = mlflow_model_of(funnel_dir, work / "mlflow_model")
+    started = time.perf_counter()
+    with http_server(str(model)) as url:
+        startup = time.perf_counter() - started
+        ask(url, requests.iloc[:2], allow_past=True)  # the first call loads what the funnel builds once
+        seconds = []
+        for i in np.random.default_rng(1).choice(len(requests), size=min(n, len(requests)), replace=False):
+            began = time.perf_counter()
+            ask(url, requests.iloc[[i]], allow_past=True)
+            seconds.append((time.perf_counter() - began) * 1000)
+    return float(np.percentile(seconds, 50)), float(np.percentile(seconds, 99)), startup
+
+
 def profile_batch(funnel: Funnel, requests: pd.DataFrame, timings: dict[str, float]) -> None:
     """One batch through the steps of :meth:`Funnel.score`, each timed; the library calls on the same inputs timed beside."""
     def timed(key, fn, *args):
@@ -115,10 +173,14 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300, help="requests timed one at a time through the registered-model wrapper")
     parser.add_argument("--funnel", help="a saved funnel directory (a run's promote/funnel); default: train the default world here")
     parser.add_argument("--run-dir", help="a finished run directory whose stages' parts make the funnel (rankpipe-work/runs/<id>)")
+    parser.add_argument("--memory-at", default="100000,1000000",
+                        help="request counts at which to measure the streamed write's peak memory, each in a fresh process ('' skips)")
+    parser.add_argument("--http", type=int, default=100, help="requests timed one at a time over HTTP (0 skips the server)")
     parser.add_argument("--quick", action="store_true", help="a tiny world and 1,000 requests (what the test runs)")
     args = parser.parse_args()
     if args.quick:
-        args.requests, args.batch, args.single = 1_000, 500, 30
+        args.requests, args.batch, args.single, args.memory_at, args.http = 1_000, 500, 30, "500,2000", 10
+    memory_at = [int(n) for n in str(args.memory_at).split(",") if n.strip()]
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if args.funnel:
@@ -145,6 +207,11 @@ def main() -> None:
             served.predict(requests.iloc[[i]], params={"allow_past": True})
             single.append((time.perf_counter() - started) * 1000)
 
+        funnel_dir = Path(tmp) / "saved_funnel"
+        funnel.save(funnel_dir)
+        http = http_latency(funnel_dir, requests, args.http, Path(tmp)) if args.http else None
+        streamed = {n: streamed_memory(funnel_dir, n, Path(tmp) / f"lists_{n}.parquet") for n in memory_at}
+
     library = sum(v for k, v in timings.items() if k.startswith("library."))
     steps = {k: v for k, v in timings.items() if not k.startswith("library.")}
     print(f"\n{len(requests):,} requests ({rows:,} rows out) in {batch_seconds:.1f}s, batches of {args.batch:,}", file=sys.stderr)
@@ -157,6 +224,8 @@ def main() -> None:
         "library_ratio": round(batch_seconds / max(library, 1e-9), 2),
         "p50_ms": round(float(np.percentile(single, 50)), 2), "p99_ms": round(float(np.percentile(single, 99)), 2),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **({"http_p50_ms": round(http[0], 2), "http_p99_ms": round(http[1], 2), "http_startup_s": round(http[2], 1)} if http else {}),
+        "streamed": {str(n): {"peak_mb": round(m["peak_mb"], 1), "requests_per_s": round(n / max(m["seconds"], 1e-9), 1)} for n, m in streamed.items()},
         "seconds": {k: round(v, 3) for k, v in sorted(timings.items())},
     }
     print(json.dumps(result))

@@ -1,4 +1,4 @@
-"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe report``, ``rankpipe promote --explain``,
+"""Command line: ``rankpipe run``, ``rankpipe stage NAME``, ``rankpipe score``, ``rankpipe serve``, ``rankpipe report``, ``rankpipe promote --explain``,
 ``rankpipe config``, ``rankpipe datasets``, ``rankpipe rankers``, ``rankpipe rerankers``, ``rankpipe suggest``.
 
 Bad input (data contract or config) exits with code 2 and a message naming the table, column or
@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--explain", action="store_true", required=True, help="print why the last decision of each registered model went as it did")
     promote.add_argument("--dataset", help="only the registered models of this dataset")
     promote.add_argument("--workdir", default="rankpipe-work", help="where the MLflow store lives (default ./rankpipe-work)")
+    serve = sub.add_parser("serve", help="answer requests with ranked lists over HTTP (mlflow models serve on the champion funnel, or --model-uri)")
+    serve.add_argument("--model-uri", help="models:/<name>@<alias>, runs:/…, or a saved funnel directory (default: the dataset's champion)")
+    serve.add_argument("--dataset", default="synthetic", help="whose champion to serve when --model-uri is not given (default synthetic)")
+    serve.add_argument("--workdir", default="rankpipe-work", help="where the MLflow store lives (default ./rankpipe-work)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=5001, help="the port to listen on (default 5001)")
     sub.add_parser("datasets", help="list the dataset adapters and the stages each feeds")
     sub.add_parser("rankers", help="list the rankers rank.model can name")
     sub.add_parser("rerankers", help="list the rerankers rerank.chain can name")
@@ -368,6 +374,14 @@ def _main(argv: list[str]) -> int:
 
         try:
             return explain.write_report(args) if args.command == "report" else explain.explain(args)
+        except (ContractError, ConfigError) as exc:
+            print(f"rankpipe: bad input: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    if args.command == "serve":
+        from rankpipe.pipeline.serving import serve
+
+        try:
+            return serve(args.model_uri, args.workdir, args.dataset, args.host, args.port)
         except (ContractError, ConfigError) as exc:
             print(f"rankpipe: bad input: {exc}", file=sys.stderr)
             return EXIT_BAD_INPUT

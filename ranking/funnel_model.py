@@ -18,7 +18,7 @@ import pandas as pd
 from rankpipe.ranking.funnel import Funnel
 
 # The libraries that read a saved funnel's parts (pinned to the installed versions when registered).
-FUNNEL_LIBRARIES = ("pandas", "pyarrow", "numpy", "scipy", "scikit-learn", "faiss-cpu", "lightgbm", "torch")
+FUNNEL_LIBRARIES = ("pandas", "pyarrow", "numpy", "scipy", "scikit-learn", "faiss-cpu", "lightgbm", "torch", "treelite", "tl2cgen")
 CHANNEL_LIBRARIES = {"als": "implicit"}  # a channel that needs a library of its own to retrieve (ALS solves each user with implicit)
 
 

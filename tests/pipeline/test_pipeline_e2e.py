@@ -289,16 +289,10 @@ def test_dask_engine_gives_the_local_features_and_lists_and_a_ranker_as_good(fir
 def test_the_champion_served_over_http_answers_with_rankpipe_scores_lists(first_run, tmp_path):
     """``mlflow models serve`` on the registered champion, started for real on 127.0.0.1: a JSON
     request gets the lists ``rankpipe score`` writes for the same requests."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
     import pandas as pd
 
     from rankpipe.pipeline.cli import main
+    from rankpipe.pipeline.serving import ask, http_server
 
     config, workdir, summary = first_run
     name = registered_name(config)
@@ -308,33 +302,8 @@ def test_the_champion_served_over_http_answers_with_rankpipe_scores_lists(first_
     assert main(["score", "--requests", str(tmp_path / "requests.parquet"), "--out", str(tmp_path / "lists.parquet"), "--allow-past",
                  "--model-uri", f"models:/{name}@champion", "--workdir", str(workdir)]) == 0
     written = pd.read_parquet(tmp_path / "lists.parquet")
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir.resolve() / 'mlflow.db'}"}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{name}@champion", "--env-manager", "local",
-                               "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert server.poll() is None, server.stdout.read().decode()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not answer /ping in 180 s"
-                time.sleep(0.5)
-        body = {"dataframe_split": json.loads(test.assign(ts=test["ts"].map(pd.Timestamp.isoformat)).to_json(orient="split", index=False)),
-                "params": {"allow_past": True}}
-        asked = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps(body).encode(),
-                                       headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(asked, timeout=60) as reply:
-            answered = pd.DataFrame(json.loads(reply.read())["predictions"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with http_server(f"models:/{name}@champion", tracking_uri=f"sqlite:///{workdir.resolve() / 'mlflow.db'}") as url:
+        answered = ask(url, test, allow_past=True)
     keys = ["request_id", "rank"]
     got, want = answered.sort_values(keys, ignore_index=True), written.sort_values(keys, ignore_index=True)
     assert len(want) >= 100
