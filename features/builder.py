@@ -86,6 +86,17 @@ class FeatureBuilder:
         out.items_, out.train_end_, out.priors_, out.position_ctr_ = self.items_, self.train_end_, self.priors_, self.position_ctr_
         return out
 
+    def without_pairs(self, pairs: pd.DataFrame) -> "FeatureBuilder":
+        """The same fitted builder reading a history without any event of the (user_id, item_id)
+        ``pairs``: the statistics of requests that must not know those interactions happened (the
+        ``random_75_25`` protocol's inner holdout, which the ranker learns to find)."""
+        S.check_fitted(self, "history_", "without_pairs")
+        out = FeatureBuilder(**self.get_params())
+        held = pd.MultiIndex.from_frame(pairs[[S.USER_ID, S.ITEM_ID]])
+        out.history_ = self.history_[~pd.MultiIndex.from_frame(self.history_[[S.USER_ID, S.ITEM_ID]]).isin(held)].reset_index(drop=True)
+        out.items_, out.train_end_, out.priors_, out.position_ctr_ = self.items_, self.train_end_, self.priors_, self.position_ctr_
+        return out
+
     def save(self, directory: str | Path) -> None:
         """``feature_builder.json`` (hyperparameters, the train cutoff) and one Parquet file per fitted table."""
         S.check_fitted(self, "history_", "save")

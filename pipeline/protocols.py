@@ -14,6 +14,8 @@ items for one request per held-out user: under ``leave_last_out`` at the held-ou
 
 The merge and the ranker learn from validation requests asked the way the protocol asks
 (:func:`protocol_shaped`): under ``leave_last_out`` each is asked at its last positive event, for that item.
+Under ``random_75_25`` they are asked for an inner random quarter of the train period's positives
+(:func:`inner_holdout`), which the channels are fitted without and the requests' histories lack.
 """
 
 from __future__ import annotations
@@ -90,3 +92,38 @@ def protocol_shaped(requests: pd.DataFrame, labels: pd.DataFrame, events: pd.Dat
     moved = requests.assign(**{S.TS: at.reindex(requests[S.REQUEST_ID]).fillna(requests.set_index(S.REQUEST_ID)[S.TS]).to_numpy()})
     history_now = pd.MultiIndex.from_frame(labels[[S.REQUEST_ID, S.ITEM_ID]]).isin(pd.MultiIndex.from_frame(earlier))
     return moved, labels[~history_now].reset_index(drop=True)
+
+
+INNER_PREFIX = "inner:"  # the request ids of :func:`inner_holdout`'s requests, one per user
+
+
+def inner_holdout(events: pd.DataFrame, at: pd.Timestamp, n_users: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``random_75_25``'s question asked inside the train period, for the merge and the ranker to learn from.
+
+    Of up to ``n_users`` users (seeded) with at least four positive items before ``at``, a random
+    quarter of those items is held out (as :func:`held_out_interactions` holds the protocol's out
+    of the whole log), and each user gets one request at ``at`` whose positives are exactly them.
+    Whoever fits on the events before ``at`` must not see these pairs (:func:`without_pairs`), and
+    the requests' histories must lack them, or the channels would find what they were fitted on.
+
+    Returns:
+        (requests: request_id ``inner:<user>``, user_id, ts = ``at``, query null, split ``valid``;
+        labels: request_id, item_id, grade, the pair's best grade before ``at``;
+        pairs: the held-out user_id, item_id, ts).
+    """
+    before = events[(events[S.TS] < at).to_numpy()]
+    positives = S.positive_history(before).drop_duplicates([S.USER_ID, S.ITEM_ID])
+    per_user = positives.groupby(S.USER_ID, sort=True)[S.ITEM_ID].size()
+    eligible = per_user.index[per_user.to_numpy() >= 4].to_numpy()
+    if len(eligible) > n_users:
+        eligible = np.sort(np.random.default_rng(seed).choice(eligible, n_users, replace=False))
+    pairs = held_out_interactions(before[before[S.USER_ID].isin(eligible).to_numpy()], "random_75_25", seed + 1)
+    users = pd.Series(pd.unique(pairs[S.USER_ID]), dtype="str")
+    requests = pd.DataFrame({S.REQUEST_ID: INNER_PREFIX + users, S.USER_ID: users, S.TS: pd.Series([at] * len(users), dtype=before[S.TS].dtype),
+                             S.QUERY: pd.Series(None, index=users.index, dtype="str"), S.SPLIT: S.VALID})
+    held = pd.MultiIndex.from_frame(pairs[[S.USER_ID, S.ITEM_ID]])
+    graded = before[pd.MultiIndex.from_frame(before[[S.USER_ID, S.ITEM_ID]]).isin(held)]
+    graded = graded.assign(**{S.GRADE: S.label_grades(graded[S.EVENT])}).groupby([S.USER_ID, S.ITEM_ID], sort=False)[S.GRADE].max().reset_index()
+    labels = pd.DataFrame({S.REQUEST_ID: INNER_PREFIX + graded[S.USER_ID].astype("str"), S.ITEM_ID: graded[S.ITEM_ID],
+                           S.GRADE: graded[S.GRADE].to_numpy(dtype=np.int8)})
+    return requests, labels, pairs.reset_index(drop=True)

@@ -18,7 +18,7 @@ from rankpipe.features.stats import feature_groups
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import LOCAL, counter_of, lightgbm_trainer, xgboost_trainer
-from rankpipe.pipeline.protocols import protocol_shaped
+from rankpipe.pipeline.protocols import protocol_shaped, without_pairs
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, item_vectors_of, positive_history, recall_depth, with_request_context
 from rankpipe.pipeline.stages.prepare import LTR_ID, LTR_LABEL
 from rankpipe.ranking import metrics as M
@@ -175,12 +175,22 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
     logged_pairs = with_request_context(logged[[S.REQUEST_ID, S.ITEM_ID]], requests).reset_index(drop=True)
     logged = embedding_similarity(logged.reset_index(drop=True), logged_pairs, history, item_index, vectors, n_last)
     asked = merged = candidate_channels = graded = None
+    candidate_history, candidate_builder = history, builder  # what the candidate requests' users had before them, and the statistics of it
     if with_recall:
-        asked = candidate_requests(requests, inputs.table("recall", "merge_requests"), rc.candidate_requests, config.seed)
+        if config.evaluate.protocol == "random_75_25":
+            # asked as the protocol asks: the recall stage's inner-holdout requests the merge did not learn from, whose
+            # histories lack the held-out quarter (protocols.inner_holdout)
+            asked = candidate_requests(inputs.table("recall", "shaped_requests"), inputs.table("recall", "merge_requests"), rc.candidate_requests,
+                                       config.seed)
+            labels = inputs.table("recall", "shaped_labels")
+            held_out = inputs.table("recall", "shaped_pairs")
+            candidate_history, candidate_builder = without_pairs(history, held_out), builder.without_pairs(held_out)
+        else:
+            asked = candidate_requests(requests, inputs.table("recall", "merge_requests"), rc.candidate_requests, config.seed)
+            # asked as the protocol asks (leave_last_out: at each request's last positive event)
+            asked, labels = protocol_shaped(asked, inputs.table("prepare", "labels"), inputs.frame("prepare", "events"), config.evaluate.protocol)
         inputs.step(f"recall {len(asked):,} candidate requests")
-        # asked as the protocol asks (leave_last_out: at each request's last positive event)
-        asked, labels = protocol_shaped(asked, inputs.table("prepare", "labels"), inputs.frame("prepare", "events"), config.evaluate.protocol)
-        merged, candidate_channels, graded = training_candidates(inputs, config, asked, history, labels)
+        merged, candidate_channels, graded = training_candidates(inputs, config, asked, candidate_history, labels)
         all_merged = pd.concat([candidates, merged], ignore_index=True)
         all_channels = pd.concat([channel_lists, candidate_channels], ignore_index=True)
         logged = pd.concat([logged, recall_features(logged_pairs, all_merged, all_channels, quotas)], axis=1)
@@ -206,7 +216,7 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
         inputs.step(f"features of {len(graded):,} candidates")
         pairs = with_request_context(graded, asked).reset_index(drop=True)
         rows = pd.concat([pairs[[S.REQUEST_ID, S.ITEM_ID, S.SPLIT, S.GRADE]],
-                          candidate_features(pairs, builder, history, item_index, vectors, n_last, merged, candidate_channels, quotas, counter,
+                          candidate_features(pairs, candidate_builder, candidate_history, item_index, vectors, n_last, merged, candidate_channels, quotas, counter,
                                              sequence_length)], axis=1)
         # Early stopping and calibration on the later fifth of the candidate requests, in time.
         stop_ids = asked[S.REQUEST_ID].iloc[int(len(asked) * 0.8):]

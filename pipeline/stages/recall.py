@@ -9,7 +9,7 @@ import pandas as pd
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.config import Config
 from rankpipe.pipeline.engine import block_mapper
-from rankpipe.pipeline.protocols import protocol_shaped
+from rankpipe.pipeline.protocols import inner_holdout, protocol_shaped, without_pairs
 from rankpipe.pipeline.stages.base import StageInputs, StageResult, channel_events, recall_depth, train_end
 from rankpipe.ranking.recall import MERGES, choose_merge, make_channels
 from rankpipe.ranking.funnel import recall_candidates
@@ -94,26 +94,38 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     merge_share = min(config.recall.calibration_requests, (len(valid_requests) + 1) // 2)
     if len(valid_requests) > merge_share:
         valid_requests = valid_requests.sample(merge_share, random_state=config.seed)
-    calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     history = S.positive_history(events)
+    asked_history, fit_events, tables = history, train_events, {}
+    if config.evaluate.protocol == "random_75_25":
+        # Asked as the protocol asks: for a random quarter of each user's past, which the channels are
+        # fitted without and the requests' histories lack (protocols.inner_holdout); the ranker learns
+        # from the requests the merge does not.
+        shaped, shaped_labels, pairs = inner_holdout(events, train_end(requests), config.recall.calibration_requests + config.rank.candidate_requests,
+                                                     config.seed)
+        fit_events, asked_history = without_pairs(train_events, pairs), S.positive_history(without_pairs(events, pairs))
+        tables.update(shaped_requests=shaped, shaped_labels=shaped_labels, shaped_pairs=pairs)
+        valid_requests = shaped.sample(min(config.recall.calibration_requests, (len(shaped) + 1) // 2), random_state=config.seed)
+        valid_labels = shaped_labels
+    else:
+        valid_requests, valid_labels = protocol_shaped(valid_requests, labels, events, config.evaluate.protocol)  # asked as the protocol asks
+    calibrate = config.recall.merge != "interleave" and len(valid_requests) > 0
     channels = channels_on(inputs.engine, config)
     depth = recall_depth(config)
-    valid_requests, valid_labels = protocol_shaped(valid_requests, labels, events, config.evaluate.protocol)  # asked as the protocol asks
     valid_positives = valid_labels[valid_labels[S.REQUEST_ID].isin(valid_requests[S.REQUEST_ID]) & (valid_labels[S.GRADE] > 0)]
     untuned = {"item2vec": config.recall.item2vec.popularity_weight is None, "two_tower": config.recall.two_tower.popularity_weight is None}
     held_out, timings, tuned = {}, {}, {}
     for name, channel in channels.items():
         started = time.perf_counter()
         inputs.step(f"channel {name}")
-        channel.fit(train_events, items)
+        channel.fit(fit_events, items)
         if untuned.get(name) and len(valid_positives):
-            tried = tune_popularity_weight(channel, valid_requests, valid_positives, history, config.recall.quotas[name])
+            tried = tune_popularity_weight(channel, valid_requests, valid_positives, asked_history, config.recall.quotas[name])
             tuned.update({f"{name}_prior_recall.{w:g}": r for w, r in tried.items()})
             tuned[f"{name}_popularity_weight"] = channel.popularity_weight
         if calibrate:
-            held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], history), valid_requests, items)
+            held_out[name] = launched_by_request(channel.retrieve(valid_requests, config.recall.quotas[name], asked_history), valid_requests, items)
         timings[f"{name}_seconds"] = time.perf_counter() - started
-    quotas, method, tables, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}, {}
+    quotas, method, merge_metrics = dict(config.recall.quotas), config.recall.merge, {}
     inputs.step("merge")
     if calibrate and method == "auto":
         method, cv = choose_merge(held_out, quotas, valid_positives, config.recall.k, config.evaluate.recall_ks, config.seed)

@@ -90,3 +90,27 @@ def test_leave_last_out_asks_each_learning_request_at_its_last_positive():
     for protocol in ("time", "random_75_25"):
         same = protocol_shaped(requests, labels, events, protocol)
         assert same[0] is requests and same[1] is labels
+
+
+@given(EVENTS, st.integers(1, 3), st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_random_75_25_learns_from_an_inner_quarter_of_the_past_asked_at_the_cut(rows, n_users, seed):
+    """inner_holdout: of at most n_users users with 4+ positives before the cut, a quarter (rounded
+    down) of those positives, asked at the cut, graded by the pair's best event before it."""
+    from rankpipe.pipeline.protocols import INNER_PREFIX, inner_holdout
+
+    events = _log(rows)
+    at = pd.Timestamp("2026-01-01") + pd.Timedelta(minutes=40)
+    requests, labels, pairs = inner_holdout(events, at, n_users, seed)
+    before = events[events[S.TS] < at]
+    positives = before[before[S.EVENT] != "impression"].drop_duplicates([S.USER_ID, S.ITEM_ID])
+    n = positives.groupby(S.USER_ID).size()
+    eligible = set(n.index[n >= 4])
+    assert set(requests[S.USER_ID]) <= eligible and len(requests) == min(n_users, len(eligible))
+    assert (requests[S.TS] == at).all() and (requests[S.SPLIT] == S.VALID).all() and requests[S.QUERY].isna().all()
+    assert (requests[S.REQUEST_ID] == INNER_PREFIX + requests[S.USER_ID]).all()
+    assert pairs.groupby(S.USER_ID).size().reindex(requests[S.USER_ID]).tolist() == (n.reindex(requests[S.USER_ID]) // 4).tolist()
+    assert set(zip(pairs[S.USER_ID], pairs[S.ITEM_ID])) <= set(zip(positives[S.USER_ID], positives[S.ITEM_ID]))
+    assert sorted(zip(labels[S.REQUEST_ID], labels[S.ITEM_ID])) == sorted(zip(INNER_PREFIX + pairs[S.USER_ID], pairs[S.ITEM_ID]))
+    best = before.assign(g=S.label_grades(before[S.EVENT])).groupby([S.USER_ID, S.ITEM_ID])["g"].max()
+    assert all(best[(r[len(INNER_PREFIX):], i)] == g for r, i, g in zip(labels[S.REQUEST_ID], labels[S.ITEM_ID], labels[S.GRADE]))
