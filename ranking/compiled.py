@@ -73,12 +73,14 @@ def _numeric(X) -> bool:
     return np.issubdtype(np.asarray(X).dtype, np.number)
 
 
-def _model_text(booster, num_iteration: int | None) -> str:
-    held = getattr(booster, "_rankpipe_model_text", None)
+def _model_text_and_key(booster, num_iteration: int | None) -> tuple[str, str]:
+    """The booster's model text for ``num_iteration`` trees and its library's name, computed once per booster and count."""
+    held = getattr(booster, "_rankpipe_compiled_key", None)
     if held is None or held[0] != num_iteration:
-        held = (num_iteration, booster.model_to_string(num_iteration=num_iteration))  # None: the best iteration, as predict
-        booster._rankpipe_model_text = held  # one serialisation per booster and iteration count
-    return held[1]
+        text = booster.model_to_string(num_iteration=num_iteration)  # None: the best iteration, as predict
+        held = (num_iteration, text, _key(text))
+        booster._rankpipe_compiled_key = held  # a serialisation and a hash per booster, not per call
+    return held[1], held[2]
 
 
 def _predictor(booster, num_iteration: int | None, rows: int):
@@ -87,8 +89,7 @@ def _predictor(booster, num_iteration: int | None, rows: int):
         return None
     if getattr(booster, "params", {}).get("objective", "").startswith("multiclass"):
         return None  # one score per row is what the callers read
-    text = _model_text(booster, num_iteration)
-    key = _key(text)
+    text, key = _model_text_and_key(booster, num_iteration)
     with _LOCK:
         if key in _PREDICTORS:
             return _PREDICTORS[key]
@@ -100,12 +101,21 @@ def _predictor(booster, num_iteration: int | None, rows: int):
 
             if not library.exists():
                 _compile(text, library)
-            _PREDICTORS[key] = tl2cgen.Predictor(str(library), nthread=os.cpu_count() or 1)
+            _PREDICTORS[key] = tl2cgen.Predictor(str(library), nthread=_threads())
         except Exception as error:  # no treelite/tl2cgen, no C compiler, or a failed compile: LightGBM predicts
             _WHY_NOT.append(f"{type(error).__name__}: {error}")
             log.warning("compiled trees are off in this process (%s); LightGBM predicts", _WHY_NOT[0].splitlines()[0][:200])
             return None
         return _PREDICTORS[key]
+
+
+def _threads() -> int:
+    """The threads OpenMP allows this process now: tl2cgen refuses more than ``omp_get_max_threads``,
+    which torch or a thread limit may have lowered below the core count."""
+    from threadpoolctl import threadpool_info
+
+    allowed = [info["num_threads"] for info in threadpool_info() if info.get("user_api") == "openmp"]
+    return max(1, min(allowed)) if allowed else max(1, os.cpu_count() or 1)
 
 
 def _key(text: str) -> str:
@@ -133,5 +143,5 @@ def _compile(text: str, library: Path) -> None:
         model = treelite.frontend.load_lightgbm_model(str(model_file))
         partial = Path(work) / library.name
         tl2cgen.export_lib(model, toolchain="gcc", libpath=str(partial), params={"parallel_comp": max(os.cpu_count() or 1, 2)},
-                           nthread=os.cpu_count() or 1)
+                           nthread=_threads())
         os.replace(partial, library)

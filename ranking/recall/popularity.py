@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from rankpipe.features.embeddings import recent_items
+from rankpipe.features.pit import once_per
 from rankpipe.pipeline import schema as S
 from rankpipe.pipeline.schema import check_fitted
 from rankpipe.ranking.recall.base import RecallChannel, decayed_counts, empty_lists, ranked_lists
@@ -70,11 +71,15 @@ class PopularityRecall(RecallChannel):
 
     def _tier(self, keys: pd.DataFrame, key: str, counts: pd.Series, k: int, tier: int) -> pd.DataFrame:
         """(request_id, item_id, score) of the top ``k`` items per key value, for the requests with that key."""
-        table = counts.rename("count").reset_index()
-        table = table.sort_values([key, "count"], ascending=[True, False], kind="stable")
-        table = table[table.groupby(key, sort=False).cumcount() < k]
-        table[S.SCORE] = tier + table["count"] / (1.0 + float(counts.max()))  # in [tier, tier + 1)
-        return keys.merge(table[[key, S.ITEM_ID, S.SCORE]], on=key)[[S.REQUEST_ID, S.ITEM_ID, S.SCORE]]
+        def top_per_key() -> pd.DataFrame:  # the same for every request: sorted once per fitted table and k, not per call
+            table = counts.rename("count").reset_index()
+            table = table.sort_values([key, "count"], ascending=[True, False], kind="stable")
+            table = table[table.groupby(key, sort=False).cumcount() < k]
+            table[S.SCORE] = tier + table["count"] / (1.0 + float(counts.max()))  # in [tier, tier + 1)
+            return table[[key, S.ITEM_ID, S.SCORE]]
+
+        table = once_per((counts,), ("popularity_tier", key, k, tier), top_per_key)
+        return keys.merge(table, on=key)[[S.REQUEST_ID, S.ITEM_ID, S.SCORE]]
 
     def retrieve(self, requests: pd.DataFrame, k: int, history: pd.DataFrame | None = None) -> pd.DataFrame:
         check_fitted(self, "scores_", "retrieve")

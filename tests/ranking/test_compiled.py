@@ -68,3 +68,15 @@ def test_no_compiler_falls_back_to_lightgbm_with_a_log_line(tmp_path, monkeypatc
         compiled.tree_predict(booster, X)
     assert [r.getMessage() for r in caplog.records if "compiled trees are off" in r.getMessage()] and "gcc: command not found" in caplog.text
     assert sum("compiled trees are off" in r.getMessage() for r in caplog.records) == 1  # said once, not per call
+
+
+def test_compiled_trees_run_under_a_one_thread_openmp_limit(compile_always):
+    """torch or a caller may cap OpenMP below the core count; tl2cgen refuses more threads than the cap,
+    so the compile and the predictor take the cap (this failed in the full suite before)."""
+    from threadpoolctl import threadpool_limits
+
+    X, y = _data(800, 6, 7, np.float32), np.random.default_rng(8).integers(0, 2, 800)
+    booster = lgb.LGBMClassifier(n_estimators=8, verbose=-1).fit(X, y).booster_
+    with threadpool_limits(1, "openmp"):
+        np.testing.assert_allclose(compiled.tree_predict(booster, X), booster.predict(X), rtol=1e-12, atol=1e-12)
+    assert compiled._PREDICTORS and not compiled._WHY_NOT
