@@ -17,7 +17,9 @@ why once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 import os
 import tempfile
@@ -142,6 +144,9 @@ def _compile(text: str, library: Path) -> None:
         model_file.write_text(text)
         model = treelite.frontend.load_lightgbm_model(str(model_file))
         partial = Path(work) / library.name
-        tl2cgen.export_lib(model, toolchain="gcc", libpath=str(partial), params={"parallel_comp": max(os.cpu_count() or 1, 2)},
-                           nthread=_threads())
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # tl2cgen prints its progress lines; they belong in the debug log, not the user's terminal
+            tl2cgen.export_lib(model, toolchain="gcc", libpath=str(partial), params={"parallel_comp": max(os.cpu_count() or 1, 2)},
+                               nthread=_threads())
+        log.debug("tl2cgen: %s", said.getvalue().strip())
         os.replace(partial, library)
