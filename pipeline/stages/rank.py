@@ -148,7 +148,8 @@ def rank(inputs: StageInputs, config: Config) -> StageResult:
 
     ``rank.population``: ``candidates`` (default) learns from the recall candidates of validation
     requests the merge never saw (:func:`candidate_requests`), labelled by what each user then did,
-    early-stopped and calibrated on the later part of them; ``logged`` from the logged train lists
+    early-stopped and calibrated on the later part of them (under ``random_75_25``, the recall stage's
+    inner-holdout requests, with histories and statistics that lack the held-out pairs); ``logged`` from the logged train lists
     (early stopping on the validation lists); ``both`` from both. Every row, trained on or scored,
     goes through :func:`~rankpipe.ranking.funnel.candidate_features`, with what recall found for it
     (the merge's rank and score, each channel's score and rank) as features.

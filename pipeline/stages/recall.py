@@ -80,7 +80,10 @@ def recall(inputs: StageInputs, config: Config) -> StageResult:
     validation requests; which channels found the positives there, and at what rank, orders the
     merged lists (:class:`~rankpipe.ranking.recall.merge.CandidateMerge`: a LightGBM or logistic
     merge, or per-channel hit rates combined by noisy-OR). ``auto`` picks the method by 2-fold
-    cross-validation on those requests (:func:`~rankpipe.ranking.recall.merge.choose_merge`).
+    cross-validation on those requests (:func:`~rankpipe.ranking.recall.merge.choose_merge`). Under
+    ``evaluate.protocol=random_75_25`` those requests are the protocol's own question asked inside
+    the train period (:func:`~rankpipe.pipeline.protocols.inner_holdout`), and the channels are
+    fitted without the pairs it holds out; the stage saves them (``shaped_*``) for the ranker.
     Every channel and the merge are saved as the stage's models (plain files).
     """
     requests, items, labels = inputs.table("prepare", "requests"), inputs.table("prepare", "items"), inputs.table("prepare", "labels")
