@@ -27,7 +27,7 @@ What runs on Dask so far:
 - the XGBoost rankers' training, early stopping included (:func:`xgboost_trainer`, ``xgboost.dask``,
   lists whole within a partition); distributed XGBoost merges the workers' quantile sketches, so the
   model is close to, not identical with, the local one;
-- batch scoring (:func:`rankpipe.pipeline.scoring.score_on`).
+- batch scoring (:func:`rankpipe.pipeline.scoring.score_to`).
 
 The engine is in no stage's fingerprint, so a run started on one engine resumes on the other.
 """

@@ -103,23 +103,6 @@ def _score_partition_to(directory: str, cutoff: str | None, requests: pd.DataFra
     return rows, served
 
 
-def score_on(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFrame, allow_past: bool = False, k: int | None = None,
-             cutoff: pd.Timestamp | None = None) -> pd.DataFrame:
-    """``funnel.score(requests)`` on ``engine``, whole, in memory (:func:`score_to` writes them instead,
-    a chunk at a time): in this process, or on a Dask cluster as a map over partitions of the
-    requests, each worker loading the funnel from ``directory`` (which its workers must be able to
-    read) once and keeping it. Requests are scored independently, so the lists are the same either
-    way, in the same order. ``funnel`` is the same funnel (``until(cutoff)`` applied), used here to
-    check the requests before any work is sent."""
-    requests = validate_requests(requests, funnel.cutoff, allow_past)  # bad requests: the clear error, before any work
-    if not engine.distributed:
-        parts = [funnel.score(requests.iloc[a:b], allow_past=True, k=k) for a, b in chunk_bounds(len(requests), SCORE_CHUNK)]
-        return pd.concat(parts, ignore_index=True) if parts else funnel.score(requests, allow_past=True, k=k)  # none: the empty lists
-    _check_k(k)
-    futures = _map_partitions(engine, _score_partition, directory, requests, allow_past, k, cutoff)
-    return pd.concat(engine.client.gather(futures), ignore_index=True)
-
-
 def _check_k(k: int | None) -> None:
     if k is not None and k < 1:
         raise ConfigError(f"--k must be at least 1. Got {k} instead.")
@@ -138,13 +121,19 @@ def _map_partitions(engine, function, directory, requests: pd.DataFrame, allow_p
 
 def score_to(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFrame, out: str | Path, partition: str | None = None,
              allow_past: bool = False, k: int | None = None, cutoff: pd.Timestamp | None = None) -> tuple[Path, int, int]:
-    """Score ``requests`` (as :func:`score_on`) and write the lists as Parquet a chunk at a time, so
-    memory holds one chunk's candidates and lists however many requests there are (a million users'
-    feed included): to ``out`` (one file, a row group per chunk), or with ``partition`` (e.g.
+    """``funnel.score(requests)`` on ``engine``, written as Parquet a chunk at a time, so memory holds
+    one chunk's candidates and lists however many requests there are (a million users' feed
+    included): to ``out`` (one file, a row group per chunk), or with ``partition`` (e.g.
     ``date=2026-12-01``) to ``out/<partition>/part-<i>.parquet``, replacing that partition whole.
     Nothing half-written is ever visible: the file or partition appears whole, or not at all, and a
-    retried task replaces its own output. On a Dask cluster with ``partition``, each worker scores
-    and writes its own part files there (``out`` must be a path the workers share).
+    retried task replaces its own output.
+
+    On a Dask cluster the requests are scored as a map over their partitions, each worker loading the
+    funnel from ``directory`` (which its workers must be able to read) once and keeping it; with
+    ``partition`` each worker also writes its own part files there (``out`` must be a path the
+    workers share). Requests are scored independently, so the lists are the same on either engine.
+    ``funnel`` is the same funnel (``until(cutoff)`` applied), used here to check the requests before
+    any work is sent.
 
     Returns:
         (the file or partition directory written, rows written, requests that got a list).
@@ -166,7 +155,7 @@ def score_to(engine, funnel: Funnel, directory: str | Path, requests: pd.DataFra
     return output.path, output.rows, output.served
 
 
-SCORE_CHUNK = 5_000  # requests scored at once by score_on in this process
+SCORE_CHUNK = 5_000  # requests scored and written at once by score_to in this process
 
 
 def chunk_bounds(n: int, size: int) -> list[tuple[int, int]]:
