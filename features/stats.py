@@ -73,9 +73,13 @@ def item_keys(items: pd.DataFrame) -> pd.DataFrame:
     return keys.assign(**{TOP_CATEGORY: top})
 
 
-def _attach_item_keys(frame: pd.DataFrame, keys: pd.DataFrame) -> None:
-    for column in keys.columns:  # an item missing from the catalogue gets null keys, hence zero counts
-        frame[column] = keys[column].reindex(frame[S.ITEM_ID]).array  # the keys' own dtype (str), also in an empty frame
+def _attach_item_keys(frame: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    """Add ``keys``' columns (:func:`item_keys`) to ``frame`` by its item ids; returns each row's
+    catalogue row, -1 for an item missing from the catalogue (null keys, hence zero counts)."""
+    row = keys.index.get_indexer(frame[S.ITEM_ID])
+    for column in keys.columns:
+        frame[column] = keys[column].array.take(row, allow_fill=True)  # the keys' own dtype (str), also in an empty frame
+    return row
 
 
 def enrich_history(events, items: pd.DataFrame):
@@ -387,10 +391,7 @@ def build_features(pairs: pd.DataFrame, history: pd.DataFrame, items: pd.DataFra
     """
     pairs = pairs.reset_index(drop=True)
     enriched = pairs[[S.TS, S.USER_ID, S.ITEM_ID, S.QUERY]].copy()
-    keys = once_per((items,), ("item_keys",), lambda: item_keys(items))  # the catalogue's keys, split once per catalogue
-    row = keys.index.get_indexer(pairs[S.ITEM_ID])  # once per call; -1: an item missing from the catalogue (null keys, zero counts)
-    for column in keys.columns:
-        enriched[column] = keys[column].array.take(row, allow_fill=True)
+    row = _attach_item_keys(enriched, once_per((items,), ("item_keys",), lambda: item_keys(items)))  # the keys split once per catalogue
     columns = counter(history, enriched, config.windows_days, COUNT_GROUPS, config.half_lives_days, position_ctr)
     prior = priors.set_index(["group", "rate"])
     for group in COUNT_GROUPS:
